@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/kmmkit/kmmkit/kernelmap"
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+)
+
+// stringList is a repeatable flag; each use may also hold a comma-separated
+// list.
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+
+func (s *stringList) Set(v string) error {
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*s = append(*s, p)
+		}
+	}
+	return nil
+}
+
+// mapResult is what "kmm map" prints for one kernel.
+type mapResult struct {
+	Kernel    string            `json:"kernel"`
+	Matched   bool              `json:"matched"`
+	Record    *kernelmap.Record `json:"record,omitempty"`
+	NoMapping string            `json:"noMapping,omitempty"`
+}
+
+// runMap implements "kmm map".
+func runMap(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("kmm map", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("f", "", "manifest holding the Module (YAML or JSON; - for standard input)")
+	moduleName := fs.String("module", "", "name of the Module to use when the manifest holds several")
+	output := fs.String("o", "yaml", "output format: yaml or json")
+	skipValidation := fs.Bool("skip-validation", false, "map even when the Module breaks validation rules")
+	var kernels stringList
+	fs.Var(&kernels, "kernel", "node kernel version, as in node.status.nodeInfo.kernelVersion (repeatable, or comma-separated)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: kmm map -f MODULE.yaml --kernel VERSION [--kernel VERSION ...] [-o yaml|json]\n\n"+
+			"Finds the kernel mapping of the Module for each kernel as KMM does and prints the resolved record.\n"+
+			"Exit status: 0 when every kernel has a mapping, 1 when some kernel has none, 2 on errors.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kmm map: unexpected argument %q (give kernels with --kernel)\n", fs.Arg(0))
+		return exitError
+	}
+	if len(kernels) == 0 {
+		fmt.Fprintln(stderr, "kmm map: no kernel: give at least one with --kernel")
+		return exitError
+	}
+	if *output != "yaml" && *output != "json" {
+		fmt.Fprintf(stderr, "kmm map: unknown output format %q: use yaml or json\n", *output)
+		return exitError
+	}
+	modules, err := readModules(*file, stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "kmm map: %v\n", err)
+		return exitError
+	}
+	module, err := selectModule(modules, *moduleName, *file)
+	if err != nil {
+		fmt.Fprintf(stderr, "kmm map: %v\n", err)
+		return exitError
+	}
+	if !*skipValidation {
+		if errs := v1beta1.Validate(module); len(errs) > 0 {
+			fmt.Fprintf(stderr, "kmm map: Module %s/%s is invalid (use --skip-validation to map it anyway):\n", module.Namespace, module.Name)
+			for _, e := range errs {
+				fmt.Fprintf(stderr, "  %s\n", e.Error())
+			}
+			return exitError
+		}
+	}
+
+	mapper := kernelmap.New()
+	results := make([]mapResult, 0, len(kernels))
+	code := exitOK
+	for _, k := range kernels {
+		rec, err := mapper.Resolve(module, k)
+		switch {
+		case errors.Is(err, kernelmap.ErrNoMapping):
+			code = exitNo
+			results = append(results, mapResult{Kernel: k, NoMapping: fmt.Sprintf("no kernel mapping of Module %s/%s matches kernel %q", module.Namespace, module.Name, k)})
+		case err != nil:
+			fmt.Fprintf(stderr, "kmm map: kernel %q: %v\n", k, err)
+			return exitError
+		default:
+			results = append(results, mapResult{Kernel: k, Matched: true, Record: rec})
+		}
+	}
+	if err := printResults(stdout, *output, results); err != nil {
+		fmt.Fprintf(stderr, "kmm map: %v\n", err)
+		return exitError
+	}
+	return code
+}
+
+// printResults writes the results: one object for one kernel, a list for
+// several.
+func printResults(w io.Writer, format string, results []mapResult) error {
+	var v any = results
+	if len(results) == 1 {
+		v = results[0]
+	}
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if format == "yaml" {
+		if data, err = yaml.JSONToYAML(data); err != nil {
+			return err
+		}
+	} else {
+		data = append(data, '\n')
+	}
+	_, err = w.Write(data)
+	return err
+}

@@ -1,0 +1,136 @@
+package kernelmap
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+)
+
+func lit(s string) v1beta1.KernelMapping {
+	return v1beta1.KernelMapping{Literal: s, ContainerImage: "img:" + s}
+}
+func re(s string) v1beta1.KernelMapping {
+	return v1beta1.KernelMapping{Regexp: s, ContainerImage: "img:re"}
+}
+
+func TestFind(t *testing.T) {
+	tests := []struct {
+		name     string
+		mappings []v1beta1.KernelMapping
+		kernel   string
+		want     int
+	}{
+		{"literal exact", []v1beta1.KernelMapping{lit("6.1.0-56-amd64")}, "6.1.0-56-amd64", 0},
+		{"literal is not a prefix match", []v1beta1.KernelMapping{lit("6.1.0")}, "6.1.0-56-amd64", -1},
+		{"literal is case sensitive", []v1beta1.KernelMapping{lit("6.1.0-56-AMD64")}, "6.1.0-56-amd64", -1},
+		{"literal after trimming plus", []v1beta1.KernelMapping{lit("6.8.0-1")}, "6.8.0-1+", 0},
+		{"only one plus is trimmed", []v1beta1.KernelMapping{lit("6.8.0-1")}, "6.8.0-1++", -1},
+		{"literal with plus never matches a trimmed kernel", []v1beta1.KernelMapping{lit("6.8.0-1+")}, "6.8.0-1+", -1},
+		{"regexp is unanchored", []v1beta1.KernelMapping{re(`56`)}, "6.1.0-56-amd64", 0},
+		{"regexp dot matches any char", []v1beta1.KernelMapping{re(`6.1.0`)}, "6x1y0", 0},
+		{"anchored regexp", []v1beta1.KernelMapping{re(`^6\.1\.0-\d+-amd64$`)}, "6.1.0-56-amd64", 0},
+		{"anchored regexp rejects suffix", []v1beta1.KernelMapping{re(`^6\.1\.0-\d+-amd64$`)}, "6.1.0-56-amd64-dbg", -1},
+		{"regexp sees the trimmed kernel", []v1beta1.KernelMapping{re(`\+$`)}, "6.8.0-1+", -1},
+		{"first match wins", []v1beta1.KernelMapping{re(`^6\.`), lit("6.1.0-56-amd64")}, "6.1.0-56-amd64", 0},
+		{"list order, literal after non-matching regexp", []v1beta1.KernelMapping{re(`^5\.`), lit("6.1.0-56-amd64"), re(`.*`)}, "6.1.0-56-amd64", 1},
+		{"catch-all last", []v1beta1.KernelMapping{lit("6.1.0-56-amd64"), re(`.*`)}, "5.14.0-284.el9.x86_64", 1},
+		{"no mapping", []v1beta1.KernelMapping{lit("6.1.0-56-amd64"), re(`^5\.`)}, "6.2.0-1", -1},
+		{"empty list", nil, "6.1.0-56-amd64", -1},
+		{"mapping with neither field never matches", []v1beta1.KernelMapping{{ContainerImage: "x:y"}}, "6.1.0-56-amd64", -1},
+		{"empty regexp matches nothing", []v1beta1.KernelMapping{re(``)}, "6.1.0-56-amd64", -1},
+		{"literal checked before regexp in one mapping", []v1beta1.KernelMapping{{Literal: "6.1.0-56-amd64", Regexp: "("}}, "6.1.0-56-amd64", 0},
+	}
+	m := New()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := m.Find(tc.mappings, tc.kernel)
+			if tc.want < 0 {
+				assert.ErrorIs(t, err, ErrNoMapping)
+				assert.Equal(t, -1, got)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func TestFindBadRegexp(t *testing.T) {
+	m := New()
+	mappings := []v1beta1.KernelMapping{lit("5.0.0"), re(`^6\.(1`)}
+	for range 2 { // the second call answers from the cache
+		_, err := m.Find(mappings, "6.1.0-56-amd64")
+		var fe *FieldError
+		require.ErrorAs(t, err, &fe)
+		assert.Equal(t, "spec.moduleLoader.container.kernelMappings[1].regexp", fe.Field)
+		assert.Equal(t, `^6\.(1`, fe.Value)
+		assert.Contains(t, err.Error(), "invalid regexp")
+		assert.NotErrorIs(t, err, ErrNoMapping, "a broken regexp is a failure, not 'no mapping'")
+	}
+	// A literal before the broken mapping still matches: KMM stops at the
+	// first match.
+	got, err := m.Find(mappings, "5.0.0")
+	require.NoError(t, err)
+	assert.Equal(t, 0, got)
+}
+
+func TestRegexpCacheBounded(t *testing.T) {
+	m := New(WithRegexpCacheSize(3))
+	for i := range 50 {
+		idx, err := m.Find([]v1beta1.KernelMapping{re(fmt.Sprintf(`^6\.%d\.`, i))}, fmt.Sprintf("6.%d.0", i))
+		require.NoError(t, err)
+		assert.Equal(t, 0, idx)
+		m.mu.Lock()
+		n := len(m.regexps)
+		m.mu.Unlock()
+		assert.LessOrEqual(t, n, 3)
+	}
+	assert.Equal(t, 1, New(WithRegexpCacheSize(-5)).maxCached)
+}
+
+func TestRegexpCompiledOnce(t *testing.T) {
+	m := New()
+	mappings := []v1beta1.KernelMapping{re(`^6\.`)}
+	_, err := m.Find(mappings, "6.1.0")
+	require.NoError(t, err)
+	first := m.regexps[`^6\.`].re
+	_, err = m.Find(mappings, "6.2.0")
+	require.NoError(t, err)
+	assert.Same(t, first, m.regexps[`^6\.`].re)
+}
+
+func TestConcurrentResolve(t *testing.T) {
+	m := New(WithRegexpCacheSize(4))
+	mod := testModule()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				k := fmt.Sprintf("6.%d.%d-1-amd64", g, i)
+				rec, err := m.Resolve(mod, k)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if rec.Kernel().Version != k {
+					errs <- errors.New("wrong kernel " + rec.Kernel().Version)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

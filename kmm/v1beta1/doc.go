@@ -1,0 +1,21 @@
+// Package v1beta1 holds the Module API of Kernel Module Management, group
+// kmm.sigs.x-k8s.io, version v1beta1.
+//
+// The Go types marshal to exactly the JSON that the KMM operator's Module
+// custom resource uses, so an existing KMM manifest decodes unchanged and a
+// Module written here can be applied to a cluster that runs KMM. Every type
+// has generated DeepCopy methods, so an operator can embed [ModuleSpec] in
+// its own custom resource.
+//
+// Three groups of functions work on the types:
+//
+//   - [DecodeModules] and [DecodeModule] read YAML or JSON manifests strictly:
+//     an unknown or duplicated field is an error that names its path.
+//   - [Validate], [ValidateUpdate] and [ValidateSpec] apply every rule that
+//     KMM's admission webhook and CRD schema apply, and report all problems at
+//     once with their field paths.
+//   - [AddToScheme] registers Module and ModuleList with a runtime.Scheme.
+//
+// +kubebuilder:object:generate=true
+// +groupName=kmm.sigs.x-k8s.io
+package v1beta1

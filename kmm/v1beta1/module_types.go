@@ -1,0 +1,107 @@
+package v1beta1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Module describes an out-of-tree kernel module: which image holds it for
+// each node kernel, how to build and sign that image when it is missing, and
+// how to load it on the nodes its selector targets.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:path=modules,scope=Namespaced
+type Module struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   ModuleSpec   `json:"spec,omitempty"`
+	Status ModuleStatus `json:"status,omitempty"`
+}
+
+// ModuleList is a list of Modules.
+//
+// +kubebuilder:object:root=true
+type ModuleList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+
+	Items []Module `json:"items"`
+}
+
+// ModuleSpec is the desired state of a Module. Operators may embed it in
+// their own custom resources.
+//
+// +kubebuilder:validation:XValidation:rule="!(has(self.dra) && has(self.devicePlugin))",message="spec.dra and spec.devicePlugin are mutually exclusive"
+type ModuleSpec struct {
+	// ModuleLoader loads the kernel module on the nodes. When nil, only the
+	// device plugin or DRA driver runs.
+	// +optional
+	ModuleLoader *ModuleLoaderSpec `json:"moduleLoader,omitempty"`
+
+	// DevicePlugin runs a device plugin next to the module. kmmkit carries
+	// it for compatibility and gives it no behaviour.
+	// +optional
+	DevicePlugin *DevicePluginSpec `json:"devicePlugin,omitempty"`
+
+	// DRA runs a dynamic resource allocation driver next to the module.
+	// kmmkit carries it for compatibility and gives it no behaviour.
+	// +optional
+	DRA *DRASpec `json:"dra,omitempty"`
+
+	// ImageRepoSecret names a dockerconfigjson Secret in the Module's
+	// namespace used to pull, and when building to push, the module image.
+	// +optional
+	ImageRepoSecret *corev1.LocalObjectReference `json:"imageRepoSecret,omitempty"`
+
+	// Selector selects the nodes to load the module on, by equality of node
+	// labels. An empty map selects every node.
+	Selector map[string]string `json:"selector"`
+
+	// Tolerations are given to every Pod created for this Module, and decide
+	// which tainted nodes are targeted.
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// ImageRebuildTriggerGeneration, when changed, forces the module images
+	// to be verified again and rebuilt when they are missing.
+	// +optional
+	ImageRebuildTriggerGeneration *int `json:"imageRebuildTriggerGeneration,omitempty"`
+}
+
+// ModuleStatus is the observed state of a Module.
+type ModuleStatus struct {
+	// ModuleLoader counts the nodes of the module loader.
+	// +optional
+	ModuleLoader *DaemonSetStatus `json:"moduleLoader,omitempty"`
+
+	// DevicePlugin counts the nodes of the device plugin.
+	// +optional
+	DevicePlugin *DaemonSetStatus `json:"devicePlugin,omitempty"`
+
+	// DRA counts the nodes of the DRA driver.
+	// +optional
+	DRA *DaemonSetStatus `json:"dra,omitempty"`
+
+	// ImageRebuildTriggerGeneration is the generation of
+	// spec.imageRebuildTriggerGeneration that was last acted on.
+	// +optional
+	ImageRebuildTriggerGeneration *int `json:"imageRebuildTriggerGeneration,omitempty"`
+}
+
+// DaemonSetStatus counts nodes the way KMM reports them.
+type DaemonSetStatus struct {
+	// NodesMatchingSelectorNumber is the number of schedulable nodes that
+	// match the selector.
+	// +optional
+	NodesMatchingSelectorNumber int32 `json:"nodesMatchingSelectorNumber,omitempty"`
+
+	// DesiredNumber is the number of nodes that should run the module.
+	// +optional
+	DesiredNumber int32 `json:"desiredNumber,omitempty"`
+
+	// AvailableNumber is the number of nodes that run the module as desired.
+	// +optional
+	AvailableNumber int32 `json:"availableNumber,omitempty"`
+}

@@ -1,0 +1,444 @@
+package v1beta1
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/kmmkit/kmmkit/internal/envsubst"
+	"github.com/kmmkit/kmmkit/internal/kvars"
+)
+
+// MaxNameNamespaceLength is the longest name+namespace KMM accepts for a
+// Module: the pair must fit the 63-character name part of the
+// version-schedule-pod.<namespace>.<name> label KMM uses.
+const MaxNameNamespaceLength = 41
+
+// hostPathPrefixes are the only host directories device plugin and DRA
+// volumes may mount.
+var hostPathPrefixes = []string{"/dev", "/sys", "/var", "/opt", "/run"}
+
+// tagPattern is the OCI distribution tag grammar.
+var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+
+// Validate applies to a Module every rule of KMM's admission webhook and of
+// its CRD schema, and returns all problems at once, each with its field
+// path. An empty list means the Module is valid.
+func Validate(m *Module) field.ErrorList {
+	var errs field.ErrorList
+	meta := field.NewPath("metadata")
+	if m.Name == "" && m.GenerateName == "" {
+		errs = append(errs, field.Required(meta.Child("name"), "a Module needs a name"))
+	}
+	if n := len(m.Name) + len(m.Namespace); n > MaxNameNamespaceLength {
+		errs = append(errs, field.Invalid(meta.Child("name"), m.Name,
+			fmt.Sprintf("name and namespace together are %d characters; at most %d are allowed", n, MaxNameNamespaceLength)))
+	}
+	return append(errs, ValidateSpec(&m.Spec, field.NewPath("spec"))...)
+}
+
+// ValidateUpdate validates newer as Validate does, and also the rules that
+// compare it with the stored older Module.
+func ValidateUpdate(older, newer *Module) field.ErrorList {
+	errs := Validate(newer)
+	var oldVersion, newVersion string
+	if older.Spec.ModuleLoader != nil {
+		oldVersion = older.Spec.ModuleLoader.Container.Version
+	}
+	if newer.Spec.ModuleLoader != nil {
+		newVersion = newer.Spec.ModuleLoader.Container.Version
+	}
+	if (oldVersion == "") != (newVersion == "") {
+		errs = append(errs, field.Forbidden(
+			field.NewPath("spec", "moduleLoader", "container", "version"),
+			fmt.Sprintf("cannot change from %q to %q: a version can be neither added to nor removed from an existing Module; please delete the Module and create it again", oldVersion, newVersion)))
+	}
+	return errs
+}
+
+// ValidateSpec validates a ModuleSpec found at fldPath. Operators that embed
+// ModuleSpec in their own resources call it with their own path.
+func ValidateSpec(spec *ModuleSpec, fldPath *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if spec.Selector == nil {
+		errs = append(errs, field.Required(fldPath.Child("selector"), "use {} to select every node"))
+	}
+	errs = append(errs, validateLabels(spec.Selector, fldPath.Child("selector"))...)
+	errs = append(errs, validateTolerations(spec.Tolerations, fldPath.Child("tolerations"))...)
+	if spec.ImageRepoSecret != nil && spec.ImageRepoSecret.Name == "" {
+		errs = append(errs, field.Required(fldPath.Child("imageRepoSecret", "name"), ""))
+	}
+	if spec.ImageRebuildTriggerGeneration != nil && *spec.ImageRebuildTriggerGeneration < 0 {
+		errs = append(errs, field.Invalid(fldPath.Child("imageRebuildTriggerGeneration"), *spec.ImageRebuildTriggerGeneration, "must not be negative"))
+	}
+	if spec.DRA != nil && spec.DevicePlugin != nil {
+		errs = append(errs, field.Forbidden(fldPath.Child("dra"), "spec.dra and spec.devicePlugin are mutually exclusive"))
+	}
+	if spec.DevicePlugin != nil {
+		errs = append(errs, validateDevicePlugin(spec.DevicePlugin, fldPath.Child("devicePlugin"))...)
+	}
+	if spec.DRA != nil {
+		errs = append(errs, validateDRA(spec.DRA, fldPath.Child("dra"))...)
+	}
+	if spec.ModuleLoader != nil {
+		errs = append(errs, validateContainer(&spec.ModuleLoader.Container, fldPath.Child("moduleLoader", "container"))...)
+	}
+	return errs
+}
+
+// validateContainer checks moduleLoader.container and its mappings.
+func validateContainer(c *ModuleLoaderContainerSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if c.InTreeModulesToRemove != nil && c.InTreeModuleToRemove != "" {
+		errs = append(errs, field.Forbidden(p.Child("inTreeModuleToRemove"), "inTreeModulesToRemove and inTreeModuleToRemove are mutually exclusive"))
+	}
+	errs = append(errs, validateModuleNames(c.InTreeModulesToRemove, p.Child("inTreeModulesToRemove"))...)
+	errs = append(errs, validatePullPolicy(c.ImagePullPolicy, p.Child("imagePullPolicy"))...)
+	if c.ContainerImage != "" {
+		errs = append(errs, validateImage(c.ContainerImage, p.Child("containerImage"))...)
+	}
+	dirName := c.Modprobe.DirName
+	if dirName == "" {
+		dirName = DefaultDirName
+	}
+	errs = append(errs, validateModprobe(&c.Modprobe, p.Child("modprobe"))...)
+	if c.Build != nil {
+		errs = append(errs, validateBuild(c.Build, p.Child("build"))...)
+	}
+	if c.Sign != nil {
+		errs = append(errs, validateSign(c.Sign, dirName, p.Child("sign"))...)
+	}
+	if len(c.KernelMappings) == 0 {
+		errs = append(errs, field.Required(p.Child("kernelMappings"), "at least one kernel mapping is needed"))
+	}
+	for i := range c.KernelMappings {
+		errs = append(errs, validateMapping(&c.KernelMappings[i], c, dirName, p.Child("kernelMappings").Index(i))...)
+	}
+	return errs
+}
+
+// validateMapping checks one kernel mapping against itself and the
+// module-wide settings.
+func validateMapping(km *KernelMapping, c *ModuleLoaderContainerSpec, dirName string, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	switch {
+	case km.Regexp != "" && km.Literal != "":
+		errs = append(errs, field.Forbidden(p.Child("regexp"), "regexp and literal are mutually exclusive"))
+	case km.Regexp == "" && km.Literal == "":
+		errs = append(errs, field.Required(p.Child("regexp"), "regexp or literal must be set"))
+	case km.Regexp != "":
+		if _, err := regexp.Compile(km.Regexp); err != nil {
+			errs = append(errs, field.Invalid(p.Child("regexp"), km.Regexp, fmt.Sprintf("does not compile: %v", err)))
+		}
+	}
+	switch {
+	case km.ContainerImage == "" && c.ContainerImage == "":
+		errs = append(errs, field.Required(p.Child("containerImage"), "must be set when the container has no containerImage"))
+	case km.ContainerImage != "":
+		errs = append(errs, validateImage(km.ContainerImage, p.Child("containerImage"))...)
+	}
+	if km.InTreeModulesToRemove != nil && km.InTreeModuleToRemove != "" {
+		errs = append(errs, field.Forbidden(p.Child("inTreeModuleToRemove"), "inTreeModulesToRemove and inTreeModuleToRemove are mutually exclusive"))
+	}
+	if km.InTreeModuleToRemove != "" && c.InTreeModulesToRemove != nil {
+		errs = append(errs, field.Forbidden(p.Child("inTreeModuleToRemove"), "cannot be used when the container uses inTreeModulesToRemove"))
+	}
+	if km.InTreeModulesToRemove != nil && c.InTreeModuleToRemove != "" {
+		errs = append(errs, field.Forbidden(p.Child("inTreeModulesToRemove"), "cannot be used when the container uses inTreeModuleToRemove"))
+	}
+	errs = append(errs, validateModuleNames(km.InTreeModulesToRemove, p.Child("inTreeModulesToRemove"))...)
+	if km.Build != nil {
+		errs = append(errs, validateBuild(km.Build, p.Child("build"))...)
+	}
+	if km.Sign != nil {
+		errs = append(errs, validateSign(km.Sign, dirName, p.Child("sign"))...)
+	}
+	return errs
+}
+
+// validateModprobe applies KMM's modprobe and loading-order rules.
+func validateModprobe(m *ModprobeSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if m.ModuleName != "" {
+		if m.RawArgs != nil && (len(m.RawArgs.Load) > 0 || len(m.RawArgs.Unload) > 0) {
+			errs = append(errs, field.Forbidden(p.Child("rawArgs"), "rawArgs cannot be set when moduleName is set"))
+		}
+	} else {
+		if m.RawArgs == nil || len(m.RawArgs.Load) == 0 {
+			errs = append(errs, field.Required(p.Child("rawArgs", "load"), "rawArgs.load is required when moduleName is not set"))
+		}
+		if m.RawArgs == nil || len(m.RawArgs.Unload) == 0 {
+			errs = append(errs, field.Required(p.Child("rawArgs", "unload"), "rawArgs.unload is required when moduleName is not set"))
+		}
+	}
+	if m.Args != nil {
+		if len(m.Args.Load) == 0 {
+			errs = append(errs, field.Required(p.Child("args", "load"), "must have at least one item when args is set"))
+		}
+		if len(m.Args.Unload) == 0 {
+			errs = append(errs, field.Required(p.Child("args", "unload"), "must have at least one item when args is set"))
+		}
+	}
+	if m.ModuleName != "" && strings.ContainsAny(m.ModuleName, "/ \t\n") {
+		errs = append(errs, field.Invalid(p.Child("moduleName"), m.ModuleName, "must be a module name, not a path"))
+	}
+	if len(m.ModulesLoadingOrder) > 0 {
+		lo := p.Child("modulesLoadingOrder")
+		if len(m.ModulesLoadingOrder) < 2 {
+			errs = append(errs, field.Invalid(lo, m.ModulesLoadingOrder, "must hold at least two modules: moduleName and what it depends on"))
+		}
+		if m.ModuleName == "" {
+			errs = append(errs, field.Required(p.Child("moduleName"), "moduleName is required when modulesLoadingOrder is set"))
+		} else if m.ModulesLoadingOrder[0] != m.ModuleName {
+			errs = append(errs, field.Invalid(lo.Index(0), m.ModulesLoadingOrder[0], fmt.Sprintf("the first entry must be moduleName %q", m.ModuleName)))
+		}
+		seen := sets.New[string]()
+		for i, name := range m.ModulesLoadingOrder {
+			if seen.Has(name) {
+				errs = append(errs, field.Duplicate(lo.Index(i), name))
+			}
+			seen.Insert(name)
+		}
+	}
+	return errs
+}
+
+// validateBuild checks the fields KMM's CRD requires of a build.
+func validateBuild(b *Build, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if b.DockerfileConfigMap == nil || b.DockerfileConfigMap.Name == "" {
+		errs = append(errs, field.Required(p.Child("dockerfileConfigMap", "name"), "a build needs the ConfigMap that holds its Dockerfile"))
+	}
+	names := sets.New[string]()
+	for i, a := range b.BuildArgs {
+		ap := p.Child("buildArgs").Index(i).Child("name")
+		switch {
+		case a.Name == "":
+			errs = append(errs, field.Required(ap, ""))
+		case names.Has(a.Name):
+			errs = append(errs, field.Duplicate(ap, a.Name))
+		}
+		names.Insert(a.Name)
+	}
+	for i, s := range b.Secrets {
+		if s.Name == "" {
+			errs = append(errs, field.Required(p.Child("secrets").Index(i).Child("name"), ""))
+		}
+	}
+	if b.KanikoParams != nil && b.KanikoParams.Tag != "" && !tagPattern.MatchString(b.KanikoParams.Tag) {
+		errs = append(errs, field.Invalid(p.Child("kanikoParams", "tag"), b.KanikoParams.Tag, "not a valid image tag"))
+	}
+	return append(errs, validateLabels(b.Selector, p.Child("selector"))...)
+}
+
+// validateSign checks a signing section: secrets present, and every file to
+// sign under modprobe.dirName.
+func validateSign(s *Sign, dirName string, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if s.KeySecret == nil || s.KeySecret.Name == "" {
+		errs = append(errs, field.Required(p.Child("keySecret", "name"), "signing needs the Secret that holds the private key"))
+	}
+	if s.CertSecret == nil || s.CertSecret.Name == "" {
+		errs = append(errs, field.Required(p.Child("certSecret", "name"), "signing needs the Secret that holds the certificate"))
+	}
+	if s.UnsignedImage != "" {
+		errs = append(errs, validateImage(s.UnsignedImage, p.Child("unsignedImage"))...)
+	}
+	if len(s.FilesToSign) == 0 {
+		errs = append(errs, field.Required(p.Child("filesToSign"), "at least one file to sign is needed"))
+	}
+	prefix := strings.TrimSuffix(dirName, "/") + "/"
+	for i, f := range s.FilesToSign {
+		fp := p.Child("filesToSign").Index(i)
+		if !strings.HasPrefix(f, prefix) {
+			errs = append(errs, field.Invalid(fp, f, fmt.Sprintf("must be under modprobe.dirName %q", dirName)))
+		}
+		errs = append(errs, validateTemplate(f, fp)...)
+	}
+	return errs
+}
+
+// validateImage checks an image template: its variables and that it names
+// a tag or a digest.
+func validateImage(image string, p *field.Path) field.ErrorList {
+	errs := validateTemplate(image, p)
+	lastSegment := image[strings.LastIndexByte(image, '/')+1:]
+	if !strings.Contains(image, "@") && !strings.Contains(lastSegment, ":") {
+		errs = append(errs, field.Invalid(p, image, "container image must explicitly set a tag or digest"))
+	}
+	if strings.ContainsAny(image, " \t\n") {
+		errs = append(errs, field.Invalid(p, image, "must not contain whitespace"))
+	}
+	return errs
+}
+
+// validateTemplate checks that a template uses only known variables and is
+// well formed.
+func validateTemplate(s string, p *field.Path) field.ErrorList {
+	_, err := envsubst.Expand(s, func(name string) (string, bool) {
+		return "x", kvars.Known(name)
+	})
+	if err != nil {
+		return field.ErrorList{field.Invalid(p, s, fmt.Sprintf("%v (known variables: %s)", err, strings.Join(kvars.All(), ", ")))}
+	}
+	return nil
+}
+
+// validateModuleNames checks a list of kernel module names.
+func validateModuleNames(names []string, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for i, n := range names {
+		if n == "" || strings.ContainsAny(n, "/ \t\n") {
+			errs = append(errs, field.Invalid(p.Index(i), n, "must be a kernel module name"))
+		}
+	}
+	return errs
+}
+
+// validatePullPolicy checks an image pull policy against the CRD enum.
+func validatePullPolicy(pp corev1.PullPolicy, p *field.Path) field.ErrorList {
+	switch pp {
+	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+		return nil
+	}
+	return field.ErrorList{field.NotSupported(p, pp, []corev1.PullPolicy{corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever})}
+}
+
+// validateLabels checks that a selector's keys and values are label keys and
+// values, so it can match a node at all.
+func validateLabels(labels map[string]string, p *field.Path) field.ErrorList {
+	return metav1validation.ValidateLabels(labels, p)
+}
+
+// validateTolerations applies KMM's toleration rules, which are those of
+// core Kubernetes.
+func validateTolerations(tolerations []corev1.Toleration, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for i, t := range tolerations {
+		tp := p.Index(i)
+		if t.Key != "" {
+			for _, msg := range validation.IsQualifiedName(t.Key) {
+				errs = append(errs, field.Invalid(tp.Child("key"), t.Key, msg))
+			}
+		}
+		if t.Key == "" && t.Operator != corev1.TolerationOpExists {
+			errs = append(errs, field.Invalid(tp.Child("operator"), t.Operator, "operator must be Exists when key is empty, which means \"match all values and all keys\""))
+		}
+		if t.TolerationSeconds != nil && t.Effect != corev1.TaintEffectNoExecute {
+			errs = append(errs, field.Invalid(tp.Child("effect"), t.Effect, "effect must be 'NoExecute' when `tolerationSeconds` is set"))
+		}
+		switch t.Operator {
+		case corev1.TolerationOpEqual, "":
+			for _, msg := range validation.IsValidLabelValue(t.Value) {
+				errs = append(errs, field.Invalid(tp.Child("value"), t.Value, msg))
+			}
+		case corev1.TolerationOpExists:
+			if t.Value != "" {
+				errs = append(errs, field.Invalid(tp.Child("value"), t.Value, "value must be empty when `operator` is 'Exists'"))
+			}
+		default:
+			errs = append(errs, field.NotSupported(tp.Child("operator"), t.Operator, []corev1.TolerationOperator{corev1.TolerationOpEqual, corev1.TolerationOpExists}))
+		}
+		switch t.Effect {
+		case "", corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
+		default:
+			errs = append(errs, field.NotSupported(tp.Child("effect"), t.Effect, []corev1.TaintEffect{corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute}))
+		}
+	}
+	return errs
+}
+
+// validateDevicePlugin checks the device plugin section.
+func validateDevicePlugin(dp *DevicePluginSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	errs = append(errs, validatePluginContainer(&dp.Container, p.Child("container"))...)
+	if dp.InitContainer != nil {
+		errs = append(errs, validatePluginContainer(dp.InitContainer, p.Child("initContainer"))...)
+	}
+	return append(errs, validateHostPathVolumes(dp.Volumes, p.Child("volumes"))...)
+}
+
+// validateDRA checks the DRA section.
+func validateDRA(d *DRASpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	errs = append(errs, validatePluginContainer(&d.Container, p.Child("container"))...)
+	if d.InitContainer != nil {
+		errs = append(errs, validatePluginContainer(d.InitContainer, p.Child("initContainer"))...)
+	}
+	errs = append(errs, validateHostPathVolumes(d.Volumes, p.Child("volumes"))...)
+	if d.DriverName == "" {
+		errs = append(errs, field.Required(p.Child("driverName"), ""))
+	} else {
+		for _, msg := range validation.IsDNS1123Subdomain(d.DriverName) {
+			errs = append(errs, field.Invalid(p.Child("driverName"), d.DriverName, msg))
+		}
+	}
+	names := sets.New[string]()
+	for i, dc := range d.DeviceClasses {
+		np := p.Child("deviceClasses").Index(i).Child("name")
+		switch {
+		case dc.Name == "":
+			errs = append(errs, field.Required(np, ""))
+		case names.Has(dc.Name):
+			errs = append(errs, field.Duplicate(np, dc.Name))
+		default:
+			for _, msg := range validation.IsDNS1123Subdomain(dc.Name) {
+				errs = append(errs, field.Invalid(np, dc.Name, msg))
+			}
+		}
+		names.Insert(dc.Name)
+		if len(dc.Selectors) > 32 {
+			errs = append(errs, field.TooMany(p.Child("deviceClasses").Index(i).Child("selectors"), len(dc.Selectors), 32))
+		}
+		if len(dc.Config) > 32 {
+			errs = append(errs, field.TooMany(p.Child("deviceClasses").Index(i).Child("config"), len(dc.Config), 32))
+		}
+	}
+	return errs
+}
+
+// validatePluginContainer checks a device plugin or DRA container.
+func validatePluginContainer(c *CommonContainerSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if c.Image == "" {
+		errs = append(errs, field.Required(p.Child("image"), ""))
+	}
+	return append(errs, validatePullPolicy(c.ImagePullPolicy, p.Child("imagePullPolicy"))...)
+}
+
+// validateHostPathVolumes allows hostPath volumes only under the host
+// directories KMM allows.
+func validateHostPathVolumes(volumes []corev1.Volume, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for i, v := range volumes {
+		if v.HostPath == nil {
+			continue
+		}
+		if !underAny(v.HostPath.Path, hostPathPrefixes) {
+			errs = append(errs, field.Invalid(p.Index(i).Child("hostPath", "path"), v.HostPath.Path,
+				"hostPath volumes must be under one of "+strings.Join(hostPathPrefixes, ", ")))
+		}
+	}
+	return errs
+}
+
+// underAny reports whether the absolute path p is one of dirs or below one.
+func underAny(p string, dirs []string) bool {
+	if !path.IsAbs(p) {
+		return false
+	}
+	clean := path.Clean(p)
+	for _, d := range dirs {
+		if clean == d || strings.HasPrefix(clean, d+"/") {
+			return true
+		}
+	}
+	return false
+}
