@@ -1,28 +1,37 @@
 #!/usr/bin/env bash
-# Regenerates the DeepCopy methods of the API types with controller-gen,
-# pinned in hack/tools/go.mod. With --check, it fails when the committed
-# files differ from what the generator writes.
+# Regenerates, with controller-gen pinned in hack/tools/go.mod, the DeepCopy
+# methods of the API types and the Module CRD that kmm/v1beta1 embeds. With
+# --check, it fails when the committed files differ from what it writes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+generated=(kmm/v1beta1/zz_generated.deepcopy.go kmm/v1beta1/crd/kmm.sigs.x-k8s.io_modules.yaml)
 
 gen() {
 	(cd hack/tools && go tool controller-gen \
 		object:headerFile="$root/hack/boilerplate.go.txt" \
+		crd:crdVersions=v1 output:crd:dir="$root/kmm/v1beta1/crd" \
 		paths="$root/kmm/v1beta1/...")
 }
 
 if [[ "${1:-}" == "--check" ]]; then
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' EXIT
-	cp kmm/v1beta1/zz_generated.deepcopy.go "$tmp/before.go"
+	for f in "${generated[@]}"; do
+		mkdir -p "$tmp/$(dirname "$f")"
+		cp "$f" "$tmp/$f"
+	done
 	gen
-	if ! diff -u "$tmp/before.go" kmm/v1beta1/zz_generated.deepcopy.go; then
-		cp "$tmp/before.go" kmm/v1beta1/zz_generated.deepcopy.go
-		echo "generate: kmm/v1beta1/zz_generated.deepcopy.go is stale; run 'make generate'" >&2
-		exit 1
-	fi
-	echo "generate: DeepCopy methods are up to date"
+	stale=0
+	for f in "${generated[@]}"; do
+		if ! diff -u "$tmp/$f" "$f" >&2; then
+			cp "$tmp/$f" "$f"
+			echo "generate: $f is stale; run 'make generate'" >&2
+			stale=1
+		fi
+	done
+	((stale == 0)) || exit 1
+	echo "generate: generated files are up to date"
 else
 	gen
 fi

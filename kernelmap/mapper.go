@@ -4,7 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sort"
 	"sync"
+
+	"github.com/go-logr/logr"
+	"github.com/hashicorp/go-multierror"
 
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
@@ -45,6 +49,7 @@ const DefaultRegexpCacheSize = 4096
 // use. The zero value is not usable: call New.
 type Mapper struct {
 	maxCached int
+	log       logr.Logger
 
 	mu      sync.Mutex
 	regexps map[string]compiled
@@ -70,9 +75,15 @@ func WithRegexpCacheSize(n int) Option {
 	}
 }
 
+// WithLogger makes the Mapper log, at verbosity 2, which mapping each
+// kernel matched; it logs nothing by default.
+func WithLogger(log logr.Logger) Option {
+	return func(m *Mapper) { m.log = log }
+}
+
 // New returns a Mapper.
 func New(opts ...Option) *Mapper {
-	m := &Mapper{maxCached: DefaultRegexpCacheSize}
+	m := &Mapper{maxCached: DefaultRegexpCacheSize, log: logr.Discard()}
 	for _, o := range opts {
 		o(m)
 	}
@@ -151,12 +162,70 @@ func (m *Mapper) ResolveSpec(name, namespace string, spec *v1beta1.ModuleSpec, n
 	}
 	container := &spec.ModuleLoader.Container
 	idx, err := m.Find(container.KernelMappings, nodeKernel)
+	if errors.Is(err, ErrNoMapping) {
+		m.log.V(2).Info("no kernel mapping matches", "module", name, "namespace", namespace, "kernel", nodeKernel)
+	}
 	if err != nil {
 		return nil, err
 	}
+	m.log.V(2).Info("kernel mapping matched", "module", name, "namespace", namespace, "kernel", nodeKernel, "mapping", idx)
 	kernel, err := ParseKernel(nodeKernel)
 	if err != nil {
 		return nil, &FieldError{Field: "node.status.nodeInfo.kernelVersion", Value: nodeKernel, Err: err}
 	}
 	return resolve(name, namespace, spec, idx, kernel)
+}
+
+// Resolution is the outcome of mapping one Module for many kernels.
+type Resolution struct {
+	// Records holds the record of every kernel that has a mapping, by the
+	// kernel as it was given.
+	Records map[string]*Record
+	// Unmapped lists, sorted, the kernels that no mapping matches.
+	Unmapped []string
+	// Failed holds the error of every kernel that could not be resolved.
+	Failed map[string]error
+}
+
+// ResolveAll resolves module for every distinct kernel of nodeKernels, the
+// way a reconcile does for the kernels of a cluster's nodes. One kernel's
+// failure does not stop the others: the Resolution holds every success and
+// every failure, and the returned error, when not nil, is a
+// *multierror.Error with one entry per failed kernel, in sorted order.
+// ErrNoModuleLoader is returned alone, since it concerns every kernel.
+func (m *Mapper) ResolveAll(module *v1beta1.Module, nodeKernels []string) (*Resolution, error) {
+	if module.Spec.ModuleLoader == nil {
+		return nil, ErrNoModuleLoader
+	}
+	res := &Resolution{Records: map[string]*Record{}, Failed: map[string]error{}}
+	seen := make(map[string]bool, len(nodeKernels))
+	for _, k := range nodeKernels {
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		rec, err := m.Resolve(module, k)
+		switch {
+		case errors.Is(err, ErrNoMapping):
+			res.Unmapped = append(res.Unmapped, k)
+		case err != nil:
+			res.Failed[k] = err
+		default:
+			res.Records[k] = rec
+		}
+	}
+	sort.Strings(res.Unmapped)
+	if len(res.Failed) == 0 {
+		return res, nil
+	}
+	failed := make([]string, 0, len(res.Failed))
+	for k := range res.Failed {
+		failed = append(failed, k)
+	}
+	sort.Strings(failed)
+	var merr *multierror.Error
+	for _, k := range failed {
+		merr = multierror.Append(merr, fmt.Errorf("kernel %q: %w", k, res.Failed[k]))
+	}
+	return res, merr
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/go-logr/logr/funcr"
+	"github.com/hashicorp/go-multierror"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -133,4 +135,53 @@ func TestConcurrentResolve(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+func TestResolveAll(t *testing.T) {
+	mod := testModule()
+	mod.Spec.ModuleLoader.Container.KernelMappings = []v1beta1.KernelMapping{
+		{Literal: "6.1"},      // matches, but has too few components
+		{Regexp: `^6\.1\.0-`}, // Debian
+		{Regexp: `^6\.2\.`, ContainerImage: "r.io/m:${BAD}"}, // broken template
+	}
+	kernels := []string{"6.1.0-56-amd64", "6.2.0-1", "5.14.0-284.el9.x86_64", "6.1", "6.1.0-56-amd64", "4.19.0-1"}
+	res, err := New().ResolveAll(mod, kernels)
+	require.Error(t, err)
+	var merr *multierror.Error
+	require.ErrorAs(t, err, &merr)
+	require.Len(t, merr.Errors, 2)
+	assert.Contains(t, merr.Errors[0].Error(), `kernel "6.1": node.status.nodeInfo.kernelVersion`)
+	assert.Contains(t, merr.Errors[1].Error(), `kernel "6.2.0-1": spec.moduleLoader.container.kernelMappings[2].containerImage`)
+	var fe *FieldError
+	assert.ErrorAs(t, merr.Errors[1], &fe, "per-kernel errors keep their type")
+
+	require.Len(t, res.Records, 1, "the duplicate kernel is resolved once")
+	assert.Equal(t, "quay.io/org/mymod:6.1.0-56-amd64", res.Records["6.1.0-56-amd64"].Image())
+	assert.Equal(t, []string{"4.19.0-1", "5.14.0-284.el9.x86_64"}, res.Unmapped)
+	assert.Len(t, res.Failed, 2)
+
+	ok, err := New().ResolveAll(testModule(), []string{"6.1.0-1-amd64", "6.2.0-1-amd64"})
+	require.NoError(t, err)
+	assert.Len(t, ok.Records, 2)
+	assert.Empty(t, ok.Unmapped)
+
+	mod.Spec.ModuleLoader = nil
+	_, err = New().ResolveAll(mod, kernels)
+	assert.ErrorIs(t, err, ErrNoModuleLoader)
+}
+
+func TestWithLogger(t *testing.T) {
+	var lines []string
+	log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{Verbosity: 2})
+	m := New(WithLogger(log))
+	mod := testModule()
+	_, err := m.Resolve(mod, "6.1.0-1-amd64")
+	require.NoError(t, err)
+	mod.Spec.ModuleLoader.Container.KernelMappings[0].Regexp = "^5"
+	_, err = m.Resolve(mod, "6.1.0-1-amd64")
+	require.ErrorIs(t, err, ErrNoMapping)
+	require.Len(t, lines, 2)
+	assert.Contains(t, lines[0], `"msg"="kernel mapping matched"`)
+	assert.Contains(t, lines[0], `"mapping"=0`)
+	assert.Contains(t, lines[1], `"msg"="no kernel mapping matches"`)
 }

@@ -3,12 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kmmkit/kmmkit/kernelmap"
@@ -36,6 +37,7 @@ type mapResult struct {
 	Matched   bool              `json:"matched"`
 	Record    *kernelmap.Record `json:"record,omitempty"`
 	NoMapping string            `json:"noMapping,omitempty"`
+	Error     string            `json:"error,omitempty"`
 }
 
 // runMap implements "kmm map".
@@ -46,6 +48,7 @@ func runMap(_ context.Context, args []string, stdin io.Reader, stdout, stderr io
 	moduleName := fs.String("module", "", "name of the Module to use when the manifest holds several")
 	output := fs.String("o", "yaml", "output format: yaml or json")
 	skipValidation := fs.Bool("skip-validation", false, "map even when the Module breaks validation rules")
+	verbosity := fs.Int("v", 0, "log verbosity on standard error (2 logs each mapping decision)")
 	var kernels stringList
 	fs.Var(&kernels, "kernel", "node kernel version, as in node.status.nodeInfo.kernelVersion (repeatable, or comma-separated)")
 	fs.Usage = func() {
@@ -89,24 +92,32 @@ func runMap(_ context.Context, args []string, stdin io.Reader, stdout, stderr io
 		}
 	}
 
-	mapper := kernelmap.New()
+	mapper := kernelmap.New(kernelmap.WithLogger(newLogger(stderr, *verbosity)))
+	res, resolveErr := mapper.ResolveAll(module, kernels)
+	if res == nil {
+		fmt.Fprintf(stderr, "kmm map: Module %s/%s: %v\n", module.Namespace, module.Name, resolveErr)
+		return exitError
+	}
 	results := make([]mapResult, 0, len(kernels))
 	code := exitOK
 	for _, k := range kernels {
-		rec, err := mapper.Resolve(module, k)
-		switch {
-		case errors.Is(err, kernelmap.ErrNoMapping):
+		r := mapResult{Kernel: k}
+		if rec, ok := res.Records[k]; ok {
+			r.Matched, r.Record = true, rec
+		} else if err, ok := res.Failed[k]; ok {
+			r.Error = err.Error()
+		} else {
+			r.NoMapping = fmt.Sprintf("no kernel mapping of Module %s/%s matches kernel %q", module.Namespace, module.Name, k)
 			code = exitNo
-			results = append(results, mapResult{Kernel: k, NoMapping: fmt.Sprintf("no kernel mapping of Module %s/%s matches kernel %q", module.Namespace, module.Name, k)})
-		case err != nil:
-			fmt.Fprintf(stderr, "kmm map: kernel %q: %v\n", k, err)
-			return exitError
-		default:
-			results = append(results, mapResult{Kernel: k, Matched: true, Record: rec})
 		}
+		results = append(results, r)
 	}
 	if err := printResults(stdout, *output, results); err != nil {
 		fmt.Fprintf(stderr, "kmm map: %v\n", err)
+		return exitError
+	}
+	if resolveErr != nil {
+		fmt.Fprintf(stderr, "kmm map: %v\n", resolveErr)
 		return exitError
 	}
 	return code
@@ -132,4 +143,14 @@ func printResults(w io.Writer, format string, results []mapResult) error {
 	}
 	_, err = w.Write(data)
 	return err
+}
+
+// newLogger returns a logger writing to w up to verbosity v.
+func newLogger(w io.Writer, v int) logr.Logger {
+	if v <= 0 {
+		return logr.Discard()
+	}
+	return funcr.New(func(prefix, args string) {
+		fmt.Fprintln(w, args)
+	}, funcr.Options{Verbosity: v})
 }

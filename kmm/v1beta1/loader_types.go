@@ -45,7 +45,7 @@ type ModuleLoaderContainerSpec struct {
 
 	// RegistryTLS is the default TLS setting for the module image registry.
 	// +optional
-	RegistryTLS TLSOptions `json:"registryTLS,omitempty"`
+	RegistryTLS TLSOptions `json:"registryTLS,omitempty,omitzero"`
 
 	// KernelMappings select the image for each node kernel, in list order:
 	// the first mapping that matches wins.
@@ -89,7 +89,7 @@ type KernelMapping struct {
 
 	// RegistryTLS overrides the module-wide registry TLS setting.
 	// +optional
-	RegistryTLS *TLSOptions `json:"registryTLS,omitempty"`
+	RegistryTLS *TLSOptions `json:"registryTLS,omitempty,omitzero"`
 
 	// InTreeModulesToRemove overrides the module-wide list.
 	// +optional
@@ -160,7 +160,7 @@ type Build struct {
 
 	// BaseImageRegistryTLS applies to the images of FROM lines.
 	// +optional
-	BaseImageRegistryTLS TLSOptions `json:"baseImageRegistryTLS,omitempty"`
+	BaseImageRegistryTLS TLSOptions `json:"baseImageRegistryTLS,omitempty,omitzero"`
 
 	// Secrets are mounted at /run/secrets/<name> during the build.
 	// +optional
@@ -200,13 +200,15 @@ type Sign struct {
 
 	// UnsignedImageRegistryTLS applies to pulling UnsignedImage.
 	// +optional
-	UnsignedImageRegistryTLS TLSOptions `json:"unsignedImageRegistryTLS,omitempty"`
+	UnsignedImageRegistryTLS TLSOptions `json:"unsignedImageRegistryTLS,omitempty,omitzero"`
 
 	// KeySecret names a Secret whose key "key" holds the private key.
+	// +kubebuilder:validation:Required
 	KeySecret *corev1.LocalObjectReference `json:"keySecret,omitempty"`
 
 	// CertSecret names a Secret whose key "cert" holds the public
 	// certificate.
+	// +kubebuilder:validation:Required
 	CertSecret *corev1.LocalObjectReference `json:"certSecret,omitempty"`
 
 	// FilesToSign are the absolute paths, or shell globs, of the modules to

@@ -17,7 +17,7 @@ type Module struct {
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
 	Spec   ModuleSpec   `json:"spec,omitempty"`
-	Status ModuleStatus `json:"status,omitempty"`
+	Status ModuleStatus `json:"status,omitempty,omitzero"`
 }
 
 // ModuleList is a list of Modules.

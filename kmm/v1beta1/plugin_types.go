@@ -29,7 +29,7 @@ type CommonContainerSpec struct {
 
 	// Resources of the container.
 	// +optional
-	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+	Resources corev1.ResourceRequirements `json:"resources,omitempty,omitzero"`
 
 	// VolumeMounts of the container.
 	// +optional

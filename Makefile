@@ -1,0 +1,26 @@
+# kmmkit developer commands. `make test` is the one CI runs.
+
+GO ?= go
+
+.PHONY: test unit generate bench fuzz quickstart
+
+## test: install test dependencies, start servers, vet, and run every test with -race
+test:
+	hack/test.sh
+
+## unit: the fast tests only (integration tests skip)
+unit:
+	$(GO) test ./...
+
+## generate: regenerate DeepCopy methods and the CRD
+generate:
+	hack/generate.sh
+
+## bench: run the benchmarks
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fuzz: run each fuzz target for FUZZTIME (default 30s)
+FUZZTIME ?= 30s
+fuzz:
+	hack/fuzz.sh $(FUZZTIME)

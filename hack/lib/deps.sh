@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the integration tests need, once; a warm run checks and
+# returns in a second. Everything a fresh machine needs is here.
+#
+#   hack/lib/deps.sh            install Debian packages and build cached tools
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+
+# Debian packages the tests use, by the command they provide.
+#   etcd-server: etcd, the kube-apiserver's store; curl and openssl: readiness checks and keys
+declare -A apt_packages=(
+	[etcd]=etcd-server
+	[curl]=curl
+	[openssl]=openssl
+)
+
+missing=()
+for cmd in "${!apt_packages[@]}"; do
+	command -v "$cmd" >/dev/null 2>&1 || missing+=("${apt_packages[$cmd]}")
+done
+if ((${#missing[@]})); then
+	echo "deps: installing ${missing[*]}" >&2
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "deps: need root to install Debian packages: ${missing[*]}" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >&2
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# A kube-apiserver built from the Go module proxy, cached across runs.
+"$root/hack/lib/kube-apiserver.sh" >/dev/null

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite, as `make test` and CI run it:
+#   1. install what integration tests need (hack/lib/deps.sh),
+#   2. start the servers they use on 127.0.0.1 (hack/lib/services.sh),
+#   3. check formatting, generated code and cgo-free builds, run go vet,
+#   4. run every test with -race, integration tests included
+#      (KMMKIT_INTEGRATION=1 turns a missing dependency into a failure),
+#   5. stop exactly the servers it started, whatever happened.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export KMMKIT_INTEGRATION=1
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "dependencies"
+hack/lib/deps.sh
+
+# shellcheck source=lib/services.sh
+source hack/lib/services.sh
+trap services_stop EXIT INT TERM
+step "servers"
+services_start
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [[ -n $unformatted ]]; then
+	echo "gofmt: these files need formatting:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+
+step "generated code"
+hack/generate.sh --check
+
+step "cgo-free packages"
+CGO_ENABLED=0 go build ./kmm/... ./kernelmap/... ./registry/... ./depmod/... ./loader/... ./cmd/kmm
+
+step "go vet"
+go vet ./...
+
+step "go test -race"
+go test -race -count=1 "$@" ./...

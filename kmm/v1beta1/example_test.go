@@ -1,0 +1,80 @@
+package v1beta1_test
+
+import (
+	"fmt"
+
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+)
+
+func ExampleDecodeModules() {
+	manifest := []byte(`
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: driver-dockerfile}
+data: {dockerfile: "FROM scratch"}
+---
+apiVersion: kmm.sigs.x-k8s.io/v1beta1
+kind: Module
+metadata: {name: nic-driver, namespace: drivers}
+spec:
+  selector: {feature.node.kubernetes.io/pci-8086.present: "true"}
+  moduleLoader:
+    container:
+      modprobe: {moduleName: nic_driver}
+      kernelMappings:
+        - regexp: '^6\.'
+          containerImage: registry.example.com/nic-driver:${KERNEL_FULL_VERSION}
+`)
+	modules, err := v1beta1.DecodeModules(manifest)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	m := modules[0]
+	fmt.Println(len(modules), m.Name, m.Spec.ModuleLoader.Container.Modprobe.DirName)
+
+	_, err = v1beta1.DecodeModules([]byte(`
+apiVersion: kmm.sigs.x-k8s.io/v1beta1
+kind: Module
+metadata: {name: typo}
+spec:
+  selector: {}
+  moduleLoader: {container: {modprobe: {moduleName: x}, kernelMapping: []}}
+`))
+	fmt.Println(err)
+	// Output:
+	// 1 nic-driver /opt
+	// document 1: Module typo: unknown field "spec.moduleLoader.container.kernelMapping"
+}
+
+func ExampleValidate() {
+	m, err := v1beta1.DecodeModule([]byte(`
+apiVersion: kmm.sigs.x-k8s.io/v1beta1
+kind: Module
+metadata: {name: nic-driver, namespace: drivers}
+spec:
+  selector: {}
+  moduleLoader:
+    container:
+      modprobe: {moduleName: nic_driver, modulesLoadingOrder: [nic_driver]}
+      containerImage: registry.example.com:5000/nic-driver
+      kernelMappings:
+        - regexp: '^6\.('
+        - literal: 6.1.0-56-amd64
+          regexp: '^6\.1'
+          containerImage: registry.example.com/nic-driver:${KERNEL_RELEASE}
+`))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, e := range v1beta1.Validate(m) {
+		fmt.Println(e)
+	}
+	// Output:
+	// spec.moduleLoader.container.containerImage: Invalid value: "registry.example.com:5000/nic-driver": container image must explicitly set a tag or digest
+	// spec.moduleLoader.container.modprobe.modulesLoadingOrder: Invalid value: ["nic_driver"]: must hold at least two modules: moduleName and what it depends on
+	// spec.moduleLoader.container.kernelMappings[0].regexp: Invalid value: "^6\\.(": does not compile: error parsing regexp: missing closing ): `^6\.(`
+	// spec.moduleLoader.container.kernelMappings[1].regexp: Forbidden: regexp and literal are mutually exclusive
+	// spec.moduleLoader.container.kernelMappings[1].containerImage: Invalid value: "registry.example.com/nic-driver:${KERNEL_RELEASE}": unknown variable "KERNEL_RELEASE" at offset 32 of "registry.example.com/nic-driver:${KERNEL_RELEASE}" (known variables: KERNEL_FULL_VERSION, KERNEL_VERSION, KERNEL_XYZ, KERNEL_X, KERNEL_Y, KERNEL_Z, MOD_NAME, MOD_NAMESPACE)
+}

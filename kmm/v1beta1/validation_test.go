@@ -1,0 +1,332 @@
+package v1beta1
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
+)
+
+func lref(n string) *corev1.LocalObjectReference { return &corev1.LocalObjectReference{Name: n} }
+
+// validModule passes every rule; each test case breaks one.
+func validModule() *Module {
+	return &Module{
+		ObjectMeta: metav1.ObjectMeta{Name: "mod", Namespace: "ns"},
+		Spec: ModuleSpec{
+			Selector: map[string]string{"kubernetes.io/os": "linux"},
+			ModuleLoader: &ModuleLoaderSpec{Container: ModuleLoaderContainerSpec{
+				Modprobe:       ModprobeSpec{ModuleName: "mod_a", DirName: "/opt"},
+				ContainerImage: "registry.example.com/org/mod:${KERNEL_FULL_VERSION}",
+				KernelMappings: []KernelMapping{{Regexp: `^6\.`}},
+			}},
+		},
+	}
+}
+
+func container(m *Module) *ModuleLoaderContainerSpec { return &m.Spec.ModuleLoader.Container }
+
+type fieldErr struct {
+	typ   field.ErrorType
+	field string
+	msg   string // a substring of the detail
+}
+
+func TestValidate(t *testing.T) {
+	const c = "spec.moduleLoader.container"
+	tests := []struct {
+		name   string
+		mutate func(m *Module)
+		want   []fieldErr
+	}{
+		{"valid", func(*Module) {}, nil},
+		{"name+namespace at the limit", func(m *Module) {
+			m.Name, m.Namespace = strings.Repeat("a", 20), strings.Repeat("b", 21)
+		}, nil},
+		{"name+namespace over 41", func(m *Module) {
+			m.Name, m.Namespace = strings.Repeat("a", 21), strings.Repeat("b", 21)
+		}, []fieldErr{{field.ErrorTypeInvalid, "metadata.name", "42 characters; at most 41"}}},
+		{"no name", func(m *Module) { m.Name = "" }, []fieldErr{{field.ErrorTypeRequired, "metadata.name", ""}}},
+		{"nil selector", func(m *Module) { m.Spec.Selector = nil }, []fieldErr{{field.ErrorTypeRequired, "spec.selector", "{}"}}},
+		{"empty selector is fine", func(m *Module) { m.Spec.Selector = map[string]string{} }, nil},
+		{"selector with a bad label key", func(m *Module) { m.Spec.Selector = map[string]string{"bad key": "x"} },
+			[]fieldErr{{field.ErrorTypeInvalid, "spec.selector", "name part must consist"}}},
+		{"empty imageRepoSecret name", func(m *Module) { m.Spec.ImageRepoSecret = lref("") },
+			[]fieldErr{{field.ErrorTypeRequired, "spec.imageRepoSecret.name", ""}}},
+		{"negative rebuild generation", func(m *Module) { m.Spec.ImageRebuildTriggerGeneration = ptr.To(-1) },
+			[]fieldErr{{field.ErrorTypeInvalid, "spec.imageRebuildTriggerGeneration", "negative"}}},
+
+		// Tolerations, as core Kubernetes validates them.
+		{"valid tolerations", func(m *Module) {
+			m.Spec.Tolerations = []corev1.Toleration{
+				{Operator: corev1.TolerationOpExists},
+				{Key: "a.io/b", Operator: corev1.TolerationOpEqual, Value: "v", Effect: corev1.TaintEffectNoSchedule},
+				{Key: "k", Value: "v"},
+				{Key: "k", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](5)},
+			}
+		}, nil},
+		{"toleration key not qualified", func(m *Module) {
+			m.Spec.Tolerations = []corev1.Toleration{{Key: "a b", Operator: corev1.TolerationOpExists}}
+		}, []fieldErr{{field.ErrorTypeInvalid, "spec.tolerations[0].key", ""}}},
+		{"empty key needs Exists", func(m *Module) {
+			m.Spec.Tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpEqual}}
+		}, []fieldErr{{field.ErrorTypeInvalid, "spec.tolerations[0].operator", "must be Exists when key is empty"}}},
+		{"tolerationSeconds needs NoExecute", func(m *Module) {
+			m.Spec.Tolerations = []corev1.Toleration{{Key: "k", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule, TolerationSeconds: ptr.To[int64](5)}}
+		}, []fieldErr{{field.ErrorTypeInvalid, "spec.tolerations[0].effect", "NoExecute"}}},
+		{"Equal value must be a label value", func(m *Module) {
+			m.Spec.Tolerations = []corev1.Toleration{{Key: "k", Operator: corev1.TolerationOpEqual, Value: "not valid!"}}
+		}, []fieldErr{{field.ErrorTypeInvalid, "spec.tolerations[0].value", ""}}},
+		{"Exists needs empty value", func(m *Module) {
+			m.Spec.Tolerations = []corev1.Toleration{{Key: "k", Operator: corev1.TolerationOpExists, Value: "v"}}
+		}, []fieldErr{{field.ErrorTypeInvalid, "spec.tolerations[0].value", "must be empty"}}},
+		{"unknown operator and effect", func(m *Module) {
+			m.Spec.Tolerations = []corev1.Toleration{{Key: "k", Operator: "In", Effect: "Sometimes"}}
+		}, []fieldErr{{field.ErrorTypeNotSupported, "spec.tolerations[0].operator", ""}, {field.ErrorTypeNotSupported, "spec.tolerations[0].effect", ""}}},
+
+		// Images.
+		{"container image without tag", func(m *Module) { container(m).ContainerImage = "registry.example.com/org/mod" },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".containerImage", "tag or digest"}}},
+		{"registry port is not a tag", func(m *Module) { container(m).ContainerImage = "registry.example.com:5000/org/mod" },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".containerImage", "tag or digest"}}},
+		{"registry port and tag", func(m *Module) { container(m).ContainerImage = "registry.example.com:5000/org/mod:v1" }, nil},
+		{"digest", func(m *Module) { container(m).ContainerImage = "r.io/m@sha256:abc" }, nil},
+		{"unknown variable in image", func(m *Module) { container(m).ContainerImage = "r.io/m:${KERNEL_RELEASE}" },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".containerImage", `unknown variable "KERNEL_RELEASE"`}}},
+		{"unterminated variable", func(m *Module) { container(m).ContainerImage = "r.io/m:${KERNEL_X" },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".containerImage", "unterminated ${"}}},
+		{"whitespace in image", func(m *Module) { container(m).ContainerImage = "r.io/m:v 1" },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".containerImage", "whitespace"}}},
+		{"bad pull policy", func(m *Module) { container(m).ImagePullPolicy = "Sometimes" },
+			[]fieldErr{{field.ErrorTypeNotSupported, c + ".imagePullPolicy", ""}}},
+
+		// Kernel mappings.
+		{"no mappings", func(m *Module) { container(m).KernelMappings = nil },
+			[]fieldErr{{field.ErrorTypeRequired, c + ".kernelMappings", ""}}},
+		{"regexp and literal", func(m *Module) { container(m).KernelMappings[0].Literal = "6.1.0" },
+			[]fieldErr{{field.ErrorTypeForbidden, c + ".kernelMappings[0].regexp", "mutually exclusive"}}},
+		{"neither regexp nor literal", func(m *Module) { container(m).KernelMappings[0].Regexp = "" },
+			[]fieldErr{{field.ErrorTypeRequired, c + ".kernelMappings[0].regexp", "regexp or literal must be set"}}},
+		{"regexp does not compile", func(m *Module) { container(m).KernelMappings = append(container(m).KernelMappings, KernelMapping{Regexp: `^6\.(`}) },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".kernelMappings[1].regexp", "does not compile"}}},
+		{"mapping without image and no container image", func(m *Module) { container(m).ContainerImage = "" },
+			[]fieldErr{{field.ErrorTypeRequired, c + ".kernelMappings[0].containerImage", ""}}},
+		{"mapping image is checked", func(m *Module) { container(m).KernelMappings[0].ContainerImage = "r.io/m" },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".kernelMappings[0].containerImage", "tag or digest"}}},
+		{"mapping image variable", func(m *Module) { container(m).KernelMappings[0].ContainerImage = "r.io/m:$NOPE" },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".kernelMappings[0].containerImage", `"NOPE"`}}},
+
+		// In-tree modules to remove.
+		{"container plural and singular", func(m *Module) {
+			container(m).InTreeModulesToRemove, container(m).InTreeModuleToRemove = []string{"a"}, "b"
+		}, []fieldErr{{field.ErrorTypeForbidden, c + ".inTreeModuleToRemove", "mutually exclusive"}}},
+		{"mapping plural and singular", func(m *Module) {
+			container(m).KernelMappings[0].InTreeModulesToRemove, container(m).KernelMappings[0].InTreeModuleToRemove = []string{"a"}, "b"
+		}, []fieldErr{{field.ErrorTypeForbidden, c + ".kernelMappings[0].inTreeModuleToRemove", "mutually exclusive"}}},
+		{"mapping singular with container plural", func(m *Module) {
+			container(m).InTreeModulesToRemove, container(m).KernelMappings[0].InTreeModuleToRemove = []string{"a"}, "b"
+		}, []fieldErr{{field.ErrorTypeForbidden, c + ".kernelMappings[0].inTreeModuleToRemove", "container uses inTreeModulesToRemove"}}},
+		{"mapping plural with container singular", func(m *Module) {
+			container(m).InTreeModuleToRemove, container(m).KernelMappings[0].InTreeModulesToRemove = "a", []string{"b"}
+		}, []fieldErr{{field.ErrorTypeForbidden, c + ".kernelMappings[0].inTreeModulesToRemove", "container uses inTreeModuleToRemove"}}},
+		{"both singular is fine", func(m *Module) {
+			container(m).InTreeModuleToRemove, container(m).KernelMappings[0].InTreeModuleToRemove = "a", "b"
+		}, nil},
+		{"in-tree name is a path", func(m *Module) { container(m).InTreeModulesToRemove = []string{"kernel/drivers/x.ko"} },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".inTreeModulesToRemove[0]", "kernel module name"}}},
+
+		// modprobe.
+		{"moduleName with rawArgs", func(m *Module) {
+			container(m).Modprobe.RawArgs = &ModprobeArgs{Load: []string{"-v", "x"}, Unload: []string{"-r", "x"}}
+		}, []fieldErr{{field.ErrorTypeForbidden, c + ".modprobe.rawArgs", "moduleName is set"}}},
+		{"rawArgs without moduleName", func(m *Module) {
+			container(m).Modprobe = ModprobeSpec{RawArgs: &ModprobeArgs{Load: []string{"x"}, Unload: []string{"-r", "x"}}}
+		}, nil},
+		{"neither moduleName nor rawArgs", func(m *Module) { container(m).Modprobe.ModuleName = "" },
+			[]fieldErr{{field.ErrorTypeRequired, c + ".modprobe.rawArgs.load", ""}, {field.ErrorTypeRequired, c + ".modprobe.rawArgs.unload", ""}}},
+		{"rawArgs without unload", func(m *Module) {
+			container(m).Modprobe = ModprobeSpec{RawArgs: &ModprobeArgs{Load: []string{"x"}}}
+		}, []fieldErr{{field.ErrorTypeRequired, c + ".modprobe.rawArgs.unload", ""}}},
+		{"args with empty lists", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{} },
+			[]fieldErr{{field.ErrorTypeRequired, c + ".modprobe.args.load", ""}, {field.ErrorTypeRequired, c + ".modprobe.args.unload", ""}}},
+		{"moduleName is a path", func(m *Module) { container(m).Modprobe.ModuleName = "/opt/x.ko" },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.moduleName", "not a path"}}},
+		{"valid loading order", func(m *Module) { container(m).Modprobe.ModulesLoadingOrder = []string{"mod_a", "mod_b"} }, nil},
+		{"loading order too short", func(m *Module) { container(m).Modprobe.ModulesLoadingOrder = []string{"mod_a"} },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.modulesLoadingOrder", "at least two"}}},
+		{"loading order not starting with moduleName", func(m *Module) { container(m).Modprobe.ModulesLoadingOrder = []string{"mod_b", "mod_a"} },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.modulesLoadingOrder[0]", `moduleName "mod_a"`}}},
+		{"loading order with duplicates", func(m *Module) { container(m).Modprobe.ModulesLoadingOrder = []string{"mod_a", "mod_b", "mod_b"} },
+			[]fieldErr{{field.ErrorTypeDuplicate, c + ".modprobe.modulesLoadingOrder[2]", ""}}},
+		{"loading order without moduleName", func(m *Module) {
+			container(m).Modprobe = ModprobeSpec{RawArgs: &ModprobeArgs{Load: []string{"x"}, Unload: []string{"x"}}, ModulesLoadingOrder: []string{"a", "b"}}
+		}, []fieldErr{{field.ErrorTypeRequired, c + ".modprobe.moduleName", "modulesLoadingOrder"}}},
+
+		// Build.
+		{"valid build", func(m *Module) {
+			container(m).Build = &Build{DockerfileConfigMap: lref("df"), BuildArgs: []BuildArg{{Name: "A"}}, Secrets: []corev1.LocalObjectReference{{Name: "s"}}, KanikoParams: &KanikoParams{Tag: "v1.24.0-debug"}}
+		}, nil},
+		{"build without Dockerfile", func(m *Module) { container(m).Build = &Build{} },
+			[]fieldErr{{field.ErrorTypeRequired, c + ".build.dockerfileConfigMap.name", ""}}},
+		{"mapping build without Dockerfile name", func(m *Module) { container(m).KernelMappings[0].Build = &Build{DockerfileConfigMap: lref("")} },
+			[]fieldErr{{field.ErrorTypeRequired, c + ".kernelMappings[0].build.dockerfileConfigMap.name", ""}}},
+		{"build arg problems", func(m *Module) {
+			container(m).Build = &Build{DockerfileConfigMap: lref("df"), BuildArgs: []BuildArg{{Name: "A"}, {Name: ""}, {Name: "A"}}, Secrets: []corev1.LocalObjectReference{{}}}
+		}, []fieldErr{
+			{field.ErrorTypeRequired, c + ".build.buildArgs[1].name", ""},
+			{field.ErrorTypeDuplicate, c + ".build.buildArgs[2].name", ""},
+			{field.ErrorTypeRequired, c + ".build.secrets[0].name", ""},
+		}},
+		{"bad kaniko tag", func(m *Module) { container(m).Build = &Build{DockerfileConfigMap: lref("df"), KanikoParams: &KanikoParams{Tag: ":v1"}} },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".build.kanikoParams.tag", "tag"}}},
+
+		// Sign.
+		{"valid sign", func(m *Module) {
+			container(m).Sign = &Sign{KeySecret: lref("k"), CertSecret: lref("c"), FilesToSign: []string{"/opt/lib/modules/${KERNEL_FULL_VERSION}/a.ko"}}
+		}, nil},
+		{"sign without anything", func(m *Module) { container(m).Sign = &Sign{} }, []fieldErr{
+			{field.ErrorTypeRequired, c + ".sign.keySecret.name", ""},
+			{field.ErrorTypeRequired, c + ".sign.certSecret.name", ""},
+			{field.ErrorTypeRequired, c + ".sign.filesToSign", ""},
+		}},
+		{"file outside dirName", func(m *Module) {
+			container(m).Sign = &Sign{KeySecret: lref("k"), CertSecret: lref("c"), FilesToSign: []string{"/opt/a.ko", "/optional/b.ko", "/usr/c.ko"}}
+		}, []fieldErr{
+			{field.ErrorTypeInvalid, c + ".sign.filesToSign[1]", `under modprobe.dirName "/opt"`},
+			{field.ErrorTypeInvalid, c + ".sign.filesToSign[2]", `under modprobe.dirName "/opt"`},
+		}},
+		{"dirName defaults to /opt", func(m *Module) {
+			container(m).Modprobe.DirName = ""
+			container(m).Sign = &Sign{KeySecret: lref("k"), CertSecret: lref("c"), FilesToSign: []string{"/opt/a.ko"}}
+		}, nil},
+		{"custom dirName with trailing slash", func(m *Module) {
+			container(m).Modprobe.DirName = "/mods/"
+			container(m).KernelMappings[0].Sign = &Sign{KeySecret: lref("k"), CertSecret: lref("c"), FilesToSign: []string{"/mods/a.ko", "/opt/b.ko"}}
+		}, []fieldErr{{field.ErrorTypeInvalid, c + ".kernelMappings[0].sign.filesToSign[1]", `"/mods/"`}}},
+		{"unknown variable in files and unsigned image", func(m *Module) {
+			container(m).Sign = &Sign{KeySecret: lref("k"), CertSecret: lref("c"), UnsignedImage: "r.io/u:${X}", FilesToSign: []string{"/opt/${Y}/a.ko"}}
+		}, []fieldErr{
+			{field.ErrorTypeInvalid, c + ".sign.unsignedImage", `"X"`},
+			{field.ErrorTypeInvalid, c + ".sign.filesToSign[0]", `"Y"`},
+		}},
+
+		// Device plugin and DRA.
+		{"device plugin and DRA", func(m *Module) {
+			m.Spec.DevicePlugin = &DevicePluginSpec{Container: CommonContainerSpec{Image: "dp:v1"}}
+			m.Spec.DRA = &DRASpec{DriverName: "gpu.example.com", Container: CommonContainerSpec{Image: "dra:v1"}}
+		}, []fieldErr{{field.ErrorTypeForbidden, "spec.dra", "mutually exclusive"}}},
+		{"device plugin volumes and image", func(m *Module) {
+			m.Spec.DevicePlugin = &DevicePluginSpec{
+				InitContainer: &CommonContainerSpec{},
+				Volumes: []corev1.Volume{
+					{Name: "ok", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/var/lib/kubelet"}}},
+					{Name: "etc", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/etc"}}},
+					{Name: "prefix", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/variable"}}},
+					{Name: "escape", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/dev/../etc"}}},
+					{Name: "cm", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{}}},
+				},
+			}
+		}, []fieldErr{
+			{field.ErrorTypeRequired, "spec.devicePlugin.container.image", ""},
+			{field.ErrorTypeRequired, "spec.devicePlugin.initContainer.image", ""},
+			{field.ErrorTypeInvalid, "spec.devicePlugin.volumes[1].hostPath.path", "/dev, /sys, /var, /opt, /run"},
+			{field.ErrorTypeInvalid, "spec.devicePlugin.volumes[2].hostPath.path", ""},
+			{field.ErrorTypeInvalid, "spec.devicePlugin.volumes[3].hostPath.path", ""},
+		}},
+		{"DRA rules", func(m *Module) {
+			m.Spec.DRA = &DRASpec{
+				DriverName:    "Not_A_Subdomain",
+				Container:     CommonContainerSpec{Image: "dra:v1"},
+				DeviceClasses: []DRADeviceClass{{Name: "a.example.com"}, {Name: ""}, {Name: "a.example.com"}, {Name: "UPPER"}},
+			}
+		}, []fieldErr{
+			{field.ErrorTypeInvalid, "spec.dra.driverName", ""},
+			{field.ErrorTypeRequired, "spec.dra.deviceClasses[1].name", ""},
+			{field.ErrorTypeDuplicate, "spec.dra.deviceClasses[2].name", ""},
+			{field.ErrorTypeInvalid, "spec.dra.deviceClasses[3].name", ""},
+		}},
+		{"DRA driver name required", func(m *Module) { m.Spec.DRA = &DRASpec{Container: CommonContainerSpec{Image: "dra:v1"}} },
+			[]fieldErr{{field.ErrorTypeRequired, "spec.dra.driverName", ""}}},
+		{"no moduleLoader is fine", func(m *Module) { m.Spec.ModuleLoader = nil }, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := validModule()
+			tc.mutate(m)
+			errs := Validate(m)
+			got := make([]fieldErr, len(errs))
+			for i, e := range errs {
+				got[i] = fieldErr{typ: e.Type, field: e.Field}
+			}
+			want := make([]fieldErr, len(tc.want))
+			for i, w := range tc.want {
+				want[i] = fieldErr{typ: w.typ, field: w.field}
+			}
+			require.Equal(t, want, got, "errors: %v", errs)
+			for i, w := range tc.want {
+				assert.Contains(t, errs[i].Error(), w.msg)
+			}
+		})
+	}
+}
+
+func TestValidateReportsEverythingAtOnce(t *testing.T) {
+	m := validModule()
+	m.Name = strings.Repeat("x", 50)
+	container(m).ContainerImage = "r.io/m"
+	container(m).KernelMappings = []KernelMapping{{}, {Regexp: "(", Literal: "x"}}
+	container(m).Modprobe.ModulesLoadingOrder = []string{"other"}
+	errs := Validate(m)
+	fields := map[string]bool{}
+	for _, e := range errs {
+		fields[e.Field] = true
+	}
+	for _, f := range []string{
+		"metadata.name",
+		"spec.moduleLoader.container.containerImage",
+		"spec.moduleLoader.container.kernelMappings[0].regexp",
+		"spec.moduleLoader.container.kernelMappings[1].regexp",
+		"spec.moduleLoader.container.modprobe.modulesLoadingOrder",
+		"spec.moduleLoader.container.modprobe.modulesLoadingOrder[0]",
+	} {
+		assert.True(t, fields[f], "missing an error for %s in %v", f, errs)
+	}
+	assert.GreaterOrEqual(t, len(errs), 6)
+	assert.Contains(t, errs.ToAggregate().Error(), "metadata.name")
+}
+
+func TestValidateUpdateVersion(t *testing.T) {
+	withVersion := func(v string) *Module {
+		m := validModule()
+		container(m).Version = v
+		return m
+	}
+	assert.Empty(t, ValidateUpdate(withVersion(""), withVersion("")))
+	assert.Empty(t, ValidateUpdate(withVersion("1"), withVersion("2")))
+	for _, pair := range [][2]string{{"", "1"}, {"1", ""}} {
+		errs := ValidateUpdate(withVersion(pair[0]), withVersion(pair[1]))
+		require.Len(t, errs, 1)
+		assert.Equal(t, "spec.moduleLoader.container.version", errs[0].Field)
+		assert.Equal(t, field.ErrorTypeForbidden, errs[0].Type)
+		assert.Contains(t, errs[0].Error(), "delete the Module and create it again")
+	}
+	noLoader := validModule()
+	noLoader.Spec.ModuleLoader = nil
+	assert.Len(t, ValidateUpdate(noLoader, withVersion("1")), 1)
+	bad := withVersion("1")
+	bad.Spec.Selector = nil
+	assert.Len(t, ValidateUpdate(withVersion("1"), bad), 1, "the new object is validated too")
+}
+
+func TestValidateSpecEmbedded(t *testing.T) {
+	m := validModule()
+	container(m).ContainerImage = "r.io/m"
+	errs := ValidateSpec(&m.Spec, field.NewPath("spec", "driver"))
+	require.Len(t, errs, 1)
+	assert.Equal(t, "spec.driver.moduleLoader.container.containerImage", errs[0].Field)
+}
