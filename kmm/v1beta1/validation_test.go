@@ -112,7 +112,9 @@ func TestValidate(t *testing.T) {
 			[]fieldErr{{field.ErrorTypeForbidden, c + ".kernelMappings[0].regexp", "mutually exclusive"}}},
 		{"neither regexp nor literal", func(m *Module) { container(m).KernelMappings[0].Regexp = "" },
 			[]fieldErr{{field.ErrorTypeRequired, c + ".kernelMappings[0].regexp", "regexp or literal must be set"}}},
-		{"regexp does not compile", func(m *Module) { container(m).KernelMappings = append(container(m).KernelMappings, KernelMapping{Regexp: `^6\.(`}) },
+		{"regexp does not compile", func(m *Module) {
+			container(m).KernelMappings = append(container(m).KernelMappings, KernelMapping{Regexp: `^6\.(`})
+		},
 			[]fieldErr{{field.ErrorTypeInvalid, c + ".kernelMappings[1].regexp", "does not compile"}}},
 		{"mapping without image and no container image", func(m *Module) { container(m).ContainerImage = "" },
 			[]fieldErr{{field.ErrorTypeRequired, c + ".kernelMappings[0].containerImage", ""}}},
@@ -182,7 +184,9 @@ func TestValidate(t *testing.T) {
 			{field.ErrorTypeDuplicate, c + ".build.buildArgs[2].name", ""},
 			{field.ErrorTypeRequired, c + ".build.secrets[0].name", ""},
 		}},
-		{"bad kaniko tag", func(m *Module) { container(m).Build = &Build{DockerfileConfigMap: lref("df"), KanikoParams: &KanikoParams{Tag: ":v1"}} },
+		{"bad kaniko tag", func(m *Module) {
+			container(m).Build = &Build{DockerfileConfigMap: lref("df"), KanikoParams: &KanikoParams{Tag: ":v1"}}
+		},
 			[]fieldErr{{field.ErrorTypeInvalid, c + ".build.kanikoParams.tag", "tag"}}},
 
 		// Sign.
