@@ -2,9 +2,11 @@
 //
 //	kmm map -f MODULE.yaml --kernel VERSION [--kernel VERSION ...] [-o yaml|json]
 //	kmm validate -f MODULE.yaml
+//	kmm depmod [-aAenvw] [-b DIR] [-o DIR] [-C PATH] [-E FILE | -F FILE] [-P C] [VERSION [FILE...]]
 //
 // Exit status: 0 on success, 1 when the answer is "no" (no kernel mapping
-// matches, the manifest is invalid), 2 on any other error.
+// matches, the manifest is invalid), 2 on any other error; kmm depmod
+// exits as kmod's depmod does (1 on any failure).
 package main
 
 import (
@@ -34,6 +36,7 @@ func commands() []command {
 	return []command{
 		{name: "map", summary: "resolve a Module for node kernels and print the per-kernel records", run: runMap},
 		{name: "validate", summary: "check Modules against every rule of KMM's admission webhook and CRD", run: runValidate},
+		{name: "depmod", summary: "kmod's depmod, natively: same flags, byte-identical index files", run: runDepmod},
 	}
 }
 

@@ -1,0 +1,388 @@
+package depmod
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/kmmkit/kmmkit/depmod/index"
+)
+
+// output is one file depmod writes.
+type output struct {
+	name string
+	data []byte
+	text bool // part of the -n output
+	// missingInput is set when the file is written empty because its
+	// input file does not exist.
+	missingInput bool
+}
+
+// OutputFiles lists the files depmod writes, in the order it writes them.
+func OutputFiles() []string {
+	return []string{"modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.softdep",
+		"modules.symbols", "modules.symbols.bin", "modules.builtin.bin", "modules.builtin.alias.bin", "modules.devname"}
+}
+
+// indexAdder adds to an index, checking characters and, with -w,
+// duplicates.
+type indexAdder struct {
+	b    index.Builder
+	name string
+	warn bool
+	seen map[[2]string]bool
+	log  *logger
+}
+
+func (a *indexAdder) add(key, value string, prio uint32) error {
+	if a.warn {
+		if a.seen == nil {
+			a.seen = map[[2]string]bool{}
+		}
+		k := [2]string{key, value}
+		if a.seen[k] {
+			a.log.warnf("duplicate value in %s: %s %s", a.name, key, value)
+		}
+		a.seen[k] = true
+	}
+	if err := a.b.Add(key, value, prio); err != nil {
+		return fmt.Errorf("Module index %s: %w", a.name, err)
+	}
+	return nil
+}
+
+// buildOutputs computes every output file in memory.
+func buildOutputs(mods []*module, syms *symbolTable, dirname string, opts Options, log *logger) ([]output, error) {
+	newIndex := func(name string) *indexAdder { return &indexAdder{name: name, warn: opts.WarnDuplicates, log: log} }
+	outPath := func(m *module) string {
+		if m.relpath != "" {
+			return m.relpath
+		}
+		return m.path
+	}
+
+	var dep bytes.Buffer
+	depBin := newIndex("modules.dep.bin")
+	for _, m := range mods {
+		start := dep.Len()
+		dep.WriteString(outPath(m))
+		dep.WriteByte(':')
+		for _, d := range closure(m) {
+			dep.WriteByte(' ')
+			dep.WriteString(outPath(d))
+		}
+		line := dep.Bytes()[start:]
+		if err := depBin.add(m.modname, string(line), uint32(m.idx)); err != nil {
+			return nil, err
+		}
+		dep.WriteByte('\n')
+	}
+
+	var alias bytes.Buffer
+	alias.WriteString("# Aliases extracted from modules themselves.\n")
+	aliasBin := newIndex("modules.alias.bin")
+	var softdep bytes.Buffer
+	softdep.WriteString("# Soft dependencies extracted from modules themselves.\n")
+	var devname bytes.Buffer
+	for _, m := range mods {
+		if m.file == nil {
+			continue
+		}
+		for _, kv := range m.file.Info {
+			switch kv.Key {
+			case "alias":
+				fmt.Fprintf(&alias, "alias %s %s\n", kv.Value, m.modname)
+				norm, ok := normalizeAlias(kv.Value)
+				if !ok {
+					log.warnf("Unmatched bracket in %s", kv.Value)
+					continue
+				}
+				if err := aliasBin.add(norm, m.modname, uint32(m.idx)); err != nil {
+					return nil, err
+				}
+			case "softdep":
+				fmt.Fprintf(&softdep, "softdep %s %s\n", m.modname, kv.Value)
+			}
+		}
+		writeDevname(&devname, m, log)
+	}
+
+	var symText bytes.Buffer
+	symText.WriteString("# Aliases for symbols, used by symbol_request().\n")
+	symBin := newIndex("modules.symbols.bin")
+	for _, name := range syms.ordered() {
+		e := syms.byName[name]
+		if e.owner == nil {
+			continue
+		}
+		fmt.Fprintf(&symText, "alias symbol:%s %s\n", name, e.owner.modname)
+		if err := symBin.add("symbol:"+name, e.owner.modname, uint32(e.owner.idx)); err != nil {
+			return nil, err
+		}
+	}
+
+	builtin, err := builtinIndex(dirname, newIndex("modules.builtin.bin"), log)
+	if err != nil {
+		return nil, err
+	}
+	builtinAlias, err := builtinAliasIndex(dirname, newIndex("modules.builtin.alias.bin"), log)
+	if err != nil {
+		return nil, err
+	}
+	return []output{
+		{name: "modules.dep", data: dep.Bytes(), text: true},
+		{name: "modules.dep.bin", data: depBin.b.Bytes()},
+		{name: "modules.alias", data: alias.Bytes(), text: true},
+		{name: "modules.alias.bin", data: aliasBin.b.Bytes()},
+		{name: "modules.softdep", data: softdep.Bytes(), text: true},
+		{name: "modules.symbols", data: symText.Bytes(), text: true},
+		{name: "modules.symbols.bin", data: symBin.b.Bytes()},
+		builtin,
+		builtinAlias,
+		{name: "modules.devname", data: devname.Bytes(), text: true},
+	}, nil
+}
+
+// normalizeAlias turns "-" into "_" outside bracket expressions, as kmod
+// does for index keys; false means an unmatched bracket.
+func normalizeAlias(v string) (string, bool) {
+	const max = 4095
+	var b strings.Builder
+	for i := 0; i < len(v) && b.Len() < max; i++ {
+		switch c := v[i]; c {
+		case '-':
+			b.WriteByte('_')
+		case ']':
+			return "", false
+		case '[':
+			j := strings.IndexByte(v[i:], ']')
+			if j < 0 {
+				return "", false
+			}
+			b.WriteString(v[i : i+j+1])
+			i += j
+		default:
+			b.WriteByte(c)
+		}
+	}
+	s := b.String()
+	if len(s) > max {
+		s = s[:max]
+	}
+	return s, true
+}
+
+// writeDevname writes the modules.devname line of m, if it has one.
+func writeDevname(w *bytes.Buffer, m *module, log *logger) {
+	var name string
+	var typ byte
+	var major, minor uint64
+	for _, a := range m.file.Values("alias") {
+		if strings.HasPrefix(a, "devname:") {
+			name = a[len("devname:"):]
+		} else if ma, mi, ok := scanMajorMinor(a, "char-major-"); ok {
+			typ, major, minor = 'c', ma, mi
+		} else if ma, mi, ok := scanMajorMinor(a, "block-major-"); ok {
+			typ, major, minor = 'b', ma, mi
+		}
+		if name != "" && typ != 0 {
+			break
+		}
+	}
+	if name == "" {
+		return
+	}
+	if typ == 0 {
+		log.errorf("Module '%s' has devname (%s) but lacks major and minor information. Ignoring.", m.modname, name)
+		return
+	}
+	if w.Len() == 0 {
+		w.WriteString("# Device nodes to trigger on-demand module loading.\n")
+	}
+	fmt.Fprintf(w, "%s %s %c%d:%d\n", m.modname, name, typ, major, minor)
+}
+
+// scanMajorMinor parses "<prefix>%u-%u" as sscanf does.
+func scanMajorMinor(s, prefix string) (uint64, uint64, bool) {
+	if !strings.HasPrefix(s, prefix) {
+		return 0, 0, false
+	}
+	s = s[len(prefix):]
+	major, rest, ok := scanUint(s)
+	if !ok || !strings.HasPrefix(rest, "-") {
+		return 0, 0, false
+	}
+	minor, _, ok := scanUint(rest[1:])
+	if !ok {
+		return 0, 0, false
+	}
+	return major, minor, true
+}
+
+// scanUint reads a %u conversion: optional spaces, an optional sign, and
+// decimal digits, wrapping to 32 bits as scanf does.
+func scanUint(s string) (uint64, string, bool) {
+	s = strings.TrimLeft(s, " \t\n\v\f\r")
+	neg := false
+	if s != "" && (s[0] == '+' || s[0] == '-') {
+		neg = s[0] == '-'
+		s = s[1:]
+	}
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, s, false
+	}
+	v, err := strconv.ParseUint(s[:i], 10, 64)
+	if err != nil {
+		v = ^uint64(0)
+	}
+	v32 := uint32(v)
+	if neg {
+		v32 = -v32
+	}
+	return uint64(v32), s[i:], true
+}
+
+// builtinIndex builds modules.builtin.bin from modules.builtin; a missing
+// input gives an empty (0-byte) file, as in kmod.
+func builtinIndex(dirname string, idx *indexAdder, log *logger) (output, error) {
+	data, err := os.ReadFile(dirname + "/modules.builtin")
+	if err != nil {
+		log.warnf("could not open modules.builtin at %s: %v", dirname, unwrapPathError(err))
+		return output{name: "modules.builtin.bin", missingInput: true}, nil
+	}
+	for _, line := range fgetsLines(data, 4096) {
+		if c := line[0]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			log.errorf("Invalid modules.builtin line: %s", line)
+			continue
+		}
+		name := line[strings.LastIndexByte(line, '/')+1:]
+		if err := idx.add(moduleName(name), "", 0); err != nil {
+			return output{}, err
+		}
+	}
+	return output{name: "modules.builtin.bin", data: idx.b.Bytes()}, nil
+}
+
+// builtinAliasIndex builds modules.builtin.alias.bin from the
+// "modname.key=value\0" records of modules.builtin.modinfo.
+func builtinAliasIndex(dirname string, idx *indexAdder, log *logger) (output, error) {
+	data, err := os.ReadFile(dirname + "/modules.builtin.modinfo")
+	if err != nil {
+		log.warnf("could not open modules.builtin.modinfo at %s: %v", dirname, unwrapPathError(err))
+		return output{name: "modules.builtin.alias.bin", missingInput: true}, nil
+	}
+	p := &fieldReader{data: data, log: log}
+	for !p.eof() {
+		modname, t := p.field('.')
+		if t != '.' || modname == "" {
+			continue
+		}
+		key, t := p.field('=')
+		if key != "alias" || t != '=' {
+			p.skipRecord()
+			continue
+		}
+		value, _ := p.field(0)
+		if value == "" {
+			continue
+		}
+		norm, ok := normalizeAlias(value)
+		if !ok {
+			log.warnf("Unmatched bracket in %s", value)
+			continue
+		}
+		if err := idx.add(norm, modname, 0); err != nil {
+			return output{}, err
+		}
+	}
+	return output{name: "modules.builtin.alias.bin", data: idx.b.Bytes()}, nil
+}
+
+// fieldReader reads the NUL-separated records of modules.builtin.modinfo.
+type fieldReader struct {
+	data []byte
+	pos  int
+	log  *logger
+}
+
+func (r *fieldReader) eof() bool { return r.pos >= len(r.data) }
+
+// field reads up to delim, a NUL or the end, consuming the terminator,
+// which it returns (-1 at the end). A field is cut at 4095 bytes; the rest
+// stays for the next read.
+func (r *fieldReader) field(delim byte) (string, int) {
+	const max = 4095
+	start := r.pos
+	for r.pos < len(r.data) {
+		c := r.data[r.pos]
+		if c == delim || c == 0 {
+			r.pos++
+			return string(r.data[start : r.pos-1]), int(c)
+		}
+		if r.pos-start == max {
+			r.log.warnf("field too long in modules.builtin.modinfo: %.40s...", r.data[start:r.pos])
+			return string(r.data[start:r.pos]), -2
+		}
+		r.pos++
+	}
+	return string(r.data[start:r.pos]), -1
+}
+
+// skipRecord skips past the next NUL.
+func (r *fieldReader) skipRecord() {
+	for r.pos < len(r.data) {
+		r.pos++
+		if r.data[r.pos-1] == 0 {
+			return
+		}
+	}
+}
+
+// writeOutputs writes each file to a temporary name in dir and renames it
+// into place, so no reader ever sees a partial file. Everything was
+// computed before, so a failed run leaves the previous files as they were.
+func writeOutputs(dir string, outs []output, create bool) error {
+	if create {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	for _, o := range outs {
+		if err := writeAtomic(filepath.Join(dir, o.name), o.data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeAtomic writes data to path through a temporary file and a rename.
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("could not create %s: %w", path, err)
+	}
+	name := tmp.Name()
+	_, werr := tmp.Write(data)
+	cerr := tmp.Close()
+	if werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Chmod(name, 0o644)
+	}
+	if werr == nil {
+		werr = os.Rename(name, path)
+	}
+	if werr != nil {
+		os.Remove(name)
+		return fmt.Errorf("could not write %s: %w", path, werr)
+	}
+	return nil
+}
