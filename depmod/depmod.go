@@ -358,7 +358,7 @@ func loadModules(ctx context.Context, mods []*module, workers int, log *logger) 
 		switch {
 		case errs[i] != nil:
 			log.errorf("failed to load symbols from %s: %v", m.path, errs[i])
-		case m.file.Info == nil:
+		case !m.file.HasModinfo:
 			log.warnf("%s: no .modinfo section: the module has no aliases", m.path)
 		}
 	}

@@ -21,8 +21,10 @@ type Symbol struct {
 
 // File is what depmod uses of one module.
 type File struct {
-	// Info is the .modinfo section in order; nil when there is none.
+	// Info is the .modinfo section in order.
 	Info []KV
+	// HasModinfo tells whether the file has a .modinfo section at all.
+	HasModinfo bool
 	// Exports are the symbols the module exports.
 	Exports []Symbol
 	// Needs are the symbols the module uses from others, in .symtab order,
@@ -52,6 +54,7 @@ func Parse(data []byte) (*File, error) {
 	}
 	m := &File{}
 	if info, _, ok := f.section(".modinfo"); ok {
+		m.HasModinfo = true
 		for _, s := range splitStrings(info) {
 			k, v, _ := strings.Cut(s, "=")
 			m.Info = append(m.Info, KV{Key: k, Value: v})
