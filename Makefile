@@ -2,7 +2,7 @@
 
 GO ?= go
 
-.PHONY: test unit generate bench fuzz quickstart
+.PHONY: test unit generate bench bench-depmod fuzz
 
 ## test: install test dependencies, start servers, vet, and run every test with -race
 test:
@@ -24,3 +24,7 @@ bench:
 FUZZTIME ?= 30s
 fuzz:
 	hack/fuzz.sh $(FUZZTIME)
+
+## bench-depmod: kmod's depmod against ours on the Debian tree: median wall time, peak RSS, ratios
+bench-depmod:
+	KMMKIT_KERNEL_TREE=$$(hack/lib/kernel-tree.sh) $(GO) run ./hack/benchdepmod -runs 9

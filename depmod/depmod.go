@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 
@@ -130,6 +131,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 	}
 
+	tPhase := time.Now()
+	phase := func(name string) {
+		log.debugf("%s took %.1f ms", name, float64(time.Since(tPhase).Microseconds())/1000)
+		tPhase = time.Now()
+	}
 	f := &finder{dirname: dirname, exts: exts, log: log, byName: map[string]*candidate{}}
 	if len(opts.Files) > 0 {
 		f.cfg = &config{excludes: map[string]bool{}, searches: []searchEntry{{path: "updates"}}}
@@ -158,6 +164,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 
+	phase("finding modules")
 	mods := orderModules(f.byName, dirname, log)
 	if len(mods) > 65534 {
 		return nil, fmt.Errorf("too many modules: %d, at most 65534", len(mods))
@@ -167,6 +174,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 
+	phase("reading modules")
 	syms, err := newSymbolTable(opts, log)
 	if err != nil {
 		return nil, err
@@ -180,12 +188,20 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 	}
 	computeDeps(mods, syms, opts, log)
+	for _, m := range mods {
+		if m.file != nil {
+			// Only .modinfo is needed from here on; let the rest go.
+			m.file.Needs, m.file.Exports = nil, nil
+		}
+	}
 	if cycles := sortDeps(mods); cycles != nil {
 		res.Cycles = cycles
 		return res, fmt.Errorf("%w: %d modules", ErrCycle, countCycleModules(cycles, log))
 	}
 
+	phase("resolving dependencies")
 	outs, err := buildOutputs(mods, syms, dirname, opts, log)
+	phase("building indexes")
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +218,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err := writeOutputs(outdir, outs, opts.OutDir != ""); err != nil {
 		return nil, err
 	}
+	phase("writing files")
 	return res, nil
 }
 
@@ -338,6 +355,8 @@ func loadModules(ctx context.Context, mods []*module, workers int, log *logger) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			parser := modfile.NewParser(dec)
+			parser.KeepInfo = func(key string) bool { return key == "alias" || key == "softdep" }
 			for {
 				mu.Lock()
 				i := next
@@ -346,7 +365,8 @@ func loadModules(ctx context.Context, mods []*module, workers int, log *logger) 
 				if i >= len(mods) || ctx.Err() != nil {
 					return
 				}
-				mods[i].file, errs[i] = readModule(mods[i].path, dec)
+				mods[i].file, errs[i] = parser.ParseFile(mods[i].path)
+				errs[i] = unwrapPathError(errs[i])
 			}
 		}()
 	}

@@ -1,7 +1,7 @@
 package depmod
 
 import (
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -166,22 +166,34 @@ func countCycleModules(cycles [][]string, log *logger) int {
 	return len(names)
 }
 
+// closureWalker computes transitive dependencies, reusing its buffers.
+type closureWalker struct {
+	seen  []uint32 // by module idx: the walk that last saw it
+	walk  uint32
+	stack []*module
+	out   []*module
+}
+
 // closure returns the transitive dependencies of m, sorted by their
-// topological number.
-func closure(m *module) []*module {
-	seen := map[*module]bool{m: true}
-	var out []*module
-	stack := append([]*module(nil), m.deps...)
-	for len(stack) > 0 {
-		d := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[d] {
+// topological number. The result is valid until the next call.
+func (c *closureWalker) closure(m *module, n int) []*module {
+	if len(c.seen) < n {
+		c.seen = make([]uint32, n)
+	}
+	c.walk++
+	c.seen[m.idx] = c.walk
+	c.out = c.out[:0]
+	c.stack = append(c.stack[:0], m.deps...)
+	for len(c.stack) > 0 {
+		d := c.stack[len(c.stack)-1]
+		c.stack = c.stack[:len(c.stack)-1]
+		if c.seen[d.idx] == c.walk {
 			continue
 		}
-		seen[d] = true
-		out = append(out, d)
-		stack = append(stack, d.deps...)
+		c.seen[d.idx] = c.walk
+		c.out = append(c.out, d)
+		c.stack = append(c.stack, d.deps...)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].sortIdx < out[j].sortIdx })
-	return out
+	slices.SortFunc(c.out, func(a, b *module) int { return a.sortIdx - b.sortIdx })
+	return c.out
 }

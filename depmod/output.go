@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/kmmkit/kmmkit/depmod/index"
 )
@@ -54,39 +55,81 @@ func (a *indexAdder) add(key, value string, prio uint32) error {
 	return nil
 }
 
-// buildOutputs computes every output file in memory.
+// buildOutputs computes every output file in memory, the independent ones
+// in parallel.
 func buildOutputs(mods []*module, syms *symbolTable, dirname string, opts Options, log *logger) ([]output, error) {
 	newIndex := func(name string) *indexAdder { return &indexAdder{name: name, warn: opts.WarnDuplicates, log: log} }
-	outPath := func(m *module) string {
-		if m.relpath != "" {
-			return m.relpath
-		}
-		return m.path
+	outs := make([]output, len(OutputFiles()))
+	producers := []func() error{
+		func() error { return depOutputs(mods, newIndex("modules.dep.bin"), outs[0:2]) },
+		func() error { return moduleInfoOutputs(mods, newIndex("modules.alias.bin"), log, outs) },
+		func() error { return symbolOutputs(syms, newIndex("modules.symbols.bin"), outs[5:7]) },
+		func() (err error) {
+			outs[7], err = builtinIndex(dirname, newIndex("modules.builtin.bin"), log)
+			return err
+		},
+		func() (err error) {
+			outs[8], err = builtinAliasIndex(dirname, newIndex("modules.builtin.alias.bin"), log)
+			return err
+		},
 	}
+	errs := make([]error, len(producers))
+	var wg sync.WaitGroup
+	for i, p := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = p()
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return outs, nil
+}
 
+// outPath is how modules.dep names a module: relative to the module
+// directory when it is inside it.
+func outPath(m *module) string {
+	if m.relpath != "" {
+		return m.relpath
+	}
+	return m.path
+}
+
+// depOutputs builds modules.dep and modules.dep.bin into out[0:2].
+func depOutputs(mods []*module, depBin *indexAdder, out []output) error {
 	var dep bytes.Buffer
-	depBin := newIndex("modules.dep.bin")
+	dep.Grow(64 * len(mods))
+	var cl closureWalker
 	for _, m := range mods {
 		start := dep.Len()
 		dep.WriteString(outPath(m))
 		dep.WriteByte(':')
-		for _, d := range closure(m) {
+		for _, d := range cl.closure(m, len(mods)) {
 			dep.WriteByte(' ')
 			dep.WriteString(outPath(d))
 		}
 		line := dep.Bytes()[start:]
 		if err := depBin.add(m.modname, string(line), uint32(m.idx)); err != nil {
-			return nil, err
+			return err
 		}
 		dep.WriteByte('\n')
 	}
+	out[0] = output{name: "modules.dep", data: dep.Bytes(), text: true}
+	out[1] = output{name: "modules.dep.bin", data: depBin.b.Bytes()}
+	return nil
+}
 
-	var alias bytes.Buffer
+// moduleInfoOutputs builds modules.alias, modules.alias.bin,
+// modules.softdep and modules.devname into their places in outs.
+func moduleInfoOutputs(mods []*module, aliasBin *indexAdder, log *logger, outs []output) error {
+	var alias, softdep, devname bytes.Buffer
 	alias.WriteString("# Aliases extracted from modules themselves.\n")
-	aliasBin := newIndex("modules.alias.bin")
-	var softdep bytes.Buffer
 	softdep.WriteString("# Soft dependencies extracted from modules themselves.\n")
-	var devname bytes.Buffer
 	for _, m := range mods {
 		if m.file == nil {
 			continue
@@ -94,56 +137,58 @@ func buildOutputs(mods []*module, syms *symbolTable, dirname string, opts Option
 		for _, kv := range m.file.Info {
 			switch kv.Key {
 			case "alias":
-				fmt.Fprintf(&alias, "alias %s %s\n", kv.Value, m.modname)
+				alias.WriteString("alias ")
+				alias.WriteString(kv.Value)
+				alias.WriteByte(' ')
+				alias.WriteString(m.modname)
+				alias.WriteByte('\n')
 				norm, ok := normalizeAlias(kv.Value)
 				if !ok {
 					log.warnf("Unmatched bracket in %s", kv.Value)
 					continue
 				}
 				if err := aliasBin.add(norm, m.modname, uint32(m.idx)); err != nil {
-					return nil, err
+					return err
 				}
 			case "softdep":
-				fmt.Fprintf(&softdep, "softdep %s %s\n", m.modname, kv.Value)
+				softdep.WriteString("softdep ")
+				softdep.WriteString(m.modname)
+				softdep.WriteByte(' ')
+				softdep.WriteString(kv.Value)
+				softdep.WriteByte('\n')
 			}
 		}
 		writeDevname(&devname, m, log)
 	}
+	outs[2] = output{name: "modules.alias", data: alias.Bytes(), text: true}
+	outs[3] = output{name: "modules.alias.bin", data: aliasBin.b.Bytes()}
+	outs[4] = output{name: "modules.softdep", data: softdep.Bytes(), text: true}
+	outs[9] = output{name: "modules.devname", data: devname.Bytes(), text: true}
+	return nil
+}
 
-	var symText bytes.Buffer
-	symText.WriteString("# Aliases for symbols, used by symbol_request().\n")
-	symBin := newIndex("modules.symbols.bin")
+// symbolOutputs builds modules.symbols and modules.symbols.bin into
+// out[0:2].
+func symbolOutputs(syms *symbolTable, symBin *indexAdder, out []output) error {
+	var text bytes.Buffer
+	text.WriteString("# Aliases for symbols, used by symbol_request().\n")
 	for _, name := range syms.ordered() {
 		e := syms.byName[name]
 		if e.owner == nil {
 			continue
 		}
-		fmt.Fprintf(&symText, "alias symbol:%s %s\n", name, e.owner.modname)
+		text.WriteString("alias symbol:")
+		text.WriteString(name)
+		text.WriteByte(' ')
+		text.WriteString(e.owner.modname)
+		text.WriteByte('\n')
 		if err := symBin.add("symbol:"+name, e.owner.modname, uint32(e.owner.idx)); err != nil {
-			return nil, err
+			return err
 		}
 	}
-
-	builtin, err := builtinIndex(dirname, newIndex("modules.builtin.bin"), log)
-	if err != nil {
-		return nil, err
-	}
-	builtinAlias, err := builtinAliasIndex(dirname, newIndex("modules.builtin.alias.bin"), log)
-	if err != nil {
-		return nil, err
-	}
-	return []output{
-		{name: "modules.dep", data: dep.Bytes(), text: true},
-		{name: "modules.dep.bin", data: depBin.b.Bytes()},
-		{name: "modules.alias", data: alias.Bytes(), text: true},
-		{name: "modules.alias.bin", data: aliasBin.b.Bytes()},
-		{name: "modules.softdep", data: softdep.Bytes(), text: true},
-		{name: "modules.symbols", data: symText.Bytes(), text: true},
-		{name: "modules.symbols.bin", data: symBin.b.Bytes()},
-		builtin,
-		builtinAlias,
-		{name: "modules.devname", data: devname.Bytes(), text: true},
-	}, nil
+	out[0] = output{name: "modules.symbols", data: text.Bytes(), text: true}
+	out[1] = output{name: "modules.symbols.bin", data: symBin.b.Bytes()}
+	return nil
 }
 
 // normalizeAlias turns "-" into "_" outside bracket expressions, as kmod

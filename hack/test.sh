@@ -15,6 +15,9 @@ step() { printf '\n=== %s\n' "$*"; }
 
 step "dependencies"
 hack/lib/deps.sh
+export PATH=$PATH:/usr/sbin:/sbin
+KMMKIT_KERNEL_TREE=$(hack/lib/kernel-tree.sh)
+export KMMKIT_KERNEL_TREE
 
 # shellcheck source=lib/services.sh
 source hack/lib/services.sh

@@ -33,7 +33,12 @@ const (
 
 // elfFile is a parsed ELF header and section table.
 type elfFile struct {
-	data     []byte
+	// data is the file, or a buffer of the file's size in which only the
+	// ranges fill has loaded are valid.
+	data []byte
+	// fill loads a byte range of the file into data; nil when data holds
+	// the whole file.
+	fill     func(off, size uint64) error
 	is64     bool
 	order    binary.ByteOrder
 	machine  uint16
@@ -41,6 +46,14 @@ type elfFile struct {
 	shnum    int
 	shentsz  int
 	shstrtab []byte
+	intern   *interner
+
+	// The symbol table, looked up once.
+	symsDone   bool
+	syms       []byte
+	strtab     []byte
+	symEntsize int
+	symsOK     bool
 }
 
 // section is one section header's useful fields.
@@ -50,12 +63,13 @@ type section struct {
 	size   uint64
 }
 
-// parseELF checks the header as kmod_elf_new does.
-func parseELF(data []byte) (*elfFile, error) {
+// parseELF checks the header as kmod_elf_new does. With fill, only the
+// first 64 bytes of data need to be valid; the rest is loaded on demand.
+func parseELF(data []byte, fill func(off, size uint64) error) (*elfFile, error) {
 	if len(data) <= 16 || string(data[:4]) != "\x7fELF" {
 		return nil, ErrNotELF
 	}
-	f := &elfFile{data: data}
+	f := &elfFile{data: data, fill: fill}
 	switch data[4] {
 	case 1:
 		if len(data) <= 52 {
@@ -99,6 +113,9 @@ func parseELF(data []byte) (*elfFile, error) {
 	if f.shoff > uint64(len(data)) || uint64(f.shnum)*uint64(f.shentsz) > uint64(len(data))-f.shoff {
 		return nil, fmt.Errorf("%w: section headers (%d at offset %d) go past the end of the file", ErrInvalid, f.shnum, f.shoff)
 	}
+	if err := f.load(f.shoff, uint64(f.shnum)*uint64(f.shentsz)); err != nil {
+		return nil, err
+	}
 	if shstrndx >= f.shnum {
 		return nil, fmt.Errorf("%w: section name table index %d out of %d sections", ErrInvalid, shstrndx, f.shnum)
 	}
@@ -106,11 +123,22 @@ func parseELF(data []byte) (*elfFile, error) {
 	if size == 0 || off > uint64(len(data)) || size > uint64(len(data))-off {
 		return nil, fmt.Errorf("%w: section name table outside the file or empty", ErrInvalid)
 	}
+	if err := f.load(off, size); err != nil {
+		return nil, err
+	}
 	f.shstrtab = data[off : off+size]
 	if f.shstrtab[len(f.shstrtab)-1] != 0 {
 		return nil, fmt.Errorf("%w: section name table does not end in NUL", ErrInvalid)
 	}
 	return f, nil
+}
+
+// load makes sure data[off:off+size] holds the file's bytes.
+func (f *elfFile) load(off, size uint64) error {
+	if f.fill == nil || size == 0 {
+		return nil
+	}
+	return f.fill(off, size)
 }
 
 // sectionBounds returns the file offset and size of section i.
@@ -144,13 +172,25 @@ func (f *elfFile) section(name string) ([]byte, int, bool) {
 		if off > uint64(len(f.data)) || size > uint64(len(f.data))-off {
 			continue
 		}
-		n, ok := f.sectionName(i)
-		if !ok || n != name {
+		if !f.nameIs(i, name) {
 			continue
+		}
+		if f.load(off, size) != nil {
+			return nil, 0, false
 		}
 		return f.data[off : off+size], i, true
 	}
 	return nil, 0, false
+}
+
+// nameIs reports whether section i is called name, without allocating.
+func (f *elfFile) nameIs(i int, name string) bool {
+	nameOff := uint64(f.order.Uint32(f.data[f.shoff+uint64(i*f.shentsz):]))
+	if nameOff >= uint64(len(f.shstrtab)) {
+		return false
+	}
+	s := f.shstrtab[nameOff:]
+	return len(s) > len(name) && s[len(name)] == 0 && string(s[:len(name)]) == name
 }
 
 // symbol is one .symtab entry.
@@ -164,6 +204,15 @@ type symbol struct {
 // symtab returns the symbol table and its string table, or false when
 // either is missing or malformed.
 func (f *elfFile) symtab() (syms []byte, strtab []byte, entsize int, ok bool) {
+	if !f.symsDone {
+		f.symsDone = true
+		f.syms, f.strtab, f.symEntsize, f.symsOK = f.findSymtab()
+	}
+	return f.syms, f.strtab, f.symEntsize, f.symsOK
+}
+
+// findSymtab looks up .symtab and .strtab.
+func (f *elfFile) findSymtab() (syms []byte, strtab []byte, entsize int, ok bool) {
 	strtab, _, ok1 := f.section(".strtab")
 	syms, _, ok2 := f.section(".symtab")
 	if !ok1 || !ok2 {
@@ -226,3 +275,30 @@ func splitStrings(b []byte) []string {
 }
 
 var errNoSymtab = errors.New("no usable .symtab")
+
+// str returns the NUL-terminated string at the start of b, interned when
+// the file has an interner.
+func (f *elfFile) str(b []byte) string {
+	if j := indexNUL(b); j >= 0 {
+		b = b[:j]
+	}
+	if f.intern != nil {
+		return f.intern.get(b)
+	}
+	return string(b)
+}
+
+// interner shares the memory of repeated strings, such as the kernel
+// symbols every module needs.
+type interner struct {
+	m map[string]string
+}
+
+func (in *interner) get(b []byte) string {
+	if s, ok := in.m[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	in.m[s] = s
+	return s
+}

@@ -1,8 +1,6 @@
 package modfile
 
-import (
-	"strings"
-)
+import ()
 
 // KV is one .modinfo entry, key=value.
 type KV struct {
@@ -48,17 +46,21 @@ func (f *File) Values(key string) []string {
 // damaged symbol table is returned with those parts empty, as kmod reads
 // it.
 func Parse(data []byte) (*File, error) {
-	f, err := parseELF(data)
+	return parse(data, nil, nil, nil)
+}
+
+// parse reads a module whose bytes are in data, or are loaded into data by
+// fill, interning strings through intern when it is not nil.
+func parse(data []byte, fill func(off, size uint64) error, in *interner, keep func(key string) bool) (*File, error) {
+	f, err := parseELF(data, fill)
 	if err != nil {
 		return nil, err
 	}
+	f.intern = in
 	m := &File{}
 	if info, _, ok := f.section(".modinfo"); ok {
 		m.HasModinfo = true
-		for _, s := range splitStrings(info) {
-			k, v, _ := strings.Cut(s, "=")
-			m.Info = append(m.Info, KV{Key: k, Value: v})
-		}
+		m.Info = parseInfo(info, keep)
 	}
 	m.Exports = f.exports()
 	m.Needs = f.needs()
@@ -67,7 +69,7 @@ func Parse(data []byte) (*File, error) {
 
 // ParseInfo reads only the .modinfo section.
 func ParseInfo(data []byte) ([]KV, error) {
-	f, err := parseELF(data)
+	f, err := parseELF(data, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -75,12 +77,41 @@ func ParseInfo(data []byte) ([]KV, error) {
 	if !ok {
 		return nil, nil
 	}
-	var out []KV
-	for _, s := range splitStrings(info) {
-		k, v, _ := strings.Cut(s, "=")
-		out = append(out, KV{Key: k, Value: v})
+	return parseInfo(info, nil), nil
+}
+
+// parseInfo splits a .modinfo section into entries, keeping those whose
+// key keep accepts (all when keep is nil).
+func parseInfo(info []byte, keep func(string) bool) []KV {
+	i := 0
+	for i < len(info) && info[i] == 0 {
+		i++
 	}
-	return out, nil
+	if len(info)-i <= 1 {
+		return nil
+	}
+	var out []KV
+	for i < len(info) {
+		j := i
+		for j < len(info) && info[j] != 0 {
+			j++
+		}
+		if j > i {
+			entry := info[i:j]
+			k, v := entry, []byte(nil)
+			for e := range entry {
+				if entry[e] == '=' {
+					k, v = entry[:e], entry[e+1:]
+					break
+				}
+			}
+			if keep == nil || keep(string(k)) {
+				out = append(out, KV{Key: string(k), Value: string(v)})
+			}
+		}
+		i = j + 1
+	}
+	return out
 }
 
 // exports lists the exported symbols: the __crc_ symbols of .symtab, or
@@ -114,11 +145,11 @@ func (f *elfFile) crcExports() ([]Symbol, bool) {
 		if uint64(s.name) >= uint64(len(strtab)) {
 			return nil, false
 		}
-		name := cstr(strtab, s.name)
-		if !strings.HasPrefix(name, "__crc_") {
+		raw := strtab[s.name:]
+		if len(raw) < 6 || string(raw[:6]) != "__crc_" {
 			continue
 		}
-		out = append(out, Symbol{Name: name[len("__crc_"):], CRC: f.crc(s)})
+		out = append(out, Symbol{Name: f.str(raw[6:]), CRC: f.crc(s)})
 	}
 	return out, true
 }
@@ -134,6 +165,9 @@ func (f *elfFile) crc(s symbol) uint64 {
 	}
 	off, size := f.sectionBounds(int(s.shndx))
 	if size < 4 || s.value > size-4 || off > uint64(len(f.data)) || off+s.value > uint64(len(f.data))-4 {
+		return ^uint64(0)
+	}
+	if f.load(off+s.value, 4) != nil {
 		return ^uint64(0)
 	}
 	return uint64(f.order.Uint32(f.data[off+s.value:]))
@@ -165,16 +199,29 @@ func (f *elfFile) needs() []Symbol {
 			if j := indexNUL(name); j >= 0 {
 				name = name[:j]
 			}
-			versions = append(versions, version{name: string(name), crc: crc})
+			versions = append(versions, version{name: f.str(name), crc: crc})
 		}
 	}
-	var out []Symbol
 	syms, strtab, entsize, ok := f.symtab()
 	if !ok {
 		return nil
 	}
+	var byName map[string]int
+	if len(versions) > 8 {
+		byName = make(map[string]int, len(versions))
+		for j := len(versions) - 1; j >= 0; j-- {
+			byName[versions[j].name] = j
+		}
+	}
 	sparc := f.machine == emSPARC || f.machine == emSPARCV9
 	n := len(syms) / entsize
+	undef := 0
+	for i := 1; i < n; i++ {
+		if f.symbolAt(syms, entsize, i).shndx == 0 {
+			undef++
+		}
+	}
+	out := make([]Symbol, 0, undef+len(versions))
 	for i := 1; i < n; i++ {
 		s := f.symbolAt(syms, entsize, i)
 		if s.shndx != 0 {
@@ -186,16 +233,24 @@ func (f *elfFile) needs() []Symbol {
 		if uint64(s.name) >= uint64(len(strtab)) {
 			return nil
 		}
-		name := cstr(strtab, s.name)
-		if name == "" {
+		raw := strtab[s.name:]
+		if len(raw) == 0 || raw[0] == 0 {
 			continue
 		}
+		name := f.str(raw)
 		sym := Symbol{Name: name, Weak: s.info>>4 == 2}
-		for j := range versions {
-			if versions[j].name == name {
+		if byName != nil {
+			if j, ok := byName[name]; ok {
 				sym.CRC = versions[j].crc
 				versions[j].used = true
-				break
+			}
+		} else {
+			for j := range versions {
+				if versions[j].name == name {
+					sym.CRC = versions[j].crc
+					versions[j].used = true
+					break
+				}
 			}
 		}
 		out = append(out, sym)

@@ -8,12 +8,15 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 
 # Debian packages the tests use, by the command they provide.
 #   etcd-server: etcd, the kube-apiserver's store; curl and openssl: readiness checks and keys
+#   kmod: kmod 30's depmod and modprobe, which our depmod is compared with
 declare -A apt_packages=(
 	[etcd]=etcd-server
 	[curl]=curl
 	[openssl]=openssl
+	[depmod]=kmod
 )
 
+export PATH=$PATH:/usr/sbin:/sbin
 missing=()
 for cmd in "${!apt_packages[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("${apt_packages[$cmd]}")
@@ -31,3 +34,6 @@ fi
 
 # A kube-apiserver built from the Go module proxy, cached across runs.
 "$root/hack/lib/kube-apiserver.sh" >/dev/null
+
+# A Debian kernel module tree, unpacked from its package, cached across runs.
+"$root/hack/lib/kernel-tree.sh" >/dev/null
