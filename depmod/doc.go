@@ -1,5 +1,26 @@
-// Package depmod will be a native depmod whose index files are
-// byte-identical to kmod's, and a reader of those indexes.
+// Package depmod is a native depmod: it indexes a kernel module tree and
+// writes the ten files kmod 30's depmod writes (modules.dep,
+// modules.dep.bin, modules.alias, modules.alias.bin, modules.softdep,
+// modules.symbols, modules.symbols.bin, modules.builtin.bin,
+// modules.builtin.alias.bin, modules.devname), byte for byte identical to
+// Debian 12's kmod for the same tree, in less than half its time.
 //
-// It has no API yet: this package reserves its place in the layout.
+// [Run] takes kmod's options: a base directory (-b), an output directory
+// (-o), depmod.d configuration (-C; search, override, external and
+// exclude, with kmod's priority rules for modules found twice),
+// Module.symvers or System.map with -e checks, a symbol prefix (-P), quick
+// mode (-A), dry runs (-n) and file mode. Modules may be .ko, .ko.xz,
+// .ko.zst or .ko.gz, ELF32 or ELF64 of either byte order; they are read in
+// parallel with pure Go decompressors, so nothing needs cgo or kmod.
+//
+// Like kmod, a module that cannot be read keeps its modules.dep line with
+// no dependencies and the run goes on, and a dependency cycle fails the
+// run with kmod's messages (without kmod 30's hang on some cycles). Unlike
+// kmod, every output is computed before any file is written, and each is
+// written to a temporary file and renamed, so a failed run leaves the
+// previous files untouched.
+//
+// Subpackages: [github.com/kmmkit/kmmkit/depmod/index] reads and writes the
+// binary indexes (and answers modprobe's lookups);
+// [github.com/kmmkit/kmmkit/depmod/modfile] reads module files.
 package depmod

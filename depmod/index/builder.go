@@ -60,8 +60,8 @@ type Builder struct {
 func (b *Builder) Len() int { return b.keys }
 
 // Add stores value under key with the given priority. Keys and values must
-// be 7-bit ASCII, as kmod requires; Add reports other bytes and stores
-// nothing. A value already present is stored again, as kmod does, and
+// be 7-bit ASCII without NUL bytes, as kmod requires; Add reports other
+// bytes and stores nothing. A value already present is stored again, as kmod does, and
 // values of equal priority are kept in reverse order of addition.
 func (b *Builder) Add(key, value string, priority uint32) error {
 	if err := checkASCII(key); err != nil {
@@ -121,11 +121,15 @@ func (n *node) addValue(v string, priority uint32) {
 	n.values[i] = Value{Priority: priority, Value: v}
 }
 
-// checkASCII rejects bytes kmod's index cannot hold.
+// checkASCII rejects bytes kmod's index cannot hold: non-ASCII bytes, and
+// NUL, which ends strings in the file.
 func checkASCII(s string) error {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= 0x80 {
 			return fmt.Errorf("bad character 0x%02x at offset %d: only 7-bit ASCII is supported", s[i], i)
+		}
+		if s[i] == 0 {
+			return fmt.Errorf("NUL byte at offset %d", i)
 		}
 	}
 	return nil

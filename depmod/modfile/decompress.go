@@ -3,6 +3,7 @@ package modfile
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
 	"syscall"
@@ -82,7 +83,7 @@ func (d *Decompressor) Decompress(data []byte) ([]byte, Compression, error) {
 		return data, None, nil
 	case Zstd:
 		out, err = d.zstd.DecodeAll(data, nil)
-		if err == nil && int64(len(out)) > d.maxSize {
+		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || err == nil && int64(len(out)) > d.maxSize {
 			err = fmt.Errorf("more than %d bytes", d.maxSize)
 		}
 	case XZ:

@@ -51,6 +51,9 @@ type Module struct {
 	Versions []Version
 	// NoSymtab leaves .symtab and .strtab out.
 	NoSymtab bool
+	// Padding adds a section of that many bytes before the symbol table,
+	// to make big files.
+	Padding int
 }
 
 type section struct {
@@ -119,6 +122,9 @@ func (m Module) Bytes() []byte {
 		add(section{name: "__versions", typ: 1, data: b.Bytes()})
 	}
 	text := add(section{name: ".text", typ: 1, data: []byte{0xc3, 0, 0, 0}})
+	if m.Padding > 0 {
+		add(section{name: ".rodata.padding", typ: 1, data: make([]byte, m.Padding)})
+	}
 	if !m.NoSymtab {
 		strtab := []byte{0}
 		str := func(s string) uint32 {
