@@ -58,18 +58,26 @@ func (a *indexAdder) add(key, value string, prio uint32) error {
 // buildOutputs computes every output file in memory, the independent ones
 // in parallel.
 func buildOutputs(mods []*module, syms *symbolTable, dirname string, opts Options, log *logger) ([]output, error) {
-	newIndex := func(name string) *indexAdder { return &indexAdder{name: name, warn: opts.WarnDuplicates, log: log} }
 	outs := make([]output, len(OutputFiles()))
+	// Each producer logs into its own buffer; the buffers are written in
+	// kmod's file order afterwards, so messages never depend on timing.
+	logs := make([]*logger, 5)
+	for i := range logs {
+		logs[i] = log.buffered()
+	}
+	newIndex := func(name string, l *logger) *indexAdder {
+		return &indexAdder{name: name, warn: opts.WarnDuplicates, log: l}
+	}
 	producers := []func() error{
-		func() error { return depOutputs(mods, newIndex("modules.dep.bin"), outs[0:2]) },
-		func() error { return moduleInfoOutputs(mods, newIndex("modules.alias.bin"), log, outs) },
-		func() error { return symbolOutputs(syms, newIndex("modules.symbols.bin"), outs[5:7]) },
+		func() error { return depOutputs(mods, newIndex("modules.dep.bin", logs[0]), outs[0:2]) },
+		func() error { return moduleInfoOutputs(mods, newIndex("modules.alias.bin", logs[1]), logs[1], outs) },
+		func() error { return symbolOutputs(syms, newIndex("modules.symbols.bin", logs[2]), outs[5:7]) },
 		func() (err error) {
-			outs[7], err = builtinIndex(dirname, newIndex("modules.builtin.bin"), log)
+			outs[7], err = builtinIndex(dirname, newIndex("modules.builtin.bin", logs[3]), logs[3])
 			return err
 		},
 		func() (err error) {
-			outs[8], err = builtinAliasIndex(dirname, newIndex("modules.builtin.alias.bin"), log)
+			outs[8], err = builtinAliasIndex(dirname, newIndex("modules.builtin.alias.bin", logs[4]), logs[4])
 			return err
 		},
 	}
@@ -83,6 +91,9 @@ func buildOutputs(mods []*module, syms *symbolTable, dirname string, opts Option
 		}()
 	}
 	wg.Wait()
+	for _, l := range logs {
+		l.flush(log)
+	}
 	for _, err := range errs {
 		if err != nil {
 			return nil, err

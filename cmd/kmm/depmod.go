@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync"
 
 	"github.com/go-logr/logr"
 
@@ -221,6 +222,7 @@ func runDepmod(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 // kmodLogSink prints depmod's messages the way kmod does:
 // "depmod: LEVEL: message" on standard error.
 type kmodLogSink struct {
+	mu        sync.Mutex
 	w         io.Writer
 	verbosity int
 }
@@ -237,10 +239,14 @@ func (s *kmodLogSink) Info(level int, msg string, _ ...any) {
 	case level == depmod.LevelInfo:
 		name = "INFO"
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	fmt.Fprintf(s.w, "depmod: %s: %s\n", name, msg)
 }
 
 func (s *kmodLogSink) Error(_ error, msg string, _ ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	fmt.Fprintf(s.w, "depmod: ERROR: %s\n", msg)
 }
 
