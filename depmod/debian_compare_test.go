@@ -97,10 +97,12 @@ func subset(rel string) bool {
 }
 
 func TestDebianTreeCompressed(t *testing.T) {
+	root, _ := testenv.KernelTree(t)
+	cache := filepath.Join(filepath.Dir(root), "test-cache")
 	for _, ext := range []string{".xz", ".zst"} {
 		t.Run(ext, func(t *testing.T) {
 			k, _ := debianCompare(t, Options{}, subset, func(rel string, data []byte) (string, []byte) {
-				return rel + ext, compress(t, data, ext)
+				return rel + ext, cachedCompress(t, filepath.Join(cache, rel+ext), data, ext)
 			}, nil)
 			assert.Contains(t, string(k.files["modules.dep"]), ".ko"+ext+":")
 		})
@@ -222,5 +224,20 @@ func resolveAlias(t *testing.T, modprobe, base, kver, alias string) []string {
 			out = append(out, l)
 		}
 	}
+	return out
+}
+
+// cachedCompress compresses data, keeping the result at path for later
+// runs: compressing a few hundred modules takes a while under -race.
+func cachedCompress(t *testing.T, path string, data []byte, ext string) []byte {
+	t.Helper()
+	if out, err := os.ReadFile(path); err == nil {
+		return out
+	}
+	out := compress(t, data, ext)
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	tmp := path + ".tmp"
+	require.NoError(t, os.WriteFile(tmp, out, 0o644))
+	require.NoError(t, os.Rename(tmp, path))
 	return out
 }
