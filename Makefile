@@ -2,7 +2,7 @@
 
 GO ?= go
 
-.PHONY: test unit generate bench bench-depmod fuzz
+.PHONY: test unit generate bench bench-depmod fuzz kmm
 
 ## test: install test dependencies, start servers, vet, and run every test with -race
 test:
@@ -28,3 +28,7 @@ fuzz:
 ## bench-depmod: kmod's depmod against ours on the Debian tree: median wall time, peak RSS, ratios
 bench-depmod:
 	KMMKIT_KERNEL_TREE=$$(hack/lib/kernel-tree.sh) $(GO) run ./hack/benchdepmod -runs 9
+
+## kmm: the static kmm binary (also a drop-in depmod: `kmm depmod ...`) in bin/
+kmm:
+	CGO_ENABLED=0 $(GO) build -o bin/kmm ./cmd/kmm

@@ -72,6 +72,12 @@ func (d *Decompressor) Close() { d.zstd.Close() }
 // Decompress returns the module's ELF bytes: data itself when it is not
 // compressed. A file of fewer than 6 bytes is invalid, as in libkmod.
 func (d *Decompressor) Decompress(data []byte) ([]byte, Compression, error) {
+	return d.DecompressInto(nil, data)
+}
+
+// DecompressInto is Decompress writing into dst's storage when it is large
+// enough, so a caller can reuse one buffer for many files.
+func (d *Decompressor) DecompressInto(dst, data []byte) ([]byte, Compression, error) {
 	if len(data) < 6 {
 		return nil, None, fmt.Errorf("%d bytes: %w", len(data), syscall.EINVAL)
 	}
@@ -82,7 +88,7 @@ func (d *Decompressor) Decompress(data []byte) ([]byte, Compression, error) {
 	case None:
 		return data, None, nil
 	case Zstd:
-		out, err = d.zstd.DecodeAll(data, nil)
+		out, err = d.zstd.DecodeAll(data, dst[:0])
 		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || err == nil && int64(len(out)) > d.maxSize {
 			err = fmt.Errorf("more than %d bytes", d.maxSize)
 		}
@@ -90,13 +96,13 @@ func (d *Decompressor) Decompress(data []byte) ([]byte, Compression, error) {
 		var r *xz.Reader
 		r, err = xz.NewReader(bytes.NewReader(data))
 		if err == nil {
-			out, err = readLimited(r, d.maxSize)
+			out, err = readLimited(r, dst, d.maxSize)
 		}
 	case Gzip:
 		var r *gzip.Reader
 		r, err = gzip.NewReader(bytes.NewReader(data))
 		if err == nil {
-			out, err = readLimited(r, d.maxSize)
+			out, err = readLimited(r, dst, d.maxSize)
 		}
 	}
 	if err != nil {
@@ -105,10 +111,10 @@ func (d *Decompressor) Decompress(data []byte) ([]byte, Compression, error) {
 	return out, c, nil
 }
 
-// readLimited reads r whole, failing past max bytes.
-func readLimited(r io.Reader, max int64) ([]byte, error) {
-	var buf bytes.Buffer
-	n, err := io.Copy(&buf, io.LimitReader(r, max+1))
+// readLimited reads r whole into dst's storage, failing past max bytes.
+func readLimited(r io.Reader, dst []byte, max int64) ([]byte, error) {
+	buf := bytes.NewBuffer(dst[:0])
+	n, err := buf.ReadFrom(io.LimitReader(r, max+1))
 	if err != nil {
 		return nil, err
 	}

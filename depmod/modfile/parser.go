@@ -23,6 +23,8 @@ type Parser struct {
 	intern interner
 	file   *os.File
 	ranges [][2]uint64
+	// comp and plain are reused for compressed files.
+	comp, plain []byte
 }
 
 // NewParser returns a Parser that decompresses with dec.
@@ -52,13 +54,19 @@ func (p *Parser) ParseFile(path string) (*File, error) {
 		return nil, err
 	}
 	if Detect(p.head[:n]) != None {
-		data, err := io.ReadAll(f)
+		if int64(cap(p.comp)) < size {
+			p.comp = make([]byte, size)
+		}
+		p.comp = p.comp[:size]
+		if _, err := f.ReadAt(p.comp, 0); err != nil && err != io.EOF {
+			return nil, err
+		}
+		elf, _, err := p.dec.DecompressInto(p.plain, p.comp)
 		if err != nil {
 			return nil, err
 		}
-		elf, _, err := p.dec.Decompress(data)
-		if err != nil {
-			return nil, err
+		if cap(elf) <= 64<<20 {
+			p.plain = elf // keep the larger buffer for the next file
 		}
 		return parse(elf, nil, &p.intern, p.KeepInfo)
 	}
