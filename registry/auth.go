@@ -1,0 +1,152 @@
+package registry
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// AuthInfo is how a request authenticates: a keychain, and the names of
+// the pull secrets it came from, which error messages name.
+type AuthInfo struct {
+	// Keychain resolves credentials; nil means anonymous.
+	Keychain authn.Keychain
+	// Secrets names the pull secrets behind Keychain, as "namespace/name".
+	Secrets []string
+}
+
+// dockerAuth is one registry's entry in a Docker config file.
+type dockerAuth struct {
+	Auth          string `json:"auth"`
+	Username      string `json:"username"`
+	Password      string `json:"password"`
+	IdentityToken string `json:"identitytoken"`
+	RegistryToken string `json:"registrytoken"`
+}
+
+// configKeychain resolves credentials from Docker config entries, keyed by
+// registry host (optionally with a repository path prefix).
+type configKeychain struct {
+	entries map[string]dockerAuth
+}
+
+// DockerConfigKeychain reads a Docker config.json ({"auths": {...}}) or a
+// legacy .dockercfg (the map alone) into a keychain.
+func DockerConfigKeychain(data []byte) (authn.Keychain, error) {
+	kc := &configKeychain{entries: map[string]dockerAuth{}}
+	if err := kc.add(data); err != nil {
+		return nil, err
+	}
+	return kc, nil
+}
+
+// add merges a config.json or .dockercfg document; earlier entries win.
+func (k *configKeychain) add(data []byte) error {
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return fmt.Errorf("not a Docker config: %w", err)
+	}
+	auths := map[string]dockerAuth{}
+	if raw, ok := probe["auths"]; ok {
+		if err := json.Unmarshal(raw, &auths); err != nil {
+			return fmt.Errorf("bad \"auths\": %w", err)
+		}
+	} else if err := json.Unmarshal(data, &auths); err != nil {
+		return fmt.Errorf("not a Docker config: %w", err)
+	}
+	for host, a := range auths {
+		if a.Auth != "" && a.Username == "" {
+			dec, err := base64.StdEncoding.DecodeString(a.Auth)
+			if err != nil {
+				return fmt.Errorf("entry %q: auth is not base64: %w", host, err)
+			}
+			user, pass, ok := strings.Cut(string(dec), ":")
+			if !ok {
+				return fmt.Errorf("entry %q: auth is not user:password", host)
+			}
+			a.Username, a.Password = user, pass
+		}
+		key := normalizeRegistryKey(host)
+		if _, dup := k.entries[key]; !dup {
+			k.entries[key] = a
+		}
+	}
+	return nil
+}
+
+// normalizeRegistryKey strips a scheme, a trailing slash and Docker Hub's
+// legacy forms from a config key.
+func normalizeRegistryKey(k string) string {
+	k = strings.TrimPrefix(strings.TrimPrefix(k, "https://"), "http://")
+	k = strings.TrimSuffix(k, "/")
+	// "docker login" writes API-version paths, which name no repository.
+	k = strings.TrimSuffix(strings.TrimSuffix(k, "/v1"), "/v2")
+	switch k {
+	case "index.docker.io/v1", "index.docker.io", "registry-1.docker.io", "docker.io":
+		return "index.docker.io"
+	}
+	return k
+}
+
+// Resolve implements authn.Keychain: the longest key matching the
+// repository ("host/path" prefix) wins, then the host alone.
+func (k *configKeychain) Resolve(target authn.Resource) (authn.Authenticator, error) {
+	host := normalizeRegistryKey(target.RegistryStr())
+	full := host
+	if r, ok := target.(interface{ RepositoryStr() string }); ok {
+		full = host + "/" + r.RepositoryStr()
+	}
+	best, bestLen := dockerAuth{}, -1
+	for key, a := range k.entries {
+		if (full == key || strings.HasPrefix(full, key+"/") || host == key) && len(key) > bestLen {
+			best, bestLen = a, len(key)
+		}
+	}
+	if bestLen < 0 {
+		return authn.Anonymous, nil
+	}
+	return authn.FromConfig(authn.AuthConfig{
+		Username: best.Username, Password: best.Password,
+		IdentityToken: best.IdentityToken, RegistryToken: best.RegistryToken,
+	}), nil
+}
+
+// SecretKeychain reads pull secrets with client-go: kubernetes.io/dockerconfigjson
+// (key .dockerconfigjson) and the legacy kubernetes.io/dockercfg (key
+// .dockercfg). A missing or malformed secret is an error naming it.
+func SecretKeychain(ctx context.Context, client kubernetes.Interface, namespace string, names ...string) (AuthInfo, error) {
+	kc := &configKeychain{entries: map[string]dockerAuth{}}
+	info := AuthInfo{Keychain: kc}
+	for _, name := range names {
+		id := namespace + "/" + name
+		info.Secrets = append(info.Secrets, id)
+		s, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return info, &Error{Reason: ReasonUnauthorized, Image: "pull secret " + id, Detail: "the pull secret does not exist", Err: err}
+		}
+		if err != nil {
+			return info, fmt.Errorf("reading pull secret %s: %w", id, err)
+		}
+		var data []byte
+		switch {
+		case s.Type == corev1.SecretTypeDockerConfigJson || s.Data[corev1.DockerConfigJsonKey] != nil:
+			data = s.Data[corev1.DockerConfigJsonKey]
+		case s.Type == corev1.SecretTypeDockercfg || s.Data[corev1.DockerConfigKey] != nil:
+			data = s.Data[corev1.DockerConfigKey]
+		default:
+			return info, fmt.Errorf("pull secret %s has type %q and no %s or %s key", id, s.Type, corev1.DockerConfigJsonKey, corev1.DockerConfigKey)
+		}
+		if err := kc.add(data); err != nil {
+			return info, fmt.Errorf("pull secret %s: %w", id, err)
+		}
+	}
+	return info, nil
+}
