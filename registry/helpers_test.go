@@ -47,7 +47,7 @@ type fault struct {
 	stall      time.Duration // wait this long first
 }
 
-func newTestRegistry(t *testing.T, useTLS bool, user, pass string) *testRegistry {
+func newTestRegistry(t testing.TB, useTLS bool, user, pass string) *testRegistry {
 	t.Helper()
 	r := &testRegistry{user: user, pass: pass}
 	inner := ggcrregistry.New(ggcrregistry.Logger(nilLogger()))
@@ -135,7 +135,7 @@ func (r *testRegistry) pushOpts() []remote.Option {
 
 // push writes a random image (Docker v2 or OCI media types) and returns
 // its digest.
-func (r *testRegistry) push(t *testing.T, repoTag string, oci bool) string {
+func (r *testRegistry) push(t testing.TB, repoTag string, oci bool) string {
 	t.Helper()
 	img, err := random.Image(256, 1)
 	require.NoError(t, err)
@@ -153,7 +153,7 @@ func (r *testRegistry) push(t *testing.T, repoTag string, oci bool) string {
 
 // pushIndex writes an index with one image per platform and returns the
 // index digest and each platform's manifest digest.
-func (r *testRegistry) pushIndex(t *testing.T, repoTag string, platforms ...v1.Platform) (string, map[string]string) {
+func (r *testRegistry) pushIndex(t testing.TB, repoTag string, platforms ...v1.Platform) (string, map[string]string) {
 	t.Helper()
 	var adds []mutate.IndexAddendum
 	digests := map[string]string{}

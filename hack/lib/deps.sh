@@ -9,7 +9,10 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 # Debian packages the tests use, by the command they provide.
 #   etcd-server: etcd, the kube-apiserver's store; curl and openssl: readiness checks and keys
 #   kmod: kmod 30's depmod and modprobe, which our depmod is compared with
+#   docker-registry (distribution 2.8) and apache2-utils (htpasswd): the registry tests
 declare -A apt_packages=(
+	[docker-registry]=docker-registry
+	[htpasswd]=apache2-utils
 	[etcd]=etcd-server
 	[curl]=curl
 	[openssl]=openssl

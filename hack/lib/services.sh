@@ -108,11 +108,63 @@ KUBECONFIG
 	echo "services: kube-apiserver $("$kas" --version | awk '{print $2}') on 127.0.0.1:$kas_port (etcd on :$etcd_port)" >&2
 }
 
+# start_registries starts Debian's docker-registry twice: plain HTTP, and
+# TLS (a CA made for the run) with htpasswd (bcrypt) authentication.
+start_registries() {
+	local dir=$services_dir/registry plain_port tls_port
+	mkdir -p "$dir/plain" "$dir/tls"
+	plain_port=$(free_port)
+	tls_port=$(free_port)
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=kmmkit-test-ca" \
+		-keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$dir/tls.key" -out "$dir/tls.csr" 2>/dev/null
+	printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$dir/san.ext"
+	openssl x509 -req -in "$dir/tls.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+		-extfile "$dir/san.ext" -out "$dir/tls.crt" 2>/dev/null
+	local user=kmmkit pass
+	pass=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	htpasswd -Bbc "$dir/htpasswd" "$user" "$pass" 2>/dev/null
+	cat >"$dir/plain.yml" <<YAML
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: $dir/plain}
+  delete: {enabled: true}
+http:
+  addr: 127.0.0.1:$plain_port
+  secret: kmmkit-plain
+YAML
+	cat >"$dir/tls.yml" <<YAML
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: $dir/tls}
+  delete: {enabled: true}
+http:
+  addr: 127.0.0.1:$tls_port
+  secret: kmmkit-tls
+  tls: {certificate: $dir/tls.crt, key: $dir/tls.key}
+auth:
+  htpasswd: {realm: kmmkit, path: $dir/htpasswd}
+YAML
+	start_server registry-plain docker-registry serve "$dir/plain.yml"
+	start_server registry-tls docker-registry serve "$dir/tls.yml"
+	wait_for registry-plain 30 curl -sf "http://127.0.0.1:$plain_port/v2/"
+	wait_for registry-tls 30 curl -s -o /dev/null --cacert "$dir/ca.crt" "https://127.0.0.1:$tls_port/v2/"
+	export KMMKIT_REGISTRY=127.0.0.1:$plain_port
+	export KMMKIT_REGISTRY_TLS=127.0.0.1:$tls_port
+	export KMMKIT_REGISTRY_CA=$dir/ca.crt
+	export KMMKIT_REGISTRY_USER=$user
+	export KMMKIT_REGISTRY_PASSWORD=$pass
+	echo "services: docker-registry $(docker-registry --version | awk '{print $3}') on $KMMKIT_REGISTRY (plain) and $KMMKIT_REGISTRY_TLS (TLS, htpasswd)" >&2
+}
+
 services_start() {
 	services_dir=$(mktemp -d "${TMPDIR:-/tmp}/kmmkit-services.XXXXXX")
 	: >"$services_dir/pids"
 	export KMMKIT_SERVICES_DIR=$services_dir
 	start_kube_apiserver
+	start_registries
 }
 
 services_stop() {

@@ -13,6 +13,8 @@
 //
 //	KMMKIT_INTEGRATION=1   integration mode: missing dependencies fail
 //	KMMKIT_KUBECONFIG      kubeconfig of a kube-apiserver (with etcd) on 127.0.0.1
+//	KMMKIT_REGISTRY*       docker-registry servers, plain and TLS with htpasswd (see Registry)
+//	KMMKIT_KERNEL_TREE     an unpacked Debian linux-image package (see KernelTree)
 package testenv
 
 import (

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/registry"
+)
+
+// runImage implements "kmm image ...".
+func runImage(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "check" {
+		fmt.Fprintln(stderr, "usage: kmm image check REF [--insecure] [--skip-tls-verify] [--ca-file F] [--docker-config F] [--platform OS/ARCH]")
+		return exitError
+	}
+	return runImageCheck(ctx, args[1:], stdout, stderr)
+}
+
+// runImageCheck implements "kmm image check": exit 0 and the digest when
+// the image exists, 1 and "not found" when it does not, 2 and the reason
+// on any error.
+func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("kmm image check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	insecure := fs.Bool("insecure", false, "use plain HTTP (registryTLS.insecure)")
+	skipVerify := fs.Bool("skip-tls-verify", false, "accept any server certificate (registryTLS.insecureSkipTLSVerify)")
+	caFile := fs.String("ca-file", "", "PEM file of extra CA certificates")
+	dockerConfig := fs.String("docker-config", "", "Docker config.json (or .dockercfg) with the credentials")
+	platform := fs.String("platform", "", "platform of the node, such as linux/arm64; for an index, its manifest decides")
+	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: kmm image check REF [flags]\n\nExit status: 0 (prints the digest) when the image exists, 1 when it does not, 2 on errors.")
+		fs.PrintDefaults()
+	}
+	// Accept flags after the reference too.
+	var ref string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return flagExit(err)
+		}
+		args = fs.Args()
+		if len(args) > 0 {
+			if ref != "" {
+				fmt.Fprintf(stderr, "kmm image check: unexpected argument %q\n", args[0])
+				return exitError
+			}
+			ref, args = args[0], args[1:]
+		}
+	}
+	if ref == "" {
+		fs.Usage()
+		return exitError
+	}
+	var opts []registry.Option
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "kmm image check: %v\n", err)
+			return exitError
+		}
+		opts = append(opts, registry.WithCABundle(pem))
+	}
+	req := registry.Request{Image: ref, TLS: v1beta1.TLSOptions{Insecure: *insecure, InsecureSkipTLSVerify: *skipVerify}}
+	if *dockerConfig != "" {
+		data, err := os.ReadFile(*dockerConfig)
+		if err != nil {
+			fmt.Fprintf(stderr, "kmm image check: %v\n", err)
+			return exitError
+		}
+		kc, err := registry.DockerConfigKeychain(data)
+		if err != nil {
+			fmt.Fprintf(stderr, "kmm image check: %s: %v\n", *dockerConfig, err)
+			return exitError
+		}
+		req.Auth = registry.AuthInfo{Keychain: kc, Secrets: []string{*dockerConfig}}
+	}
+	if *platform != "" {
+		p, err := v1.ParsePlatform(*platform)
+		if err != nil {
+			fmt.Fprintf(stderr, "kmm image check: --platform: %v\n", err)
+			return exitError
+		}
+		req.Platform = p
+	}
+	checker, err := registry.NewChecker(opts...)
+	if err != nil {
+		fmt.Fprintf(stderr, "kmm image check: %v\n", err)
+		return exitError
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	res, err := checker.Check(ctx, req)
+	switch {
+	case err != nil:
+		fmt.Fprintf(stderr, "kmm image check: %v\n", err)
+		return exitError
+	case !res.Exists:
+		fmt.Fprintf(stdout, "not found: %s (%s)\n", ref, res.Missing)
+		return exitNo
+	}
+	fmt.Fprintln(stdout, res.Digest)
+	return exitOK
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kmmkit/kmmkit/internal/testenv"
+)
+
+func TestImageCheckInProcess(t *testing.T) {
+	srv := httptest.NewServer(ggcrregistry.New())
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, err := random.Image(64, 1)
+	require.NoError(t, err)
+	ref, err := name.ParseReference(host+"/kmm/mod:v1", name.Insecure)
+	require.NoError(t, err)
+	require.NoError(t, remote.Write(ref, img))
+	digest, err := img.Digest()
+	require.NoError(t, err)
+
+	code, out, stderr := runCmd(t, "", "image", "check", host+"/kmm/mod:v1", "--insecure")
+	assert.Equal(t, exitOK, code, stderr)
+	assert.Equal(t, digest.String()+"\n", out)
+
+	code, out, _ = runCmd(t, "", "image", "check", "--insecure", host+"/kmm/mod:v2")
+	assert.Equal(t, exitNo, code)
+	assert.Contains(t, out, "not found: "+host+"/kmm/mod:v2")
+
+	code, _, stderr = runCmd(t, "", "image", "check", host+"/kmm/mod:v1")
+	assert.Equal(t, exitError, code)
+	assert.Contains(t, stderr, "TLSError")
+
+	code, _, stderr = runCmd(t, "", "image", "check", "Not/A:Valid:Ref")
+	assert.Equal(t, exitError, code)
+	assert.Contains(t, stderr, "InvalidReference")
+
+	code, _, stderr = runCmd(t, "", "image", "check", "--ca-file", "/nonexistent", host+"/kmm/mod:v1")
+	assert.Equal(t, exitError, code)
+	assert.Contains(t, stderr, "/nonexistent")
+}
+
+func TestImageCheckRealRegistry(t *testing.T) {
+	regs := testenv.Registry(t)
+	ref := fmt.Sprintf("%s/kmmkit-cli-%d/mod:v1", regs.TLS, rand.Uint32())
+	img, err := random.Image(64, 1)
+	require.NoError(t, err)
+	r, err := name.ParseReference(ref)
+	require.NoError(t, err)
+	ca, err := os.ReadFile(regs.CAFile)
+	require.NoError(t, err)
+	// The push skips verification; the checks below do not.
+	require.NoError(t, remote.Write(r, img, remote.WithAuth(&authn.Basic{Username: regs.User, Password: regs.Password}),
+		remote.WithTransport(insecureTransport())))
+	digest, err := img.Digest()
+	require.NoError(t, err)
+
+	dir := t.TempDir()
+	good := filepath.Join(dir, "config.json")
+	require.NoError(t, os.WriteFile(good, []byte(fmt.Sprintf(`{"auths":{%q:{"username":%q,"password":%q}}}`, regs.TLS, regs.User, regs.Password)), 0o600))
+	caFile := filepath.Join(dir, "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, ca, 0o600))
+
+	code, out, stderr := runCmd(t, "", "image", "check", ref, "--ca-file", caFile, "--docker-config", good)
+	assert.Equal(t, exitOK, code, stderr)
+	assert.Equal(t, digest.String()+"\n", out)
+
+	code, _, stderr = runCmd(t, "", "image", "check", ref, "--ca-file", caFile)
+	assert.Equal(t, exitError, code)
+	assert.Contains(t, stderr, "Unauthorized")
+
+	code, _, stderr = runCmd(t, "", "image", "check", ref, "--docker-config", good)
+	assert.Equal(t, exitError, code)
+	assert.Contains(t, stderr, "TLSError")
+
+	code, out, _ = runCmd(t, "", "image", "check", ref, "--skip-tls-verify", "--docker-config", good)
+	assert.Equal(t, exitOK, code)
+	assert.Equal(t, digest.String()+"\n", out)
+}

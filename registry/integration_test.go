@@ -1,0 +1,168 @@
+package registry
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kmmkit/kmmkit/internal/testenv"
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+)
+
+// realPush writes img to a docker-registry server.
+func realPush(t *testing.T, regs testenv.Registries, ref string, img v1.Image, idx v1.ImageIndex) string {
+	t.Helper()
+	var opts []remote.Option
+	var nameOpts []name.Option
+	if ref[:len(regs.TLS)] == regs.TLS {
+		pem, err := os.ReadFile(regs.CAFile)
+		require.NoError(t, err)
+		pool := x509.NewCertPool()
+		require.True(t, pool.AppendCertsFromPEM(pem))
+		opts = append(opts, remote.WithTransport(&http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}),
+			remote.WithAuth(&authn.Basic{Username: regs.User, Password: regs.Password}))
+	} else {
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	r, err := name.ParseReference(ref, nameOpts...)
+	require.NoError(t, err)
+	var d v1.Hash
+	if idx != nil {
+		require.NoError(t, remote.WriteIndex(r, idx, opts...))
+		d, err = idx.Digest()
+	} else {
+		require.NoError(t, remote.Write(r, img, opts...))
+		d, err = img.Digest()
+	}
+	require.NoError(t, err)
+	return d.String()
+}
+
+func randomImage(t *testing.T, oci bool) v1.Image {
+	t.Helper()
+	img, err := random.Image(512, 2)
+	require.NoError(t, err)
+	if oci {
+		img = mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON)
+	}
+	return img
+}
+
+// TestRealRegistryPlain checks Docker v2 and OCI images, a multi-arch
+// index, and missing tags and repositories on a plain-HTTP
+// docker-registry.
+func TestRealRegistryPlain(t *testing.T) {
+	regs := testenv.Registry(t)
+	repo := fmt.Sprintf("%s/kmmkit-%d", regs.Plain, rand.Uint32())
+	docker := realPush(t, regs, repo+"/mod:docker", randomImage(t, false), nil)
+	oci := realPush(t, regs, repo+"/mod:oci", randomImage(t, true), nil)
+	amd, arm := randomImage(t, true), randomImage(t, true)
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}})
+	realPush(t, regs, repo+"/mod:multi", nil, idx)
+	armDigest, err := arm.Digest()
+	require.NoError(t, err)
+
+	c, err := NewChecker()
+	require.NoError(t, err)
+	ctx := context.Background()
+	insecure := v1beta1.TLSOptions{Insecure: true}
+	for tag, want := range map[string]string{"docker": docker, "oci": oci} {
+		res, err := c.Check(ctx, Request{Image: repo + "/mod:" + tag, TLS: insecure})
+		require.NoError(t, err)
+		assert.True(t, res.Exists, tag)
+		assert.Equal(t, want, res.Digest, tag)
+	}
+	res, err := c.Check(ctx, Request{Image: repo + "/mod:multi", TLS: insecure, Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}})
+	require.NoError(t, err)
+	assert.Equal(t, armDigest.String(), res.Digest)
+	res, err = c.Check(ctx, Request{Image: repo + "/mod:multi", TLS: insecure, Platform: &v1.Platform{OS: "linux", Architecture: "ppc64le"}})
+	require.NoError(t, err)
+	assert.False(t, res.Exists)
+	for _, missing := range []string{repo + "/mod:nope", repo + "/no-such-repo:v1"} {
+		res, err := c.Check(ctx, Request{Image: missing, TLS: insecure})
+		require.NoError(t, err, missing)
+		assert.False(t, res.Exists, missing)
+	}
+	_, err = c.Check(ctx, Request{Image: repo + "/mod:docker"})
+	assert.True(t, IsTLS(err), "without insecure, plain HTTP is refused: %v", err)
+}
+
+// TestRealRegistryTLSAuth checks the TLS + htpasswd registry with
+// credentials read from pull secrets stored in the test kube-apiserver.
+func TestRealRegistryTLSAuth(t *testing.T) {
+	regs := testenv.Registry(t)
+	cs, err := kubernetes.NewForConfig(testenv.RESTConfig(t))
+	require.NoError(t, err)
+	ctx := context.Background()
+	ns := fmt.Sprintf("kmmkit-reg-%d", rand.Uint32())
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	secret := func(name, user, pass string) {
+		cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, regs.TLS, base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))
+		_, err := cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name}, Type: corev1.SecretTypeDockerConfigJson,
+			Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(cfg)},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	secret("good", regs.User, regs.Password)
+	secret("bad", regs.User, "wrong-password")
+
+	img := fmt.Sprintf("%s/kmmkit-%d/mod:v1", regs.TLS, rand.Uint32())
+	digest := realPush(t, regs, img, randomImage(t, true), nil)
+	ca, err := os.ReadFile(regs.CAFile)
+	require.NoError(t, err)
+	c, err := NewChecker(WithCABundle(ca))
+	require.NoError(t, err)
+
+	good, err := SecretKeychain(ctx, cs, ns, "good")
+	require.NoError(t, err)
+	res, err := c.Check(ctx, Request{Image: img, Auth: good})
+	require.NoError(t, err)
+	assert.Equal(t, digest, res.Digest)
+
+	bad, err := SecretKeychain(ctx, cs, ns, "bad")
+	require.NoError(t, err)
+	_, err = c.Check(ctx, Request{Image: img, Auth: bad})
+	require.True(t, IsUnauthorized(err), "%v", err)
+	assert.Contains(t, err.Error(), "used pull secret "+ns+"/bad")
+
+	_, err = c.Check(ctx, Request{Image: img})
+	require.True(t, IsUnauthorized(err), "%v", err)
+	assert.Contains(t, err.Error(), "no pull secret was given")
+
+	_, err = SecretKeychain(ctx, cs, ns, "absent")
+	require.True(t, IsUnauthorized(err))
+	assert.Contains(t, err.Error(), "pull secret "+ns+"/absent")
+
+	untrusting, err := NewChecker()
+	require.NoError(t, err)
+	_, err = untrusting.Check(ctx, Request{Image: img, Auth: good})
+	require.True(t, IsTLS(err), "untrusted CA: %v", err)
+	res, err = untrusting.Check(ctx, Request{Image: img, Auth: good, TLS: v1beta1.TLSOptions{InsecureSkipTLSVerify: true}})
+	require.NoError(t, err)
+	assert.Equal(t, digest, res.Digest)
+}
