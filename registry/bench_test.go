@@ -31,7 +31,7 @@ func BenchmarkCheck1000Refs200Images(b *testing.B) {
 	var totalChecks int
 	start := time.Now()
 	for b.Loop() {
-		c, err := NewChecker(WithCABundle(reg.caPEM()))
+		c, err := NewClient(WithCABundle(reg.caPEM()))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -58,12 +58,12 @@ type ImageChecker interface {
 	Verify(ctx context.Context, req Request) (Result, error)
 }
 
-// Option configures a Checker.
-type Option func(*Checker) error
+// Option configures a Client.
+type Option func(*Client) error
 
 // WithCABundle adds PEM certificates to the system roots for TLS.
 func WithCABundle(pem []byte) Option {
-	return func(c *Checker) error {
+	return func(c *Client) error {
 		pool, err := x509.SystemCertPool()
 		if err != nil || pool == nil {
 			pool = x509.NewCertPool()
@@ -80,7 +80,7 @@ func WithCABundle(pem []byte) Option {
 // missing for "does not exist" (shorter, so a pushed image is seen soon).
 // Errors are never cached.
 func WithTTL(exists, missing time.Duration) Option {
-	return func(c *Checker) error {
+	return func(c *Client) error {
 		c.ttlExists, c.ttlMissing = exists, missing
 		return nil
 	}
@@ -88,7 +88,7 @@ func WithTTL(exists, missing time.Duration) Option {
 
 // WithRetryPolicy replaces DefaultRetryPolicy.
 func WithRetryPolicy(p RetryPolicy) Option {
-	return func(c *Checker) error {
+	return func(c *Client) error {
 		c.retry = p
 		return nil
 	}
@@ -97,15 +97,15 @@ func WithRetryPolicy(p RetryPolicy) Option {
 // WithBaseTransport replaces the HTTP transport registries are reached
 // through (its TLS settings are extended, not replaced).
 func WithBaseTransport(t *http.Transport) Option {
-	return func(c *Checker) error {
+	return func(c *Client) error {
 		c.base = t
 		return nil
 	}
 }
 
-// WithLogger makes the Checker log each registry answer at verbosity 1.
+// WithLogger makes the Client log each registry answer at verbosity 1.
 func WithLogger(l logr.Logger) Option {
-	return func(c *Checker) error {
+	return func(c *Client) error {
 		c.log = l
 		return nil
 	}
@@ -113,15 +113,17 @@ func WithLogger(l logr.Logger) Option {
 
 // withClock replaces time.Now, for tests.
 func withClock(now func() time.Time) Option {
-	return func(c *Checker) error {
+	return func(c *Client) error {
 		c.now = now
 		return nil
 	}
 }
 
-// Checker is the registry-backed ImageChecker. It is safe for concurrent
-// use; share one per process.
-type Checker struct {
+// Client is the registry-backed ImageChecker; it also pulls and extracts
+// kernel-module images and pushes built ones, with the same credentials,
+// TLS settings and retries. It is safe for concurrent use; share one per
+// process.
+type Client struct {
 	pool       *x509.CertPool
 	ttlExists  time.Duration
 	ttlMissing time.Duration
@@ -146,10 +148,10 @@ type call struct {
 // maxCached bounds the cache and the puller pool.
 const maxCached = 4096
 
-// NewChecker returns a Checker. By default answers are cached for 5
+// NewClient returns a Client. By default answers are cached for 5
 // minutes (exists) and 30 seconds (missing).
-func NewChecker(opts ...Option) (*Checker, error) {
-	c := &Checker{
+func NewClient(opts ...Option) (*Client, error) {
+	c := &Client{
 		ttlExists:  5 * time.Minute,
 		ttlMissing: 30 * time.Second,
 		retry:      DefaultRetryPolicy(),
@@ -181,18 +183,18 @@ func (r Request) key() string {
 
 // Check answers from the cache when the answer is fresh, and otherwise
 // asks the registry; concurrent checks of one request share one call.
-func (c *Checker) Check(ctx context.Context, req Request) (Result, error) {
+func (c *Client) Check(ctx context.Context, req Request) (Result, error) {
 	return c.check(ctx, req, false)
 }
 
 // Verify asks the registry even when a cached answer is fresh, and
 // refreshes the cache, so an image that vanished is noticed.
-func (c *Checker) Verify(ctx context.Context, req Request) (Result, error) {
+func (c *Client) Verify(ctx context.Context, req Request) (Result, error) {
 	return c.check(ctx, req, true)
 }
 
 // Invalidate drops every cached answer for image.
-func (c *Checker) Invalidate(image string) {
+func (c *Client) Invalidate(image string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k := range c.cache {
@@ -202,7 +204,7 @@ func (c *Checker) Invalidate(image string) {
 	}
 }
 
-func (c *Checker) check(ctx context.Context, req Request, fresh bool) (Result, error) {
+func (c *Client) check(ctx context.Context, req Request, fresh bool) (Result, error) {
 	key := req.key()
 	c.mu.Lock()
 	if !fresh {
@@ -248,7 +250,7 @@ func (c *Checker) check(ctx context.Context, req Request, fresh bool) (Result, e
 
 // puller returns the shared puller for a TLS and credential setting, so
 // registry pings and token exchanges are reused across checks.
-func (c *Checker) puller(req Request) (*remote.Puller, error) {
+func (c *Client) puller(req Request) (*remote.Puller, error) {
 	key := fmt.Sprintf("%t|%t|%s|%p", req.TLS.Insecure, req.TLS.InsecureSkipTLSVerify, strings.Join(req.Auth.Secrets, ","), req.Auth.Keychain)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -287,7 +289,7 @@ func ParseReference(image string, tlsOpts v1beta1.TLSOptions) (name.Reference, e
 }
 
 // ask queries the registry.
-func (c *Checker) ask(ctx context.Context, req Request) (Result, error) {
+func (c *Client) ask(ctx context.Context, req Request) (Result, error) {
 	ref, err := ParseReference(req.Image, req.TLS)
 	if err != nil {
 		return Result{}, &Error{Reason: ReasonInvalid, Image: req.Image, Err: err}

@@ -21,9 +21,9 @@ import (
 // fastRetry keeps retry tests quick.
 var fastRetry = RetryPolicy{Attempts: 4, Base: 10 * time.Millisecond, Max: 2 * time.Second}
 
-func newChecker(t *testing.T, opts ...Option) *Checker {
+func newChecker(t *testing.T, opts ...Option) *Client {
 	t.Helper()
-	c, err := NewChecker(append([]Option{WithRetryPolicy(fastRetry)}, opts...)...)
+	c, err := NewClient(append([]Option{WithRetryPolicy(fastRetry)}, opts...)...)
 	require.NoError(t, err)
 	return c
 }
@@ -128,7 +128,7 @@ func TestCheckTLS(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, res.Exists)
 
-	_, err = NewChecker(WithCABundle([]byte("not pem")))
+	_, err = NewClient(WithCABundle([]byte("not pem")))
 	assert.ErrorContains(t, err, "no PEM certificate")
 }
 

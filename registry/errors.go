@@ -30,6 +30,10 @@ const (
 	ReasonUnavailable Reason = "RegistryUnavailable"
 	// ReasonInvalid: the image reference is malformed.
 	ReasonInvalid Reason = "InvalidReference"
+	// ReasonNotFound: the image is not in the registry, when an operation
+	// (such as Extract) needs it to be. Check reports a missing image as a
+	// Result instead.
+	ReasonNotFound Reason = "NotFound"
 	// ReasonUnknown: anything else the registry answered.
 	ReasonUnknown Reason = "RegistryError"
 )

@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
 
 // testRegistry is go-containerregistry's in-process registry behind an
@@ -87,10 +89,12 @@ func newTestRegistry(t testing.TB, useTLS bool, user, pass string) *testRegistry
 		}
 		inner.ServeHTTP(w, req)
 	})
+	r.srv = httptest.NewUnstartedServer(h)
+	r.srv.Config.ErrorLog = nilLogger() // refused handshakes are expected
 	if useTLS {
-		r.srv = httptest.NewTLSServer(h)
+		r.srv.StartTLS()
 	} else {
-		r.srv = httptest.NewServer(h)
+		r.srv.Start()
 	}
 	t.Cleanup(r.srv.Close)
 	r.host = strings.TrimPrefix(strings.TrimPrefix(r.srv.URL, "https://"), "http://")
@@ -173,4 +177,11 @@ func (r *testRegistry) pushIndex(t testing.TB, repoTag string, platforms ...v1.P
 	d, err := idx.Digest()
 	require.NoError(t, err)
 	return d.String(), digests
+}
+
+func v1beta1TLS() v1beta1.TLSOptions { return v1beta1.TLSOptions{} }
+
+// writeIndex pushes an index straight to the test registry.
+func writeIndex(ref name.Reference, idx v1.ImageIndex, reg *testRegistry) error {
+	return remote.WriteIndex(ref, idx, reg.pushOpts()...)
 }

@@ -84,7 +84,7 @@ func TestRealRegistryPlain(t *testing.T) {
 	armDigest, err := arm.Digest()
 	require.NoError(t, err)
 
-	c, err := NewChecker()
+	c, err := NewClient()
 	require.NoError(t, err)
 	ctx := context.Background()
 	insecure := v1beta1.TLSOptions{Insecure: true}
@@ -135,7 +135,7 @@ func TestRealRegistryTLSAuth(t *testing.T) {
 	digest := realPush(t, regs, img, randomImage(t, true), nil)
 	ca, err := os.ReadFile(regs.CAFile)
 	require.NoError(t, err)
-	c, err := NewChecker(WithCABundle(ca))
+	c, err := NewClient(WithCABundle(ca))
 	require.NoError(t, err)
 
 	good, err := SecretKeychain(ctx, cs, ns, "good")
@@ -158,7 +158,7 @@ func TestRealRegistryTLSAuth(t *testing.T) {
 	require.True(t, IsUnauthorized(err))
 	assert.Contains(t, err.Error(), "pull secret "+ns+"/absent")
 
-	untrusting, err := NewChecker()
+	untrusting, err := NewClient()
 	require.NoError(t, err)
 	_, err = untrusting.Check(ctx, Request{Image: img, Auth: good})
 	require.True(t, IsTLS(err), "untrusted CA: %v", err)

@@ -89,7 +89,7 @@ func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		req.Platform = p
 	}
-	checker, err := registry.NewChecker(opts...)
+	checker, err := registry.NewClient(opts...)
 	if err != nil {
 		fmt.Fprintf(stderr, "kmm image check: %v\n", err)
 		return exitError

@@ -1,0 +1,212 @@
+package registry
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// entry is one tar entry of a test layer.
+type entry struct {
+	name, body, link string
+	typ              byte
+}
+
+func file(name, body string) entry   { return entry{name: name, body: body, typ: tar.TypeReg} }
+func dir(name string) entry          { return entry{name: name, typ: tar.TypeDir} }
+func symlink(name, to string) entry  { return entry{name: name, link: to, typ: tar.TypeSymlink} }
+func hardlink(name, to string) entry { return entry{name: name, link: to, typ: tar.TypeLink} }
+func device(name string) entry       { return entry{name: name, typ: tar.TypeChar} }
+
+func layer(t *testing.T, entries ...entry) v1.Layer {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: 0o644, Linkname: e.link}
+		if e.typ == tar.TypeReg {
+			h.Size = int64(len(e.body))
+		}
+		if e.typ == tar.TypeDir {
+			h.Mode = 0o755
+		}
+		require.NoError(t, tw.WriteHeader(h))
+		if e.typ == tar.TypeReg {
+			_, err := io.WriteString(tw, e.body)
+			require.NoError(t, err)
+		}
+	}
+	require.NoError(t, tw.Close())
+	data := buf.Bytes()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	require.NoError(t, err)
+	return l
+}
+
+func imageOf(t *testing.T, layers ...v1.Layer) v1.Image {
+	t.Helper()
+	img, err := mutate.AppendLayers(empty.Image, layers...)
+	require.NoError(t, err)
+	return img
+}
+
+// tree lists the files under dir as "path" or "path -> link" or
+// "path: body".
+func listTree(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	require.NoError(t, filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+		if err != nil || p == root {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		switch {
+		case info.Mode()&os.ModeSymlink != 0:
+			to, _ := os.Readlink(p)
+			out = append(out, rel+" -> "+to)
+		case info.Mode().IsRegular():
+			b, _ := os.ReadFile(p)
+			out = append(out, rel+": "+string(b))
+		}
+		return nil
+	}))
+	sort.Strings(out)
+	return out
+}
+
+func pushTo(t *testing.T, c *Client, reg *testRegistry, tag string, img v1.Image) Request {
+	t.Helper()
+	req := Request{Image: reg.host + "/kmm/" + tag}
+	d, err := c.Push(context.Background(), req, img)
+	require.NoError(t, err)
+	want, _ := img.Digest()
+	require.Equal(t, want.String(), d)
+	return req
+}
+
+func TestExtractScopeAndWhiteouts(t *testing.T) {
+	reg := newTestRegistry(t, true, "", "")
+	c := newChecker(t, WithCABundle(reg.caPEM()))
+	const kver = "6.1.0-56-amd64"
+	mods := "opt/lib/modules/" + kver
+	img := imageOf(t,
+		layer(t,
+			dir("opt/"), dir(mods+"/"),
+			file(mods+"/extra/a.ko", "A"), file(mods+"/extra/gone.ko", "G"), file(mods+"/modules.dep", "extra/a.ko:\n"),
+			file("opt/lib/modules/5.14.0/extra/a.ko", "other kernel"),
+			file("etc/passwd", "root:x:0:0"), file("bin/sh", "#!"),
+			file("firmware/acme/fw.bin", "FW"), file("firmware/acme/old.bin", "OLD"),
+			file("./"+mods+"/extra/dot.ko", "D"),
+		),
+		layer(t,
+			file(mods+"/extra/.wh.gone.ko", ""),
+			file("firmware/acme/.wh..wh..opq", ""), file("firmware/acme/new.bin", "NEW"),
+			file(mods+"/extra/b.ko", "B"),
+			symlink(mods+"/extra/alias.ko", "a.ko"),
+			hardlink(mods+"/extra/a-link.ko", "/"+mods+"/extra/a.ko"),
+			file("etc/.wh.passwd", ""),
+		),
+	)
+	req := pushTo(t, c, reg, "scratch-kmod:v1", img)
+	dest := filepath.Join(t.TempDir(), "kmod")
+	res, err := c.Extract(context.Background(), req, dest, ExtractOptions{KernelVersion: kver, FirmwarePath: "/firmware"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{
+		"firmware/acme/new.bin: NEW",
+		mods + "/extra/a-link.ko: A",
+		mods + "/extra/a.ko: A",
+		mods + "/extra/alias.ko -> a.ko",
+		mods + "/extra/b.ko: B",
+		mods + "/extra/dot.ko: D",
+		mods + "/modules.dep: extra/a.ko:\n",
+	}, listTree(t, dest))
+	d, _ := img.Digest()
+	assert.Equal(t, d.String(), res.Digest)
+	assert.Equal(t, 6, res.Files)
+
+	// A whiteout of an ancestor removes the whole module tree.
+	wiped := imageOf(t, layer(t, file(mods+"/extra/a.ko", "A")), layer(t, file("opt/lib/.wh.modules", "")))
+	req = pushTo(t, c, reg, "wiped:v1", wiped)
+	dest2 := filepath.Join(t.TempDir(), "kmod")
+	_, err = c.Extract(context.Background(), req, dest2, ExtractOptions{KernelVersion: kver})
+	require.NoError(t, err)
+	assert.Empty(t, listTree(t, dest2))
+}
+
+func TestExtractRejectsUnsafeEntries(t *testing.T) {
+	reg := newTestRegistry(t, true, "", "")
+	c := newChecker(t, WithCABundle(reg.caPEM()))
+	const kver = "6.1.0-1"
+	mods := "opt/lib/modules/" + kver
+	cases := map[string]struct {
+		entries []entry
+		opts    ExtractOptions
+		want    string
+	}{
+		"traversal":          {entries: []entry{file(mods+"/../../../../etc/shadow", "x")}, want: "path traversal"},
+		"absolute symlink":   {entries: []entry{symlink(mods+"/evil.ko", "/etc/shadow")}, want: `symlink to the absolute path "/etc/shadow"`},
+		"escaping symlink":   {entries: []entry{symlink(mods+"/evil", "../../../../etc")}, want: "leaves the extracted directories"},
+		"escaping hard link": {entries: []entry{file("etc/shadow", "s"), hardlink(mods+"/evil.ko", "etc/shadow")}, want: "hard link"},
+		"device node":        {entries: []entry{device(mods + "/null")}, want: "device nodes"},
+		"oversized":          {entries: []entry{file(mods+"/big.ko", strings.Repeat("x", 100))}, opts: ExtractOptions{MaxEntrySize: 10}, want: "100 bytes, more than the 10-byte limit"},
+		"too much in total":  {entries: []entry{file(mods+"/a.ko", "12345"), file(mods+"/b.ko", "12345")}, opts: ExtractOptions{MaxTotalSize: 8}, want: "more than the 8-byte limit"},
+		"bad whiteout":       {entries: []entry{file(mods+"/.wh..", "")}, want: "whiteout"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			req := pushTo(t, c, reg, strings.ReplaceAll(name, " ", "-")+":v1", imageOf(t, layer(t, tc.entries...)))
+			dest := filepath.Join(t.TempDir(), "kmod")
+			require.NoError(t, os.MkdirAll(dest, 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(dest, "previous"), []byte("kept"), 0o644))
+			tc.opts.KernelVersion = kver
+			_, err := c.Extract(context.Background(), req, dest, tc.opts)
+			require.Error(t, err)
+			assert.True(t, errors.Is(err, ErrUnsafeEntry), "%v", err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Equal(t, []string{"previous: kept"}, listTree(t, dest), "a failed extraction leaves dest as it was")
+			entries, _ := os.ReadDir(filepath.Dir(dest))
+			assert.Len(t, entries, 1, "no temporary directory left behind")
+		})
+	}
+}
+
+func TestExtractIndexAndMissing(t *testing.T) {
+	reg := newTestRegistry(t, true, "", "")
+	c := newChecker(t, WithCABundle(reg.caPEM()))
+	mods := "opt/lib/modules/6.1.0-1"
+	amd := imageOf(t, layer(t, file(mods+"/arch", "amd64")))
+	arm := imageOf(t, layer(t, file(mods+"/arch", "arm64")))
+	idx := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}})
+	ref, err := ParseReference(reg.host+"/kmm/multi:v1", v1beta1TLS())
+	require.NoError(t, err)
+	require.NoError(t, writeIndex(ref, idx, reg))
+
+	dest := filepath.Join(t.TempDir(), "kmod")
+	_, err = c.Extract(context.Background(), Request{Image: reg.host + "/kmm/multi:v1", Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}, dest, ExtractOptions{KernelVersion: "6.1.0-1"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{mods + "/arch: arm64"}, listTree(t, dest))
+
+	_, err = c.Extract(context.Background(), Request{Image: reg.host + "/kmm/multi:v1", Platform: &v1.Platform{OS: "linux", Architecture: "riscv64"}}, dest, ExtractOptions{KernelVersion: "6.1.0-1"})
+	assert.Equal(t, ReasonNotFound, ReasonOf(err))
+	_, err = c.Extract(context.Background(), Request{Image: reg.host + "/kmm/none:v1"}, dest, ExtractOptions{KernelVersion: "6.1.0-1"})
+	assert.Equal(t, ReasonNotFound, ReasonOf(err))
+	_, err = c.Extract(context.Background(), Request{Image: reg.host + "/kmm/multi:v1"}, dest, ExtractOptions{KernelVersion: "../x"})
+	assert.ErrorContains(t, err, "invalid kernel version")
+	assert.Equal(t, []string{mods + "/arch: arm64"}, listTree(t, dest), "failed runs keep the last good extraction")
+}
