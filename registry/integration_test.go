@@ -166,3 +166,25 @@ func TestRealRegistryTLSAuth(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, digest, res.Digest)
 }
+
+// TestRealRegistryExtract extracts a FROM-scratch style kmod image, with
+// a whiteout in its second layer, from the TLS registry.
+func TestRealRegistryExtract(t *testing.T) {
+	regs := testenv.Registry(t)
+	mods := "opt/lib/modules/6.1.0-56-amd64"
+	img := imageOf(t,
+		layer(t, file(mods+"/extra/kmm_ci_a.ko", "A"), file(mods+"/extra/stale.ko", "S"), file("firmware/ci.bin", "FW")),
+		layer(t, file(mods+"/extra/.wh.stale.ko", ""), file(mods+"/modules.dep", "extra/kmm_ci_a.ko:\n")))
+	ref := fmt.Sprintf("%s/kmmkit-x-%d/kmod:6.1.0-56-amd64", regs.TLS, rand.Uint32())
+	digest := realPush(t, regs, ref, img, nil)
+	ca, err := os.ReadFile(regs.CAFile)
+	require.NoError(t, err)
+	c, err := NewClient(WithCABundle(ca))
+	require.NoError(t, err)
+	auth := basicKeychain(t, regs.TLS, regs.User, regs.Password)
+	dest := t.TempDir() + "/kmod"
+	res, err := c.Extract(context.Background(), Request{Image: ref, Auth: auth}, dest, ExtractOptions{KernelVersion: "6.1.0-56-amd64", FirmwarePath: "/firmware"})
+	require.NoError(t, err)
+	assert.Equal(t, digest, res.Digest)
+	assert.Equal(t, []string{"firmware/ci.bin: FW", mods + "/extra/kmm_ci_a.ko: A", mods + "/modules.dep: extra/kmm_ci_a.ko:\n"}, listTree(t, dest))
+}
