@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kmmkit/kmmkit/depmod/index"
-	"github.com/kmmkit/kmmkit/depmod/internal/elftest"
+	"github.com/kmmkit/kmmkit/internal/elftest"
 )
 
 const kv = "6.1.0-1-test"

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/ulikunitz/xz"
 
-	"github.com/kmmkit/kmmkit/depmod/internal/elftest"
+	"github.com/kmmkit/kmmkit/internal/elftest"
 )
 
 type ex = elftest.Export

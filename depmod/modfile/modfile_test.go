@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/ulikunitz/xz"
 
-	"github.com/kmmkit/kmmkit/depmod/internal/elftest"
+	"github.com/kmmkit/kmmkit/internal/elftest"
 )
 
 func sample() elftest.Module {

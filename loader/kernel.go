@@ -1,0 +1,84 @@
+package loader
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Kernel is what the loader asks of the running kernel. LinuxKernel is
+// the real one; tests give a fake.
+type Kernel interface {
+	// Release is the running kernel's release (uname -r).
+	Release() (string, error)
+	// Loaded lists the loaded modules by name.
+	Loaded() (map[string]LoadedModule, error)
+	// Builtin reports whether a module is built into the kernel.
+	Builtin(name string) bool
+	// Load loads a module file with parameters ("a=1 b=2"); compressed
+	// tells whether the file is compressed.
+	Load(f *os.File, params string, compressed bool) error
+	// Unload removes a loaded module.
+	Unload(name string) error
+}
+
+// LoadedModule is one line of /proc/modules.
+type LoadedModule struct {
+	Name     string
+	RefCount int
+	// UsedBy lists the modules that depend on this one.
+	UsedBy []string
+}
+
+// parseProcModules reads /proc/modules.
+func parseProcModules(data []byte) (map[string]LoadedModule, error) {
+	out := map[string]LoadedModule{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 {
+			continue
+		}
+		m := LoadedModule{Name: f[0]}
+		m.RefCount, _ = strconv.Atoi(f[2])
+		if f[3] != "-" {
+			for _, u := range strings.Split(strings.TrimSuffix(f[3], ","), ",") {
+				if u != "" {
+					m.UsedBy = append(m.UsedBy, u)
+				}
+			}
+		}
+		out[m.Name] = m
+	}
+	return out, sc.Err()
+}
+
+// sysModuleBuiltin reports a module that /sys/module knows but
+// /proc/modules does not list: built in.
+func sysModuleBuiltin(sysRoot, name string, loaded map[string]LoadedModule) bool {
+	if _, ok := loaded[name]; ok {
+		return false
+	}
+	st, err := os.Stat(filepath.Join(sysRoot, "module", name))
+	return err == nil && st.IsDir()
+}
+
+// errNoModuleSupport is returned when the kernel has no loadable modules.
+var errNoModuleSupport = errors.New("this kernel cannot load modules (CONFIG_MODULES is off, or /proc/modules is missing)")
+
+// readProcModules reads the loaded modules under procRoot.
+func readProcModules(procRoot string) (map[string]LoadedModule, error) {
+	data, err := os.ReadFile(filepath.Join(procRoot, "modules"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, errNoModuleSupport
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading loaded modules: %w", err)
+	}
+	return parseProcModules(data)
+}
