@@ -17,8 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kmmkit/kmmkit/depmod"
-	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/depmod/modfile"
+	"github.com/kmmkit/kmmkit/internal/elftest"
 )
 
 const kver = "6.1.0-56-amd64"
