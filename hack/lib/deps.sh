@@ -10,7 +10,9 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 #   etcd-server: etcd, the kube-apiserver's store; curl and openssl: readiness checks and keys
 #   kmod: kmod 30's depmod and modprobe, which our depmod is compared with
 #   docker-registry (distribution 2.8) and apache2-utils (htpasswd): the registry tests
+#   qemu-system-x86: boots Debian's kernel to load modules for real (this host's kernel cannot)
 declare -A apt_packages=(
+	[qemu-system-x86_64]=qemu-system-x86
 	[docker-registry]=docker-registry
 	[htpasswd]=apache2-utils
 	[etcd]=etcd-server
