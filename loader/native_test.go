@@ -225,7 +225,8 @@ func TestPlan(t *testing.T) {
 	tree := chainTree(t)
 	steps, err := tree.Plan("nic-drv", []string{"debug=1"}, nil)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"crc", "core", "helper", "nic_drv", "post_mod"}, names(steps))
+	assert.Equal(t, []string{"core", "helper", "crc", "nic_drv", "post_mod"}, names(steps),
+		"as libkmod: hard dependencies, then the module's soft pre dependencies, the module, its post ones")
 	assert.Equal(t, []string{"debug=1"}, steps[3].Params)
 	assert.Nil(t, steps[1].Params, "parameters go to the requested module only")
 	assert.Equal(t, filepath.Join(tree.Root, "lib/modules", kver, "extra/nic-drv.ko"), steps[3].Path)
@@ -236,8 +237,8 @@ func TestPlan(t *testing.T) {
 
 	steps, err = tree.Plan("nic_drv", nil, []string{"nic_drv", "order-b", "order_c"})
 	require.NoError(t, err)
-	assert.Equal(t, []string{"order_c", "order_b", "crc", "core", "helper", "nic_drv", "post_mod"}, names(steps),
-		"modulesLoadingOrder: the last entry is loaded first")
+	assert.Equal(t, []string{"core", "helper", "order_c", "order_b", "nic_drv"}, names(steps),
+		"modulesLoadingOrder: the last entry first; as a modprobe.d softdep it replaces the module's own")
 
 	_, err = tree.Plan("nope", nil, nil)
 	assert.ErrorIs(t, err, ErrModuleNotFound)
@@ -257,8 +258,8 @@ func TestLoadAndUnload(t *testing.T) {
 	ctx := context.Background()
 	res, err := n.Load(ctx, Request{Tree: tree, Module: "nic-drv", Parameters: []string{"debug=1", "mode=fast"}})
 	require.NoError(t, err)
-	assert.Equal(t, []string{"crc", "core", "helper", "nic_drv", "post_mod"}, res.Changed)
-	assert.Equal(t, []string{"load crc", "load core", "load helper", "load nic_drv debug=1 mode=fast", "load post_mod"}, k.log)
+	assert.Equal(t, []string{"core", "helper", "crc", "nic_drv", "post_mod"}, res.Changed)
+	assert.Equal(t, []string{"load core", "load helper", "load crc", "load nic_drv debug=1 mode=fast", "load post_mod"}, k.log)
 
 	res, err = n.Load(ctx, Request{Tree: tree, Module: "nic-drv"})
 	require.NoError(t, err)
@@ -271,7 +272,7 @@ func TestLoadAndUnload(t *testing.T) {
 	k.log = nil
 	res, err = n.Unload(ctx, Request{Tree: tree, Module: "nic-drv"})
 	require.NoError(t, err)
-	assert.Equal(t, []string{"unload post_mod", "unload nic_drv", "unload helper", "unload crc"}, k.log)
+	assert.Equal(t, []string{"unload post_mod", "unload nic_drv", "unload crc", "unload helper"}, k.log)
 	assert.Contains(t, res.Skipped, "core")
 	loaded, _ := k.Loaded()
 	assert.Contains(t, loaded, "core")

@@ -48,7 +48,8 @@ func OpenTree(root, kernelVersion string) (*Tree, error) {
 	return t, nil
 }
 
-// parseSoftdeps reads "softdep <mod> pre: a b post: c" lines.
+// parseSoftdeps reads "softdep <mod> pre: a b post: c" lines. As in
+// libkmod, only the first line for a module counts.
 func (t *Tree) parseSoftdeps(data []byte) {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
@@ -57,7 +58,10 @@ func (t *Tree) parseSoftdeps(data []byte) {
 			continue
 		}
 		mod := NormalizeName(f[1])
-		sd := t.softdeps[mod]
+		if _, seen := t.softdeps[mod]; seen {
+			continue
+		}
+		var sd softdep
 		var cur *[]string
 		for _, w := range f[2:] {
 			switch w {
@@ -96,16 +100,25 @@ func (t *Tree) entry(name string) (path string, deps []string, err error) {
 	return t.abs(p), mapSlice(strings.Fields(rest), t.abs), nil
 }
 
-// resolveAlias maps an alias to a module name with modules.alias.bin.
-func (t *Tree) resolveAlias(name string) (string, bool) {
+// resolveAlias maps an alias to every module that declares it, as
+// modprobe does, in index order.
+func (t *Tree) resolveAlias(name string) []string {
 	if t.alias == nil {
-		return "", false
+		return nil
 	}
 	vals, err := t.alias.Match(NormalizeName(name))
-	if err != nil || len(vals) == 0 {
-		return "", false
+	if err != nil {
+		return nil
 	}
-	return vals[0].Value, true
+	var out []string
+	seen := map[string]bool{}
+	for _, v := range vals {
+		if !seen[v.Value] {
+			seen[v.Value] = true
+			out = append(out, v.Value)
+		}
+	}
+	return out
 }
 
 func (t *Tree) abs(p string) string {
@@ -142,30 +155,35 @@ type Step struct {
 	Params []string
 }
 
-// Plan returns the modules to load for name, in load order, as modprobe
-// orders them: soft "pre" dependencies, then hard dependencies (the
-// deepest first), then the module, then soft "post" dependencies.
-// loadingOrder is KMM's modulesLoadingOrder ([name, dep1, dep2, ...]: dep1
-// must be loaded before name, dep2 before dep1, ...). params go to name.
+// Plan returns the modules to load for name, in load order, exactly as
+// libkmod's probe list orders them (modprobe --show-depends): for each
+// hard dependency, deepest first, its soft "pre" dependencies, the
+// dependency itself and its soft "post" dependencies; then the same for
+// the module. A soft dependency naming an alias brings every module of
+// that alias. loadingOrder is KMM's modulesLoadingOrder ([name, dep1,
+// dep2, ...]: dep1 must be loaded before name, dep2 before dep1, ...),
+// applied as the soft dependencies KMM writes for it. params go to name.
 func (t *Tree) Plan(name string, params []string, loadingOrder []string) ([]Step, error) {
 	extra := map[string][]string{}
 	for i := 0; i+1 < len(loadingOrder); i++ {
 		m := NormalizeName(loadingOrder[i])
 		extra[m] = append(extra[m], loadingOrder[i+1])
 	}
-	p := &planner{t: t, seen: map[string]bool{}, extraPre: extra}
-	target := NormalizeName(name)
-	if _, _, err := t.entry(target); errors.Is(err, ErrModuleNotFound) {
-		if m, ok := t.resolveAlias(name); ok {
-			target = m
-		}
-	}
-	if err := p.add(target, 0); err != nil {
+	p := &planner{t: t, visited: map[string]bool{}, listed: map[string]bool{}, extraPre: extra}
+	targets, err := p.lookup(name)
+	if err != nil {
 		return nil, err
 	}
+	for _, target := range targets {
+		if err := p.probeList(target, 0); err != nil {
+			return nil, err
+		}
+	}
 	for i := range p.steps {
-		if p.steps[i].Name == target {
-			p.steps[i].Params = append([]string(nil), params...)
+		for _, target := range targets {
+			if p.steps[i].Name == target {
+				p.steps[i].Params = append([]string(nil), params...)
+			}
 		}
 	}
 	return p.steps, nil
@@ -174,46 +192,87 @@ func (t *Tree) Plan(name string, params []string, loadingOrder []string) ([]Step
 // planner builds a load order.
 type planner struct {
 	t        *Tree
-	seen     map[string]bool
+	visited  map[string]bool
+	listed   map[string]bool
 	steps    []Step
 	extraPre map[string][]string
 }
 
-func (p *planner) add(name string, depth int) error {
-	name = NormalizeName(name)
-	if p.seen[name] {
+// lookup resolves a name to modules: the module itself, or every module
+// of an alias.
+func (p *planner) lookup(name string) ([]string, error) {
+	n := NormalizeName(name)
+	if _, _, err := p.t.entry(n); err == nil {
+		return []string{n}, nil
+	} else if !errors.Is(err, ErrModuleNotFound) {
+		return nil, err
+	}
+	if ms := p.t.resolveAlias(name); len(ms) > 0 {
+		return ms, nil
+	}
+	return nil, fmt.Errorf("%w: %q in %s", ErrModuleNotFound, name, p.t.dir)
+}
+
+// probeList adds a module with its dependencies (libkmod's
+// __kmod_module_get_probe_list).
+func (p *planner) probeList(name string, depth int) error {
+	if p.visited[name] {
 		return nil
 	}
 	if depth > 64 {
 		return fmt.Errorf("soft dependencies of %s nest more than 64 deep", name)
 	}
+	p.visited[name] = true
 	path, deps, err := p.t.entry(name)
-	if errors.Is(err, ErrModuleNotFound) {
-		if m, ok := p.t.resolveAlias(name); ok && NormalizeName(m) != name {
-			p.seen[name] = true
-			return p.add(m, depth+1)
+	if err != nil {
+		return err
+	}
+	for i := len(deps) - 1; i >= 0; i-- {
+		if err := p.fillSoftdep(moduleNameOf(deps[i]), deps[i], depth); err != nil {
+			return err
 		}
+	}
+	return p.fillSoftdep(name, path, depth)
+}
+
+// fillSoftdep adds a module between its soft pre and post dependencies
+// (libkmod's __kmod_module_fill_softdep).
+func (p *planner) fillSoftdep(name, path string, depth int) error {
+	// KMM's loading order is a modprobe.d softdep, which libkmod prefers
+	// to the module's own.
+	sd := p.t.softdeps[name]
+	if extra, ok := p.extraPre[name]; ok {
+		sd = softdep{pre: extra}
+	}
+	for _, s := range sd.pre {
+		if err := p.soft(s, depth); err != nil {
+			return err
+		}
+	}
+	if !p.listed[name] {
+		p.listed[name] = true
+		p.steps = append(p.steps, Step{Name: name, Path: path})
+	}
+	for _, s := range sd.post {
+		if err := p.soft(s, depth); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// soft adds the modules a soft dependency names; a name that resolves to
+// nothing is skipped, as modprobe skips it.
+func (p *planner) soft(name string, depth int) error {
+	mods, err := p.lookup(name)
+	if errors.Is(err, ErrModuleNotFound) {
+		return nil
 	}
 	if err != nil {
 		return err
 	}
-	p.seen[name] = true
-	sd := p.t.softdeps[name]
-	for _, pre := range append(append([]string(nil), p.extraPre[name]...), sd.pre...) {
-		if err := p.add(pre, depth+1); err != nil && !errors.Is(err, ErrModuleNotFound) {
-			return err
-		}
-	}
-	for i := len(deps) - 1; i >= 0; i-- {
-		d := moduleNameOf(deps[i])
-		if !p.seen[d] {
-			p.seen[d] = true
-			p.steps = append(p.steps, Step{Name: d, Path: deps[i]})
-		}
-	}
-	p.steps = append(p.steps, Step{Name: name, Path: path})
-	for _, post := range sd.post {
-		if err := p.add(post, depth+1); err != nil && !errors.Is(err, ErrModuleNotFound) {
+	for _, m := range mods {
+		if err := p.probeList(m, depth+1); err != nil {
 			return err
 		}
 	}
