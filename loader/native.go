@@ -146,6 +146,9 @@ func (n *Native) loadOne(s Step, release string, skipVermagic bool) error {
 	if errors.Is(err, syscall.EEXIST) {
 		return nil // loaded meanwhile
 	}
+	if errors.Is(err, syscall.ENOENT) {
+		err = fmt.Errorf("unknown symbol or parameter (%w)", err)
+	}
 	if err != nil {
 		return fail(err, "")
 	}

@@ -3,6 +3,7 @@
 //	kmm map -f MODULE.yaml --kernel VERSION [--kernel VERSION ...] [-o yaml|json]
 //	kmm validate -f MODULE.yaml
 //	kmm image check REF [--insecure] [--skip-tls-verify] [--ca-file F] [--docker-config F] [--platform OS/ARCH]
+//	kmm worker load|unload --config FILE [--image-dir DIR] [--firmware-host-path DIR] ...
 //	kmm depmod [-aAenvw] [-b DIR] [-o DIR] [-C PATH] [-E FILE | -F FILE] [-P C] [VERSION [FILE...]]
 //
 // Exit status: 0 on success, 1 when the answer is "no" (no kernel mapping
@@ -38,6 +39,7 @@ func commands() []command {
 		{name: "map", summary: "resolve a Module for node kernels and print the per-kernel records", run: runMap},
 		{name: "validate", summary: "check Modules against every rule of KMM's admission webhook and CRD", run: runValidate},
 		{name: "image", summary: "image check REF: does a kernel-module image exist? (prints its digest)", run: runImage},
+		{name: "worker", summary: "load|unload --config F: KMM's worker on the node, natively (no kmod, no shell)", run: runWorker},
 		{name: "depmod", summary: "kmod's depmod, natively: same flags, byte-identical index files", run: runDepmod},
 	}
 }

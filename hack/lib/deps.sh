@@ -40,5 +40,13 @@ fi
 # A kube-apiserver built from the Go module proxy, cached across runs.
 "$root/hack/lib/kube-apiserver.sh" >/dev/null
 
-# A Debian kernel module tree, unpacked from its package, cached across runs.
-"$root/hack/lib/kernel-tree.sh" >/dev/null
+# A Debian kernel module tree, unpacked from its package, cached across runs,
+# and the matching headers, to build out-of-tree test modules against it.
+tree=$("$root/hack/lib/kernel-tree.sh")
+kver=$(ls "$tree/lib/modules")
+if [[ ! -d /usr/src/linux-headers-$kver ]]; then
+	echo "deps: installing linux-headers-$kver" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -qq --no-install-recommends "linux-headers-$kver" >&2 ||
+		{ apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends "linux-headers-$kver" >&2; }
+fi

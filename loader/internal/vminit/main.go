@@ -1,7 +1,7 @@
 // Command vminit is /init of the test VMs: it mounts /proc, /sys and /dev,
-// loads a module from /mods with the native loader, reports the result on
-// the console, unloads it, and powers the VM off. Lines it prints start
-// with "KMMKIT ".
+// preloads modules if asked, runs the native worker (loader.Worker) on a
+// ModuleConfig for each action, reports what the kernel shows after each
+// one, and powers the VM off. Lines it prints start with "KMMKIT ".
 package main
 
 import (
@@ -14,17 +14,24 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
 
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
 )
 
 // config is /kmmkit.json.
 type config struct {
-	Root          string   `json:"root"`
-	KernelVersion string   `json:"kernelVersion"`
-	Module        string   `json:"module"`
-	Parameters    []string `json:"parameters"`
-	Unload        bool     `json:"unload"`
-	Expect        []string `json:"expectFail"`
+	// Preload are module files loaded directly before anything else.
+	Preload []string `json:"preload"`
+	// Worker is the worker config; ImageRoot holds the image content.
+	Worker    v1beta1.ModuleConfig `json:"worker"`
+	ImageRoot string               `json:"imageRoot"`
+	// FirmwareHostPath is where firmware goes; the kernel is pointed at it.
+	FirmwareHostPath string `json:"firmwareHostPath"`
+	// Actions are "load" and "unload", run in order.
+	Actions []string `json:"actions"`
+	// Params ("module/param") and Files are reported after each action.
+	Params []string `json:"params"`
+	Files  []string `json:"files"`
 }
 
 func main() {
@@ -59,43 +66,42 @@ func run(cfg config) {
 	k := loader.LinuxKernel{}
 	rel, _ := k.Release()
 	fmt.Printf("KMMKIT kernel: %s\n", rel)
-	tree, err := loader.OpenTree(cfg.Root, cfg.KernelVersion)
-	if err != nil {
-		fmt.Printf("KMMKIT error: %v\n", err)
-		return
+	for _, p := range cfg.Preload {
+		f, err := os.Open(p)
+		if err == nil {
+			err = k.Load(f, "", false)
+			f.Close()
+		}
+		fmt.Printf("KMMKIT preload %s: %v\n", p, err)
 	}
+	report("start", cfg)
 	n, err := loader.NewNative(k, logr.Discard())
 	if err != nil {
 		fmt.Printf("KMMKIT error: %v\n", err)
 		return
 	}
+	w := &loader.Worker{Native: n, FirmwareHostPath: cfg.FirmwareHostPath, SetFirmwareClassPath: cfg.FirmwareHostPath != ""}
 	ctx := context.Background()
-	req := loader.Request{Tree: tree, Module: cfg.Module, Parameters: cfg.Parameters}
-	res, err := n.Load(ctx, req)
-	if err != nil {
-		fmt.Printf("KMMKIT load-error: %v\n", err)
-	} else {
-		fmt.Printf("KMMKIT loaded: %s\n", strings.Join(res.Changed, ","))
-	}
-	printModules("after-load")
-	if res != nil && len(res.Changed) > 0 {
-		again, err := n.Load(ctx, req)
-		if err == nil {
-			fmt.Printf("KMMKIT reload-changed: %d\n", len(again.Changed))
-		}
-	}
-	if cfg.Unload {
-		res, err := n.Unload(ctx, req)
-		if err != nil {
-			fmt.Printf("KMMKIT unload-error: %v\n", err)
+	for i, action := range cfg.Actions {
+		var res *loader.Result
+		if action == "load" {
+			res, err = w.Load(ctx, &cfg.Worker, cfg.ImageRoot)
 		} else {
-			fmt.Printf("KMMKIT unloaded: %s\n", strings.Join(res.Changed, ","))
+			res, err = w.Unload(ctx, &cfg.Worker, cfg.ImageRoot)
 		}
-		printModules("after-unload")
+		tag := fmt.Sprintf("%s%d", action, i)
+		if err != nil {
+			fmt.Printf("KMMKIT %s-error: %v\n", tag, err)
+		} else {
+			fmt.Printf("KMMKIT %s-changed: %s\n", tag, strings.Join(res.Changed, ","))
+		}
+		report(tag, cfg)
 	}
 }
 
-func printModules(when string) {
+// report prints the loaded modules, the parameters and the files asked
+// for.
+func report(when string, cfg config) {
 	data, err := os.ReadFile("/proc/modules")
 	if err != nil {
 		fmt.Printf("KMMKIT error: %v\n", err)
@@ -107,5 +113,20 @@ func printModules(when string) {
 			names = append(names, f[0])
 		}
 	}
-	fmt.Printf("KMMKIT modules-%s: %s\n", when, strings.Join(names, ","))
+	fmt.Printf("KMMKIT %s-modules: %s\n", when, strings.Join(names, ","))
+	for _, p := range cfg.Params {
+		v, err := os.ReadFile("/sys/module/" + strings.Replace(p, "/", "/parameters/", 1))
+		if err != nil {
+			fmt.Printf("KMMKIT %s-param %s: absent\n", when, p)
+			continue
+		}
+		fmt.Printf("KMMKIT %s-param %s: %s\n", when, p, strings.TrimSpace(string(v)))
+	}
+	for _, f := range cfg.Files {
+		if st, err := os.Stat(f); err == nil {
+			fmt.Printf("KMMKIT %s-file %s: %d bytes\n", when, f, st.Size())
+		} else {
+			fmt.Printf("KMMKIT %s-file %s: absent\n", when, f)
+		}
+	}
 }
