@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"syscall"
@@ -81,63 +80,91 @@ func (n *Native) Load(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return res, err
 	}
+	// Check every module before loading any, so bad input (a file that is
+	// not a module, a foreign vermagic) leaves the node as it was.
+	var todo []prepared
 	for _, s := range steps {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
 		if _, ok := loaded[s.Name]; ok || n.kernel.Builtin(s.Name) {
 			res.Skipped = append(res.Skipped, s.Name)
 			continue
 		}
-		if err := n.loadOne(s, release, req.SkipVermagicCheck); err != nil {
+		p, err := n.prepare(s, release, req.SkipVermagicCheck)
+		if err != nil {
 			return res, err
 		}
-		n.log.V(1).Info("loaded module", "module", s.Name, "path", s.Path)
-		res.Changed = append(res.Changed, s.Name)
+		todo = append(todo, p)
+	}
+	for _, p := range todo {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		if err := n.loadOne(p); err != nil {
+			return res, err
+		}
+		n.log.V(1).Info("loaded module", "module", p.step.Name, "path", p.step.Path)
+		res.Changed = append(res.Changed, p.step.Name)
 	}
 	return res, nil
 }
 
-// loadOne checks and loads one module file.
-func (n *Native) loadOne(s Step, release string, skipVermagic bool) error {
-	fail := func(err error, hint string) error {
-		if hint == "" {
-			hint = hintFor("load", err)
-		}
-		return &Error{Op: "load", Module: s.Name, Path: s.Path, Err: err, Hint: hint}
+// prepared is a module checked and ready to load.
+type prepared struct {
+	step Step
+	elf  []byte
+	comp modfile.Compression
+}
+
+// fail wraps a load error of step s.
+func fail(s Step, err error, hint string) error {
+	if hint == "" {
+		hint = hintFor("load", err)
 	}
-	f, err := os.Open(s.Path)
+	return &Error{Op: "load", Module: s.Name, Path: s.Path, Err: err, Hint: hint}
+}
+
+// prepare reads a module file and checks it is a module for this kernel.
+func (n *Native) prepare(s Step, release string, skipVermagic bool) (prepared, error) {
+	data, err := os.ReadFile(s.Path)
 	if err != nil {
-		return fail(err, "")
-	}
-	defer f.Close()
-	data, err := io.ReadAll(f)
-	if err != nil {
-		return fail(err, "")
+		return prepared{}, fail(s, err, "")
 	}
 	elf, comp, err := n.dec.Decompress(data)
 	if err != nil {
-		return fail(err, "the module file is damaged")
+		return prepared{}, fail(s, err, "the module file is damaged")
+	}
+	info, err := modfile.ParseInfo(elf)
+	if err != nil {
+		return prepared{}, fail(s, err, "the file is not a kernel module")
 	}
 	if !skipVermagic {
-		info, err := modfile.ParseInfo(elf)
-		if err != nil {
-			return fail(err, "the file is not a kernel module")
-		}
 		if vm := vermagicOf(info); vm != release {
-			return fail(fmt.Errorf("%w: built for %q, running %q", ErrVermagic, vm, release),
+			return prepared{}, fail(s, fmt.Errorf("%w: built for %q, running %q", ErrVermagic, vm, release),
 				"use the image built for this kernel: check the Module's kernelMappings")
 		}
 	}
-	params := strings.Join(s.Params, " ")
 	if comp == modfile.None {
+		elf = nil // the kernel reads the file itself
+	}
+	return prepared{step: s, elf: elf, comp: comp}, nil
+}
+
+// loadOne hands a prepared module to the kernel.
+func (n *Native) loadOne(p prepared) error {
+	s := p.step
+	f, err := os.Open(s.Path)
+	if err != nil {
+		return fail(s, err, "")
+	}
+	defer f.Close()
+	params := strings.Join(s.Params, " ")
+	if p.comp == modfile.None {
 		err = n.kernel.Load(f, params, false)
 	} else {
 		err = n.kernel.Load(f, params, true)
 		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS) {
 			// The kernel cannot decompress: hand it the plain ELF.
 			var mf *os.File
-			if mf, err = memFile(s.Name, elf); err == nil {
+			if mf, err = memFile(s.Name, p.elf); err == nil {
 				err = n.kernel.Load(mf, params, false)
 				mf.Close()
 			}
@@ -150,7 +177,7 @@ func (n *Native) loadOne(s Step, release string, skipVermagic bool) error {
 		err = fmt.Errorf("unknown symbol or parameter (%w)", err)
 	}
 	if err != nil {
-		return fail(err, "")
+		return fail(s, err, "")
 	}
 	return nil
 }
