@@ -9,5 +9,11 @@
 // needs neither kmod nor a shell. Unloading goes in reverse order and never
 // removes a module that something else still uses.
 //
-// The worker-Pod loader for Kubernetes is not here yet.
+// [Worker] does KMM's worker job on top of it (in-tree removal, firmware
+// copy and firmware_class path, load; unload and firmware cleanup) for a
+// [github.com/kmmkit/kmmkit/kmm/v1beta1.ModuleConfig]; `kmm worker
+// load|unload --config F` runs it, pulling and extracting the image itself
+// or using a directory an init container filled.
+//
+// The worker-Pod loader for Kubernetes (and loader/fake) is not here yet.
 package loader
