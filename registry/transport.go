@@ -50,6 +50,7 @@ type retryTransport struct {
 	insecure bool
 }
 
+// RoundTrip implements http.RoundTripper.
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme == "http" && !t.insecure {
 		return nil, fmt.Errorf("%w to %s: set registryTLS.insecure to allow it", errPlainHTTP, req.URL.Host)

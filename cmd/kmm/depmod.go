@@ -227,10 +227,13 @@ type kmodLogSink struct {
 	verbosity int
 }
 
+// Init implements logr.LogSink.
 func (s *kmodLogSink) Init(logr.RuntimeInfo) {}
 
+// Enabled implements logr.LogSink: -v raises the level shown.
 func (s *kmodLogSink) Enabled(level int) bool { return level <= s.verbosity }
 
+// Info implements logr.LogSink.
 func (s *kmodLogSink) Info(level int, msg string, _ ...any) {
 	name := "WARNING"
 	switch {
@@ -244,12 +247,15 @@ func (s *kmodLogSink) Info(level int, msg string, _ ...any) {
 	fmt.Fprintf(s.w, "depmod: %s: %s\n", name, msg)
 }
 
+// Error implements logr.LogSink.
 func (s *kmodLogSink) Error(_ error, msg string, _ ...any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fmt.Fprintf(s.w, "depmod: ERROR: %s\n", msg)
 }
 
+// WithValues implements logr.LogSink; values are not printed.
 func (s *kmodLogSink) WithValues(...any) logr.LogSink { return s }
 
+// WithName implements logr.LogSink; names are not printed.
 func (s *kmodLogSink) WithName(string) logr.LogSink { return s }
