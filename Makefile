@@ -2,7 +2,7 @@
 
 GO ?= go
 
-.PHONY: test unit generate bench bench-depmod fuzz kmm
+.PHONY: test unit generate bench bench-depmod bench-sign fuzz kmm
 
 ## test: install test dependencies, start servers, vet, and run every test with -race
 test:
@@ -32,3 +32,7 @@ bench-depmod:
 ## kmm: the static kmm binary (also a drop-in depmod: `kmm depmod ...`) in bin/
 kmm:
 	CGO_ENABLED=0 $(GO) build -o bin/kmm ./cmd/kmm
+
+## bench-sign: sign the Debian tree in-process and with one sign-file process per module
+bench-sign:
+	KMMKIT_KERNEL_TREE=$$(hack/lib/kernel-tree.sh) $(GO) run ./hack/benchsign

@@ -4,6 +4,7 @@
 //	kmm validate -f MODULE.yaml
 //	kmm image check REF [--insecure] [--skip-tls-verify] [--ca-file F] [--docker-config F] [--platform OS/ARCH]
 //	kmm worker load|unload --config FILE [--image-dir DIR] [--firmware-host-path DIR] ...
+//	kmm sign-file HASH KEY CERT MODULE [DEST]
 //	kmm depmod [-aAenvw] [-b DIR] [-o DIR] [-C PATH] [-E FILE | -F FILE] [-P C] [VERSION [FILE...]]
 //
 // Exit status: 0 on success, 1 when the answer is "no" (no kernel mapping
@@ -40,6 +41,7 @@ func commands() []command {
 		{name: "validate", summary: "check Modules against every rule of KMM's admission webhook and CRD", run: runValidate},
 		{name: "image", summary: "image check REF: does a kernel-module image exist? (prints its digest)", run: runImage},
 		{name: "worker", summary: "load|unload --config F: KMM's worker on the node, natively (no kmod, no shell)", run: runWorker},
+		{name: "sign-file", summary: "HASH KEY CERT MODULE [DEST]: the kernel's sign-file, natively (byte-identical for RSA)", run: runSignFile},
 		{name: "depmod", summary: "kmod's depmod, natively: same flags, byte-identical index files", run: runDepmod},
 	}
 }
