@@ -3,5 +3,7 @@
 // buildah, Kaniko-in-cluster, OpenShift Build and daemonless-assembler
 // backends, and a fake for tests.
 //
-// It has no API yet: this package reserves its place in the layout.
+// So far it holds [github.com/kmmkit/kmmkit/builder/signfile], the native
+// equivalent of the kernel's sign-file; the Builder interface and its
+// backends come with the builders issue.
 package builder
