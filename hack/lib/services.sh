@@ -84,7 +84,7 @@ start_kube_apiserver() {
 		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
 		--service-account-key-file="$dir/sa.pub" --service-account-signing-key-file="$dir/sa.key" \
 		--service-cluster-ip-range=10.0.0.0/24 --authorization-mode=RBAC --token-auth-file="$dir/tokens.csv" \
-		--enable-priority-and-fairness=false
+		--enable-priority-and-fairness=false --allow-privileged=true
 	wait_for kube-apiserver 60 curl -sf --cacert "$dir/certs/apiserver.crt" -H "Authorization: Bearer $token" \
 		"https://127.0.0.1:$kas_port/readyz"
 	cat >"$dir/kubeconfig" <<KUBECONFIG

@@ -1,0 +1,214 @@
+package loader
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+)
+
+// Action is what a worker Pod does.
+type Action string
+
+// The worker actions, as KMM names them in its labels.
+const (
+	ActionLoad   Action = "Load"
+	ActionUnload Action = "Unload"
+)
+
+// Labels and annotations of worker Pods, KMM's keys.
+const (
+	LabelModuleName         = "kmm.node.kubernetes.io/module.name"
+	LabelWorkerAction       = "kmm.node.kubernetes.io/worker-action"
+	AnnotationWorkerConfig  = "kmm.node.kubernetes.io/worker-config"
+	AnnotationTolerations   = "kmm.node.kubernetes.io/worker-tolerations"
+	AnnotationModuleVersion = "kmm.node.kubernetes.io/worker-module-version"
+	AnnotationWorkerHash    = "kmm.node.kubernetes.io/worker-hash"
+	workerConfigDir         = "/etc/kmm-worker"
+	pullSecretDir           = "/var/run/kmmkit/pull-secret"
+	imagesDir               = "/var/run/kmmkit/images"
+	defaultFirmwareHostPath = "/lib/firmware"
+	defaultWorkerBinary     = "/kmm"
+	maxPodNameLength        = 63
+)
+
+// PodRequest is one worker Pod to run: a module's config on a node.
+type PodRequest struct {
+	// Node is the node to run on (the Pod bypasses the scheduler).
+	Node string
+	// Module and Namespace name the Module; the Pod lives in Namespace.
+	Module, Namespace string
+	// Action is load or unload.
+	Action Action
+	// Config is what the worker loads.
+	Config v1beta1.ModuleConfig
+	// ServiceAccountName of the Pod; "" means default.
+	ServiceAccountName string
+	// ImageRepoSecret is mounted for the worker to pull the kmod image.
+	ImageRepoSecret *corev1.LocalObjectReference
+	// Tolerations let the Pod run on tainted nodes.
+	Tolerations []corev1.Toleration
+	// ModuleVersion is the Module's version, for ordered upgrades.
+	ModuleVersion string
+}
+
+// PodOptions are the operator-wide settings of worker Pods.
+type PodOptions struct {
+	// WorkerImage holds the kmm binary at Binary.
+	WorkerImage string
+	// Binary is the kmm binary's path in WorkerImage; "" means /kmm.
+	Binary string
+	// FirmwareHostPath is the host firmware directory; "" means
+	// /lib/firmware (use /var/lib/firmware where /lib is read-only).
+	FirmwareHostPath string
+	// Resources of the worker; nil means small defaults.
+	Resources *corev1.ResourceRequirements
+}
+
+// WorkerPod returns the one-shot Pod that loads or unloads a module on a
+// node, shaped as KMM's (names, labels, annotations, nodeName, OnFailure)
+// with kmmkit's worker: it pulls and extracts the kmod image itself, so
+// there is no init container and the image needs no shell; it gets
+// CAP_SYS_MODULE only, and is privileged only when it must write the
+// firmware search path in sysfs.
+func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
+	if req.Node == "" || req.Module == "" || req.Namespace == "" {
+		return nil, fmt.Errorf("worker pod needs a node, a module and a namespace")
+	}
+	if req.Action != ActionLoad && req.Action != ActionUnload {
+		return nil, fmt.Errorf("unknown worker action %q", req.Action)
+	}
+	if opts.WorkerImage == "" {
+		return nil, fmt.Errorf("no worker image")
+	}
+	cfgYAML, err := yaml.Marshal(req.Config)
+	if err != nil {
+		return nil, err
+	}
+	binary := opts.Binary
+	if binary == "" {
+		binary = defaultWorkerBinary
+	}
+	fwHost := opts.FirmwareHostPath
+	if fwHost == "" {
+		fwHost = defaultFirmwareHostPath
+	}
+	firmware := req.Config.Modprobe.FirmwarePath != ""
+	action := strings.ToLower(string(req.Action))
+	args := []string{"worker", action, "--config", workerConfigDir + "/config.yaml", "--pull-dir", imagesDir, "--firmware-host-path", fwHost}
+	if firmware && req.Action == ActionLoad {
+		args = append(args, "--set-firmware-class-path")
+	}
+	volumes := []corev1.Volume{
+		{Name: "config", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+			Items: []corev1.DownwardAPIVolumeFile{{Path: "config.yaml", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + AnnotationWorkerConfig + "']"}}},
+		}}},
+		{Name: "images", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: "config", MountPath: workerConfigDir, ReadOnly: true},
+		{Name: "images", MountPath: imagesDir},
+	}
+	var pullSecrets []corev1.LocalObjectReference
+	if req.ImageRepoSecret != nil && req.ImageRepoSecret.Name != "" {
+		pullSecrets = []corev1.LocalObjectReference{*req.ImageRepoSecret}
+		volumes = append(volumes, corev1.Volume{Name: "pull-secret", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: req.ImageRepoSecret.Name,
+			Items:      []corev1.KeyToPath{{Key: corev1.DockerConfigJsonKey, Path: "config.json"}},
+		}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: "pull-secret", MountPath: pullSecretDir, ReadOnly: true})
+		args = append(args, "--docker-config", pullSecretDir+"/config.json")
+	}
+	if firmware {
+		volumes = append(volumes, corev1.Volume{Name: "firmware", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+			Path: fwHost, Type: ptr.To(corev1.HostPathDirectoryOrCreate),
+		}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: "firmware", MountPath: fwHost})
+	}
+	sc := &corev1.SecurityContext{
+		RunAsUser:    ptr.To[int64](0),
+		Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_MODULE"}},
+	}
+	if firmware && req.Action == ActionLoad {
+		sc = &corev1.SecurityContext{RunAsUser: ptr.To[int64](0), Privileged: ptr.To(true)}
+	}
+	resources := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
+	}
+	if opts.Resources != nil {
+		resources = *opts.Resources
+	}
+	annotations := map[string]string{AnnotationWorkerConfig: string(cfgYAML)}
+	if len(req.Tolerations) > 0 {
+		t, err := yaml.Marshal(req.Tolerations)
+		if err != nil {
+			return nil, err
+		}
+		annotations[AnnotationTolerations] = string(t)
+	}
+	if req.ModuleVersion != "" {
+		annotations[AnnotationModuleVersion] = req.ModuleVersion
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      WorkerPodName(req.Node, req.Module),
+			Namespace: req.Namespace,
+			Labels: map[string]string{
+				"app.kubernetes.io/name":      "kmm",
+				"app.kubernetes.io/component": "worker",
+				"app.kubernetes.io/part-of":   "kmm",
+				LabelModuleName:               req.Module,
+				LabelWorkerAction:             string(req.Action),
+			},
+			Annotations: annotations,
+		},
+		Spec: corev1.PodSpec{
+			NodeName:           req.Node,
+			RestartPolicy:      corev1.RestartPolicyOnFailure,
+			ServiceAccountName: req.ServiceAccountName,
+			ImagePullSecrets:   pullSecrets,
+			Tolerations:        req.Tolerations,
+			Containers: []corev1.Container{{
+				Name:            "worker",
+				Image:           opts.WorkerImage,
+				Command:         []string{binary},
+				Args:            args,
+				VolumeMounts:    mounts,
+				SecurityContext: sc,
+				Resources:       resources,
+			}},
+			Volumes: volumes,
+		},
+	}
+	sum := sha256.New()
+	specYAML, err := yaml.Marshal(pod.Spec)
+	if err != nil {
+		return nil, err
+	}
+	sum.Write(specYAML)
+	sum.Write(cfgYAML)
+	pod.Annotations[AnnotationWorkerHash] = hex.EncodeToString(sum.Sum(nil))[:16]
+	return pod, nil
+}
+
+// WorkerPodName returns KMM's worker Pod name, kmm-worker-<node>-<module>,
+// cut to 63 characters with a hash suffix when longer, so it stays a valid
+// name and label value.
+func WorkerPodName(node, module string) string {
+	name := "kmm-worker-" + node + "-" + module
+	if len(name) <= maxPodNameLength {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	suffix := hex.EncodeToString(sum[:4])
+	return strings.TrimRight(name[:maxPodNameLength-len(suffix)-1], "-.") + "-" + suffix
+}

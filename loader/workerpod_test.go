@@ -1,0 +1,122 @@
+package loader
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kmmkit/kmmkit/internal/testenv"
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+)
+
+func podRequest(action Action, firmware bool) PodRequest {
+	cfg := v1beta1.ModuleConfig{
+		KernelVersion:  "6.1.0-56-amd64",
+		ContainerImage: "registry.example.com/acme/nic:6.1.0-56-amd64",
+		Modprobe:       v1beta1.ModprobeSpec{ModuleName: "nic_drv", DirName: "/opt", Parameters: []string{"debug=1"}},
+	}
+	if firmware {
+		cfg.Modprobe.FirmwarePath = "/firmware"
+	}
+	return PodRequest{
+		Node: "worker-1", Module: "nic", Namespace: "drivers", Action: action, Config: cfg,
+		ServiceAccountName: "kmm-worker", ImageRepoSecret: &corev1.LocalObjectReference{Name: "pull"},
+		Tolerations:   []corev1.Toleration{{Key: "gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+		ModuleVersion: "1.2",
+	}
+}
+
+func TestWorkerPod(t *testing.T) {
+	pod, err := WorkerPod(podRequest(ActionLoad, false), PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+	require.NoError(t, err)
+	assert.Equal(t, "kmm-worker-worker-1-nic", pod.Name)
+	assert.Equal(t, "drivers", pod.Namespace)
+	assert.Equal(t, "nic", pod.Labels[LabelModuleName])
+	assert.Equal(t, "Load", pod.Labels[LabelWorkerAction])
+	assert.Equal(t, "worker-1", pod.Spec.NodeName)
+	assert.Equal(t, corev1.RestartPolicyOnFailure, pod.Spec.RestartPolicy)
+	assert.Equal(t, "kmm-worker", pod.Spec.ServiceAccountName)
+	assert.Equal(t, []corev1.LocalObjectReference{{Name: "pull"}}, pod.Spec.ImagePullSecrets)
+	assert.Empty(t, pod.Spec.InitContainers, "the worker pulls the image itself: no shell needed in it")
+	c := pod.Spec.Containers[0]
+	assert.Equal(t, []string{"/kmm"}, c.Command)
+	assert.Equal(t, "worker load --config /etc/kmm-worker/config.yaml --pull-dir /var/run/kmmkit/images --firmware-host-path /lib/firmware --docker-config /var/run/kmmkit/pull-secret/config.json", strings.Join(c.Args, " "))
+	assert.Equal(t, []corev1.Capability{"SYS_MODULE"}, c.SecurityContext.Capabilities.Add)
+	assert.Nil(t, c.SecurityContext.Privileged, "not privileged without firmware")
+	var cfg v1beta1.ModuleConfig
+	require.NoError(t, yaml.UnmarshalStrict([]byte(pod.Annotations[AnnotationWorkerConfig]), &cfg))
+	assert.Equal(t, "nic_drv", cfg.Modprobe.ModuleName)
+	_, err = v1beta1.DecodeModuleConfig([]byte(pod.Annotations[AnnotationWorkerConfig]))
+	require.NoError(t, err, "the worker reads back what the pod carries")
+	assert.Equal(t, "1.2", pod.Annotations[AnnotationModuleVersion])
+	assert.Contains(t, pod.Annotations[AnnotationTolerations], "key: gpu")
+
+	fw, err := WorkerPod(podRequest(ActionLoad, true), PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1", FirmwareHostPath: "/var/lib/firmware"})
+	require.NoError(t, err)
+	fc := fw.Spec.Containers[0]
+	assert.True(t, *fc.SecurityContext.Privileged, "writing the firmware search path needs sysfs")
+	assert.Contains(t, fc.Args, "--set-firmware-class-path")
+	assert.Contains(t, fc.VolumeMounts, corev1.VolumeMount{Name: "firmware", MountPath: "/var/lib/firmware"})
+	assert.NotEqual(t, pod.Annotations[AnnotationWorkerHash], fw.Annotations[AnnotationWorkerHash])
+
+	un, err := WorkerPod(podRequest(ActionUnload, true), PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+	require.NoError(t, err)
+	assert.Equal(t, "Unload", un.Labels[LabelWorkerAction])
+	assert.Nil(t, un.Spec.Containers[0].SecurityContext.Privileged, "unload only removes files")
+	assert.Equal(t, "unload", un.Spec.Containers[0].Args[1])
+
+	again, err := WorkerPod(podRequest(ActionLoad, false), PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+	require.NoError(t, err)
+	assert.Equal(t, pod.Annotations[AnnotationWorkerHash], again.Annotations[AnnotationWorkerHash], "the hash is stable")
+
+	_, err = WorkerPod(PodRequest{Node: "n", Module: "m", Namespace: "ns", Action: "Reload"}, PodOptions{WorkerImage: "x"})
+	assert.ErrorContains(t, err, `unknown worker action "Reload"`)
+	_, err = WorkerPod(podRequest(ActionLoad, false), PodOptions{})
+	assert.ErrorContains(t, err, "no worker image")
+}
+
+func TestWorkerPodName(t *testing.T) {
+	assert.Equal(t, "kmm-worker-n1-mod", WorkerPodName("n1", "mod"))
+	long := WorkerPodName(strings.Repeat("node", 20)+".example.com", "nic-driver")
+	assert.LessOrEqual(t, len(long), 63)
+	assert.Empty(t, validation.IsDNS1123Subdomain(long))
+	assert.NotEqual(t, long, WorkerPodName(strings.Repeat("node", 20)+".example.org", "nic-driver"))
+}
+
+// TestWorkerPodAcceptedByAPIServer creates the worker Pods in the test
+// kube-apiserver: the API server validates every field.
+func TestWorkerPodAcceptedByAPIServer(t *testing.T) {
+	cs, err := kubernetes.NewForConfig(testenv.RESTConfig(t))
+	require.NoError(t, err)
+	ctx := context.Background()
+	ns := fmt.Sprintf("kmmkit-worker-%d", rand.Uint32())
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	_, err = cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kmm-worker"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	for _, c := range []struct {
+		action   Action
+		firmware bool
+	}{{ActionLoad, false}, {ActionLoad, true}, {ActionUnload, true}} {
+		req := podRequest(c.action, c.firmware)
+		req.Namespace = ns
+		req.Node = fmt.Sprintf("node-%s-%t", strings.ToLower(string(c.action)), c.firmware)
+		pod, err := WorkerPod(req, PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+		require.NoError(t, err)
+		created, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+		require.NoError(t, err, "%s firmware=%t", c.action, c.firmware)
+		assert.Equal(t, pod.Spec.NodeName, created.Spec.NodeName)
+		assert.Equal(t, pod.Annotations[AnnotationWorkerConfig], created.Annotations[AnnotationWorkerConfig])
+	}
+}
