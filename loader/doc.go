@@ -15,5 +15,9 @@
 // load|unload --config F` runs it, pulling and extracting the image itself
 // or using a directory an init container filled.
 //
-// The worker-Pod loader for Kubernetes (and loader/fake) is not here yet.
+// [WorkerPod] builds the one-shot Pod that runs the worker on a node. The
+// controller that drives those Pods per node is not here yet.
+//
+// loader/fake holds an in-memory Kernel for tests of code that loads
+// modules.
 package loader

@@ -1,4 +1,4 @@
-package loader
+package loader_test
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/loader/fake"
 )
 
 // imageWithTree lays out an extracted image: the tree of chainTree under
@@ -38,8 +40,8 @@ modprobe:
 func TestWorkerLoadUnload(t *testing.T) {
 	image, cfg := imageWithTree(t)
 	assert.Equal(t, "/opt", cfg.Modprobe.DirName, "dirName defaults to /opt")
-	k := newFakeKernel()
-	k.loaded["old_nic"] = &LoadedModule{Name: "old_nic"}
+	k := fake.NewKernel(kver)
+	k.Preload("old_nic")
 	hostFW := filepath.Join(t.TempDir(), "lib", "firmware")
 	sys := t.TempDir()
 	param := filepath.Join(sys, "module", "firmware_class", "parameters", "path")
@@ -48,11 +50,11 @@ func TestWorkerLoadUnload(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(hostFW, "other"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(hostFW, "other", "keep.bin"), []byte("K"), 0o644))
 
-	w := &Worker{Native: newNative(t, k), FirmwareHostPath: hostFW, SetFirmwareClassPath: true, SysRoot: sys}
+	w := &loader.Worker{Native: newNative(t, k), FirmwareHostPath: hostFW, SetFirmwareClassPath: true, SysRoot: sys}
 	res, err := w.Load(context.Background(), cfg, image)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"old_nic", "core", "helper", "crc", "nic_drv", "post_mod"}, res.Changed)
-	assert.Contains(t, k.log, "load nic_drv debug=1")
+	assert.Contains(t, k.Events(), "load nic_drv debug=1")
 	got, err := os.ReadFile(filepath.Join(hostFW, "acme", "nic.bin"))
 	require.NoError(t, err)
 	assert.Equal(t, "FW", string(got))
@@ -70,8 +72,8 @@ func TestWorkerLoadUnload(t *testing.T) {
 
 func TestWorkerBadInput(t *testing.T) {
 	image, cfg := imageWithTree(t)
-	k := newFakeKernel()
-	w := &Worker{Native: newNative(t, k), FirmwareHostPath: t.TempDir()}
+	k := fake.NewKernel(kver)
+	w := &loader.Worker{Native: newNative(t, k), FirmwareHostPath: t.TempDir()}
 
 	_, err := v1beta1.DecodeModuleConfig([]byte("kernelVersion: 6.1.0\nmodprobe: {moduleName: x, dirname: /opt}\n"))
 	assert.ErrorContains(t, err, `unknown field "modprobe.dirname"`)
@@ -81,7 +83,7 @@ func TestWorkerBadInput(t *testing.T) {
 	raw := *cfg
 	raw.Modprobe.RawArgs = &v1beta1.ModprobeArgs{Load: []string{"-v", "x"}}
 	_, err = w.Load(context.Background(), &raw, image)
-	assert.ErrorIs(t, err, ErrRawArgs)
+	assert.ErrorIs(t, err, loader.ErrRawArgs)
 
 	// A module file that is not ELF: a clear error, nothing loaded.
 	dir := filepath.Join(image, "opt", "lib", "modules", kver)

@@ -1,4 +1,4 @@
-package loader
+package loader_test
 
 import (
 	"context"
@@ -17,9 +17,10 @@ import (
 
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/loader"
 )
 
-func podRequest(action Action, firmware bool) PodRequest {
+func podRequest(action loader.Action, firmware bool) loader.PodRequest {
 	cfg := v1beta1.ModuleConfig{
 		KernelVersion:  "6.1.0-56-amd64",
 		ContainerImage: "registry.example.com/acme/nic:6.1.0-56-amd64",
@@ -28,7 +29,7 @@ func podRequest(action Action, firmware bool) PodRequest {
 	if firmware {
 		cfg.Modprobe.FirmwarePath = "/firmware"
 	}
-	return PodRequest{
+	return loader.PodRequest{
 		Node: "worker-1", Module: "nic", Namespace: "drivers", Action: action, Config: cfg,
 		ServiceAccountName: "kmm-worker", ImageRepoSecret: &corev1.LocalObjectReference{Name: "pull"},
 		Tolerations:   []corev1.Toleration{{Key: "gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
@@ -37,12 +38,12 @@ func podRequest(action Action, firmware bool) PodRequest {
 }
 
 func TestWorkerPod(t *testing.T) {
-	pod, err := WorkerPod(podRequest(ActionLoad, false), PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+	pod, err := loader.WorkerPod(podRequest(loader.ActionLoad, false), loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
 	require.NoError(t, err)
 	assert.Equal(t, "kmm-worker-worker-1-nic", pod.Name)
 	assert.Equal(t, "drivers", pod.Namespace)
-	assert.Equal(t, "nic", pod.Labels[LabelModuleName])
-	assert.Equal(t, "Load", pod.Labels[LabelWorkerAction])
+	assert.Equal(t, "nic", pod.Labels[loader.LabelModuleName])
+	assert.Equal(t, "Load", pod.Labels[loader.LabelWorkerAction])
 	assert.Equal(t, "worker-1", pod.Spec.NodeName)
 	assert.Equal(t, corev1.RestartPolicyOnFailure, pod.Spec.RestartPolicy)
 	assert.Equal(t, "kmm-worker", pod.Spec.ServiceAccountName)
@@ -54,43 +55,43 @@ func TestWorkerPod(t *testing.T) {
 	assert.Equal(t, []corev1.Capability{"SYS_MODULE"}, c.SecurityContext.Capabilities.Add)
 	assert.Nil(t, c.SecurityContext.Privileged, "not privileged without firmware")
 	var cfg v1beta1.ModuleConfig
-	require.NoError(t, yaml.UnmarshalStrict([]byte(pod.Annotations[AnnotationWorkerConfig]), &cfg))
+	require.NoError(t, yaml.UnmarshalStrict([]byte(pod.Annotations[loader.AnnotationWorkerConfig]), &cfg))
 	assert.Equal(t, "nic_drv", cfg.Modprobe.ModuleName)
-	_, err = v1beta1.DecodeModuleConfig([]byte(pod.Annotations[AnnotationWorkerConfig]))
+	_, err = v1beta1.DecodeModuleConfig([]byte(pod.Annotations[loader.AnnotationWorkerConfig]))
 	require.NoError(t, err, "the worker reads back what the pod carries")
-	assert.Equal(t, "1.2", pod.Annotations[AnnotationModuleVersion])
-	assert.Contains(t, pod.Annotations[AnnotationTolerations], "key: gpu")
+	assert.Equal(t, "1.2", pod.Annotations[loader.AnnotationModuleVersion])
+	assert.Contains(t, pod.Annotations[loader.AnnotationTolerations], "key: gpu")
 
-	fw, err := WorkerPod(podRequest(ActionLoad, true), PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1", FirmwareHostPath: "/var/lib/firmware"})
+	fw, err := loader.WorkerPod(podRequest(loader.ActionLoad, true), loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1", FirmwareHostPath: "/var/lib/firmware"})
 	require.NoError(t, err)
 	fc := fw.Spec.Containers[0]
 	assert.True(t, *fc.SecurityContext.Privileged, "writing the firmware search path needs sysfs")
 	assert.Contains(t, fc.Args, "--set-firmware-class-path")
 	assert.Contains(t, fc.VolumeMounts, corev1.VolumeMount{Name: "firmware", MountPath: "/var/lib/firmware"})
-	assert.NotEqual(t, pod.Annotations[AnnotationWorkerHash], fw.Annotations[AnnotationWorkerHash])
+	assert.NotEqual(t, pod.Annotations[loader.AnnotationWorkerHash], fw.Annotations[loader.AnnotationWorkerHash])
 
-	un, err := WorkerPod(podRequest(ActionUnload, true), PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+	un, err := loader.WorkerPod(podRequest(loader.ActionUnload, true), loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
 	require.NoError(t, err)
-	assert.Equal(t, "Unload", un.Labels[LabelWorkerAction])
+	assert.Equal(t, "Unload", un.Labels[loader.LabelWorkerAction])
 	assert.Nil(t, un.Spec.Containers[0].SecurityContext.Privileged, "unload only removes files")
 	assert.Equal(t, "unload", un.Spec.Containers[0].Args[1])
 
-	again, err := WorkerPod(podRequest(ActionLoad, false), PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+	again, err := loader.WorkerPod(podRequest(loader.ActionLoad, false), loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
 	require.NoError(t, err)
-	assert.Equal(t, pod.Annotations[AnnotationWorkerHash], again.Annotations[AnnotationWorkerHash], "the hash is stable")
+	assert.Equal(t, pod.Annotations[loader.AnnotationWorkerHash], again.Annotations[loader.AnnotationWorkerHash], "the hash is stable")
 
-	_, err = WorkerPod(PodRequest{Node: "n", Module: "m", Namespace: "ns", Action: "Reload"}, PodOptions{WorkerImage: "x"})
+	_, err = loader.WorkerPod(loader.PodRequest{Node: "n", Module: "m", Namespace: "ns", Action: "Reload"}, loader.PodOptions{WorkerImage: "x"})
 	assert.ErrorContains(t, err, `unknown worker action "Reload"`)
-	_, err = WorkerPod(podRequest(ActionLoad, false), PodOptions{})
+	_, err = loader.WorkerPod(podRequest(loader.ActionLoad, false), loader.PodOptions{})
 	assert.ErrorContains(t, err, "no worker image")
 }
 
 func TestWorkerPodName(t *testing.T) {
-	assert.Equal(t, "kmm-worker-n1-mod", WorkerPodName("n1", "mod"))
-	long := WorkerPodName(strings.Repeat("node", 20)+".example.com", "nic-driver")
+	assert.Equal(t, "kmm-worker-n1-mod", loader.WorkerPodName("n1", "mod"))
+	long := loader.WorkerPodName(strings.Repeat("node", 20)+".example.com", "nic-driver")
 	assert.LessOrEqual(t, len(long), 63)
 	assert.Empty(t, validation.IsDNS1123Subdomain(long))
-	assert.NotEqual(t, long, WorkerPodName(strings.Repeat("node", 20)+".example.org", "nic-driver"))
+	assert.NotEqual(t, long, loader.WorkerPodName(strings.Repeat("node", 20)+".example.org", "nic-driver"))
 }
 
 // TestWorkerPodAcceptedByAPIServer creates the worker Pods in the test
@@ -106,17 +107,17 @@ func TestWorkerPodAcceptedByAPIServer(t *testing.T) {
 	_, err = cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kmm-worker"}}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	for _, c := range []struct {
-		action   Action
+		action   loader.Action
 		firmware bool
-	}{{ActionLoad, false}, {ActionLoad, true}, {ActionUnload, true}} {
+	}{{loader.ActionLoad, false}, {loader.ActionLoad, true}, {loader.ActionUnload, true}} {
 		req := podRequest(c.action, c.firmware)
 		req.Namespace = ns
 		req.Node = fmt.Sprintf("node-%s-%t", strings.ToLower(string(c.action)), c.firmware)
-		pod, err := WorkerPod(req, PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+		pod, err := loader.WorkerPod(req, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
 		require.NoError(t, err)
 		created, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 		require.NoError(t, err, "%s firmware=%t", c.action, c.firmware)
 		assert.Equal(t, pod.Spec.NodeName, created.Spec.NodeName)
-		assert.Equal(t, pod.Annotations[AnnotationWorkerConfig], created.Annotations[AnnotationWorkerConfig])
+		assert.Equal(t, pod.Annotations[loader.AnnotationWorkerConfig], created.Annotations[loader.AnnotationWorkerConfig])
 	}
 }

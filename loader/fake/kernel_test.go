@@ -1,0 +1,48 @@
+package fake_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/go-logr/logr"
+
+	"github.com/kmmkit/kmmkit/depmod"
+	"github.com/kmmkit/kmmkit/internal/elftest"
+	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/loader/fake"
+)
+
+// Test code that loads modules without a kernel: give loader.Native a
+// fake.Kernel and check what it did.
+func ExampleKernel() {
+	root, _ := os.MkdirTemp("", "fake-kernel")
+	defer os.RemoveAll(root)
+	kver := "6.1.0-56-amd64"
+	dir := filepath.Join(root, "lib", "modules", kver, "extra")
+	_ = os.MkdirAll(dir, 0o755)
+	write := func(name string, info ...string) {
+		m := elftest.Module{Modinfo: append([]string{"name=" + name, "vermagic=" + kver + " SMP"}, info...)}
+		if name == "b" {
+			m.Exports = []elftest.Export{{Name: "b_fn"}}
+		} else {
+			m.Needs = []elftest.Need{{Name: "b_fn"}}
+		}
+		_ = os.WriteFile(filepath.Join(dir, name+".ko"), m.Bytes(), 0o644)
+	}
+	write("b")
+	write("a", "depends=b")
+	_, _ = depmod.Run(context.Background(), depmod.Options{BaseDir: root, KernelVersion: kver, ConfigPaths: []string{}})
+
+	k := fake.NewKernel(kver)
+	native, _ := loader.NewNative(k, logr.Discard())
+	tree, _ := loader.OpenTree(root, kver)
+	_, err := native.Load(context.Background(), loader.Request{Tree: tree, Module: "a", Parameters: []string{"debug=1"}})
+	fmt.Println(err, k.Events())
+	_, err = native.Unload(context.Background(), loader.Request{Tree: tree, Module: "a"})
+	fmt.Println(err, k.Events()[2:])
+	// Output:
+	// <nil> [load b load a debug=1]
+	// <nil> [unload a unload b]
+}
