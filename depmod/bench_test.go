@@ -14,9 +14,7 @@ func BenchmarkDebianTree(b *testing.B) {
 	root, kver := testenv.KernelTree(b)
 	base := b.TempDir()
 	dst := filepath.Join(base, "lib", "modules", kver)
-	if err := linkDir(filepath.Join(root, "lib", "modules", kver), dst); err != nil {
-		b.Fatal(err)
-	}
+	testenv.LinkTree(b, filepath.Join(root, "lib", "modules", kver), dst, testenv.TreeOptions{})
 	for b.Loop() {
 		if _, err := Run(context.Background(), Options{BaseDir: base, KernelVersion: kver, ConfigPaths: []string{}}); err != nil {
 			b.Fatal(err)

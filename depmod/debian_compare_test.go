@@ -1,9 +1,10 @@
 package depmod
 
 import (
+	"github.com/kmmkit/kmmkit/depmod/modfile"
+
 	"bytes"
 	"io"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -19,44 +20,6 @@ import (
 	"github.com/kmmkit/kmmkit/internal/testenv"
 )
 
-// linkTree copies the module directory src into base/lib/modules/<kver>,
-// hard-linking files when it can. keep, when not nil, selects the relative
-// paths to take; transform may rewrite a module (name and contents).
-func linkTree(t *testing.T, src, base, kver string, keep func(rel string) bool, transform func(rel string, data []byte) (string, []byte)) {
-	t.Helper()
-	dst := filepath.Join(base, "lib", "modules", kver)
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		if keep != nil && !keep(rel) {
-			return nil
-		}
-		if transform != nil && strings.Contains(rel, ".ko") {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			name, out := transform(rel, data)
-			return os.WriteFile(filepath.Join(dst, name), out, 0o644)
-		}
-		if os.Link(p, target) == nil {
-			return nil
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, data, 0o644)
-	})
-	require.NoError(t, err)
-}
-
 // debianCompare runs both depmods on two copies of (part of) the Debian
 // tree and compares every output.
 func debianCompare(t *testing.T, o Options, keep func(string) bool, transform func(string, []byte) (string, []byte), prepare func(moddir string)) (runOutcome, runOutcome) {
@@ -70,7 +33,7 @@ func debianCompare(t *testing.T, o Options, keep func(string) bool, transform fu
 	src := filepath.Join(root, "lib", "modules", kver)
 	baseK, baseO := t.TempDir(), t.TempDir()
 	for _, b := range []string{baseK, baseO} {
-		linkTree(t, src, b, kver, keep, transform)
+		testenv.LinkTree(t, src, filepath.Join(b, "lib", "modules", kver), testenv.TreeOptions{Keep: keep, Transform: transform})
 		if prepare != nil {
 			prepare(filepath.Join(b, "lib", "modules", kver))
 		}
@@ -129,7 +92,7 @@ func TestReaderAgainstModprobe(t *testing.T) {
 	modprobe := testenv.LookPath(t, "modprobe", "apt-get install kmod")
 	root, kver := testenv.KernelTree(t)
 	base := t.TempDir()
-	linkTree(t, filepath.Join(root, "lib", "modules", kver), base, kver, nil, nil)
+	testenv.LinkTree(t, filepath.Join(root, "lib", "modules", kver), filepath.Join(base, "lib", "modules", kver), testenv.TreeOptions{})
 	out, err := exec.Command(kmodDepmod(t), "-b", base, "-C", t.TempDir(), kver).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	dir := filepath.Join(base, "lib", "modules", kver)
@@ -141,7 +104,7 @@ func TestReaderAgainstModprobe(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(string(text), "\n"), "\n")
 	for _, line := range lines {
 		path := line[:strings.IndexByte(line, ':')]
-		name := moduleName(filepath.Base(path))
+		name := modfile.ModuleName(filepath.Base(path))
 		got, ok, err := dep.Lookup(name)
 		require.NoError(t, err)
 		require.True(t, ok, name)

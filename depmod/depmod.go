@@ -1,6 +1,7 @@
 package depmod
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -307,7 +308,7 @@ func fgetsLines(data []byte, size int) []string {
 	var out []string
 	for len(data) > 0 {
 		n := len(data)
-		if i := indexByte(data, '\n'); i >= 0 {
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
 			n = i + 1
 		}
 		n = min(n, size-1)
@@ -315,15 +316,6 @@ func fgetsLines(data []byte, size int) []string {
 		data = data[n:]
 	}
 	return out
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // unwrapPathError drops the path from an *os.PathError for kmod-like

@@ -1,6 +1,8 @@
 package depmod
 
 import (
+	"github.com/kmmkit/kmmkit/depmod/modfile"
+
 	"bytes"
 	"context"
 	"os"
@@ -166,8 +168,8 @@ func TestRunCanceled(t *testing.T) {
 }
 
 func TestHelpers(t *testing.T) {
-	assert.Equal(t, "snd_hda", moduleName("snd-hda.ko.xz"))
-	assert.Equal(t, "foo", moduleName("foo.bar.ko"))
+	assert.Equal(t, "snd_hda", modfile.ModuleName("snd-hda.ko.xz"))
+	assert.Equal(t, "foo", modfile.ModuleName("foo.bar.ko"))
 	assert.Equal(t, []string{"a\n", "bc\n", "d"}, fgetsLines([]byte("a\nbc\nd"), 4096))
 	assert.Equal(t, []string{"abc", "de\n"}, fgetsLines([]byte("abcde\n"), 4), "long lines split as fgets does")
 	for in, want := range map[string]string{

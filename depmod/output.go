@@ -1,6 +1,8 @@
 package depmod
 
 import (
+	"github.com/kmmkit/kmmkit/depmod/modfile"
+
 	"bytes"
 	"fmt"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/kmmkit/kmmkit/depmod/index"
+	"github.com/kmmkit/kmmkit/internal/atomicfile"
 )
 
 // output is one file depmod writes.
@@ -17,9 +20,6 @@ type output struct {
 	name string
 	data []byte
 	text bool // part of the -n output
-	// missingInput is set when the file is written empty because its
-	// input file does not exist.
-	missingInput bool
 }
 
 // OutputFiles lists the files depmod writes, in the order it writes them.
@@ -311,7 +311,7 @@ func builtinIndex(dirname string, idx *indexAdder, log *logger) (output, error) 
 	data, err := os.ReadFile(dirname + "/modules.builtin")
 	if err != nil {
 		log.warnf("could not open modules.builtin at %s: %v", dirname, unwrapPathError(err))
-		return output{name: "modules.builtin.bin", missingInput: true}, nil
+		return output{name: "modules.builtin.bin"}, nil
 	}
 	for _, line := range fgetsLines(data, 4096) {
 		if c := line[0]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
@@ -319,7 +319,7 @@ func builtinIndex(dirname string, idx *indexAdder, log *logger) (output, error) 
 			continue
 		}
 		name := line[strings.LastIndexByte(line, '/')+1:]
-		if err := idx.add(moduleName(name), "", 0); err != nil {
+		if err := idx.add(modfile.ModuleName(name), "", 0); err != nil {
 			return output{}, err
 		}
 	}
@@ -332,7 +332,7 @@ func builtinAliasIndex(dirname string, idx *indexAdder, log *logger) (output, er
 	data, err := os.ReadFile(dirname + "/modules.builtin.modinfo")
 	if err != nil {
 		log.warnf("could not open modules.builtin.modinfo at %s: %v", dirname, unwrapPathError(err))
-		return output{name: "modules.builtin.alias.bin", missingInput: true}, nil
+		return output{name: "modules.builtin.alias.bin"}, nil
 	}
 	p := &fieldReader{data: data, log: log}
 	for !p.eof() {
@@ -411,34 +411,9 @@ func writeOutputs(dir string, outs []output, create bool) error {
 		}
 	}
 	for _, o := range outs {
-		if err := writeAtomic(filepath.Join(dir, o.name), o.data); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, o.name), o.data, 0o644); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// writeAtomic writes data to path through a temporary file and a rename.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("could not create %s: %w", path, err)
-	}
-	name := tmp.Name()
-	_, werr := tmp.Write(data)
-	cerr := tmp.Close()
-	if werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Chmod(name, 0o644)
-	}
-	if werr == nil {
-		werr = os.Rename(name, path)
-	}
-	if werr != nil {
-		os.Remove(name)
-		return fmt.Errorf("could not write %s: %w", path, werr)
 	}
 	return nil
 }

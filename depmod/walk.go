@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/kmmkit/kmmkit/depmod/modfile"
 )
 
 // maxWalkDepth bounds recursion through symlinked directories, which kmod
@@ -18,15 +20,6 @@ type candidate struct {
 	uncrelpath string // relpath with the name cut after modname+".ko"
 	modname    string
 	modnameLen int // the modname's length in the file name
-}
-
-// moduleName returns kmod's module name of a file name: everything before
-// the first ".", with "-" turned into "_".
-func moduleName(base string) string {
-	if i := strings.IndexByte(base, '.'); i >= 0 {
-		base = base[:i]
-	}
-	return strings.ReplaceAll(base, "-", "_")
 }
 
 // isModuleFile reports whether a file name ends in a module extension and
@@ -52,7 +45,7 @@ type finder struct {
 // newCandidate describes the module file at path.
 func (f *finder) newCandidate(path string) *candidate {
 	base := filepath.Base(path)
-	c := &candidate{path: path, modname: moduleName(base)}
+	c := &candidate{path: path, modname: modfile.ModuleName(base)}
 	c.modnameLen = len(c.modname)
 	if strings.HasPrefix(path, f.dirname+"/") {
 		c.relpath = path[len(f.dirname)+1:]

@@ -58,16 +58,6 @@ func parseProcModules(data []byte) (map[string]LoadedModule, error) {
 	return out, sc.Err()
 }
 
-// sysModuleBuiltin reports a module that /sys/module knows but
-// /proc/modules does not list: built in.
-func sysModuleBuiltin(sysRoot, name string, loaded map[string]LoadedModule) bool {
-	if _, ok := loaded[name]; ok {
-		return false
-	}
-	st, err := os.Stat(filepath.Join(sysRoot, "module", name))
-	return err == nil && st.IsDir()
-}
-
 // errNoModuleSupport is returned when the kernel has no loadable modules.
 var errNoModuleSupport = errors.New("this kernel cannot load modules (CONFIG_MODULES is off, or /proc/modules is missing)")
 

@@ -42,11 +42,15 @@ func (k LinuxKernel) Release() (string, error) {
 // Loaded implements Kernel.
 func (k LinuxKernel) Loaded() (map[string]LoadedModule, error) { return readProcModules(k.proc()) }
 
-// Builtin implements Kernel.
+// Builtin implements Kernel: /sys/module knows the module, but it has no
+// initstate, which only loadable modules have.
 func (k LinuxKernel) Builtin(name string) bool {
-	loaded, _ := readProcModules(k.proc())
-	_, err := os.Stat(filepath.Join(k.sys(), "module", name, "initstate"))
-	return err != nil && sysModuleBuiltin(k.sys(), name, loaded)
+	dir := filepath.Join(k.sys(), "module", name)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(dir, "initstate"))
+	return os.IsNotExist(err)
 }
 
 // moduleInitCompressedFile is MODULE_INIT_COMPRESSED_FILE (Linux 6.4+).

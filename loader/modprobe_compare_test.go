@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kmmkit/kmmkit/depmod"
+	"github.com/kmmkit/kmmkit/depmod/index"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 )
 
@@ -21,14 +22,14 @@ func TestPlanMatchesModprobe(t *testing.T) {
 	modprobe := testenv.LookPath(t, "modprobe", "apt-get install kmod")
 	root, kver := testenv.KernelTree(t)
 	base := t.TempDir()
-	linkTree(t, filepath.Join(root, "lib", "modules", kver), filepath.Join(base, "lib", "modules", kver))
+	testenv.LinkTree(t, filepath.Join(root, "lib", "modules", kver), filepath.Join(base, "lib", "modules", kver), testenv.TreeOptions{})
 	_, err := depmod.Run(t.Context(), depmod.Options{BaseDir: base, KernelVersion: kver, ConfigPaths: []string{}})
 	require.NoError(t, err)
 	tree, err := OpenTree(base, kver)
 	require.NoError(t, err)
 
 	var names []string
-	require.NoError(t, tree.dep.Walk(func(key string, _ []indexValue) error {
+	require.NoError(t, tree.dep.Walk(func(key string, _ []index.Value) error {
 		names = append(names, key)
 		return nil
 	}))

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kmmkit/kmmkit/depmod"
+	"github.com/kmmkit/kmmkit/depmod/modfile"
 	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/loader"
 	"github.com/kmmkit/kmmkit/loader/fake"
@@ -38,11 +39,11 @@ func buildTree(t *testing.T, mods []mod, extra map[string]string) *loader.Tree {
 	exporter := map[string]string{}
 	for _, m := range mods {
 		for _, e := range m.exports {
-			exporter[e] = modName(m.path)
+			exporter[e] = modfile.ModuleName(filepath.Base(m.path))
 		}
 	}
 	for _, m := range mods {
-		name := modName(m.path)
+		name := modfile.ModuleName(filepath.Base(m.path))
 		vm := m.vermag
 		if vm == "" {
 			vm = kver
@@ -217,13 +218,4 @@ func TestLoadCompressed(t *testing.T) {
 		require.NoError(t, err, "kernel decompression %v", !noDecompress)
 		assert.Equal(t, []string{"zmod"}, res.Changed)
 	}
-}
-
-// modName is the module name of a file path, as modprobe derives it.
-func modName(p string) string {
-	base := filepath.Base(p)
-	if i := strings.IndexByte(base, '.'); i >= 0 {
-		base = base[:i]
-	}
-	return strings.ReplaceAll(base, "-", "_")
 }

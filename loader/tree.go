@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kmmkit/kmmkit/depmod/index"
+	"github.com/kmmkit/kmmkit/depmod/modfile"
 )
 
 // Tree is an indexed module tree: <Root>/lib/modules/<KernelVersion>, with
@@ -137,13 +138,7 @@ func mapSlice(in []string, f func(string) string) []string {
 }
 
 // moduleNameOf returns the module name of a module file path.
-func moduleNameOf(path string) string {
-	base := filepath.Base(path)
-	if i := strings.IndexByte(base, '.'); i >= 0 {
-		base = base[:i]
-	}
-	return NormalizeName(base)
-}
+func moduleNameOf(path string) string { return modfile.ModuleName(filepath.Base(path)) }
 
 // Step is one module to load, in order.
 type Step struct {

@@ -178,7 +178,13 @@ func (r Request) key() string {
 	if r.Platform != nil {
 		p = r.Platform.String()
 	}
-	return fmt.Sprintf("%s|%s|%t|%t|%s|%p", r.Image, p, r.TLS.Insecure, r.TLS.InsecureSkipTLSVerify, strings.Join(r.Auth.Secrets, ","), r.Auth.Keychain)
+	return r.Image + "|" + p + "|" + r.connKey()
+}
+
+// connKey identifies the TLS setting and credentials of a request: the
+// requests that can share one connection setup.
+func (r Request) connKey() string {
+	return fmt.Sprintf("%t|%t|%s|%p", r.TLS.Insecure, r.TLS.InsecureSkipTLSVerify, strings.Join(r.Auth.Secrets, ","), r.Auth.Keychain)
 }
 
 // Check answers from the cache when the answer is fresh, and otherwise
@@ -251,14 +257,27 @@ func (c *Client) check(ctx context.Context, req Request, fresh bool) (Result, er
 // puller returns the shared puller for a TLS and credential setting, so
 // registry pings and token exchanges are reused across checks.
 func (c *Client) puller(req Request) (*remote.Puller, error) {
-	key := fmt.Sprintf("%t|%t|%s|%p", req.TLS.Insecure, req.TLS.InsecureSkipTLSVerify, strings.Join(req.Auth.Secrets, ","), req.Auth.Keychain)
+	key := req.connKey()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p, ok := c.pullers[key]; ok {
 		return p, nil
 	}
-	// Retries happen in our transport, which honours Retry-After; the
-	// library's own retries are turned off.
+	p, err := remote.NewPuller(c.remoteOptions(req)...)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.pullers) >= maxCached {
+		clear(c.pullers)
+	}
+	c.pullers[key] = p
+	return p, nil
+}
+
+// remoteOptions are the go-containerregistry options for a request's TLS
+// setting and credentials. Retries happen in our transport, which honours
+// Retry-After; the library's own retries are turned off.
+func (c *Client) remoteOptions(req Request) []remote.Option {
 	opts := []remote.Option{
 		remote.WithTransport(newTransport(c.base, c.pool, req.TLS, c.retry)),
 		remote.WithRetryPredicate(func(error) bool { return false }),
@@ -268,15 +287,7 @@ func (c *Client) puller(req Request) (*remote.Puller, error) {
 	if req.Auth.Keychain != nil {
 		opts = append(opts, remote.WithAuthFromKeychain(req.Auth.Keychain))
 	}
-	p, err := remote.NewPuller(opts...)
-	if err != nil {
-		return nil, err
-	}
-	if len(c.pullers) >= maxCached {
-		clear(c.pullers)
-	}
-	c.pullers[key] = p
-	return p, nil
+	return opts
 }
 
 // ParseReference parses an image reference with the TLS setting's scheme.

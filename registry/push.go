@@ -15,16 +15,7 @@ func (c *Client) Push(ctx context.Context, req Request, img v1.Image) (string, e
 	if err != nil {
 		return "", &Error{Reason: ReasonInvalid, Image: req.Image, Err: err}
 	}
-	opts := []remote.Option{
-		remote.WithContext(ctx),
-		remote.WithTransport(newTransport(c.base, c.pool, req.TLS, c.retry)),
-		remote.WithRetryPredicate(func(error) bool { return false }),
-		remote.WithRetryStatusCodes(),
-		remote.WithUserAgent("kmmkit"),
-	}
-	if req.Auth.Keychain != nil {
-		opts = append(opts, remote.WithAuthFromKeychain(req.Auth.Keychain))
-	}
+	opts := append(c.remoteOptions(req), remote.WithContext(ctx))
 	if err := remote.Write(ref, img, opts...); err != nil {
 		return "", classify(req.Image, err, req.Auth)
 	}

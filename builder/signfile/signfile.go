@@ -21,7 +21,8 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"path/filepath"
+
+	"github.com/kmmkit/kmmkit/internal/atomicfile"
 )
 
 // Marker ends every signed module.
@@ -274,25 +275,7 @@ func (s *Signer) SignFile(path, dest string) error {
 	if st, err := os.Stat(path); err == nil {
 		mode = st.Mode().Perm()
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".tmp*")
-	if err != nil {
-		return err
-	}
-	_, werr := tmp.Write(signed)
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Chmod(tmp.Name(), mode)
-	}
-	if werr == nil {
-		werr = os.Rename(tmp.Name(), dest)
-	}
-	if werr != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("writing %s: %w", dest, werr)
-	}
-	return nil
+	return atomicfile.WriteFile(dest, signed, mode)
 }
 
 // Signed reports whether module ends with a signature marker.

@@ -11,10 +11,9 @@
 package modfile
 
 import (
+	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"strings"
 	"syscall"
 )
 
@@ -150,20 +149,6 @@ func (f *elfFile) sectionBounds(i int) (uint64, uint64) {
 	return uint64(f.order.Uint32(h[16:])), uint64(f.order.Uint32(h[20:]))
 }
 
-// sectionName returns the name of section i, and false when its name
-// offset is outside the name table.
-func (f *elfFile) sectionName(i int) (string, bool) {
-	nameOff := uint64(f.order.Uint32(f.data[f.shoff+uint64(i*f.shentsz):]))
-	if nameOff >= uint64(len(f.shstrtab)) {
-		return "", false
-	}
-	s := f.shstrtab[nameOff:]
-	if j := indexNUL(s); j >= 0 {
-		s = s[:j]
-	}
-	return string(s), true
-}
-
 // section returns the bytes of the first section named name, skipping
 // sections that do not fit the file, as kmod does.
 func (f *elfFile) section(name string) ([]byte, int, bool) {
@@ -237,44 +222,38 @@ func (f *elfFile) symbolAt(syms []byte, entsize, i int) symbol {
 	return symbol{name: f.order.Uint32(e), value: uint64(f.order.Uint32(e[4:])), info: e[12], shndx: f.order.Uint16(e[14:])}
 }
 
-// cstr returns the NUL-terminated string at off in tab.
-func cstr(tab []byte, off uint32) string {
-	s := tab[off:]
-	if j := indexNUL(s); j >= 0 {
-		s = s[:j]
-	}
-	return string(s)
-}
+func indexNUL(b []byte) int { return bytes.IndexByte(b, 0) }
 
-func indexNUL(b []byte) int {
-	for i, c := range b {
-		if c == 0 {
-			return i
-		}
-	}
-	return -1
-}
-
-// splitStrings splits a string section as kmod does: leading NULs skipped,
-// runs of NULs separate strings, a last string without NUL still counts.
-func splitStrings(b []byte) []string {
+// eachString calls fn for each string of a string section, as kmod splits
+// them: leading NULs skipped (and nothing at all when one byte or less
+// remains), runs of NULs separating strings, a last string without NUL
+// still counted.
+func eachString(b []byte, fn func([]byte)) {
 	i := 0
 	for i < len(b) && b[i] == 0 {
 		i++
 	}
 	if len(b)-i <= 1 {
-		return nil
+		return
 	}
-	var out []string
-	for _, s := range strings.Split(string(b[i:]), "\x00") {
-		if s != "" {
-			out = append(out, s)
+	for i < len(b) {
+		j := i
+		for j < len(b) && b[j] != 0 {
+			j++
 		}
+		if j > i {
+			fn(b[i:j])
+		}
+		i = j + 1
 	}
-	return out
 }
 
-var errNoSymtab = errors.New("no usable .symtab")
+// splitStrings returns the strings of a string section (see eachString).
+func splitStrings(b []byte) []string {
+	var out []string
+	eachString(b, func(s []byte) { out = append(out, string(s)) })
+	return out
+}
 
 // str returns the NUL-terminated string at the start of b, interned when
 // the file has an interner.

@@ -1,6 +1,9 @@
 package modfile
 
-import ()
+import (
+	"bytes"
+	"strings"
+)
 
 // KV is one .modinfo entry, key=value.
 type KV struct {
@@ -83,34 +86,13 @@ func ParseInfo(data []byte) ([]KV, error) {
 // parseInfo splits a .modinfo section into entries, keeping those whose
 // key keep accepts (all when keep is nil).
 func parseInfo(info []byte, keep func(string) bool) []KV {
-	i := 0
-	for i < len(info) && info[i] == 0 {
-		i++
-	}
-	if len(info)-i <= 1 {
-		return nil
-	}
 	var out []KV
-	for i < len(info) {
-		j := i
-		for j < len(info) && info[j] != 0 {
-			j++
+	eachString(info, func(entry []byte) {
+		k, v, _ := bytes.Cut(entry, []byte("="))
+		if keep == nil || keep(string(k)) {
+			out = append(out, KV{Key: string(k), Value: string(v)})
 		}
-		if j > i {
-			entry := info[i:j]
-			k, v := entry, []byte(nil)
-			for e := range entry {
-				if entry[e] == '=' {
-					k, v = entry[:e], entry[e+1:]
-					break
-				}
-			}
-			if keep == nil || keep(string(k)) {
-				out = append(out, KV{Key: string(k), Value: string(v)})
-			}
-		}
-		i = j + 1
-	}
+	})
 	return out
 }
 
@@ -261,4 +243,15 @@ func (f *elfFile) needs() []Symbol {
 		}
 	}
 	return out
+}
+
+// ModuleName returns the module name kmod derives from a module's file
+// name: everything before the first ".", with "-" turned into "_", so
+// "snd-hda.ko.xz" is "snd_hda". The name comes from the file name only,
+// never from .modinfo.
+func ModuleName(fileName string) string {
+	if i := strings.IndexByte(fileName, '.'); i >= 0 {
+		fileName = fileName[:i]
+	}
+	return strings.ReplaceAll(fileName, "-", "_")
 }
