@@ -15,9 +15,16 @@
 // load|unload --config F` runs it, pulling and extracting the image itself
 // or using a directory an init container filled.
 //
-// [WorkerPod] builds the one-shot Pod that runs the worker on a node. The
-// controller that drives those Pods per node is not here yet.
+// [WorkerPod] builds the one-shot Pod that runs the worker on a node, and
+// [PodLoader], the Kubernetes [NodeLoader], drives those Pods: per node and
+// Module it compares the desired config with the one recorded as loaded
+// (KMM's NodeModulesConfig, kept here in a node annotation), and loads,
+// unloads then reloads on a config change, loads directly on a new kernel,
+// reloads after a reboot (bootID) and unloads where the Module is no longer
+// wanted. It sets KMM's .ready and .version.ready node labels, emits
+// ModuleLoaded and ModuleUnloaded events, and reports a worker that cannot
+// pull its image, fails or is stuck as a condition with the reason.
 //
 // loader/fake holds an in-memory Kernel for tests of code that loads
-// modules.
+// modules, and an in-memory NodeLoader for tests of controllers.
 package loader

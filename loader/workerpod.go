@@ -185,6 +185,9 @@ func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
 				VolumeMounts:    mounts,
 				SecurityContext: sc,
 				Resources:       resources,
+				// The worker's error becomes the termination message, which
+				// the pod loader reports as the reason of a failure.
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 			}},
 			Volumes: volumes,
 		},

@@ -1,7 +1,7 @@
-// Package fake holds test doubles for the loader: Kernel, an in-memory
-// kernel that the native loader (loader.Native, loader.Worker) can load
-// modules into, recording what was loaded and unloaded, for users' unit
-// tests of code that loads modules.
+// Package fake holds test doubles for the loader, for users' unit tests:
+// Kernel, an in-memory kernel that the native loader (loader.Native,
+// loader.Worker) loads modules into, and NodeLoader, an in-memory
+// loader.NodeLoader that records which module is loaded on which node.
 package fake
 
 import (

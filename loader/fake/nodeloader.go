@@ -1,0 +1,193 @@
+package fake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/loader"
+)
+
+// NodeLoader is an in-memory loader.NodeLoader. Sync loads and unloads at
+// once (or after a number of passes, see SetDelay), records every action
+// in History, and fails where Fail says. It never touches a cluster and
+// is safe for concurrent use.
+type NodeLoader struct {
+	mu       sync.Mutex
+	loaded   map[nodeModule]*loader.Observed
+	pending  map[nodeModule]int
+	failures map[nodeModule]metav1.Condition
+	delay    int
+	history  []string
+	syncs    int
+}
+
+type nodeModule struct{ node, ns, module string }
+
+var _ loader.NodeLoader = (*NodeLoader)(nil)
+
+// NewNodeLoader returns a NodeLoader with nothing loaded anywhere.
+func NewNodeLoader() *NodeLoader {
+	return &NodeLoader{loaded: map[nodeModule]*loader.Observed{}, pending: map[nodeModule]int{},
+		failures: map[nodeModule]metav1.Condition{}}
+}
+
+// SetDelay makes each load or unload take passes extra Syncs, during which
+// the node reports Loading or Unloading, as worker Pods would.
+func (f *NodeLoader) SetDelay(passes int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.delay = passes
+}
+
+// Fail makes loading ns/module on node fail with reason and message until
+// Recover is called.
+func (f *NodeLoader) Fail(node, ns, module, reason, message string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failures[nodeModule{node, ns, module}] = metav1.Condition{Type: loader.ConditionLoaded,
+		Status: metav1.ConditionFalse, Reason: reason, Message: message}
+}
+
+// Recover undoes Fail.
+func (f *NodeLoader) Recover(node, ns, module string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.failures, nodeModule{node, ns, module})
+}
+
+// Reboot forgets everything loaded on node, as a reboot would.
+func (f *NodeLoader) Reboot(node string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k := range f.loaded {
+		if k.node == node {
+			delete(f.loaded, k)
+		}
+	}
+	f.history = append(f.history, "reboot "+node)
+}
+
+// LoadedOn returns, per node name, the config loaded for ns/module.
+func (f *NodeLoader) LoadedOn(ns, module string) map[string]v1beta1.ModuleConfig {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]v1beta1.ModuleConfig{}
+	for k, o := range f.loaded {
+		if k.ns == ns && k.module == module {
+			out[k.node] = o.Config
+		}
+	}
+	return out
+}
+
+// History returns every action in order, as "load <ns>/<module> on <node>
+// (<image>)" and "unload <ns>/<module> from <node>".
+func (f *NodeLoader) History() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.history...)
+}
+
+// Syncs returns how many times Sync was called.
+func (f *NodeLoader) Syncs() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.syncs
+}
+
+// Sync implements loader.NodeLoader.
+func (f *NodeLoader) Sync(ctx context.Context, req loader.SyncRequest) ([]loader.NodeState, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if req.Namespace == "" || req.Module == "" {
+		return nil, errors.New("fake node loader: SyncRequest needs Namespace and Module")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.syncs++
+	known := map[string]bool{}
+	for _, n := range req.Nodes {
+		known[n.Name] = true
+	}
+	var names []string
+	seen := map[string]bool{}
+	add := func(n string) {
+		if !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
+	for n := range req.Desired {
+		if !known[n] {
+			return nil, fmt.Errorf("desired node %q is not in SyncRequest.Nodes", n)
+		}
+		add(n)
+	}
+	for k := range f.loaded {
+		if k.ns == req.Namespace && k.module == req.Module && known[k.node] {
+			add(k.node)
+		}
+	}
+	sort.Strings(names)
+	states := make([]loader.NodeState, 0, len(names))
+	for _, n := range names {
+		states = append(states, f.syncNode(nodeModule{n, req.Namespace, req.Module}, req.Desired[n]))
+	}
+	return states, nil
+}
+
+func (f *NodeLoader) syncNode(k nodeModule, want *loader.PodRequest) loader.NodeState {
+	st := loader.NodeState{Node: k.node}
+	obs := f.loaded[k]
+	set := func(p loader.Phase, status metav1.ConditionStatus, reason, msg string) {
+		st.Phase = p
+		st.Condition = metav1.Condition{Type: loader.ConditionLoaded, Status: status, Reason: reason, Message: msg}
+	}
+	if want != nil && obs != nil && equality.Semantic.DeepEqual(obs.Config, want.Config) {
+		st.Observed = obs
+		set(loader.PhaseLoaded, metav1.ConditionTrue, loader.ReasonLoaded, "loaded")
+		return st
+	}
+	if want == nil && obs == nil {
+		set(loader.PhaseUnloaded, metav1.ConditionFalse, loader.ReasonUnloaded, "not loaded")
+		return st
+	}
+	if c, ok := f.failures[k]; ok && want != nil {
+		st.Phase, st.Condition, st.Observed = loader.PhaseFailed, c, obs
+		return st
+	}
+	if f.pending[k] < f.delay {
+		f.pending[k]++
+		st.Observed = obs
+		if want == nil {
+			set(loader.PhaseUnloading, metav1.ConditionFalse, loader.ReasonUnloading, "unloading")
+		} else {
+			set(loader.PhaseLoading, metav1.ConditionFalse, loader.ReasonLoading, "loading")
+		}
+		return st
+	}
+	delete(f.pending, k)
+	if obs != nil {
+		f.history = append(f.history, fmt.Sprintf("unload %s/%s from %s", k.ns, k.module, k.node))
+		delete(f.loaded, k)
+	}
+	if want == nil {
+		set(loader.PhaseUnloaded, metav1.ConditionFalse, loader.ReasonUnloaded, "unloaded")
+		return st
+	}
+	obs = &loader.Observed{Config: *want.Config.DeepCopy(), Version: want.ModuleVersion,
+		ServiceAccountName: want.ServiceAccountName, ImageRepoSecret: want.ImageRepoSecret, Tolerations: want.Tolerations}
+	f.loaded[k] = obs
+	f.history = append(f.history, fmt.Sprintf("load %s/%s on %s (%s)", k.ns, k.module, k.node, want.Config.ContainerImage))
+	st.Observed = obs
+	set(loader.PhaseLoaded, metav1.ConditionTrue, loader.ReasonLoaded, "loaded")
+	return st
+}

@@ -1,0 +1,83 @@
+package fake_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/loader/fake"
+)
+
+func nodes(names ...string) []*corev1.Node {
+	var out []*corev1.Node
+	for _, n := range names {
+		out = append(out, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}})
+	}
+	return out
+}
+
+func want(image string) *loader.PodRequest {
+	return &loader.PodRequest{Config: v1beta1.ModuleConfig{KernelVersion: "6.1.0-56-amd64", ContainerImage: image,
+		Modprobe: v1beta1.ModprobeSpec{ModuleName: "nic"}}}
+}
+
+func TestNodeLoader(t *testing.T) {
+	ctx := context.Background()
+	f := fake.NewNodeLoader()
+	f.SetDelay(1)
+	req := loader.SyncRequest{Namespace: "drivers", Module: "nic", Nodes: nodes("a", "b"),
+		Desired: map[string]*loader.PodRequest{"a": want("img:v1"), "b": want("img:v1")}}
+	st, err := f.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, loader.PhaseLoading, st[0].Phase, "a delay of one pass")
+	f.Fail("b", "drivers", "nic", loader.ReasonImagePull, "no such image")
+	st, err = f.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, loader.PhaseLoaded, st[0].Phase)
+	assert.Equal(t, loader.PhaseFailed, st[1].Phase)
+	assert.Equal(t, loader.ReasonImagePull, st[1].Condition.Reason)
+	f.Recover("b", "drivers", "nic")
+	f.SetDelay(0)
+	_, err = f.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Len(t, f.LoadedOn("drivers", "nic"), 2)
+
+	// A new image replaces the old one; dropping a node unloads it.
+	req.Desired = map[string]*loader.PodRequest{"a": want("img:v2")}
+	st, err = f.Sync(ctx, req)
+	require.NoError(t, err)
+	require.Len(t, st, 2)
+	assert.Equal(t, loader.PhaseUnloaded, st[1].Phase)
+	assert.Equal(t, map[string]v1beta1.ModuleConfig{"a": want("img:v2").Config}, f.LoadedOn("drivers", "nic"))
+	assert.Equal(t, []string{
+		"load drivers/nic on a (img:v1)", "load drivers/nic on b (img:v1)",
+		"unload drivers/nic from a", "load drivers/nic on a (img:v2)", "unload drivers/nic from b",
+	}, f.History())
+
+	req.Desired = map[string]*loader.PodRequest{"gone": want("img:v2")}
+	_, err = f.Sync(ctx, req)
+	assert.ErrorContains(t, err, `desired node "gone"`)
+	f.Reboot("a")
+	assert.Empty(t, f.LoadedOn("drivers", "nic"))
+}
+
+// A unit test of code that loads modules on nodes uses fake.NodeLoader
+// where production code uses loader.PodLoader.
+func ExampleNodeLoader() {
+	f := fake.NewNodeLoader()
+	req := loader.SyncRequest{Namespace: "drivers", Module: "nic", Nodes: nodes("worker-1"),
+		Desired: map[string]*loader.PodRequest{"worker-1": want("registry.example.com/nic:6.1.0-56-amd64")}}
+	states, _ := f.Sync(context.Background(), req)
+	fmt.Println(states[0].Node, states[0].Phase)
+	fmt.Println(f.History()[0])
+	// Output:
+	// worker-1 Loaded
+	// load drivers/nic on worker-1 (registry.example.com/nic:6.1.0-56-amd64)
+}

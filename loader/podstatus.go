@@ -1,0 +1,111 @@
+package loader
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Condition reasons for a module on a node.
+const (
+	ReasonLoaded         = "Loaded"
+	ReasonLoading        = "Loading"
+	ReasonUnloading      = "Unloading"
+	ReasonUnloaded       = "Unloaded"
+	ReasonImagePull      = "WorkerImagePullFailed"
+	ReasonWorkerFailed   = "WorkerFailed"
+	ReasonWorkerStuck    = "WorkerStuck"
+	ReasonPodFailed      = "WorkerPodFailed"
+	ReasonNodeTainted    = "NodeTaintNotTolerated"
+	ReasonNodeNotReady   = "NodeNotReady"
+	ReasonInvalidRequest = "InvalidRequest"
+)
+
+// pullFailures are container waiting reasons that mean the kubelet cannot
+// get the worker image.
+var pullFailures = map[string]bool{
+	"ErrImagePull": true, "ImagePullBackOff": true, "InvalidImageName": true,
+	"ErrImageNeverPull": true, "RegistryUnavailable": true, "SignatureValidationFailed": true,
+}
+
+// configFailures are waiting reasons that mean the Pod cannot start at all.
+var configFailures = map[string]bool{
+	"CreateContainerConfigError": true, "CreateContainerError": true, "RunContainerError": true,
+}
+
+// diagnosis is what a worker Pod's status says about progress.
+type diagnosis struct {
+	failing  bool   // the worker cannot make progress as it is
+	reason   string // condition reason when failing or stuck
+	message  string
+	stuck    bool // running or pending past the stuck timeout
+	restarts int32
+}
+
+// diagnose reads a worker Pod's status. KMM only looks at the worker's
+// restart count and so never notices a Pod that cannot pull its image or
+// is stuck; this reads waiting reasons, the last termination message
+// (the worker's error, via FallbackToLogsOnError) and the Pod's age.
+func diagnose(pod *corev1.Pod, now time.Time, stuckAfter time.Duration) diagnosis {
+	var d diagnosis
+	what := fmt.Sprintf("worker pod %s/%s", pod.Namespace, pod.Name)
+	if pod.Status.Phase == corev1.PodFailed {
+		d.failing, d.reason = true, ReasonPodFailed
+		d.message = fmt.Sprintf("%s failed: %s", what, firstNonEmpty(pod.Status.Message, pod.Status.Reason, "no reason given"))
+		return d
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		d.restarts += cs.RestartCount
+		if w := cs.State.Waiting; w != nil {
+			switch {
+			case pullFailures[w.Reason]:
+				d.failing, d.reason = true, ReasonImagePull
+				d.message = fmt.Sprintf("%s cannot pull %s: %s: %s", what, cs.Image, w.Reason, w.Message)
+				return d
+			case configFailures[w.Reason]:
+				d.failing, d.reason = true, ReasonWorkerFailed
+				d.message = fmt.Sprintf("%s cannot start: %s: %s", what, w.Reason, w.Message)
+				return d
+			}
+		}
+		if t := cs.LastTerminationState.Terminated; t != nil && t.ExitCode != 0 {
+			d.failing, d.reason = true, ReasonWorkerFailed
+			d.message = fmt.Sprintf("%s failed %d time(s), last with exit code %d: %s", what, cs.RestartCount, t.ExitCode, lastLine(t.Message))
+			return d
+		}
+		if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
+			d.failing, d.reason = true, ReasonWorkerFailed
+			d.message = fmt.Sprintf("%s exited with code %d: %s", what, t.ExitCode, lastLine(t.Message))
+			return d
+		}
+	}
+	if stuckAfter > 0 && !pod.CreationTimestamp.IsZero() && now.Sub(pod.CreationTimestamp.Time) > stuckAfter {
+		d.stuck, d.reason = true, ReasonWorkerStuck
+		d.message = fmt.Sprintf("%s has been %s for %s; pulling or extracting the kmod image may be stuck",
+			what, firstNonEmpty(string(pod.Status.Phase), "Pending"), now.Sub(pod.CreationTimestamp.Time).Round(time.Second))
+	}
+	return d
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// lastLine returns the last non-empty line of a termination message, which
+// is where the worker writes its error.
+func lastLine(msg string) string {
+	lines := strings.Split(strings.TrimSpace(msg), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l
+		}
+	}
+	return "no message"
+}
