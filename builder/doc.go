@@ -1,12 +1,21 @@
-// Package builder will build, and sign, a kernel-module image when the
-// image a Module maps a kernel to is missing: one Builder interface with
-// buildah, Kaniko-in-cluster, OpenShift Build and daemonless-assembler
-// backends, and a fake for tests.
+// Package builder builds, and signs, a kernel-module image when the image
+// a Module maps a kernel to is missing.
 //
-// So far it holds [github.com/kmmkit/kmmkit/builder/signfile], the native
-// equivalent of the kernel's sign-file, and
-// [github.com/kmmkit/kmmkit/builder/assemble], which packs prebuilt
-// modules (signed, indexed by the native depmod) into a reproducible OCI
-// image without a container engine. The Builder interface and its
-// backends come with the builders issue.
+// A [Request] is built from a resolved per-kernel record (NewRequest); a
+// [Builder] backend turns it into an image with [Builder.Sync], a
+// level-triggered, idempotent call: it starts the build, or reports the one
+// already running for the same request ([Request.Hash]), replaces a stale
+// one, retries failures a bounded number of times with backoff
+// ([RetryPolicy]) and garbage-collects successful builds after a delay.
+//
+// Backends:
+//   - builder/kaniko: a Kaniko Pod in the cluster, as KMM creates it;
+//   - builder/openshift: an OpenShift build.openshift.io/v1 Build;
+//   - builder/buildah: local builds with Debian's buildah;
+//   - builder/assemble: prebuilt .ko files + the native depmod (+ signing)
+//     into a reproducible OCI image, with no daemon and no Dockerfile;
+//   - builder/fake: scriptable, for tests.
+//
+// builder/signfile is the native sign-file; builder/sign signs the modules
+// of an image and pushes the signed image.
 package builder

@@ -1,0 +1,144 @@
+// Package lifecycle is the life cycle that in-cluster builders share:
+// find the build objects of a request, replace stale ones, start the
+// next attempt after a failure with backoff, and collect successful ones
+// after a delay. Backends supply a Store for their object kind.
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/kmmkit/kmmkit/builder"
+)
+
+// Object is a build object as the life cycle sees it.
+type Object struct {
+	Name     string
+	Hash     string
+	Attempt  int
+	Phase    builder.Phase
+	Created  time.Time
+	Finished time.Time
+	Deleting bool
+	Digest   string
+	Reason   string
+	Message  string
+	LogTail  string
+}
+
+// ErrExists is returned by Store.Create when the name is taken (an old
+// object is still going away).
+var ErrExists = errors.New("build object exists")
+
+// Store reads and writes a backend's build objects.
+type Store interface {
+	// List returns the build objects of req's module and kernel.
+	List(ctx context.Context, req builder.Request) ([]Object, error)
+	// Create starts attempt of req under name.
+	Create(ctx context.Context, req builder.Request, name string, attempt int) error
+	// Delete removes the named object.
+	Delete(ctx context.Context, req builder.Request, name string) error
+}
+
+// Options tune Sync.
+type Options struct {
+	Retry   builder.RetryPolicy
+	GCDelay time.Duration
+	Now     func() time.Time
+	Log     logr.Logger
+}
+
+// Sync makes one pass of the life cycle for req.
+func Sync(ctx context.Context, s Store, req builder.Request, o Options) (builder.Status, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if err := req.Validate(); err != nil {
+		return builder.Status{Phase: builder.PhaseFailed, Final: true, Reason: "InvalidRequest", Message: err.Error()}, err
+	}
+	hash := req.Hash()
+	objs, err := s.List(ctx, req)
+	if err != nil {
+		return builder.Status{}, fmt.Errorf("listing builds of %s/%s for kernel %s: %w", req.Namespace, req.Module, req.Kernel.Version, err)
+	}
+	var current []Object
+	var errs []error
+	for _, obj := range objs {
+		if obj.Hash == hash {
+			current = append(current, obj)
+			continue
+		}
+		if !obj.Deleting {
+			o.Log.Info("replacing stale build", "build", obj.Name, "hash", obj.Hash, "want", hash)
+			if err := s.Delete(ctx, req, obj.Name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	sort.Slice(current, func(i, j int) bool { return current[i].Attempt > current[j].Attempt })
+	st := builder.Status{Hash: hash}
+	if len(current) == 0 {
+		return start(ctx, s, req, 1, st, errs)
+	}
+	cur := current[0]
+	st.Name, st.Attempt, st.Digest = cur.Name, cur.Attempt, cur.Digest
+	now := o.Now()
+	switch {
+	case cur.Deleting:
+		st.Phase, st.RequeueAfter = builder.PhasePending, 2*time.Second
+		st.Message = fmt.Sprintf("waiting for build %s to be removed", cur.Name)
+	case cur.Phase == builder.PhaseSucceeded:
+		st.Phase = builder.PhaseSucceeded
+		done := cur.Finished
+		if done.IsZero() {
+			done = cur.Created
+		}
+		if left := done.Add(o.GCDelay).Sub(now); left > 0 {
+			st.RequeueAfter = left
+		} else if err := s.Delete(ctx, req, cur.Name); err != nil {
+			errs = append(errs, err)
+		}
+	case cur.Phase == builder.PhaseFailed:
+		st.Phase, st.Reason, st.Message, st.LogTail = builder.PhaseFailed, cur.Reason, cur.Message, cur.LogTail
+		if cur.Attempt >= o.Retry.Attempts() {
+			st.Final = true
+			st.Message = fmt.Sprintf("%s (attempt %d of %d; no more retries: fix the build, or delete build %s to start over)",
+				cur.Message, cur.Attempt, o.Retry.Attempts(), cur.Name)
+			break
+		}
+		done := cur.Finished
+		if done.IsZero() {
+			done = cur.Created
+		}
+		due := done.Add(o.Retry.Delay(cur.Attempt + 1))
+		if now.Before(due) {
+			st.RequeueAfter = due.Sub(now)
+			break
+		}
+		o.Log.Info("retrying failed build", "build", cur.Name, "attempt", cur.Attempt+1)
+		return start(ctx, s, req, cur.Attempt+1, st, errs)
+	default:
+		st.Phase = cur.Phase
+	}
+	return st, errors.Join(errs...)
+}
+
+func start(ctx context.Context, s Store, req builder.Request, attempt int, st builder.Status, errs []error) (builder.Status, error) {
+	name := req.Name(attempt)
+	st.Name, st.Attempt, st.Phase = name, attempt, builder.PhasePending
+	st.Reason, st.Message, st.LogTail, st.Digest = "", "", "", ""
+	err := s.Create(ctx, req, name, attempt)
+	switch {
+	case errors.Is(err, ErrExists):
+		st.RequeueAfter = 2 * time.Second
+		st.Message = fmt.Sprintf("waiting for the old build %s to be removed", name)
+	case err != nil:
+		errs = append(errs, fmt.Errorf("starting build %s: %w", name, err))
+	}
+	return st, errors.Join(errs...)
+}

@@ -1,0 +1,234 @@
+package kaniko_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	k8sfake "k8s.io/client-go/kubernetes/fake"
+
+	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/builder/kaniko"
+	"github.com/kmmkit/kmmkit/internal/testenv"
+	"github.com/kmmkit/kmmkit/kernelmap"
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+)
+
+func request(t *testing.T, ns string) builder.Request {
+	k, err := kernelmap.ParseKernel("6.1.0-56-amd64")
+	require.NoError(t, err)
+	return builder.Request{
+		Namespace: ns, Module: "nic", Kernel: k, Image: "registry.example.com:5000/acme/nic:6.1.0-56-amd64",
+		Dockerfile:           "ARG KERNEL_FULL_VERSION\nFROM debian:bookworm\nRUN echo ${KERNEL_FULL_VERSION}\n",
+		BuildArgs:            []v1beta1.BuildArg{{Name: "KERNEL_VERSION", Value: "user"}, {Name: "GIT_REF", Value: "main"}},
+		Secrets:              []corev1.LocalObjectReference{{Name: "build-token"}},
+		BaseImageRegistryTLS: v1beta1.TLSOptions{Insecure: true},
+		RegistryTLS:          v1beta1.TLSOptions{InsecureSkipTLSVerify: true},
+		PullSecret:           &corev1.LocalObjectReference{Name: "push"},
+		KanikoParams:         &v1beta1.KanikoParams{Tag: "v1.23.2-debug"},
+		NodeSelector:         map[string]string{"kubernetes.io/arch": "amd64"},
+	}
+}
+
+type env struct {
+	cs   kubernetes.Interface
+	ns   string
+	real bool
+}
+
+func (e env) pods(t *testing.T) []corev1.Pod {
+	l, err := e.cs.CoreV1().Pods(e.ns).List(context.Background(), metav1.ListOptions{LabelSelector: builder.LabelResourceType})
+	require.NoError(t, err)
+	sort.Slice(l.Items, func(i, j int) bool { return l.Items[i].Name < l.Items[j].Name })
+	return l.Items
+}
+
+func (e env) setStatus(t *testing.T, name string, phase corev1.PodPhase, term *corev1.ContainerStateTerminated) {
+	ctx := context.Background()
+	p, err := e.cs.CoreV1().Pods(e.ns).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	p.Status.Phase = phase
+	cs := corev1.ContainerStatus{Name: "kaniko", Image: p.Spec.Containers[0].Image}
+	if term != nil {
+		cs.State.Terminated = term
+	} else {
+		cs.State.Running = &corev1.ContainerStateRunning{}
+	}
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{cs}
+	_, err = e.cs.CoreV1().Pods(e.ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+	require.NoError(t, err)
+}
+
+func runKaniko(t *testing.T, e env) {
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Second)
+	b := kaniko.New(e.cs, kaniko.Options{
+		Image: "registry.example.com:5000/kaniko-project/executor:v1.23.2", GCDelay: time.Minute,
+		Retry: builder.RetryPolicy{MaxAttempts: 3, Backoff: time.Minute},
+		Now:   func() time.Time { return now },
+	})
+	req := request(t, e.ns)
+
+	// A missing build secret is named.
+	_, err := b.Sync(ctx, req)
+	assert.ErrorContains(t, err, "build secret "+e.ns+"/build-token")
+	_, err = e.cs.CoreV1().Secrets(e.ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "build-token"}, StringData: map[string]string{"token": "t"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	// 1. Start: one Pod as KMM shapes it, and no duplicate on a second Sync.
+	st, err := b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhasePending, st.Phase)
+	assert.Equal(t, "nic-build-6-1-0-56-amd64", st.Name)
+	_, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	pods := e.pods(t)
+	require.Len(t, pods, 1)
+	p := pods[0]
+	assert.Equal(t, "nic", p.Labels[builder.LabelModuleName])
+	assert.Equal(t, "BuildImage", p.Labels[builder.LabelResourceType])
+	assert.Equal(t, "6-1-0-56-amd64", p.Labels[builder.LabelTargetKernel])
+	firstHash := p.Annotations[builder.AnnotationHash]
+	assert.Len(t, firstHash, 16)
+	assert.Equal(t, corev1.RestartPolicyNever, p.Spec.RestartPolicy)
+	c := p.Spec.Containers[0]
+	assert.Equal(t, "registry.example.com:5000/kaniko-project/executor:v1.23.2-debug", c.Image, "the tag replaced, the registry port kept")
+	assert.Equal(t, strings.Join([]string{
+		"--destination registry.example.com:5000/acme/nic:6.1.0-56-amd64 --skip-tls-verify --insecure-pull",
+		"--build-arg KERNEL_VERSION=6.1.0-56-amd64 --build-arg GIT_REF=main --build-arg KERNEL_FULL_VERSION=6.1.0-56-amd64",
+		"--build-arg KERNEL_X=6 --build-arg KERNEL_XYZ=6.1.0 --build-arg KERNEL_Y=1 --build-arg KERNEL_Z=0",
+		"--build-arg MOD_NAME=nic --build-arg MOD_NAMESPACE=" + e.ns + " --digest-file /dev/termination-log",
+	}, " "), strings.Join(c.Args, " "))
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	assert.Equal(t, map[string]string{"dockerfile": "/workspace", "lib-modules": "/host/lib/modules",
+		"secret-build-token": "/run/secrets/build-token", "pull-secret": "/kaniko/.docker"}, mounts)
+	assert.Equal(t, req.Dockerfile, p.Annotations[kaniko.AnnotationDockerfile])
+	assert.Equal(t, map[string]string{"kubernetes.io/arch": "amd64"}, p.Spec.NodeSelector)
+
+	// 2. Running.
+	e.setStatus(t, p.Name, corev1.PodRunning, nil)
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseRunning, st.Phase)
+
+	// 3. A changed request replaces the running build.
+	req.BuildArgs = append(req.BuildArgs, v1beta1.BuildArg{Name: "EXTRA", Value: "1"})
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	pods = e.pods(t)
+	require.Len(t, pods, 1)
+	argsHash := pods[0].Annotations[builder.AnnotationHash]
+	assert.NotEqual(t, firstHash, argsHash)
+	assert.Contains(t, pods[0].Spec.Containers[0].Args, "EXTRA=1")
+	if e.real {
+		// A changed secret too (the fake clientset keeps no resource
+		// versions).
+		sec, err := e.cs.CoreV1().Secrets(e.ns).Get(ctx, "build-token", metav1.GetOptions{})
+		require.NoError(t, err)
+		sec.StringData = map[string]string{"token": "t2"}
+		_, err = e.cs.CoreV1().Secrets(e.ns).Update(ctx, sec, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		_, err = b.Sync(ctx, req)
+		require.NoError(t, err)
+		pods = e.pods(t)
+		require.Len(t, pods, 1)
+		assert.NotEqual(t, argsHash, pods[0].Annotations[builder.AnnotationHash], "a changed secret replaces the build")
+	}
+	newHash := e.pods(t)[0].Annotations[builder.AnnotationHash]
+
+	// 4. Failures: kept, retried with backoff, then final.
+	for attempt := 1; attempt <= 3; attempt++ {
+		name := req.Name(attempt)
+		e.setStatus(t, name, corev1.PodFailed, &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error",
+			FinishedAt: metav1.NewTime(now), Message: "Step 3/3 : RUN make\nmake: *** No rule to make target 'modules'.  Stop.\nerror building image"})
+		st, err = b.Sync(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, builder.PhaseFailed, st.Phase)
+		assert.Contains(t, st.LogTail, "No rule to make target")
+		assert.Contains(t, st.Message, "kaniko exited with code 1")
+		if attempt == 3 {
+			assert.True(t, st.Final)
+			assert.Contains(t, st.Message, "attempt 3 of 3")
+			break
+		}
+		assert.False(t, st.Final)
+		assert.Equal(t, time.Minute*time.Duration(1<<(attempt-1)), st.RequeueAfter, "exponential backoff")
+		now = now.Add(st.RequeueAfter)
+		st, err = b.Sync(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, builder.PhasePending, st.Phase)
+		assert.Equal(t, attempt+1, st.Attempt)
+	}
+	assert.Len(t, e.pods(t), 3, "failed builds are kept for inspection")
+	assert.Equal(t, newHash, e.pods(t)[0].Annotations[builder.AnnotationHash])
+
+	// 5. A fixed request replaces the failures, succeeds with a digest and
+	// is collected after the GC delay.
+	req.Dockerfile += "RUN true\n"
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	require.Len(t, e.pods(t), 1)
+	e.setStatus(t, st.Name, corev1.PodSucceeded, &corev1.ContainerStateTerminated{ExitCode: 0, FinishedAt: metav1.NewTime(now),
+		Message: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"})
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
+	assert.Equal(t, "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", st.Digest)
+	assert.Equal(t, time.Minute, st.RequeueAfter)
+	require.Len(t, e.pods(t), 1, "kept during the GC delay")
+	now = now.Add(time.Minute)
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
+	assert.Empty(t, e.pods(t), "collected")
+}
+
+func TestKanikoFakeClientset(t *testing.T) {
+	runKaniko(t, env{cs: k8sfake.NewClientset(), ns: "drivers"})
+}
+
+func TestKanikoAPIServer(t *testing.T) {
+	cs, err := kubernetes.NewForConfig(testenv.RESTConfig(t))
+	require.NoError(t, err)
+	ns := fmt.Sprintf("kmmkit-kaniko-%d", rand.Uint32())
+	ctx := context.Background()
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	_, err = cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	runKaniko(t, env{cs: cs, ns: ns, real: true})
+}
+
+func TestExecutorImage(t *testing.T) {
+	for _, c := range []struct{ image, tag, want string }{
+		{"gcr.io/kaniko-project/executor:latest", "debug", "gcr.io/kaniko-project/executor:debug"},
+		{"localhost:5000/kaniko:v1@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "v2", "localhost:5000/kaniko:v2"},
+		{"kaniko/executor", "v1", "kaniko/executor:v1"},
+		{"gcr.io/kaniko-project/executor:latest", "", "gcr.io/kaniko-project/executor:latest"},
+	} {
+		b := kaniko.New(k8sfake.NewClientset(), kaniko.Options{Image: c.image})
+		req := builder.Request{}
+		if c.tag != "" {
+			req.KanikoParams = &v1beta1.KanikoParams{Tag: c.tag}
+		}
+		got, err := b.ExecutorImage(req)
+		require.NoError(t, err)
+		assert.Equal(t, c.want, got, c.image)
+	}
+	b := kaniko.New(k8sfake.NewClientset(), kaniko.Options{})
+	_, err := b.ExecutorImage(builder.Request{KanikoParams: &v1beta1.KanikoParams{Tag: "bad tag"}})
+	assert.ErrorContains(t, err, `kanikoParams.tag "bad tag"`)
+}
