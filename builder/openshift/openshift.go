@@ -1,0 +1,193 @@
+// Package openshift builds kmod images with OpenShift builds
+// (build.openshift.io/v1 Build, Docker strategy), as KMM's OpenShift
+// edition creates them: the Dockerfile inline, build args as strategy
+// environment, build secrets as build volumes at /run/secrets/<name>, the
+// image repo secret as pull and push secret, the builder service account
+// and the cluster's trusted CA.
+//
+// Status comes from the Build's phase; the pushed digest from
+// status.output.to.imageDigest and a failure's log tail from
+// status.logSnippet. Unlike KMM, the hash covers the build args and
+// secrets (not only the Dockerfile), failures are retried a bounded number
+// of times, and successful Builds are collected after a delay.
+//
+// Registry TLS options have no per-build flag in OpenShift: insecure
+// registries are configured cluster-wide (image.config.openshift.io).
+package openshift
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+	buildv1 "github.com/openshift/api/build/v1"
+	buildclient "github.com/openshift/client-go/build/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
+
+	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/builder/internal/lifecycle"
+)
+
+// LabelBuildType is the label KMM's OpenShift edition puts on Builds.
+const LabelBuildType = "kmm.openshift.io/build.type"
+
+// Options configure the OpenShift builder.
+type Options struct {
+	// ServiceAccount runs the build; "" means "builder".
+	ServiceAccount string
+	// Retry bounds retries of failed builds.
+	Retry builder.RetryPolicy
+	// GCDelay keeps a successful Build this long.
+	GCDelay time.Duration
+	// Log receives progress.
+	Log logr.Logger
+	// Now replaces time.Now (tests).
+	Now func() time.Time
+}
+
+// Builder is the OpenShift Build backend.
+type Builder struct {
+	client buildclient.Interface
+	o      Options
+}
+
+var _ builder.Builder = (*Builder)(nil)
+
+// New returns a builder that creates Builds through client.
+func New(client buildclient.Interface, o Options) *Builder {
+	if o.ServiceAccount == "" {
+		o.ServiceAccount = "builder"
+	}
+	if o.Log.GetSink() == nil {
+		o.Log = logr.Discard()
+	}
+	return &Builder{client: client, o: o}
+}
+
+// Sync implements builder.Builder.
+func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status, error) {
+	return lifecycle.Sync(ctx, store{b}, req, lifecycle.Options{Retry: b.o.Retry, GCDelay: b.o.GCDelay, Now: b.o.Now, Log: b.o.Log})
+}
+
+// Build returns the Build object of an attempt of req.
+func (b *Builder) Build(req builder.Request, attempt int) *buildv1.Build {
+	var env []corev1.EnvVar
+	for _, a := range req.Args() {
+		env = append(env, corev1.EnvVar{Name: a.Name, Value: a.Value})
+	}
+	secrets := append([]corev1.LocalObjectReference(nil), req.Secrets...)
+	sort.SliceStable(secrets, func(i, j int) bool { return secrets[i].Name < secrets[j].Name })
+	var volumes []buildv1.BuildVolume
+	seen := map[string]bool{}
+	for _, s := range secrets {
+		if seen[s.Name] {
+			continue
+		}
+		seen[s.Name] = true
+		volumes = append(volumes, buildv1.BuildVolume{
+			Name: "secret-" + s.Name,
+			Source: buildv1.BuildVolumeSource{Type: buildv1.BuildVolumeSourceTypeSecret,
+				Secret: &corev1.SecretVolumeSource{SecretName: s.Name, Optional: ptr.To(false)}},
+			Mounts: []buildv1.BuildVolumeMount{{DestinationPath: "/run/secrets/" + s.Name}},
+		})
+	}
+	var pull *corev1.LocalObjectReference
+	if req.PullSecret != nil && req.PullSecret.Name != "" {
+		pull = &corev1.LocalObjectReference{Name: req.PullSecret.Name}
+	}
+	lbl := builder.Labels(req)
+	lbl[LabelBuildType] = builder.ResourceBuild
+	lbl[builder.LabelAttempt] = strconv.Itoa(attempt)
+	dockerfile := req.Dockerfile
+	bld := &buildv1.Build{
+		TypeMeta: metav1.TypeMeta{APIVersion: "build.openshift.io/v1", Kind: "Build"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: req.Name(attempt), Namespace: req.Namespace, Labels: lbl,
+			Annotations: map[string]string{builder.AnnotationHash: req.Hash()},
+		},
+		Spec: buildv1.BuildSpec{CommonSpec: buildv1.CommonSpec{
+			ServiceAccount: b.o.ServiceAccount,
+			Source:         buildv1.BuildSource{Type: buildv1.BuildSourceDockerfile, Dockerfile: &dockerfile},
+			Strategy: buildv1.BuildStrategy{Type: buildv1.DockerBuildStrategyType, DockerStrategy: &buildv1.DockerBuildStrategy{
+				BuildArgs: env, Volumes: volumes, PullSecret: pull,
+			}},
+			Output:         buildv1.BuildOutput{To: &corev1.ObjectReference{Kind: "DockerImage", Name: req.Image}, PushSecret: pull},
+			NodeSelector:   buildv1.OptionalNodeSelector(req.NodeSelector),
+			MountTrustedCA: ptr.To(true),
+		}},
+	}
+	if req.Owner != nil {
+		bld.OwnerReferences = []metav1.OwnerReference{*req.Owner}
+	}
+	return bld
+}
+
+type store struct{ b *Builder }
+
+func (s store) List(ctx context.Context, req builder.Request) ([]lifecycle.Object, error) {
+	sel := labels.Set{builder.LabelModuleName: req.Module, LabelBuildType: builder.ResourceBuild,
+		builder.LabelTargetKernel: req.Kernel.DNSName()}
+	list, err := s.b.client.BuildV1().Builds(req.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]lifecycle.Object, 0, len(list.Items))
+	for i := range list.Items {
+		out = append(out, object(&list.Items[i]))
+	}
+	return out, nil
+}
+
+// object maps a Build's status: New, Pending and Running are in
+// progress, Complete succeeded, and Failed, Error and Cancelled failed.
+func object(b *buildv1.Build) lifecycle.Object {
+	attempt, _ := strconv.Atoi(b.Labels[builder.LabelAttempt])
+	o := lifecycle.Object{Name: b.Name, Hash: b.Annotations[builder.AnnotationHash], Attempt: max(attempt, 1),
+		Created: b.CreationTimestamp.Time, Deleting: b.DeletionTimestamp != nil}
+	if b.Status.CompletionTimestamp != nil {
+		o.Finished = b.Status.CompletionTimestamp.Time
+	}
+	switch b.Status.Phase {
+	case buildv1.BuildPhaseComplete:
+		o.Phase = builder.PhaseSucceeded
+		if b.Status.Output.To != nil {
+			o.Digest = b.Status.Output.To.ImageDigest
+		}
+	case buildv1.BuildPhaseFailed, buildv1.BuildPhaseError, buildv1.BuildPhaseCancelled:
+		o.Phase = builder.PhaseFailed
+		o.Reason = "Build" + string(b.Status.Phase)
+		o.Message = fmt.Sprintf("build %s: %s", b.Name, b.Status.Phase)
+		if b.Status.Reason != "" || b.Status.Message != "" {
+			o.Message += fmt.Sprintf(": %s %s", b.Status.Reason, b.Status.Message)
+		}
+		o.LogTail = b.Status.LogSnippet
+	case buildv1.BuildPhaseRunning:
+		o.Phase = builder.PhaseRunning
+	default:
+		o.Phase = builder.PhasePending
+	}
+	return o
+}
+
+func (s store) Create(ctx context.Context, req builder.Request, name string, attempt int) error {
+	_, err := s.b.client.BuildV1().Builds(req.Namespace).Create(ctx, s.b.Build(req, attempt), metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return lifecycle.ErrExists
+	}
+	return err
+}
+
+func (s store) Delete(ctx context.Context, req builder.Request, name string) error {
+	err := s.b.client.BuildV1().Builds(req.Namespace).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting build %s/%s: %w", req.Namespace, name, err)
+	}
+	return nil
+}

@@ -1,0 +1,191 @@
+package openshift_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	buildv1 "github.com/openshift/api/build/v1"
+	buildclient "github.com/openshift/client-go/build/clientset/versioned"
+	buildfake "github.com/openshift/client-go/build/clientset/versioned/fake"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/builder/openshift"
+	"github.com/kmmkit/kmmkit/internal/testenv"
+	"github.com/kmmkit/kmmkit/kernelmap"
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+)
+
+type dtk map[string]string
+
+func (d dtk) DTKImage(_ context.Context, kernel string) (string, error) {
+	if img, ok := d[kernel]; ok {
+		return img, nil
+	}
+	return "", errors.New("could not find the OS image of this kernel in the DTK mapping")
+}
+
+func request(t *testing.T, ns string) builder.Request {
+	k, err := kernelmap.ParseKernel("5.14.0-570.92.1.el9_6.x86_64")
+	require.NoError(t, err)
+	req := builder.Request{
+		Namespace: ns, Module: "nic", Kernel: k, Image: "image-registry.openshift-image-registry.svc:5000/drivers/nic:5.14.0-570.92.1.el9_6.x86_64",
+		Dockerfile: "ARG DTK_AUTO\nFROM ${DTK_AUTO} as builder\nRUN make\nFROM registry.redhat.io/ubi9/ubi-minimal\n",
+		BuildArgs:  []v1beta1.BuildArg{{Name: "MOD_NAME", Value: "user-value"}},
+		Secrets:    []corev1.LocalObjectReference{{Name: "entitlement"}},
+		PullSecret: &corev1.LocalObjectReference{Name: "push"},
+	}
+	require.NoError(t, req.ResolveDTK(context.Background(), dtk{k.Version: "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:0123"}))
+	return req
+}
+
+func setPhase(t *testing.T, c buildclient.Interface, ns, name string, mutate func(*buildv1.BuildStatus)) {
+	ctx := context.Background()
+	b, err := c.BuildV1().Builds(ns).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	mutate(&b.Status)
+	_, err = c.BuildV1().Builds(ns).Update(ctx, b, metav1.UpdateOptions{})
+	require.NoError(t, err)
+}
+
+func builds(t *testing.T, c buildclient.Interface, ns string) []buildv1.Build {
+	l, err := c.BuildV1().Builds(ns).List(context.Background(), metav1.ListOptions{})
+	require.NoError(t, err)
+	return l.Items
+}
+
+func runOpenShift(t *testing.T, c buildclient.Interface, ns string) {
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Second)
+	b := openshift.New(c, openshift.Options{GCDelay: 30 * time.Second, Retry: builder.RetryPolicy{MaxAttempts: 2, Backoff: time.Minute},
+		Now: func() time.Time { return now }})
+	req := request(t, ns)
+
+	st, err := b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhasePending, st.Phase)
+	_, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	list := builds(t, c, ns)
+	require.Len(t, list, 1, "no duplicate")
+	bld := list[0]
+	assert.Equal(t, "nic-build-5-14-0-570-92-1-el9-6-x86-64", bld.Name)
+	assert.Equal(t, "BuildImage", bld.Labels[openshift.LabelBuildType])
+	assert.Equal(t, "builder", bld.Spec.ServiceAccount)
+	assert.Equal(t, req.Dockerfile, *bld.Spec.Source.Dockerfile)
+	assert.Equal(t, buildv1.BuildSourceDockerfile, bld.Spec.Source.Type)
+	ds := bld.Spec.Strategy.DockerStrategy
+	require.NotNil(t, ds)
+	env := map[string]string{}
+	for _, e := range ds.BuildArgs {
+		env[e.Name] = e.Value
+	}
+	assert.Equal(t, "nic", env["MOD_NAME"], "injected args override the user's")
+	assert.Equal(t, "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:0123", env["DTK_AUTO"])
+	assert.Equal(t, "5.14.0", env["KERNEL_XYZ"])
+	assert.Equal(t, "push", ds.PullSecret.Name)
+	assert.Equal(t, "push", bld.Spec.Output.PushSecret.Name)
+	assert.Equal(t, "DockerImage", bld.Spec.Output.To.Kind)
+	assert.Equal(t, req.Image, bld.Spec.Output.To.Name)
+	require.Len(t, ds.Volumes, 1)
+	assert.Equal(t, "/run/secrets/entitlement", ds.Volumes[0].Mounts[0].DestinationPath)
+	assert.True(t, *bld.Spec.MountTrustedCA)
+
+	setPhase(t, c, ns, bld.Name, func(s *buildv1.BuildStatus) { s.Phase = buildv1.BuildPhaseRunning })
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseRunning, st.Phase)
+
+	// A changed Dockerfile replaces it.
+	req.Dockerfile += "RUN true\n"
+	_, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	list = builds(t, c, ns)
+	require.Len(t, list, 1)
+	assert.Equal(t, req.Dockerfile, *list[0].Spec.Source.Dockerfile)
+
+	// Failure: log snippet, one retry after the backoff, then final.
+	fail := func(s *buildv1.BuildStatus) {
+		s.Phase, s.Reason, s.Message = buildv1.BuildPhaseFailed, "DockerBuildFailed", "Docker build strategy has failed."
+		s.LogSnippet = "make: *** [Makefile:5: modules] Error 2"
+		s.CompletionTimestamp = &metav1.Time{Time: now}
+	}
+	setPhase(t, c, ns, req.Name(1), fail)
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseFailed, st.Phase)
+	assert.Equal(t, "BuildFailed", st.Reason)
+	assert.Contains(t, st.Message, "DockerBuildFailed")
+	assert.Equal(t, "make: *** [Makefile:5: modules] Error 2", st.LogTail)
+	assert.Equal(t, time.Minute, st.RequeueAfter)
+	now = now.Add(time.Minute)
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, 2, st.Attempt)
+	setPhase(t, c, ns, req.Name(2), fail)
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.True(t, st.Final)
+	assert.Len(t, builds(t, c, ns), 2, "failures are kept")
+
+	// Success after a fix: digest, then collection after the delay.
+	req.BuildArgs = append(req.BuildArgs, v1beta1.BuildArg{Name: "FIX", Value: "1"})
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	require.Len(t, builds(t, c, ns), 1, "stale failures go when the request changes")
+	setPhase(t, c, ns, st.Name, func(s *buildv1.BuildStatus) {
+		s.Phase = buildv1.BuildPhaseComplete
+		s.CompletionTimestamp = &metav1.Time{Time: now}
+		s.Output.To = &buildv1.BuildStatusOutputTo{ImageDigest: "sha256:feed"}
+	})
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
+	assert.Equal(t, "sha256:feed", st.Digest)
+	assert.Equal(t, 30*time.Second, st.RequeueAfter)
+	now = now.Add(31 * time.Second)
+	_, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Empty(t, builds(t, c, ns))
+}
+
+func TestOpenShiftFakeClientset(t *testing.T) {
+	runOpenShift(t, buildfake.NewSimpleClientset(), "drivers")
+}
+
+// TestOpenShiftAPIServer runs against the real kube-apiserver with a
+// stand-in CRD for build.openshift.io/v1 Build.
+func TestOpenShiftAPIServer(t *testing.T) {
+	cfg := testenv.RESTConfig(t)
+	manifest, err := os.ReadFile("testdata/builds.build.openshift.io.yaml")
+	require.NoError(t, err)
+	testenv.InstallCRD(t, cfg, manifest)
+	cs, err := kubernetes.NewForConfig(cfg)
+	require.NoError(t, err)
+	ns := fmt.Sprintf("kmmkit-osbuild-%d", rand.Uint32())
+	_, err = cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	c, err := buildclient.NewForConfig(cfg)
+	require.NoError(t, err)
+	runOpenShift(t, c, ns)
+}
+
+func TestResolveDTKError(t *testing.T) {
+	req := request(t, "ns")
+	req.DTKImage = ""
+	err := req.ResolveDTK(context.Background(), dtk{})
+	assert.ErrorContains(t, err, "kernel 5.14.0-570.92.1.el9_6.x86_64")
+	assert.ErrorContains(t, err, "DTK mapping")
+	req.Dockerfile = "FROM scratch\n"
+	assert.NoError(t, req.ResolveDTK(context.Background(), dtk{}), "no DTK_AUTO in the Dockerfile: nothing to resolve")
+}

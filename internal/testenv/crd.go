@@ -1,0 +1,60 @@
+package testenv
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
+)
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// InstallCRD creates (or updates) a CustomResourceDefinition from its YAML
+// manifest on the test API server and waits until the resource is served.
+func InstallCRD(t testing.TB, cfg *rest.Config, manifest []byte) {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatalf("dynamic client: %v", err)
+	}
+	crd := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(manifest, &crd.Object); err != nil {
+		t.Fatalf("CRD manifest: %v", err)
+	}
+	ctx := context.Background()
+	_, err = dyn.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		existing, gerr := dyn.Resource(crdGVR).Get(ctx, crd.GetName(), metav1.GetOptions{})
+		if gerr != nil {
+			t.Fatalf("getting CRD %s: %v", crd.GetName(), gerr)
+		}
+		crd.SetResourceVersion(existing.GetResourceVersion())
+		_, err = dyn.Resource(crdGVR).Update(ctx, crd, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		t.Fatalf("installing CRD %s: %v", crd.GetName(), err)
+	}
+	group, _, _ := unstructured.NestedString(crd.Object, "spec", "group")
+	plural, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "plural")
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	version := ""
+	if len(versions) > 0 {
+		version, _, _ = unstructured.NestedString(versions[0].(map[string]any), "name")
+	}
+	gvr := schema.GroupVersionResource{Group: group, Version: version, Resource: plural}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := dyn.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("CRD %s never became served", crd.GetName())
+	}
+}
