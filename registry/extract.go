@@ -114,6 +114,13 @@ func (c *Client) Extract(ctx context.Context, req Request, dest string, opts Ext
 }
 
 // image resolves req to one image, choosing from an index by platform.
+// Pull returns the image req names (for an index, the manifest for
+// req.Platform or this machine's platform) and its manifest digest. Layers
+// are fetched lazily, as they are read.
+func (c *Client) Pull(ctx context.Context, req Request) (v1.Image, string, error) {
+	return c.image(ctx, req)
+}
+
 func (c *Client) image(ctx context.Context, req Request) (v1.Image, string, error) {
 	ref, err := ParseReference(req.Image, req.TLS)
 	if err != nil {

@@ -126,6 +126,20 @@ func LoadSigner(hash crypto.Hash, keyFile, certFile string) (*Signer, error) {
 	return s, nil
 }
 
+// ParseSigner is LoadSigner for key and certificate bytes, such as the
+// "key" and "cert" entries of a Module's sign secrets.
+func ParseSigner(hash crypto.Hash, keyPEM, cert []byte) (*Signer, error) {
+	key, err := parseKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("private key: %w", err)
+	}
+	c, err := parseCert(cert)
+	if err != nil {
+		return nil, fmt.Errorf("certificate: %w", err)
+	}
+	return NewSigner(hash, key, c)
+}
+
 // parseKey reads the first private key block of a PEM file.
 func parseKey(data []byte) (crypto.Signer, error) {
 	for {
