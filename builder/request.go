@@ -56,6 +56,10 @@ type Request struct {
 	DTKImage string
 	// Owner, when set, owns in-cluster build objects.
 	Owner *metav1.OwnerReference
+	// DirName and FirmwarePath are the Module's modprobe.dirName and
+	// modprobe.firmwarePath, for backends that lay out the image
+	// themselves (the assembler).
+	DirName, FirmwarePath string
 }
 
 // NewRequest returns the build request of a resolved per-kernel record.
@@ -72,6 +76,7 @@ func NewRequest(rec *kernelmap.Record, dockerfile string) (Request, error) {
 		BaseImageRegistryTLS: b.BaseImageRegistryTLS, RegistryTLS: rec.RegistryTLS(),
 		PullSecret: rec.ImageRepoSecret(), NodeSelector: b.Selector, Tolerations: rec.Tolerations(),
 		KanikoParams: b.KanikoParams,
+		DirName:      rec.Modprobe().DirName, FirmwarePath: rec.Modprobe().FirmwarePath,
 	}
 	if len(r.NodeSelector) == 0 {
 		r.NodeSelector = rec.Selector()
@@ -90,6 +95,7 @@ func DockerfileFromConfigMap(cm *corev1.ConfigMap) (string, error) {
 }
 
 // Validate reports what makes the request unusable, naming the field.
+// Backends that build from a Dockerfile also call ValidateDockerfile.
 func (r Request) Validate() error {
 	var errs []error
 	if r.Namespace == "" {
@@ -104,9 +110,6 @@ func (r Request) Validate() error {
 	if r.Image == "" {
 		errs = append(errs, errors.New("image is empty"))
 	}
-	if strings.TrimSpace(r.Dockerfile) == "" {
-		errs = append(errs, fmt.Errorf("dockerfile is empty (configmap key %q)", DockerfileKey))
-	}
 	for i, a := range r.BuildArgs {
 		if a.Name == "" {
 			errs = append(errs, fmt.Errorf("buildArgs[%d].name is empty", i))
@@ -114,6 +117,14 @@ func (r Request) Validate() error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("build request for %s/%s: %w", r.Namespace, r.Module, err)
+	}
+	return nil
+}
+
+// ValidateDockerfile reports a missing Dockerfile.
+func (r Request) ValidateDockerfile() error {
+	if strings.TrimSpace(r.Dockerfile) == "" {
+		return fmt.Errorf("build request for %s/%s: dockerfile is empty (configmap key %q)", r.Namespace, r.Module, DockerfileKey)
 	}
 	return nil
 }

@@ -23,6 +23,10 @@ type ExtractOptions struct {
 	KernelVersion string
 	// FirmwarePath, when set, is a directory of the image extracted too.
 	FirmwarePath string
+	// Dirs are further image directories extracted as they are (such as a
+	// builder stage's output). With Dirs set and KernelVersion empty,
+	// only Dirs are extracted.
+	Dirs []string
 	// MaxEntrySize bounds one file; 0 means 1 GiB.
 	MaxEntrySize int64
 	// MaxTotalSize bounds all files together; 0 means 4 GiB.
@@ -56,7 +60,7 @@ var ErrUnsafeEntry = errors.New("unsafe image entry")
 // For an image index, the manifest for req.Platform (or this machine's
 // platform) is used.
 func (c *Client) Extract(ctx context.Context, req Request, dest string, opts ExtractOptions) (*ExtractResult, error) {
-	if opts.KernelVersion == "" || strings.ContainsAny(opts.KernelVersion, "/") || opts.KernelVersion == ".." {
+	if (opts.KernelVersion == "" && len(opts.Dirs) == 0) || strings.ContainsAny(opts.KernelVersion, "/") || opts.KernelVersion == ".." {
 		return nil, fmt.Errorf("extract %s: invalid kernel version %q", req.Image, opts.KernelVersion)
 	}
 	img, digest, err := c.image(ctx, req)
@@ -178,13 +182,23 @@ func newExtractScope(opts ExtractOptions) (*extractScope, error) {
 	if dir == "" {
 		dir = "/opt"
 	}
-	s := &extractScope{prefixes: []string{path.Join("/", dir, "lib", "modules", opts.KernelVersion)}}
+	s := &extractScope{}
+	if opts.KernelVersion != "" || len(opts.Dirs) == 0 {
+		s.prefixes = append(s.prefixes, path.Join("/", dir, "lib", "modules", opts.KernelVersion))
+	}
 	if opts.FirmwarePath != "" {
 		fw := path.Clean("/" + opts.FirmwarePath)
 		if fw == "/" {
 			return nil, fmt.Errorf("firmware path %q would extract the whole image", opts.FirmwarePath)
 		}
 		s.prefixes = append(s.prefixes, fw)
+	}
+	for _, d := range opts.Dirs {
+		c := path.Clean("/" + d)
+		if c == "/" {
+			return nil, fmt.Errorf("directory %q would extract the whole image", d)
+		}
+		s.prefixes = append(s.prefixes, c)
 	}
 	return s, nil
 }

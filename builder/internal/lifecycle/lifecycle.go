@@ -58,7 +58,7 @@ func Sync(ctx context.Context, s Store, req builder.Request, o Options) (builder
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if err := req.Validate(); err != nil {
+	if err := errors.Join(req.Validate(), req.ValidateDockerfile()); err != nil {
 		return builder.Status{Phase: builder.PhaseFailed, Final: true, Reason: "InvalidRequest", Message: err.Error()}, err
 	}
 	hash := req.Hash()

@@ -1,0 +1,207 @@
+package assemble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/go-logr/logr"
+
+	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/builder/signfile"
+	"github.com/kmmkit/kmmkit/registry"
+)
+
+// Source supplies the prebuilt files of a build request.
+type Source interface {
+	// Files returns the module files (paths relative to the kernel's
+	// module directory, such as "extra/nic.ko") and firmware files
+	// (relative to the firmware path) for req's kernel.
+	Files(ctx context.Context, req builder.Request) (modules, firmware []File, err error)
+}
+
+// DirSource reads prebuilt modules from a directory: <dir>/<kernel>/…
+// holds the modules of each kernel (any .ko, .ko.xz, .ko.zst or .ko.gz,
+// at any depth), and <dir>/firmware/… the firmware, if any.
+func DirSource(dir string) Source { return dirSource(dir) }
+
+type dirSource string
+
+func (d dirSource) Files(_ context.Context, req builder.Request) ([]File, []File, error) {
+	kdir := filepath.Join(string(d), req.Kernel.Version)
+	mods, err := readTree(kdir, isModule)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("no prebuilt modules for kernel %s: %s does not exist", req.Kernel.Version, kdir)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(mods) == 0 {
+		return nil, nil, fmt.Errorf("no module files (*.ko, *.ko.xz, *.ko.zst, *.ko.gz) in %s", kdir)
+	}
+	fw, err := readTree(filepath.Join(string(d), "firmware"), func(string) bool { return true })
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, err
+	}
+	return mods, fw, nil
+}
+
+func isModule(name string) bool {
+	for _, ext := range []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} {
+		if strings.HasSuffix(name, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// readTree reads the regular files under dir that keep says to keep, with
+// slash-separated relative paths, in a stable order.
+func readTree(dir string, keep func(string) bool) ([]File, error) {
+	if _, err := os.Stat(dir); err != nil {
+		return nil, err
+	}
+	var out []File
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() || !keep(e.Name()) {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		out = append(out, File{Path: filepath.ToSlash(rel), Data: data})
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, err
+}
+
+// ImageSource takes prebuilt modules from an image, such as the builder
+// stage of a multi-stage build pushed on its own: image and dir may use
+// ${KERNEL_FULL_VERSION}, and every module file under dir (at any depth)
+// is taken, keeping its path below dir.
+func ImageSource(client *registry.Client, image registry.Request, dir string) Source {
+	return imageSource{client: client, req: image, dir: dir}
+}
+
+type imageSource struct {
+	client *registry.Client
+	req    registry.Request
+	dir    string
+}
+
+func (s imageSource) Files(ctx context.Context, req builder.Request) ([]File, []File, error) {
+	sub := strings.NewReplacer("${KERNEL_FULL_VERSION}", req.Kernel.Version, "$KERNEL_FULL_VERSION", req.Kernel.Version)
+	r := s.req
+	r.Image = sub.Replace(r.Image)
+	dir := path.Clean("/" + sub.Replace(s.dir))
+	tmp, err := os.MkdirTemp("", "kmmkit-source")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(tmp)
+	if _, err := s.client.Extract(ctx, r, filepath.Join(tmp, "x"), registry.ExtractOptions{Dirs: []string{dir}}); err != nil {
+		return nil, nil, fmt.Errorf("reading modules from %s:%s: %w", r.Image, dir, err)
+	}
+	mods, err := readTree(filepath.Join(tmp, "x", filepath.FromSlash(dir)), isModule)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("%s has no module files under %s", r.Image, dir)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading modules from %s:%s: %w", r.Image, dir, err)
+	}
+	if len(mods) == 0 {
+		return nil, nil, fmt.Errorf("%s has no module files under %s", r.Image, dir)
+	}
+	return mods, nil, nil
+}
+
+// Builder is the daemonless builder.Builder: it assembles the image from
+// a Source in-process (signing the modules when SignerFor returns a
+// signer), and pushes it unless the registry already holds the same
+// digest. The same inputs always give the same digest, so Sync is
+// idempotent without any state; it finishes within the call.
+type Builder struct {
+	// Client pushes the image.
+	Client *registry.Client
+	// Source supplies the modules.
+	Source Source
+	// Push gives the push credentials and TLS for a request; nil pushes
+	// with the request's RegistryTLS and no credentials.
+	Push func(ctx context.Context, req builder.Request) (registry.Request, error)
+	// SignerFor, when set, returns the signer for a request (nil: no
+	// signing).
+	SignerFor func(ctx context.Context, req builder.Request) (*signfile.Signer, error)
+	// Log receives progress.
+	Log logr.Logger
+}
+
+var _ builder.Builder = (*Builder)(nil)
+
+// Sync implements builder.Builder.
+func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status, error) {
+	st := builder.Status{Name: req.Name(1), Hash: req.Hash(), Attempt: 1}
+	failed := func(reason string, err error) (builder.Status, error) {
+		st.Phase, st.Reason, st.Message, st.Final = builder.PhaseFailed, reason, err.Error(), true
+		return st, err
+	}
+	if b.Client == nil || b.Source == nil {
+		return failed("InvalidBuilder", errors.New("assemble: Builder needs a Client and a Source"))
+	}
+	if err := req.Validate(); err != nil {
+		return failed("InvalidRequest", err)
+	}
+	log := b.Log
+	if log.GetSink() == nil {
+		log = logr.Discard()
+	}
+	mods, fw, err := b.Source.Files(ctx, req)
+	if err != nil {
+		return failed("MissingModules", err)
+	}
+	in := Input{KernelVersion: req.Kernel.Version, DirName: req.DirName, Modules: mods,
+		FirmwarePath: req.FirmwarePath, Firmware: fw, Log: log}
+	if len(fw) > 0 && in.FirmwarePath == "" {
+		in.Firmware = nil // the Module does not ship firmware
+	}
+	if b.SignerFor != nil {
+		if in.Signer, err = b.SignerFor(ctx, req); err != nil {
+			return failed("SignerFailed", err)
+		}
+	}
+	img, err := Assemble(ctx, in)
+	if err != nil {
+		return failed("AssembleFailed", err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return failed("AssembleFailed", err)
+	}
+	push := registry.Request{Image: req.Image, TLS: req.RegistryTLS}
+	if b.Push != nil {
+		if push, err = b.Push(ctx, req); err != nil {
+			return failed("PushFailed", err)
+		}
+	}
+	if res, err := b.Client.Verify(ctx, push); err == nil && res.Exists && res.Digest == d.String() {
+		st.Phase, st.Digest = builder.PhaseSucceeded, d.String()
+		return st, nil
+	}
+	digest, err := b.Client.Push(ctx, push, img)
+	if err != nil {
+		st.Final = false
+		st.Phase, st.Reason, st.Message = builder.PhaseFailed, "PushFailed", err.Error()
+		return st, err
+	}
+	log.Info("assembled and pushed", "image", req.Image, "digest", digest, "modules", len(mods))
+	st.Phase, st.Digest = builder.PhaseSucceeded, digest
+	return st, nil
+}

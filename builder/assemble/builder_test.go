@@ -1,0 +1,116 @@
+package assemble
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/kernelmap"
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/registry"
+)
+
+// countingRegistry is an in-process registry that counts manifest pushes.
+func countingRegistry(t *testing.T) (host string, pushes *atomic.Int32) {
+	pushes = new(atomic.Int32)
+	inner := ggcrregistry.New()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") {
+			pushes.Add(1)
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://"), pushes
+}
+
+func buildRequest(t *testing.T, image string) builder.Request {
+	k, err := kernelmap.ParseKernel(kver)
+	require.NoError(t, err)
+	return builder.Request{Namespace: "drivers", Module: "nic", Kernel: k, Image: image,
+		RegistryTLS: v1beta1.TLSOptions{Insecure: true}, FirmwarePath: "/firmware"}
+}
+
+func TestBuilderFromDirectory(t *testing.T) {
+	ctx := context.Background()
+	host, pushes := countingRegistry(t)
+	dir := t.TempDir()
+	for _, f := range synthetic() {
+		p := filepath.Join(dir, kver, f.Path)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, f.Data, 0o644))
+	}
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "firmware", "acme"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "firmware", "acme", "fw.bin"), []byte("FW"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, kver, "README"), []byte("not a module"), 0o644))
+
+	client, err := registry.NewClient()
+	require.NoError(t, err)
+	req := buildRequest(t, host+"/acme/nic:"+kver)
+	b := &Builder{Client: client, Source: DirSource(dir)}
+	st, err := b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
+	assert.Equal(t, int32(1), pushes.Load())
+
+	// Another builder, same inputs: the same digest, and no second push.
+	again, err := (&Builder{Client: client, Source: DirSource(dir)}).Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, st.Digest, again.Digest, "reproducible")
+	assert.Equal(t, int32(1), pushes.Load(), "the registry already has it")
+
+	dest := t.TempDir()
+	_, err = client.Extract(ctx, registry.Request{Image: req.Image, TLS: req.RegistryTLS}, dest,
+		registry.ExtractOptions{KernelVersion: kver, FirmwarePath: "/firmware"})
+	require.NoError(t, err)
+	for _, p := range []string{"opt/lib/modules/" + kver + "/extra/kmm_ci_a.ko", "opt/lib/modules/" + kver + "/modules.dep.bin", "firmware/acme/fw.bin"} {
+		assert.FileExists(t, filepath.Join(dest, p))
+	}
+	assert.NoFileExists(t, filepath.Join(dest, "opt/lib/modules/"+kver+"/README"))
+
+	other := req
+	other.Kernel, _ = kernelmap.ParseKernel("6.1.0-99-amd64")
+	st, err = b.Sync(ctx, other)
+	assert.ErrorContains(t, err, "no prebuilt modules for kernel 6.1.0-99-amd64")
+	assert.Equal(t, "MissingModules", st.Reason)
+	assert.True(t, st.Final)
+}
+
+// TestBuilderFromImage takes the modules from a builder stage's image.
+func TestBuilderFromImage(t *testing.T) {
+	ctx := context.Background()
+	host, _ := countingRegistry(t)
+	client, err := registry.NewClient()
+	require.NoError(t, err)
+	// A "builder stage" image: modules under /usr/src/out/<kver>.
+	stage, err := Assemble(ctx, Input{KernelVersion: kver, DirName: "/usr/src/out", Modules: synthetic()})
+	require.NoError(t, err)
+	tls := v1beta1.TLSOptions{Insecure: true}
+	_, err = client.Push(ctx, registry.Request{Image: host + "/acme/nic-builder:" + kver, TLS: tls}, stage)
+	require.NoError(t, err)
+
+	src := ImageSource(client, registry.Request{Image: host + "/acme/nic-builder:${KERNEL_FULL_VERSION}", TLS: tls},
+		"/usr/src/out/lib/modules/${KERNEL_FULL_VERSION}/extra")
+	req := buildRequest(t, host+"/acme/nic:"+kver)
+	st, err := (&Builder{Client: client, Source: src}).Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
+	img, _, err := client.Pull(ctx, registry.Request{Image: req.Image, TLS: tls})
+	require.NoError(t, err)
+	fs := files(t, img)
+	assert.Contains(t, fs, "opt/lib/modules/"+kver+"/kmm_ci_a.ko")
+	assert.Equal(t, "kmm_ci_b.ko:\nkmm_ci_a.ko: kmm_ci_b.ko\n", string(fs["opt/lib/modules/"+kver+"/modules.dep"]))
+
+	_, err = (&Builder{Client: client, Source: ImageSource(client, registry.Request{Image: host + "/acme/nic-builder:" + kver, TLS: tls}, "/nothing")}).Sync(ctx, req)
+	assert.ErrorContains(t, err, "has no module files under /nothing")
+}
