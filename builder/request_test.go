@@ -25,9 +25,9 @@ func module() *v1beta1.Module {
 				KernelMappings: []v1beta1.KernelMapping{{
 					Regexp: "^.+$", ContainerImage: "registry.example.com/nic:${KERNEL_FULL_VERSION}",
 					Build: &v1beta1.Build{
-						DockerfileConfigMap: &corev1.LocalObjectReference{Name: "nic-dockerfile"},
-						BuildArgs:           []v1beta1.BuildArg{{Name: "MOD_NAMESPACE", Value: "mine"}, {Name: "A", Value: "1"}},
-						Secrets:             []corev1.LocalObjectReference{{Name: "token"}},
+						DockerfileConfigMap:  &corev1.LocalObjectReference{Name: "nic-dockerfile"},
+						BuildArgs:            []v1beta1.BuildArg{{Name: "MOD_NAMESPACE", Value: "mine"}, {Name: "A", Value: "1"}},
+						Secrets:              []corev1.LocalObjectReference{{Name: "token"}},
 						BaseImageRegistryTLS: v1beta1.TLSOptions{InsecureSkipTLSVerify: true},
 					},
 				}},
