@@ -7,6 +7,10 @@
 //	kmm sign-file HASH KEY CERT MODULE [DEST]
 //	kmm depmod [-aAenvw] [-b DIR] [-o DIR] [-C PATH] [-E FILE | -F FILE] [-P C] [VERSION [FILE...]]
 //
+// Installed or linked under the name "depmod", kmm is depmod: a kmod
+// image's final stage can run `depmod -b /opt ${KERNEL_FULL_VERSION}`
+// with no kmod in it.
+//
 // Exit status: 0 on success, 1 when the answer is "no" (no kernel mapping
 // matches, the manifest is invalid), 2 on any other error; kmm depmod
 // exits as kmod's depmod does (1 on any failure).
@@ -18,6 +22,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 )
 
@@ -48,7 +53,11 @@ func commands() []command {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == "depmod" {
+		args = append([]string{"depmod"}, args...)
+	}
+	code := run(ctx, args, os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

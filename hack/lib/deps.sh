@@ -11,7 +11,13 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 #   kmod: kmod 30's depmod and modprobe, which our depmod is compared with
 #   docker-registry (distribution 2.8) and apache2-utils (htpasswd): the registry tests
 #   qemu-system-x86: boots Debian's kernel to load modules for real (this host's kernel cannot)
+#   buildah and runc: the buildah builder's real multi-stage builds (vfs storage, chroot isolation)
+#   make and gcc: compile the out-of-tree test modules against linux-headers
 declare -A apt_packages=(
+	[buildah]=buildah
+	[runc]=runc
+	[make]=make
+	[gcc]=gcc
 	[qemu-system-x86_64]=qemu-system-x86
 	[docker-registry]=docker-registry
 	[htpasswd]=apache2-utils

@@ -1,0 +1,368 @@
+// Package buildah builds kmod images locally with buildah, where the
+// controller or a CI job runs: real Dockerfile builds (multi-stage, build
+// args, build secrets at /run/secrets/<name>, base-image and push TLS
+// options, credentials), pushed to the target registry with the digest
+// reported.
+//
+// It drives the buildah command (Debian: apt-get install buildah runc),
+// so kmmkit itself stays free of cgo and of buildah's C libraries; the
+// defaults (vfs storage, chroot isolation, a private storage root) work
+// as root in a container without a daemon. Builds run in the background:
+// Sync starts one and reports it until it finishes; a changed request
+// cancels the stale build; failures are retried a bounded number of
+// times with backoff and keep their log tail.
+package buildah
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/kmmkit/kmmkit/builder"
+)
+
+// Options configure the buildah builder.
+type Options struct {
+	// Binary is the buildah executable; "" means "buildah" on PATH.
+	Binary string
+	// Root and RunRoot are buildah's storage directories; "" means
+	// private directories under the system temp directory.
+	Root, RunRoot string
+	// StorageDriver is buildah's storage driver; "" means "vfs".
+	StorageDriver string
+	// Isolation is buildah's RUN isolation; "" means "chroot".
+	Isolation string
+	// CertDir holds CA certificates (*.crt) for registries with private
+	// CAs, as containers-certs.d does.
+	CertDir string
+	// Volumes are bind mounts for every RUN step, as buildah's --volume
+	// (HOST:CONTAINER[:OPTIONS]).
+	Volumes []string
+	// Auth returns the Docker config JSON with the credentials for pulls
+	// and the push of a request (from its PullSecret, say); nil means
+	// none.
+	Auth func(ctx context.Context, req builder.Request) ([]byte, error)
+	// Secrets returns the files of a build secret (key → content); they
+	// are mounted at /run/secrets/<name>/<key> during RUN steps.
+	Secrets func(ctx context.Context, namespace, name string) (map[string][]byte, error)
+	// Retry bounds retries of failed builds.
+	Retry builder.RetryPolicy
+	// Timeout bounds one build and push; 0 means one hour.
+	Timeout time.Duration
+	// Log receives progress.
+	Log logr.Logger
+	// Now replaces time.Now (tests).
+	Now func() time.Time
+}
+
+// Builder is the buildah builder. It is safe for concurrent use.
+type Builder struct {
+	o    Options
+	mu   sync.Mutex
+	jobs map[string]*job // by target image
+}
+
+var _ builder.Builder = (*Builder)(nil)
+
+type job struct {
+	hash     string
+	attempt  int
+	cancel   context.CancelFunc
+	done     bool
+	status   builder.Status
+	finished time.Time
+}
+
+// New returns a buildah builder.
+func New(o Options) *Builder {
+	if o.Binary == "" {
+		o.Binary = "buildah"
+	}
+	if o.StorageDriver == "" {
+		o.StorageDriver = "vfs"
+	}
+	if o.Isolation == "" {
+		o.Isolation = "chroot"
+	}
+	if o.Root == "" {
+		o.Root = filepath.Join(os.TempDir(), "kmmkit-buildah", "root")
+	}
+	if o.RunRoot == "" {
+		o.RunRoot = filepath.Join(os.TempDir(), "kmmkit-buildah", "runroot")
+	}
+	if o.Timeout == 0 {
+		o.Timeout = time.Hour
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log.GetSink() == nil {
+		o.Log = logr.Discard()
+	}
+	return &Builder{o: o, jobs: map[string]*job{}}
+}
+
+// Sync implements builder.Builder.
+func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status, error) {
+	if err := errors.Join(req.Validate(), req.ValidateDockerfile()); err != nil {
+		return builder.Status{Phase: builder.PhaseFailed, Final: true, Reason: "InvalidRequest", Message: err.Error()}, err
+	}
+	hash := req.Hash()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.jobs[req.Image]
+	if j != nil && j.hash != hash {
+		b.o.Log.Info("replacing stale build", "image", req.Image)
+		j.cancel()
+		j = nil
+	}
+	if j == nil {
+		return b.start(req, hash, 1), nil
+	}
+	if !j.done {
+		return j.status, nil
+	}
+	st := j.status
+	if st.Phase != builder.PhaseFailed || st.Final {
+		return st, nil
+	}
+	due := j.finished.Add(b.o.Retry.Delay(j.attempt + 1))
+	if now := b.o.Now(); now.Before(due) {
+		st.RequeueAfter = due.Sub(now)
+		return st, nil
+	}
+	return b.start(req, hash, j.attempt+1), nil
+}
+
+// start runs a build in the background; b.mu is held.
+func (b *Builder) start(req builder.Request, hash string, attempt int) builder.Status {
+	ctx, cancel := context.WithTimeout(context.Background(), b.o.Timeout)
+	j := &job{hash: hash, attempt: attempt, cancel: cancel,
+		status: builder.Status{Phase: builder.PhaseRunning, Name: req.Name(attempt), Hash: hash, Attempt: attempt}}
+	b.jobs[req.Image] = j
+	go func() {
+		defer cancel()
+		digest, logTail, err := b.run(ctx, req)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.jobs[req.Image] != j {
+			return // replaced meanwhile
+		}
+		j.done, j.finished = true, b.o.Now()
+		if err != nil {
+			j.status.Phase, j.status.Reason, j.status.Message, j.status.LogTail = builder.PhaseFailed, "BuildFailed", err.Error(), logTail
+			if attempt >= b.o.Retry.Attempts() {
+				j.status.Final = true
+				j.status.Message = fmt.Sprintf("%s (attempt %d of %d; no more retries)", err, attempt, b.o.Retry.Attempts())
+			}
+			b.o.Log.Info("build failed", "image", req.Image, "attempt", attempt, "error", err.Error())
+			return
+		}
+		j.status.Phase, j.status.Digest = builder.PhaseSucceeded, digest
+		b.o.Log.Info("built and pushed", "image", req.Image, "digest", digest)
+	}()
+	return j.status
+}
+
+// Wait blocks until the build of image is no longer running, or ctx ends.
+func (b *Builder) Wait(ctx context.Context, image string) error {
+	for {
+		b.mu.Lock()
+		j := b.jobs[image]
+		done := j == nil || j.done
+		b.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// run builds and pushes; it returns the digest, or the log tail and error.
+func (b *Builder) run(ctx context.Context, req builder.Request) (string, string, error) {
+	work, err := os.MkdirTemp("", "kmmkit-buildah-ctx")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.RemoveAll(work)
+	if err := os.WriteFile(filepath.Join(work, "Dockerfile"), []byte(req.Dockerfile), 0o644); err != nil {
+		return "", "", err
+	}
+	var log bytes.Buffer
+	global := []string{"--root", b.o.Root, "--runroot", b.o.RunRoot, "--storage-driver", b.o.StorageDriver}
+	bud := append(append([]string{}, global...), "bud", "--isolation", b.o.Isolation, "--format", "oci",
+		"-f", filepath.Join(work, "Dockerfile"), "--iidfile", filepath.Join(work, "iid"))
+	if req.BaseImageRegistryTLS.Insecure || req.BaseImageRegistryTLS.InsecureSkipTLSVerify {
+		bud = append(bud, "--tls-verify=false")
+	}
+	for _, a := range req.Args() {
+		bud = append(bud, "--build-arg", a.Name+"="+a.Value)
+	}
+	for _, v := range b.o.Volumes {
+		bud = append(bud, "--volume", v)
+	}
+	var auth []string
+	if b.o.CertDir != "" {
+		auth = append(auth, "--cert-dir", b.o.CertDir)
+	}
+	if b.o.Auth != nil {
+		cfg, err := b.o.Auth(ctx, req)
+		if err != nil {
+			return "", "", fmt.Errorf("credentials: %w", err)
+		}
+		if len(cfg) > 0 {
+			if cfg, err = normalizeAuth(cfg); err != nil {
+				return "", "", fmt.Errorf("credentials: %w", err)
+			}
+			p := filepath.Join(work, "auth.json")
+			if err := os.WriteFile(p, cfg, 0o600); err != nil {
+				return "", "", err
+			}
+			auth = append(auth, "--authfile", p)
+		}
+	}
+	bud = append(bud, auth...)
+	secrets, err := b.writeSecrets(ctx, req, filepath.Join(work, "secrets"))
+	if err != nil {
+		return "", "", err
+	}
+	for _, s := range secrets {
+		bud = append(bud, "--volume", s)
+	}
+	// The context directory holds nothing: as in KMM, the Dockerfile is
+	// the whole input.
+	if err := os.MkdirAll(filepath.Join(work, "context"), 0o755); err != nil {
+		return "", "", err
+	}
+	bud = append(bud, filepath.Join(work, "context"))
+	if err := b.exec(ctx, &log, bud...); err != nil {
+		return "", tail(log.String(), 20), fmt.Errorf("buildah bud: %w", err)
+	}
+	iid, err := os.ReadFile(filepath.Join(work, "iid"))
+	if err != nil {
+		return "", tail(log.String(), 20), fmt.Errorf("buildah bud wrote no image ID: %w", err)
+	}
+	id := strings.TrimPrefix(strings.TrimSpace(string(iid)), "sha256:")
+	defer func() { _ = b.exec(context.Background(), &bytes.Buffer{}, append(global, "rmi", "-f", id)...) }()
+	push := append(append([]string{}, global...), "push", "--digestfile", filepath.Join(work, "digest"))
+	if req.RegistryTLS.Insecure || req.RegistryTLS.InsecureSkipTLSVerify {
+		push = append(push, "--tls-verify=false")
+	}
+	push = append(push, auth...)
+	push = append(push, id, "docker://"+req.Image)
+	if err := b.exec(ctx, &log, push...); err != nil {
+		return "", tail(log.String(), 20), fmt.Errorf("buildah push %s: %w", req.Image, err)
+	}
+	d, err := os.ReadFile(filepath.Join(work, "digest"))
+	if err != nil {
+		return "", tail(log.String(), 20), fmt.Errorf("buildah push wrote no digest: %w", err)
+	}
+	return strings.TrimSpace(string(d)), "", nil
+}
+
+// writeSecrets writes each build secret into dir/<name>/<key> and returns
+// the --volume arguments that mount them at /run/secrets/<name>.
+func (b *Builder) writeSecrets(ctx context.Context, req builder.Request, dir string) ([]string, error) {
+	if len(req.Secrets) == 0 {
+		return nil, nil
+	}
+	if b.o.Secrets == nil {
+		return nil, fmt.Errorf("the build uses secrets %v, but the builder has no Options.Secrets to read them", req.Secrets)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range req.Secrets {
+		if seen[s.Name] {
+			continue
+		}
+		seen[s.Name] = true
+		data, err := b.o.Secrets(ctx, req.Namespace, s.Name)
+		if err != nil {
+			return nil, fmt.Errorf("build secret %s/%s: %w", req.Namespace, s.Name, err)
+		}
+		sd := filepath.Join(dir, s.Name)
+		if err := os.MkdirAll(sd, 0o700); err != nil {
+			return nil, err
+		}
+		keys := make([]string, 0, len(data))
+		for k := range data {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if strings.ContainsAny(k, "/\\") || k == ".." || k == "." {
+				return nil, fmt.Errorf("build secret %s/%s: key %q is not a file name", req.Namespace, s.Name, k)
+			}
+			if err := os.WriteFile(filepath.Join(sd, k), data[k], 0o600); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, sd+":/run/secrets/"+s.Name+":ro")
+	}
+	return out, nil
+}
+
+// normalizeAuth rewrites a Docker config so that buildah reads it:
+// containers/image only reads the "auth" field of an entry, while
+// kubernetes.io/dockerconfigjson secrets often hold username and password
+// (or use the older top-level form without "auths").
+func normalizeAuth(cfg []byte) ([]byte, error) {
+	type entry struct {
+		Auth     string `json:"auth,omitempty"`
+		Username string `json:"username,omitempty"`
+		Password string `json:"password,omitempty"`
+	}
+	var doc struct {
+		Auths map[string]entry `json:"auths"`
+	}
+	if err := json.Unmarshal(cfg, &doc); err != nil {
+		return nil, fmt.Errorf("docker config is not JSON: %w", err)
+	}
+	if doc.Auths == nil {
+		var legacy map[string]entry
+		if err := json.Unmarshal(cfg, &legacy); err != nil {
+			return nil, fmt.Errorf("docker config has no \"auths\": %w", err)
+		}
+		doc.Auths = legacy
+	}
+	out := map[string]map[string]string{}
+	for host, e := range doc.Auths {
+		a := e.Auth
+		if a == "" && e.Username != "" {
+			a = base64.StdEncoding.EncodeToString([]byte(e.Username + ":" + e.Password))
+		}
+		out[host] = map[string]string{"auth": a}
+	}
+	return json.Marshal(map[string]any{"auths": out})
+}
+
+func (b *Builder) exec(ctx context.Context, log *bytes.Buffer, args ...string) error {
+	cmd := exec.CommandContext(ctx, b.o.Binary, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	b.o.Log.V(1).Info("running", "command", b.o.Binary+" "+strings.Join(args, " "))
+	return cmd.Run()
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
