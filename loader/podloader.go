@@ -43,6 +43,10 @@ type SyncRequest struct {
 	// Desired holds, per node name, what to load there. Node, Module,
 	// Namespace and Action of each entry are filled in by the loader.
 	Desired map[string]*PodRequest
+	// Keep names nodes whose current state is kept as it is: what is
+	// loaded there stays loaded and nothing new starts (used while the
+	// image for a new config is not ready yet, as KMM does).
+	Keep map[string]bool
 	// Owner, when set, owns the worker Pods (usually the Module), so they
 	// are garbage-collected with it.
 	Owner *metav1.OwnerReference
@@ -207,7 +211,19 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 		if err := ctx.Err(); err != nil {
 			return states, errors.Join(append(errs, err)...)
 		}
-		st, err := l.syncNode(ctx, req, nodes[name], podsByNode[name], req.Desired[name])
+		desired := req.Desired[name]
+		if desired == nil && req.Keep[name] {
+			obs, _, _ := ObservedOn(nodes[name], req.Namespace, req.Module)
+			if obs == nil && podsByNode[name] == nil {
+				continue
+			}
+			if obs != nil {
+				keep := PodRequest{Config: obs.Config, ServiceAccountName: obs.ServiceAccountName,
+					ImageRepoSecret: obs.ImageRepoSecret, Tolerations: obs.Tolerations, ModuleVersion: obs.Version}
+				desired = &keep
+			}
+		}
+		st, err := l.syncNode(ctx, req, nodes[name], podsByNode[name], desired)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("node %s: %w", name, err))
 		}

@@ -88,6 +88,40 @@ type ModuleStatus struct {
 	// spec.imageRebuildTriggerGeneration that was last acted on.
 	// +optional
 	ImageRebuildTriggerGeneration *int `json:"imageRebuildTriggerGeneration,omitempty"`
+
+	// Conditions (a kmmkit addition; KMM has none): ImagesReady, Loaded
+	// and Degraded, with reasons a user can act on.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Kernels (a kmmkit addition) summarises every kernel of the targeted
+	// nodes: its image, the image's state and build, and its nodes.
+	// +optional
+	Kernels []KernelStatus `json:"kernels,omitempty"`
+}
+
+// KernelStatus is the state of one kernel of a Module's nodes.
+type KernelStatus struct {
+	// Kernel is the node kernel version.
+	Kernel string `json:"kernel"`
+	// Image is the kmod image the kernel maps to ("" when none does).
+	Image string `json:"image,omitempty"`
+	// State is the image's state: Ready, Missing, Building, BuildFailed,
+	// Signing, SignFailed, CheckFailed or NoMapping.
+	State string `json:"state"`
+	// Digest is the image's digest when it is ready.
+	// +optional
+	Digest string `json:"digest,omitempty"`
+	// Build names the build object and its phase while one exists.
+	// +optional
+	Build string `json:"build,omitempty"`
+	// Nodes counts the targeted nodes that run this kernel.
+	Nodes int32 `json:"nodes"`
+	// Message explains a state that needs attention.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // DaemonSetStatus counts nodes the way KMM reports them.

@@ -139,7 +139,17 @@ func (f *NodeLoader) Sync(ctx context.Context, req loader.SyncRequest) ([]loader
 	sort.Strings(names)
 	states := make([]loader.NodeState, 0, len(names))
 	for _, n := range names {
-		states = append(states, f.syncNode(nodeModule{n, req.Namespace, req.Module}, req.Desired[n]))
+		k := nodeModule{n, req.Namespace, req.Module}
+		want := req.Desired[n]
+		if want == nil && req.Keep[n] {
+			obs := f.loaded[k]
+			if obs == nil {
+				continue
+			}
+			want = &loader.PodRequest{Config: obs.Config, ModuleVersion: obs.Version, ServiceAccountName: obs.ServiceAccountName,
+				ImageRepoSecret: obs.ImageRepoSecret, Tolerations: obs.Tolerations}
+		}
+		states = append(states, f.syncNode(k, want))
 	}
 	return states, nil
 }

@@ -1,0 +1,214 @@
+package kmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/builder/sign"
+	"github.com/kmmkit/kmmkit/kernelmap"
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/registry"
+)
+
+// Finalizer holds a Module until every node has unloaded it (KMM's key).
+const Finalizer = "kmm.node.kubernetes.io/module-finalizer"
+
+// ImageSigner signs the modules of an image; builder/sign.Signer is the
+// default.
+type ImageSigner interface {
+	Sign(ctx context.Context, req sign.Request) (sign.Result, error)
+}
+
+// NodeLister lists the cluster's nodes (an informer's lister, say).
+type NodeLister func(ctx context.Context) ([]*corev1.Node, error)
+
+// Reconciler drives Modules: kernel mapping, image checks, builds,
+// signing and loading on nodes, with status, events and metrics. Build it
+// with NewReconciler; every piece is an interface with a real default or
+// a fake (see kmm/kmmtest). It is safe for concurrent use on different
+// Modules.
+type Reconciler struct {
+	client        kubernetes.Interface
+	modules       ModuleClient
+	mapper        *kernelmap.Mapper
+	checker       registry.ImageChecker
+	registry      *registry.Client
+	builder       builder.Builder
+	signer        ImageSigner
+	loader        loader.NodeLoader
+	recorder      record.EventRecorder
+	log           logr.Logger
+	metrics       *Metrics
+	now           func() time.Time
+	verifyEvery   time.Duration
+	signBackoff   time.Duration
+	unloadOnTaint bool
+	nodes         NodeLister
+	dtk           builder.DTKResolver
+
+	mu         sync.Mutex
+	signFailed map[string]failure   // image → last sign failure
+	verified   map[string]time.Time // image → last registry verification
+}
+
+// failure is a remembered failure, for backoff.
+type failure struct {
+	at  time.Time
+	msg string
+}
+
+// Option configures a Reconciler.
+type Option func(*Reconciler)
+
+// WithModuleClient lets Reconcile write Module finalizers and status
+// (NewModuleClient over a dynamic client). ReconcileSpec does not need it.
+func WithModuleClient(c ModuleClient) Option { return func(r *Reconciler) { r.modules = c } }
+
+// WithMapper sets the kernel mapper (default kernelmap.New()).
+func WithMapper(m *kernelmap.Mapper) Option { return func(r *Reconciler) { r.mapper = m } }
+
+// WithRegistry sets the registry client used for checks, and for the
+// default signer.
+func WithRegistry(c *registry.Client) Option { return func(r *Reconciler) { r.registry = c } }
+
+// WithImageChecker replaces the image checker (registry/fake.Checker in
+// tests); it takes precedence over WithRegistry for checks.
+func WithImageChecker(c registry.ImageChecker) Option { return func(r *Reconciler) { r.checker = c } }
+
+// WithBuilder sets the builder for Modules with a build; without one, a
+// missing image with a build is reported as such.
+func WithBuilder(b builder.Builder) Option { return func(r *Reconciler) { r.builder = b } }
+
+// WithSigner replaces the image signer.
+func WithSigner(s ImageSigner) Option { return func(r *Reconciler) { r.signer = s } }
+
+// WithNodeLoader sets how modules are loaded on nodes: loader.PodLoader
+// in a cluster, loader/fake.NodeLoader in tests. Required.
+func WithNodeLoader(l loader.NodeLoader) Option { return func(r *Reconciler) { r.loader = l } }
+
+// WithEventRecorder emits events on Modules.
+func WithEventRecorder(rec record.EventRecorder) Option {
+	return func(r *Reconciler) { r.recorder = rec }
+}
+
+// WithLogger sets the logger.
+func WithLogger(l logr.Logger) Option { return func(r *Reconciler) { r.log = l } }
+
+// WithMetrics records metrics (see NewMetrics).
+func WithMetrics(m *Metrics) Option { return func(r *Reconciler) { r.metrics = m } }
+
+// WithClock replaces time.Now.
+func WithClock(now func() time.Time) Option { return func(r *Reconciler) { r.now = now } }
+
+// WithVerifyInterval sets how often existing images are verified again
+// in the registry (default 10 minutes): a wiped registry is noticed and
+// the image rebuilt, without KMM's manual imageRebuildTriggerGeneration.
+func WithVerifyInterval(d time.Duration) Option { return func(r *Reconciler) { r.verifyEvery = d } }
+
+// WithUnloadOnTaint restores KMM's behaviour of unloading a module from a
+// node that becomes unschedulable for it (cordoned, tainted). By default
+// a node that has the module keeps it while it matches the selector.
+func WithUnloadOnTaint(on bool) Option { return func(r *Reconciler) { r.unloadOnTaint = on } }
+
+// WithNodeLister replaces listing nodes through the clientset.
+func WithNodeLister(l NodeLister) Option { return func(r *Reconciler) { r.nodes = l } }
+
+// WithDTKResolver resolves DTK_AUTO for Dockerfiles that use it.
+func WithDTKResolver(d builder.DTKResolver) Option { return func(r *Reconciler) { r.dtk = d } }
+
+// NewReconciler returns a Reconciler that reads and writes through client.
+func NewReconciler(client kubernetes.Interface, opts ...Option) (*Reconciler, error) {
+	if client == nil {
+		return nil, errors.New("kmm: NewReconciler needs a clientset")
+	}
+	r := &Reconciler{client: client, log: logr.Discard(), now: time.Now, verifyEvery: 10 * time.Minute,
+		signBackoff: time.Minute, signFailed: map[string]failure{}}
+	for _, o := range opts {
+		o(r)
+	}
+	if r.loader == nil {
+		return nil, errors.New("kmm: no NodeLoader: pass WithNodeLoader(loader.NewPodLoader(...)) or a fake")
+	}
+	if r.mapper == nil {
+		r.mapper = kernelmap.New(kernelmap.WithLogger(r.log))
+	}
+	if r.registry == nil && (r.checker == nil || r.signer == nil) {
+		c, err := registry.NewClient(registry.WithLogger(r.log))
+		if err != nil {
+			return nil, err
+		}
+		r.registry = c
+	}
+	if r.checker == nil {
+		r.checker = r.registry
+	}
+	if r.signer == nil {
+		r.signer = sign.New(r.registry, r.log)
+	}
+	if r.nodes == nil {
+		r.nodes = func(ctx context.Context) ([]*corev1.Node, error) {
+			l, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("listing nodes: %w", err)
+			}
+			out := make([]*corev1.Node, len(l.Items))
+			for i := range l.Items {
+				out[i] = &l.Items[i]
+			}
+			return out, nil
+		}
+	}
+	return r, nil
+}
+
+// Object is what ReconcileSpec works on: a Module, or a ModuleSpec that
+// an operator embeds in its own resource.
+type Object struct {
+	// Namespace and Name identify it; builds and worker Pods live in
+	// Namespace and are named after Name.
+	Namespace, Name string
+	// Spec is the desired state.
+	Spec v1beta1.ModuleSpec
+	// Status is the status written last (for events on changes and the
+	// rebuild trigger).
+	Status v1beta1.ModuleStatus
+	// Generation is the object's metadata.generation, for conditions.
+	Generation int64
+	// Deleting is set when the object is being deleted: every node
+	// unloads, and Result.Done says when the finalizer may go.
+	Deleting bool
+	// NamespaceTerminating is set when Namespace itself is being deleted.
+	NamespaceTerminating bool
+	// Owner owns build objects and worker Pods.
+	Owner *metav1.OwnerReference
+	// Ref is where events go; nil means no events.
+	Ref *corev1.ObjectReference
+}
+
+// Result is what a pass decided.
+type Result struct {
+	// Status is the new status, to be written when it differs.
+	Status v1beta1.ModuleStatus
+	// RequeueAfter asks for another pass then (0: wait for a change).
+	RequeueAfter time.Duration
+	// Done is set on a deleting object once every node has unloaded (or
+	// unloading is impossible): the finalizer may go.
+	Done bool
+}
+
+func (res *Result) requeue(d time.Duration) {
+	if d > 0 && (res.RequeueAfter == 0 || d < res.RequeueAfter) {
+		res.RequeueAfter = d
+	}
+}

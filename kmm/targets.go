@@ -1,0 +1,87 @@
+package kmm
+
+import (
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/kmmkit/kmmkit/kernelmap"
+)
+
+// targets is which nodes a Module is for.
+type targets struct {
+	// matching counts the schedulable nodes that match the selector
+	// (KMM's nodesMatchingSelectorNumber).
+	matching int
+	// byKernel groups the nodes to load on by their (trimmed) kernel.
+	byKernel map[string][]*corev1.Node
+	// keep holds nodes that match the selector but are not schedulable
+	// for the Module (cordoned, tainted): what is loaded there stays, and
+	// nothing new starts. KMM unloads them (its §11.12).
+	keep map[string]bool
+	// noKernel lists matching nodes that report no kernel version.
+	noKernel []string
+}
+
+// target picks the nodes of a Module: those that match its selector and
+// whose NoSchedule and NoExecute taints its tolerations (plus KMM's
+// internal pressure tolerations) all tolerate, as KMM does. A matching
+// node that is not schedulable keeps what it has unless unloadOnTaint.
+func (r *Reconciler) target(obj Object, nodes []*corev1.Node) targets {
+	t := targets{byKernel: map[string][]*corev1.Node{}, keep: map[string]bool{}}
+	sel := labels.SelectorFromSet(obj.Spec.Selector)
+	tolerations := append(append([]corev1.Toleration{}, obj.Spec.Tolerations...), kernelmap.InternalTolerations()...)
+	for _, n := range nodes {
+		if !sel.Matches(labels.Set(n.Labels)) {
+			continue
+		}
+		if !schedulable(n, tolerations) {
+			if !r.unloadOnTaint {
+				t.keep[n.Name] = true
+			}
+			continue
+		}
+		t.matching++
+		k := kernelmap.TrimKernel(n.Status.NodeInfo.KernelVersion)
+		if k == "" {
+			t.noKernel = append(t.noKernel, n.Name)
+			continue
+		}
+		t.byKernel[k] = append(t.byKernel[k], n)
+	}
+	sort.Strings(t.noKernel)
+	return t
+}
+
+// kernels returns the kernels in order.
+func (t targets) kernels() []string {
+	out := make([]string, 0, len(t.byKernel))
+	for k := range t.byKernel {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// schedulable reports whether every NoSchedule and NoExecute taint of n
+// is tolerated.
+func schedulable(n *corev1.Node, tolerations []corev1.Toleration) bool {
+	for i := range n.Spec.Taints {
+		taint := &n.Spec.Taints[i]
+		if taint.Effect != corev1.TaintEffectNoSchedule && taint.Effect != corev1.TaintEffectNoExecute {
+			continue
+		}
+		ok := false
+		for j := range tolerations {
+			if tolerations[j].ToleratesTaint(taint) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
