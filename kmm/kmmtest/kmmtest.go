@@ -42,6 +42,7 @@ type Harness struct {
 	Reconciler *kmm.Reconciler
 
 	events []string
+	opts   []kmm.Option
 }
 
 // New returns a Harness whose builds succeed on the second pass and push
@@ -63,16 +64,33 @@ func New(opts ...kmm.Option) (*Harness, error) {
 	h.Modules = kmm.NewModuleClient(h.Dynamic)
 	h.Signer = &Signer{registry: h.Registry}
 	h.Builder.OnSucceed(func(r builderReq) { h.Registry.SetExists(r.Image, digestOf(r.Image)) })
+	h.opts = opts
+	if err := h.Restart(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// RestartWith adds Reconciler options (a loader.PodLoader on Clientset,
+// say) and restarts.
+func (h *Harness) RestartWith(opts ...kmm.Option) error {
+	h.opts = append(h.opts, opts...)
+	return h.Restart()
+}
+
+// Restart replaces the Reconciler with a new one on the same fakes, as a
+// controller restart does: in-memory state is lost, the cluster's stays.
+func (h *Harness) Restart() error {
 	base := []kmm.Option{
 		kmm.WithModuleClient(h.Modules), kmm.WithImageChecker(h.Registry), kmm.WithBuilder(h.Builder),
 		kmm.WithSigner(h.Signer), kmm.WithNodeLoader(h.Loader), kmm.WithEventRecorder(h.Recorder),
 	}
-	r, err := kmm.NewReconciler(h.Clientset, append(base, opts...)...)
+	r, err := kmm.NewReconciler(h.Clientset, append(base, h.opts...)...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	h.Reconciler = r
-	return h, nil
+	return nil
 }
 
 // AddNode adds a node with a kernel, labels and a boot ID.
