@@ -38,6 +38,7 @@ type imageWork struct {
 	build   string
 	message string
 	requeue time.Duration
+	done    string // "built" or "signed" when this pass made the image
 }
 
 // invalidator is a checker with a cache that can be dropped.
@@ -98,7 +99,7 @@ func (r *Reconciler) ensureImage(ctx context.Context, obj Object, w *imageWork, 
 		if s == nil {
 			r.invalidate(w.image)
 			if res, err := r.checker.Verify(ctx, final); err == nil && res.Exists {
-				w.state, w.digest, w.requeue = StateReady, res.Digest, r.verifyEvery
+				w.state, w.digest, w.requeue, w.done = StateReady, res.Digest, r.verifyEvery, "built"
 			} else {
 				w.state, w.requeue = StateBuilding, 5*time.Second
 				w.message = fmt.Sprintf("build %s succeeded; waiting for %s to appear in the registry", w.build, w.image)
@@ -227,5 +228,5 @@ func (r *Reconciler) signImage(ctx context.Context, obj Object, w *imageWork, fr
 	delete(r.signFailed, w.image)
 	r.mu.Unlock()
 	r.invalidate(w.image)
-	w.state, w.digest, w.requeue, w.message = StateReady, res.Digest, r.verifyEvery, ""
+	w.state, w.digest, w.requeue, w.message, w.done = StateReady, res.Digest, r.verifyEvery, "", "signed"
 }

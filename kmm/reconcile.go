@@ -171,7 +171,13 @@ func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (res Result,
 	if verifyAll {
 		res.Status.ImageRebuildTriggerGeneration = obj.Spec.ImageRebuildTriggerGeneration
 	}
-	r.events(obj, res.Status)
+	made := map[string]string{}
+	for img, w := range images {
+		if w.done != "" {
+			made[img] = w.done
+		}
+	}
+	r.events(obj, res.Status, made)
 	return res, errors.Join(lerr)
 }
 

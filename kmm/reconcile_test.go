@@ -116,7 +116,7 @@ func TestReconcileBuildsAndLoads(t *testing.T) {
 	assert.Len(t, h.Builder.Started(), 1, "one build for the one missing image")
 	ev := strings.Join(h.Events(), "\n")
 	assert.Contains(t, ev, "Normal BuildStarted building registry.example.com/nic:"+k57)
-	assert.Contains(t, ev, "Normal ImageReady")
+	assert.Contains(t, ev, "Normal ImageBuilt built and pushed registry.example.com/nic:"+k57)
 	assert.Contains(t, ev, "Normal Loaded loaded on all 3 desired node(s)")
 
 	// A second pass: no write, no event, registry asked once per image.

@@ -124,7 +124,7 @@ func summarize(items []string, max int) string {
 // events emits Module events for what changed since the last status:
 // builds started, succeeded or failed, signing, missing images, and
 // nodes that started failing. Nothing is emitted when nothing changed.
-func (r *Reconciler) events(obj Object, st v1beta1.ModuleStatus) {
+func (r *Reconciler) events(obj Object, st v1beta1.ModuleStatus, made map[string]string) {
 	old := map[string]v1beta1.KernelStatus{}
 	for _, k := range obj.Status.Kernels {
 		old[k.Kernel+"\x00"+k.Image] = k
@@ -145,7 +145,12 @@ func (r *Reconciler) events(obj Object, st v1beta1.ModuleStatus) {
 				r.event(obj, corev1.EventTypeNormal, "BuildStarted", "building %s for kernel %s (%s)", k.Image, k.Kernel, k.Build)
 			}
 		case StateReady:
-			if had && (prev.State == StateBuilding || prev.State == StateBuildFailed || prev.State == StateSignFailed) {
+			switch {
+			case made[k.Image] == "built":
+				r.event(obj, corev1.EventTypeNormal, "ImageBuilt", "built and pushed %s for kernel %s (%s)", k.Image, k.Kernel, k.Digest)
+			case made[k.Image] == "signed":
+				r.event(obj, corev1.EventTypeNormal, "ImageSigned", "signed and pushed %s for kernel %s (%s)", k.Image, k.Kernel, k.Digest)
+			case had && (prev.State == StateBuilding || prev.State == StateBuildFailed || prev.State == StateSignFailed):
 				r.event(obj, corev1.EventTypeNormal, "ImageReady", "%s for kernel %s is ready (%s)", k.Image, k.Kernel, k.Digest)
 			}
 		case StateBuildFailed:
