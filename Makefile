@@ -29,6 +29,10 @@ fuzz:
 bench-depmod:
 	KMMKIT_KERNEL_TREE=$$(hack/lib/kernel-tree.sh) $(GO) run ./hack/benchdepmod -runs 9
 
+## quickstart: the whole pipeline on an embedded registry and in-memory cluster (no cluster, no network)
+quickstart:
+	$(GO) run ./examples/quickstart
+
 ## bench-reconcile: full Reconcile passes, 10 Modules on 5,000 nodes and 50 kernels (fakes): time, allocations, registry requests, API writes
 bench-reconcile:
 	$(GO) test ./kmm -run '^$$' -bench ReconcileScale -benchtime 5x -v

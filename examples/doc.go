@@ -1,5 +1,9 @@
 // Package examples holds runnable examples of kmmkit and the KMM Module
-// manifests they use (modules/). Run the current one with:
+// manifests they use (modules/):
 //
-//	go run ./cmd/kmm map -f examples/modules/kmm-ci-a.yaml --kernel 6.1.0-56-amd64
+//   - quickstart: the whole pipeline on an embedded registry and an
+//     in-memory cluster (go run ./examples/quickstart), or on a real cluster
+//     with --kubeconfig;
+//   - client-go: an operator with plain informers and a workqueue;
+//   - controller-runtime: an operator whose own CRD embeds a ModuleSpec.
 package examples
