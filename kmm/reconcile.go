@@ -55,6 +55,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, m *v1beta1.Module) (Result, 
 	if !equality.Semantic.DeepEqual(m.Status, res.Status) {
 		m.Status = res.Status
 		updated, uerr := r.modules.UpdateStatus(ctx, m)
+		if apierrors.IsConflict(uerr) {
+			// Our copy was stale (an informer cache, say): write the
+			// status on the latest object instead.
+			if latest, gerr := r.modules.Get(ctx, m.Namespace, m.Name); gerr == nil {
+				latest.Status = res.Status
+				updated, uerr = r.modules.UpdateStatus(ctx, latest)
+			}
+		}
 		if uerr != nil {
 			return res, errors.Join(err, fmt.Errorf("writing the status of module %s/%s: %w", m.Namespace, m.Name, uerr))
 		}
