@@ -44,3 +44,6 @@ go vet ./...
 
 step "go test -race"
 go test -race -count=1 "$@" ./...
+
+step "examples/controller-runtime (its own module, so the SDK does not depend on controller-runtime)"
+(cd examples/controller-runtime && go vet ./... && go test -race -count=1 ./...)
