@@ -1,11 +1,31 @@
-// Package kmm is the entry point of kmmkit for operator authors: the Module
-// API and, as the SDK grows, the Reconciler that drives mapping, image
-// checks, builds, signing and loading across a cluster.
+// Package kmm is the entry point of kmmkit for operator authors: the
+// Module API and the Reconciler that drives kernel mapping, image checks,
+// builds, signing and loading across a cluster.
+//
+// A Reconciler is built from pieces, each an interface with a real default
+// and a fake: a kernelmap.Mapper, a registry.ImageChecker, a
+// builder.Builder, an ImageSigner and a loader.NodeLoader. Reconcile drives
+// a KMM Module (with WithModuleClient: finalizer and status included);
+// ReconcileSpec drives a ModuleSpec embedded in an operator's own resource
+// and returns the status to write. Both are level-triggered and
+// idempotent: a second pass with nothing changed writes nothing, and a
+// pass cut at any point and run again never duplicates a build or a
+// worker Pod, loses a result or unloads a module by mistake.
+//
+// Per Module and kernel it maps the kernel, checks the image once per
+// distinct image (re-verifying it periodically, and at once when
+// spec.imageRebuildTriggerGeneration changes), builds it when it is
+// missing and a build is defined (to an intermediate tag when it is to be
+// signed, so unsigned modules never appear at the final tag), signs it,
+// and loads it on every targeted node; it unloads from nodes no longer
+// targeted. Status carries KMM's counts, the conditions ImagesReady,
+// Loaded and Degraded with reasons, and a per-kernel summary; events go to
+// the Module; NewMetrics exports KMM's kmm_* gauges and more.
 //
 // The API types live in [github.com/kmmkit/kmmkit/kmm/v1beta1] and are
-// field-compatible with KMM's kmm.sigs.x-k8s.io/v1beta1 Module; this package
-// gives the main ones short names. Kernel mapping lives in
-// [github.com/kmmkit/kmmkit/kernelmap].
+// field-compatible with KMM's kmm.sigs.x-k8s.io/v1beta1 Module (kmmkit
+// adds status.conditions and status.kernels); this package gives the main
+// ones short names. kmm/kmmtest is a harness of fakes for users' tests.
 package kmm
 
 import "github.com/kmmkit/kmmkit/kmm/v1beta1"
