@@ -2,6 +2,7 @@ package builder
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -104,4 +105,13 @@ func Labels(req Request) map[string]string {
 		"app.kubernetes.io/component": ResourceBuild,
 		"app.kubernetes.io/part-of":   "kmm",
 	}
+}
+
+// LogTail returns the last n lines of a build log, for Status.LogTail.
+func LogTail(log string, n int) string {
+	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

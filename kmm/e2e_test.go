@@ -18,8 +18,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -184,7 +182,8 @@ func TestEndToEnd(t *testing.T) {
 	mod.Spec.ModuleLoader.Container.Modprobe.ModuleName = "nic_drv"
 	mod.Spec.ModuleLoader.Container.RegistryTLS = tls
 	mod.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = repo + ":${KERNEL_FULL_VERSION}"
-	require.NoError(t, createModule(ctx, dyn, mod))
+	_, err = e.modules.Create(ctx, mod)
+	require.NoError(t, err)
 	require.True(t, e.settle("nic"))
 
 	// The missing image was built and pushed; the others untouched.
@@ -288,17 +287,4 @@ func builderRequest(t *testing.T, kernel, image string) builder.Request {
 	k, err := kernelmap.ParseKernel(kernel)
 	require.NoError(t, err)
 	return builder.Request{Namespace: "ns", Module: "nic", Kernel: k, Image: image}
-}
-
-func createModule(ctx context.Context, dyn dynamic.Interface, m *v1beta1.Module) error {
-	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(m)
-	if err != nil {
-		return err
-	}
-	u := &unstructured.Unstructured{Object: obj}
-	u.SetAPIVersion(v1beta1.SchemeGroupVersion.String())
-	u.SetKind(v1beta1.Kind)
-	delete(u.Object, "status")
-	_, err = dyn.Resource(kmm.ModuleGVR).Namespace(m.Namespace).Create(ctx, u, metav1.CreateOptions{})
-	return err
 }

@@ -20,6 +20,8 @@ var ModuleGVR = v1beta1.SchemeGroupVersion.WithResource("modules")
 type ModuleClient interface {
 	Get(ctx context.Context, namespace, name string) (*v1beta1.Module, error)
 	List(ctx context.Context, namespace string) ([]v1beta1.Module, error)
+	// Create stores a new Module (its status is ignored).
+	Create(ctx context.Context, m *v1beta1.Module) (*v1beta1.Module, error)
 	// Update writes the object (metadata and spec).
 	Update(ctx context.Context, m *v1beta1.Module) (*v1beta1.Module, error)
 	// UpdateStatus writes the status subresource.
@@ -73,6 +75,19 @@ func (c dynModules) List(ctx context.Context, namespace string) ([]v1beta1.Modul
 		out = append(out, *m)
 	}
 	return out, nil
+}
+
+func (c dynModules) Create(ctx context.Context, m *v1beta1.Module) (*v1beta1.Module, error) {
+	u, err := toUnstructured(m)
+	if err != nil {
+		return nil, err
+	}
+	delete(u.Object, "status")
+	u, err = c.dyn.Resource(ModuleGVR).Namespace(m.Namespace).Create(ctx, u, metav1.CreateOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return toModule(u)
 }
 
 func (c dynModules) Update(ctx context.Context, m *v1beta1.Module) (*v1beta1.Module, error) {

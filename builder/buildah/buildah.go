@@ -252,11 +252,11 @@ func (b *Builder) run(ctx context.Context, req builder.Request) (string, string,
 	}
 	bud = append(bud, filepath.Join(work, "context"))
 	if err := b.exec(ctx, &log, bud...); err != nil {
-		return "", tail(log.String(), 20), fmt.Errorf("buildah bud: %w", err)
+		return "", builder.LogTail(log.String(), 20), fmt.Errorf("buildah bud: %w", err)
 	}
 	iid, err := os.ReadFile(filepath.Join(work, "iid"))
 	if err != nil {
-		return "", tail(log.String(), 20), fmt.Errorf("buildah bud wrote no image ID: %w", err)
+		return "", builder.LogTail(log.String(), 20), fmt.Errorf("buildah bud wrote no image ID: %w", err)
 	}
 	id := strings.TrimPrefix(strings.TrimSpace(string(iid)), "sha256:")
 	defer func() { _ = b.exec(context.Background(), &bytes.Buffer{}, append(global, "rmi", "-f", id)...) }()
@@ -267,11 +267,11 @@ func (b *Builder) run(ctx context.Context, req builder.Request) (string, string,
 	push = append(push, auth...)
 	push = append(push, id, "docker://"+req.Image)
 	if err := b.exec(ctx, &log, push...); err != nil {
-		return "", tail(log.String(), 20), fmt.Errorf("buildah push %s: %w", req.Image, err)
+		return "", builder.LogTail(log.String(), 20), fmt.Errorf("buildah push %s: %w", req.Image, err)
 	}
 	d, err := os.ReadFile(filepath.Join(work, "digest"))
 	if err != nil {
-		return "", tail(log.String(), 20), fmt.Errorf("buildah push wrote no digest: %w", err)
+		return "", builder.LogTail(log.String(), 20), fmt.Errorf("buildah push wrote no digest: %w", err)
 	}
 	return strings.TrimSpace(string(d)), "", nil
 }
@@ -357,12 +357,4 @@ func (b *Builder) exec(ctx context.Context, log *bytes.Buffer, args ...string) e
 	cmd.Stdout, cmd.Stderr = log, log
 	b.o.Log.V(1).Info("running", "command", b.o.Binary+" "+strings.Join(args, " "))
 	return cmd.Run()
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -252,7 +252,7 @@ func (b *Builder) object(ctx context.Context, p *corev1.Pod) lifecycle.Object {
 		o.Message = fmt.Sprintf("build pod %s failed", p.Name)
 		if term != nil {
 			o.Message = fmt.Sprintf("build pod %s failed: kaniko exited with code %d (%s)", p.Name, term.ExitCode, term.Reason)
-			o.LogTail = tail(term.Message, 20)
+			o.LogTail = builder.LogTail(term.Message, 20)
 		} else if p.Status.Message != "" {
 			o.Message += ": " + p.Status.Message
 		}
@@ -274,15 +274,7 @@ func (b *Builder) logTail(ctx context.Context, p *corev1.Pod) string {
 	if err != nil {
 		return ""
 	}
-	return tail(string(raw), 20)
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return builder.LogTail(string(raw), 20)
 }
 
 func (s store) Create(ctx context.Context, req builder.Request, name string, attempt int) error {

@@ -13,8 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -80,13 +78,8 @@ func TestControllerLoadsAndUnloads(t *testing.T) {
 			KernelMappings: []v1beta1.KernelMapping{{Literal: kver, ContainerImage: image}},
 		}},
 	}}
-	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(mod)
-	require.NoError(t, err)
-	u := &unstructured.Unstructured{Object: obj}
-	u.SetAPIVersion(v1beta1.SchemeGroupVersion.String())
-	u.SetKind(v1beta1.Kind)
-	delete(u.Object, "status")
-	_, err = dyn.Resource(kmm.ModuleGVR).Namespace(ns).Create(ctx, u, metav1.CreateOptions{})
+	modules := kmm.NewModuleClient(dyn)
+	_, err = modules.Create(ctx, mod)
 	require.NoError(t, err)
 
 	// kubeletRuns waits for the worker Pod of an action and runs it.
@@ -105,7 +98,6 @@ func TestControllerLoadsAndUnloads(t *testing.T) {
 	start := time.Now()
 	kubeletRuns("Load")
 	t.Logf("load pod after %s", time.Since(start))
-	modules := kmm.NewModuleClient(dyn)
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		m, err := modules.Get(ctx, ns, "nic")
 		if err != nil {

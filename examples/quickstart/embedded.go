@@ -17,10 +17,8 @@ import (
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
 	dynfake "k8s.io/client-go/dynamic/fake"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
@@ -132,7 +130,8 @@ func embedded(ctx context.Context, out io.Writer, workerImage string) error {
 		Data: map[string]string{"dockerfile": "# built by kmmkit's assembler from prebuilt modules\nFROM scratch\n"}}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	if err := createModule(ctx, dyn, mod); err != nil {
+	modules := kmm.NewModuleClient(dyn)
+	if _, err := modules.Create(ctx, mod); err != nil {
 		return err
 	}
 
@@ -140,7 +139,6 @@ func embedded(ctx context.Context, out io.Writer, workerImage string) error {
 	if err != nil {
 		return err
 	}
-	modules := kmm.NewModuleClient(dyn)
 	events := record.NewFakeRecorder(100)
 	r, err := kmm.NewReconciler(cs, kmm.WithModuleClient(modules), kmm.WithRegistry(rc), kmm.WithBuilder(asm),
 		kmm.WithNodeLoader(pl), kmm.WithEventRecorder(events))
@@ -255,17 +253,4 @@ func printModule(out io.Writer, m *v1beta1.Module, nodeList []corev1.Node) error
 		fmt.Fprintf(out, "%s=%s (%s): %s\n", c.Type, c.Status, c.Reason, c.Message)
 	}
 	return nil
-}
-
-func createModule(ctx context.Context, dyn dynamic.Interface, m *v1beta1.Module) error {
-	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(m)
-	if err != nil {
-		return err
-	}
-	u := &unstructured.Unstructured{Object: obj}
-	u.SetAPIVersion(v1beta1.SchemeGroupVersion.String())
-	u.SetKind(v1beta1.Kind)
-	delete(u.Object, "status")
-	_, err = dyn.Resource(kmm.ModuleGVR).Namespace(m.Namespace).Create(ctx, u, metav1.CreateOptions{})
-	return err
 }

@@ -113,7 +113,7 @@ func real(ctx context.Context, out io.Writer, kubeconfig, file, workerImage, mod
 	}
 	modules := kmm.NewModuleClient(dyn)
 	if _, err := modules.Get(ctx, mod.Namespace, mod.Name); err != nil {
-		if err := createModule(ctx, dyn, mod); err != nil {
+		if _, err := modules.Create(ctx, mod); err != nil {
 			return fmt.Errorf("creating module %s/%s (is the Module CRD installed?): %w", mod.Namespace, mod.Name, err)
 		}
 	}

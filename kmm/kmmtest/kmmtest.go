@@ -115,14 +115,7 @@ func (h *Harness) SetKernel(ctx context.Context, name, kernel string) error {
 
 // CreateModule stores a Module.
 func (h *Harness) CreateModule(ctx context.Context, m *v1beta1.Module) error {
-	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(m)
-	if err != nil {
-		return err
-	}
-	obj := &unstructuredObj{Object: u}
-	obj.SetAPIVersion(v1beta1.SchemeGroupVersion.String())
-	obj.SetKind(v1beta1.Kind)
-	_, err = h.Dynamic.Resource(kmm.ModuleGVR).Namespace(m.Namespace).Create(ctx, obj, metav1.CreateOptions{})
+	_, err := h.Modules.Create(ctx, m)
 	return err
 }
 
