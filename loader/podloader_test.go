@@ -408,3 +408,24 @@ func TestNodeKeysStayValid(t *testing.T) {
 	assert.True(t, strings.HasSuffix(loader.ReadyLabel(ns, name), ".ready"))
 	assert.NotEqual(t, loader.ReadyLabel(ns, name), loader.ReadyLabel(ns, name+"x"), "different modules, different labels")
 }
+
+// FuzzObservedOn: whatever a node annotation holds, reading it never
+// panics, and a record that reads back is what was written.
+func FuzzObservedOn(f *testing.F) {
+	f.Add(`{"config":{"kernelVersion":"6.1.0-56-amd64","containerImage":"r/i:t","modprobe":{"moduleName":"m"}},"bootID":"b"}`)
+	f.Add(`{"config":null}`)
+	f.Add(`[]`)
+	f.Fuzz(func(t *testing.T, raw string) {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Annotations: map[string]string{loader.ObservedAnnotation("ns", "m"): raw}}}
+		obs, ok, err := loader.ObservedOn(n, "ns", "m")
+		if err != nil {
+			if !strings.Contains(err.Error(), loader.ObservedAnnotation("ns", "m")) {
+				t.Fatalf("error does not name the annotation: %v", err)
+			}
+			return
+		}
+		if !ok || obs == nil {
+			t.Fatal("a readable annotation gave no record")
+		}
+	})
+}

@@ -17,3 +17,18 @@ func TestNormalizeAuth(t *testing.T) {
 	_, err = normalizeAuth([]byte(`not json`))
 	assert.ErrorContains(t, err, "docker config is not JSON")
 }
+
+// FuzzNormalizeAuth: any input gives an error or a config buildah reads.
+func FuzzNormalizeAuth(f *testing.F) {
+	f.Add([]byte(`{"auths":{"r":{"username":"u","password":"p"}}}`))
+	f.Add([]byte(`{"r":{"auth":"x"}}`))
+	f.Fuzz(func(t *testing.T, cfg []byte) {
+		out, err := normalizeAuth(cfg)
+		if err != nil {
+			return
+		}
+		if _, err := normalizeAuth(out); err != nil {
+			t.Fatalf("output does not read back: %v", err)
+		}
+	})
+}
