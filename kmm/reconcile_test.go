@@ -285,3 +285,43 @@ func TestReconcileDeletionInTerminatingNamespace(t *testing.T) {
 	assert.True(t, res.Done)
 	assert.Contains(t, strings.Join(h.Events(), "\n"), "Warning UnloadSkipped namespace drivers is being deleted")
 }
+
+// TestReconcileNoticesAVanishedImage: an image wiped from the registry is
+// noticed by the periodic verification (or at once through
+// imageRebuildTriggerGeneration) and rebuilt, where KMM believes it still
+// exists.
+func TestReconcileNoticesAVanishedImage(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	h := cluster(t, kmm.WithClock(func() time.Time { return now }), kmm.WithVerifyInterval(10*time.Minute))
+	require.NoError(t, h.CreateModule(ctx, nicModule()))
+	_, err := h.ReconcileUntilStable(ctx, "drivers", "nic", 10)
+	require.NoError(t, err)
+	require.Len(t, h.Builder.Started(), 1)
+
+	// The registry is wiped; the fake builder forgets its builds too.
+	h.Registry.SetMissing("registry.example.com/nic:" + k56)
+	h.Builder.SetPasses(0)
+	now = now.Add(11 * time.Minute)
+	_, err = h.ReconcileUntilStable(ctx, "drivers", "nic", 10)
+	require.NoError(t, err)
+	started := h.Builder.Started()
+	require.Len(t, started, 2, "the vanished image is rebuilt")
+	assert.Equal(t, "registry.example.com/nic:"+k56, started[1].Image)
+
+	// The trigger forces a verification now, and is recorded.
+	h.Registry.SetMissing("registry.example.com/nic:" + k57)
+	m, err := h.Module(ctx, "drivers", "nic")
+	require.NoError(t, err)
+	m.Spec.ImageRebuildTriggerGeneration = ptrInt(1)
+	_, err = h.Modules.Update(ctx, m)
+	require.NoError(t, err)
+	_, err = h.ReconcileUntilStable(ctx, "drivers", "nic", 10)
+	require.NoError(t, err)
+	m, err = h.Module(ctx, "drivers", "nic")
+	require.NoError(t, err)
+	assert.Equal(t, 1, *m.Status.ImageRebuildTriggerGeneration)
+	assert.Equal(t, metav1.ConditionTrue, cond(t, m, kmm.ConditionImagesReady).Status)
+}
+
+func ptrInt(i int) *int { return &i }

@@ -11,7 +11,10 @@ import (
 	"github.com/kmmkit/kmmkit/builder"
 )
 
-// Builder is an in-memory builder.Builder, safe for concurrent use.
+// Builder is an in-memory builder.Builder, safe for concurrent use. Like
+// an in-cluster backend with no GC delay, a successful build is forgotten
+// once its success has been reported: a later Sync for the same image
+// (after the image vanished from the registry, say) starts a new build.
 type Builder struct {
 	mu        sync.Mutex
 	passes    int
@@ -25,7 +28,6 @@ type build struct {
 	hash     string
 	attempt  int
 	progress int
-	done     bool
 	failed   bool
 }
 
@@ -109,10 +111,7 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	}
 	var hook func(builder.Request)
 	switch {
-	case bl.done:
-		st.Phase = builder.PhaseSucceeded
 	case bl.progress >= b.passes:
-		bl.done = true
 		st.Phase = builder.PhaseSucceeded
 		hook = b.onSucceed
 	default:
@@ -121,6 +120,7 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	}
 	if st.Phase == builder.PhaseSucceeded {
 		st.Digest = "sha256:" + hash + hash + hash + hash
+		delete(b.builds, req.Image)
 	}
 	b.mu.Unlock()
 	if hook != nil {

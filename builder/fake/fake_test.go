@@ -30,9 +30,8 @@ func TestBuilder(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
 	assert.Len(t, st.Digest, 7+64)
-	_, _ = b.Sync(ctx, req("r/nic:a"))
 	assert.Equal(t, []string{"r/nic:a"}, pushed, "the hook runs once")
-	assert.Len(t, b.Started(), 1, "idempotent")
+	assert.Len(t, b.Started(), 1, "idempotent while running")
 
 	b.Fail("r/nic:b", "BuildFailed", "make failed", "Error 2")
 	st, err = b.Sync(ctx, req("r/nic:b"))
@@ -50,6 +49,9 @@ func TestBuilder(t *testing.T) {
 	changed.Dockerfile += "RUN true\n"
 	_, _ = b.Sync(ctx, changed)
 	assert.Len(t, b.Started(), 4, "a retry after Recover and a changed request are new builds")
+	st, _ = b.Sync(ctx, changed)
+	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
+	assert.Len(t, b.Started(), 5, "a finished build is forgotten, as a collected build Pod")
 
 	_, err = b.Sync(ctx, builder.Request{})
 	assert.ErrorContains(t, err, "image is empty")
