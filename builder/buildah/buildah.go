@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +32,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
 
 // Options configure the buildah builder.
@@ -65,6 +67,8 @@ type Options struct {
 	Log logr.Logger
 	// Now replaces time.Now (tests).
 	Now func() time.Time
+	// Runner runs the builds; nil runs the buildah command (Binary).
+	Runner Runner
 }
 
 // Builder is the buildah builder. It is safe for concurrent use.
@@ -194,32 +198,63 @@ func (b *Builder) Wait(ctx context.Context, image string) error {
 	}
 }
 
-// run builds and pushes; it returns the digest, or the log tail and error.
+// Job is one build, prepared for a Runner: the Dockerfile, the auth file
+// and the secrets are on disk, and every option is resolved.
+type Job struct {
+	// Request is the build request.
+	Request builder.Request
+	// Dockerfile and ContextDir are paths; the context holds nothing, as
+	// in KMM the Dockerfile is the whole input.
+	Dockerfile, ContextDir string
+	// Args are the build args, injected ones included.
+	Args []v1beta1.BuildArg
+	// Volumes are bind mounts for RUN steps (HOST:CONTAINER[:OPTIONS]),
+	// the build secrets included.
+	Volumes []string
+	// AuthFile is a containers-auth.json with the credentials, or "".
+	AuthFile string
+	// PullTLSVerify and PushTLSVerify require HTTPS with verified
+	// certificates for base images and for the push.
+	PullTLSVerify, PushTLSVerify bool
+	// Root, RunRoot, StorageDriver, Isolation and CertDir are the
+	// Builder's Options.
+	Root, RunRoot, StorageDriver, Isolation, CertDir string
+	// IIDFile and DigestFile are where the image ID and the pushed
+	// digest may be written.
+	IIDFile, DigestFile string
+	// Log receives the build's output.
+	Log io.Writer
+}
+
+// Runner builds a Job, pushes the image to Job.Request.Image and returns
+// the pushed manifest digest. The default runs the buildah command;
+// github.com/kmmkit/kmmkit/builder/buildahlib runs buildah as a library.
+type Runner interface {
+	Run(ctx context.Context, job Job) (digest string, err error)
+}
+
+// run prepares a job and hands it to the runner; it returns the digest,
+// or the log tail and the error.
 func (b *Builder) run(ctx context.Context, req builder.Request) (string, string, error) {
 	work, err := os.MkdirTemp("", "kmmkit-buildah-ctx")
 	if err != nil {
 		return "", "", err
 	}
 	defer os.RemoveAll(work)
-	if err := os.WriteFile(filepath.Join(work, "Dockerfile"), []byte(req.Dockerfile), 0o644); err != nil {
+	var log bytes.Buffer
+	job := Job{
+		Request: req, Dockerfile: filepath.Join(work, "Dockerfile"), ContextDir: filepath.Join(work, "context"),
+		Args: req.Args(), Volumes: append([]string(nil), b.o.Volumes...),
+		PullTLSVerify: !req.BaseImageRegistryTLS.Insecure && !req.BaseImageRegistryTLS.InsecureSkipTLSVerify,
+		PushTLSVerify: !req.RegistryTLS.Insecure && !req.RegistryTLS.InsecureSkipTLSVerify,
+		Root:          b.o.Root, RunRoot: b.o.RunRoot, StorageDriver: b.o.StorageDriver, Isolation: b.o.Isolation, CertDir: b.o.CertDir,
+		IIDFile: filepath.Join(work, "iid"), DigestFile: filepath.Join(work, "digest"), Log: &log,
+	}
+	if err := os.WriteFile(job.Dockerfile, []byte(req.Dockerfile), 0o644); err != nil {
 		return "", "", err
 	}
-	var log bytes.Buffer
-	global := []string{"--root", b.o.Root, "--runroot", b.o.RunRoot, "--storage-driver", b.o.StorageDriver}
-	bud := append(append([]string{}, global...), "bud", "--isolation", b.o.Isolation, "--format", "oci",
-		"-f", filepath.Join(work, "Dockerfile"), "--iidfile", filepath.Join(work, "iid"))
-	if req.BaseImageRegistryTLS.Insecure || req.BaseImageRegistryTLS.InsecureSkipTLSVerify {
-		bud = append(bud, "--tls-verify=false")
-	}
-	for _, a := range req.Args() {
-		bud = append(bud, "--build-arg", a.Name+"="+a.Value)
-	}
-	for _, v := range b.o.Volumes {
-		bud = append(bud, "--volume", v)
-	}
-	var auth []string
-	if b.o.CertDir != "" {
-		auth = append(auth, "--cert-dir", b.o.CertDir)
+	if err := os.MkdirAll(job.ContextDir, 0o755); err != nil {
+		return "", "", err
 	}
 	if b.o.Auth != nil {
 		cfg, err := b.o.Auth(ctx, req)
@@ -230,50 +265,78 @@ func (b *Builder) run(ctx context.Context, req builder.Request) (string, string,
 			if cfg, err = normalizeAuth(cfg); err != nil {
 				return "", "", fmt.Errorf("credentials: %w", err)
 			}
-			p := filepath.Join(work, "auth.json")
-			if err := os.WriteFile(p, cfg, 0o600); err != nil {
+			job.AuthFile = filepath.Join(work, "auth.json")
+			if err := os.WriteFile(job.AuthFile, cfg, 0o600); err != nil {
 				return "", "", err
 			}
-			auth = append(auth, "--authfile", p)
 		}
 	}
-	bud = append(bud, auth...)
 	secrets, err := b.writeSecrets(ctx, req, filepath.Join(work, "secrets"))
 	if err != nil {
 		return "", "", err
 	}
-	for _, s := range secrets {
-		bud = append(bud, "--volume", s)
+	job.Volumes = append(job.Volumes, secrets...)
+	runner := b.o.Runner
+	if runner == nil {
+		runner = commandRunner{binary: b.o.Binary, log: b.o.Log}
 	}
-	// The context directory holds nothing: as in KMM, the Dockerfile is
-	// the whole input.
-	if err := os.MkdirAll(filepath.Join(work, "context"), 0o755); err != nil {
-		return "", "", err
-	}
-	bud = append(bud, filepath.Join(work, "context"))
-	if err := b.exec(ctx, &log, bud...); err != nil {
-		return "", builder.LogTail(log.String(), 20), fmt.Errorf("buildah bud: %w", err)
-	}
-	iid, err := os.ReadFile(filepath.Join(work, "iid"))
+	digest, err := runner.Run(ctx, job)
 	if err != nil {
-		return "", builder.LogTail(log.String(), 20), fmt.Errorf("buildah bud wrote no image ID: %w", err)
+		return "", builder.LogTail(log.String(), 20), err
+	}
+	return digest, "", nil
+}
+
+// commandRunner runs the buildah command.
+type commandRunner struct {
+	binary string
+	log    logr.Logger
+}
+
+func (c commandRunner) Run(ctx context.Context, job Job) (string, error) {
+	global := []string{"--root", job.Root, "--runroot", job.RunRoot, "--storage-driver", job.StorageDriver}
+	bud := append(append([]string{}, global...), "bud", "--isolation", job.Isolation, "--format", "oci",
+		"-f", job.Dockerfile, "--iidfile", job.IIDFile, fmt.Sprintf("--tls-verify=%t", job.PullTLSVerify))
+	for _, a := range job.Args {
+		bud = append(bud, "--build-arg", a.Name+"="+a.Value)
+	}
+	for _, v := range job.Volumes {
+		bud = append(bud, "--volume", v)
+	}
+	var auth []string
+	if job.CertDir != "" {
+		auth = append(auth, "--cert-dir", job.CertDir)
+	}
+	if job.AuthFile != "" {
+		auth = append(auth, "--authfile", job.AuthFile)
+	}
+	bud = append(append(bud, auth...), job.ContextDir)
+	if err := c.exec(ctx, job.Log, bud...); err != nil {
+		return "", fmt.Errorf("buildah bud: %w", err)
+	}
+	iid, err := os.ReadFile(job.IIDFile)
+	if err != nil {
+		return "", fmt.Errorf("buildah bud wrote no image ID: %w", err)
 	}
 	id := strings.TrimPrefix(strings.TrimSpace(string(iid)), "sha256:")
-	defer func() { _ = b.exec(context.Background(), &bytes.Buffer{}, append(global, "rmi", "-f", id)...) }()
-	push := append(append([]string{}, global...), "push", "--digestfile", filepath.Join(work, "digest"))
-	if req.RegistryTLS.Insecure || req.RegistryTLS.InsecureSkipTLSVerify {
-		push = append(push, "--tls-verify=false")
+	defer func() { _ = c.exec(context.Background(), io.Discard, append(global, "rmi", "-f", id)...) }()
+	push := append(append([]string{}, global...), "push", "--digestfile", job.DigestFile, fmt.Sprintf("--tls-verify=%t", job.PushTLSVerify))
+	push = append(append(push, auth...), id, "docker://"+job.Request.Image)
+	if err := c.exec(ctx, job.Log, push...); err != nil {
+		return "", fmt.Errorf("buildah push %s: %w", job.Request.Image, err)
 	}
-	push = append(push, auth...)
-	push = append(push, id, "docker://"+req.Image)
-	if err := b.exec(ctx, &log, push...); err != nil {
-		return "", builder.LogTail(log.String(), 20), fmt.Errorf("buildah push %s: %w", req.Image, err)
-	}
-	d, err := os.ReadFile(filepath.Join(work, "digest"))
+	d, err := os.ReadFile(job.DigestFile)
 	if err != nil {
-		return "", builder.LogTail(log.String(), 20), fmt.Errorf("buildah push wrote no digest: %w", err)
+		return "", fmt.Errorf("buildah push wrote no digest: %w", err)
 	}
-	return strings.TrimSpace(string(d)), "", nil
+	return strings.TrimSpace(string(d)), nil
+}
+
+func (c commandRunner) exec(ctx context.Context, log io.Writer, args ...string) error {
+	cmd := exec.CommandContext(ctx, c.binary, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	c.log.V(1).Info("running", "command", c.binary+" "+strings.Join(args, " "))
+	return cmd.Run()
 }
 
 // writeSecrets writes each build secret into dir/<name>/<key> and returns
@@ -350,11 +413,4 @@ func normalizeAuth(cfg []byte) ([]byte, error) {
 		out[host] = map[string]string{"auth": a}
 	}
 	return json.Marshal(map[string]any{"auths": out})
-}
-
-func (b *Builder) exec(ctx context.Context, log *bytes.Buffer, args ...string) error {
-	cmd := exec.CommandContext(ctx, b.o.Binary, args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	b.o.Log.V(1).Info("running", "command", b.o.Binary+" "+strings.Join(args, " "))
-	return cmd.Run()
 }
