@@ -45,5 +45,9 @@ go vet ./...
 step "go test -race"
 go test -race -count=1 "$@" ./...
 
+step "builder/buildahlib (its own module: buildah as a library, kmmkit's only cgo)"
+buildah_tags='containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper'
+(cd builder/buildahlib && go vet -tags "$buildah_tags" ./... && go test -race -count=1 -tags "$buildah_tags" ./...)
+
 step "examples/controller-runtime (its own module, so the SDK does not depend on controller-runtime)"
 (cd examples/controller-runtime && go vet ./... && go test -race -count=1 ./...)

@@ -4,8 +4,10 @@
 // options, credentials), pushed to the target registry with the digest
 // reported.
 //
-// It drives the buildah command (Debian: apt-get install buildah runc),
-// so kmmkit itself stays free of cgo and of buildah's C libraries; the
+// By default it drives the buildah command (Debian: apt-get install
+// buildah runc), so this package stays free of cgo and of buildah's C
+// libraries; github.com/kmmkit/kmmkit/builder/buildahlib, a Go module of
+// its own, runs the same builds with buildah as a library instead. The
 // defaults (vfs storage, chroot isolation, a private storage root) work
 // as root in a container without a daemon. Builds run in the background:
 // Sync starts one and reports it until it finishes; a changed request
