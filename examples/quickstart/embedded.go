@@ -147,6 +147,7 @@ func embedded(ctx context.Context, out io.Writer, workerImage string) error {
 	}
 	fmt.Fprintf(out, "registry %s, %d nodes on %d kernels, Module %s/%s; the image for %s is missing\n\n",
 		host, len(nodes), len(kernels), mod.Namespace, mod.Name, kernels[2])
+	built := map[string]string{} // kernel → how its image came to be
 	for pass := 1; pass <= 20; pass++ {
 		m, err := modules.Get(ctx, mod.Namespace, mod.Name)
 		if err != nil {
@@ -164,6 +165,9 @@ func embedded(ctx context.Context, out io.Writer, workerImage string) error {
 			select {
 			case e := <-events.Events:
 				fmt.Fprintf(out, "pass %d: event on the Module: %s\n", pass, e)
+				if f := strings.Fields(e); len(f) > 8 && f[1] == "ImageBuilt" {
+					built[f[8]] = fmt.Sprintf("built in pass %d", pass)
+				}
 			default:
 				done = true
 			}
@@ -184,7 +188,10 @@ func embedded(ctx context.Context, out io.Writer, workerImage string) error {
 		return err
 	}
 	fmt.Fprintln(out)
-	return printModule(out, m, nl.Items)
+	for _, k := range kernels[:2] {
+		built[k] = "published before"
+	}
+	return printModule(out, m, nl.Items, built)
 }
 
 // kubelet plays the kubelet of the in-memory cluster: every worker Pod
@@ -211,9 +218,9 @@ func kubelet(ctx context.Context, cs *k8sfake.Clientset, ns string) ([]string, e
 }
 
 // printModule prints kernels, nodes and conditions.
-func printModule(out io.Writer, m *v1beta1.Module, nodeList []corev1.Node) error {
+func printModule(out io.Writer, m *v1beta1.Module, nodeList []corev1.Node, built map[string]string) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KERNEL\tIMAGE\tSTATE\tNODES\tDIGEST")
+	fmt.Fprintln(tw, "KERNEL\tIMAGE\tBUILD\tSTATE\tNODES\tDIGEST")
 	for _, k := range m.Status.Kernels {
 		d := k.Digest
 		if len(d) > 19 {
@@ -223,7 +230,14 @@ func printModule(out io.Writer, m *v1beta1.Module, nodeList []corev1.Node) error
 		if k.Message != "" {
 			state += ": " + k.Message
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", k.Kernel, k.Image, state, k.Nodes, d)
+		b := built[k.Kernel]
+		switch {
+		case k.Build != "":
+			b = k.Build
+		case b == "":
+			b = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", k.Kernel, k.Image, b, state, k.Nodes, d)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -127,7 +127,7 @@ func real(ctx context.Context, out io.Writer, kubeconfig, file, workerImage, mod
 			fmt.Fprintln(out, "reconcile:", err)
 		}
 		if m, err = modules.Get(ctx, mod.Namespace, mod.Name); err == nil && loadedEverywhere(m) {
-			return printModule(out, m, nil)
+			return printModule(out, m, nil, nil)
 		}
 		wait := res.RequeueAfter
 		if wait == 0 || wait > 10*time.Second {
@@ -136,7 +136,7 @@ func real(ctx context.Context, out io.Writer, kubeconfig, file, workerImage, mod
 		select {
 		case <-ctx.Done():
 			if m != nil {
-				_ = printModule(out, m, nil)
+				_ = printModule(out, m, nil, nil)
 			}
 			return ctx.Err()
 		case <-time.After(wait):
