@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
@@ -126,6 +127,25 @@ func (r Request) ValidateDockerfile() error {
 	if strings.TrimSpace(r.Dockerfile) == "" {
 		return fmt.Errorf("build request for %s/%s: dockerfile is empty (configmap key %q)", r.Namespace, r.Module, DockerfileKey)
 	}
+	return nil
+}
+
+// FillSecretVersions sets req.SecretVersions, when unset, from the
+// resource versions of the build secrets, so that a changed secret
+// changes the Hash and rebuilds. A missing secret is an error naming it.
+func FillSecretVersions(ctx context.Context, client kubernetes.Interface, req *Request) error {
+	if req.SecretVersions != nil || len(req.Secrets) == 0 || client == nil {
+		return nil
+	}
+	versions := map[string]string{}
+	for _, s := range req.Secrets {
+		sec, err := client.CoreV1().Secrets(req.Namespace).Get(ctx, s.Name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("build secret %s/%s: %w", req.Namespace, s.Name, err)
+		}
+		versions[s.Name] = sec.ResourceVersion
+	}
+	req.SecretVersions = versions
 	return nil
 }
 

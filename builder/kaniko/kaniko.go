@@ -80,27 +80,10 @@ func New(client kubernetes.Interface, o Options) *Builder {
 
 // Sync implements builder.Builder.
 func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status, error) {
-	if err := b.secretVersions(ctx, &req); err != nil {
+	if err := builder.FillSecretVersions(ctx, b.client, &req); err != nil {
 		return builder.Status{Phase: builder.PhaseFailed, Reason: "MissingSecret", Message: err.Error()}, err
 	}
 	return lifecycle.Sync(ctx, store{b}, req, lifecycle.Options{Retry: b.o.Retry, GCDelay: b.o.GCDelay, Now: b.o.Now, Log: b.o.Log})
-}
-
-// secretVersions fills req.SecretVersions from the secrets' resource
-// versions, so a changed secret rebuilds.
-func (b *Builder) secretVersions(ctx context.Context, req *builder.Request) error {
-	if req.SecretVersions != nil || len(req.Secrets) == 0 {
-		return nil
-	}
-	req.SecretVersions = map[string]string{}
-	for _, s := range req.Secrets {
-		sec, err := b.client.CoreV1().Secrets(req.Namespace).Get(ctx, s.Name, metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("build secret %s/%s: %w", req.Namespace, s.Name, err)
-		}
-		req.SecretVersions[s.Name] = sec.ResourceVersion
-	}
-	return nil
 }
 
 // ExecutorImage returns the Kaniko image for req: Options.Image with its

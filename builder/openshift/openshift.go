@@ -29,6 +29,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
 	"github.com/kmmkit/kmmkit/builder"
@@ -50,6 +51,9 @@ type Options struct {
 	Log logr.Logger
 	// Now replaces time.Now (tests).
 	Now func() time.Time
+	// Secrets, when set, reads the build secrets' resource versions, so a
+	// changed secret rebuilds.
+	Secrets kubernetes.Interface
 }
 
 // Builder is the OpenShift Build backend.
@@ -73,6 +77,9 @@ func New(client buildclient.Interface, o Options) *Builder {
 
 // Sync implements builder.Builder.
 func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status, error) {
+	if err := builder.FillSecretVersions(ctx, b.o.Secrets, &req); err != nil {
+		return builder.Status{Phase: builder.PhaseFailed, Reason: "MissingSecret", Message: err.Error()}, err
+	}
 	return lifecycle.Sync(ctx, store{b}, req, lifecycle.Options{Retry: b.o.Retry, GCDelay: b.o.GCDelay, Now: b.o.Now, Log: b.o.Log})
 }
 

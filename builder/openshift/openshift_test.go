@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	k8sfake "k8s.io/client-go/kubernetes/fake"
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/openshift"
@@ -188,4 +189,29 @@ func TestResolveDTKError(t *testing.T) {
 	assert.ErrorContains(t, err, "DTK mapping")
 	req.Dockerfile = "FROM scratch\n"
 	assert.NoError(t, req.ResolveDTK(context.Background(), dtk{}), "no DTK_AUTO in the Dockerfile: nothing to resolve")
+}
+
+func TestOpenShiftSecretVersions(t *testing.T) {
+	ctx := context.Background()
+	secrets := k8sfake.NewClientset()
+	c := buildfake.NewSimpleClientset()
+	b := openshift.New(c, openshift.Options{Secrets: secrets})
+	req := request(t, "drivers")
+	_, err := b.Sync(ctx, req)
+	assert.ErrorContains(t, err, "build secret drivers/entitlement")
+	_, err = secrets.CoreV1().Secrets("drivers").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "entitlement", ResourceVersion: "7"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	first := builds(t, c, "drivers")[0].Annotations[builder.AnnotationHash]
+	sec, err := secrets.CoreV1().Secrets("drivers").Get(ctx, "entitlement", metav1.GetOptions{})
+	require.NoError(t, err)
+	sec.ResourceVersion = "8"
+	_, err = secrets.CoreV1().Secrets("drivers").Update(ctx, sec, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	_, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	list := builds(t, c, "drivers")
+	require.Len(t, list, 1)
+	assert.NotEqual(t, first, list[0].Annotations[builder.AnnotationHash], "a changed secret replaces the build")
 }
