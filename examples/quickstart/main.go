@@ -27,6 +27,8 @@ import (
 	"os/signal"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -127,11 +129,15 @@ func real(ctx context.Context, out io.Writer, kubeconfig, file, workerImage, mod
 			fmt.Fprintln(out, "reconcile:", err)
 		}
 		if m, err = modules.Get(ctx, mod.Namespace, mod.Name); err == nil && loadedEverywhere(m) {
-			return printModule(out, m, nil, nil)
+			nl, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(m.Spec.Selector).String()})
+			if err != nil {
+				return err
+			}
+			return printModule(out, m, nl.Items, nil)
 		}
 		wait := res.RequeueAfter
-		if wait == 0 || wait > 10*time.Second {
-			wait = 10 * time.Second
+		if wait == 0 || wait > 2*time.Second {
+			wait = 2 * time.Second // a quickstart polls; a controller watches
 		}
 		select {
 		case <-ctx.Done():
