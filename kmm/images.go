@@ -164,7 +164,7 @@ func (r *Reconciler) buildImage(ctx context.Context, obj Object, w *imageWork, t
 			msg += "; log: " + lines[len(lines)-1]
 		}
 		if !st.Final && st.RequeueAfter > 0 {
-			msg += fmt.Sprintf(" (retrying in %s)", st.RequeueAfter.Round(time.Second))
+			msg += " (retrying at " + r.at(st.RequeueAfter) + ")"
 		}
 		w.message = fmt.Sprintf("build %s of %s failed: %s", st.Name, target, msg)
 	default:
@@ -203,7 +203,7 @@ func (r *Reconciler) signImage(ctx context.Context, obj Object, w *imageWork, fr
 	if failed {
 		if left := last.at.Add(r.signBackoff).Sub(r.now()); left > 0 {
 			w.state, w.requeue = StateSignFailed, left
-			w.message = fmt.Sprintf("%s (retrying in %s)", last.msg, left.Round(time.Second))
+			w.message = fmt.Sprintf("%s (retrying at %s)", last.msg, last.at.Add(r.signBackoff).UTC().Format(time.RFC3339))
 			return
 		}
 	}
@@ -212,7 +212,7 @@ func (r *Reconciler) signImage(ctx context.Context, obj Object, w *imageWork, fr
 		r.signFailed[w.image] = failure{at: r.now(), msg: err.Error()}
 		r.mu.Unlock()
 		w.state, w.requeue = StateSignFailed, r.signBackoff
-		w.message = fmt.Sprintf("%s (retrying in %s)", err, r.signBackoff)
+		w.message = fmt.Sprintf("%s (retrying at %s)", err, r.at(r.signBackoff))
 	}
 	key, cert, err := sign.KeysFromSecrets(ctx, r.client, obj.Namespace, w.rec.Sign())
 	if err != nil {
@@ -229,4 +229,11 @@ func (r *Reconciler) signImage(ctx context.Context, obj Object, w *imageWork, fr
 	r.mu.Unlock()
 	r.invalidate(w.image)
 	w.state, w.digest, w.requeue, w.message, w.done = StateReady, res.Digest, r.verifyEvery, "", "signed"
+}
+
+// at formats the time d from now, to the second, for messages that must
+// not change from one pass to the next (a changing message is a status
+// write and an event each pass).
+func (r *Reconciler) at(d time.Duration) string {
+	return r.now().Add(d).UTC().Format(time.RFC3339)
 }

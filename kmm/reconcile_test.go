@@ -230,7 +230,7 @@ func TestReconcileBuildThenSign(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, kmm.StateSignFailed, m.Status.Kernels[1].State)
 
-	assert.Contains(t, m.Status.Kernels[1].Message, "matches no file (retrying in")
+	assert.Contains(t, m.Status.Kernels[1].Message, "matches no file (retrying at "+now.Add(time.Minute).UTC().Format(time.RFC3339)+")")
 	h.Signer.Fail(final, nil)
 	now = now.Add(2 * time.Minute) // past the signing backoff
 	_, err = h.ReconcileUntilStable(ctx, "drivers", "nic", 10)
