@@ -17,7 +17,8 @@ step "dependencies"
 hack/lib/deps.sh
 export PATH=$PATH:/usr/sbin:/sbin
 KMMKIT_KERNEL_TREE=$(hack/lib/kernel-tree.sh)
-export KMMKIT_KERNEL_TREE
+KMMKIT_KANIKO_EXECUTOR=$(hack/lib/kaniko.sh)
+export KMMKIT_KERNEL_TREE KMMKIT_KANIKO_EXECUTOR
 
 # shellcheck source=lib/services.sh
 source hack/lib/services.sh

@@ -45,6 +45,7 @@ fi
 
 # A kube-apiserver built from the Go module proxy, cached across runs.
 "$root/hack/lib/kube-apiserver.sh" >/dev/null
+"$root/hack/lib/kaniko.sh" >/dev/null
 
 # A Debian kernel module tree, unpacked from its package, cached across runs,
 # and the matching headers, to build out-of-tree test modules against it.
