@@ -11,7 +11,9 @@
 // Backends:
 //   - builder/kaniko: a Kaniko Pod in the cluster, as KMM creates it;
 //   - builder/openshift: an OpenShift build.openshift.io/v1 Build;
-//   - builder/buildah: local builds with Debian's buildah;
+//   - builder/buildah: local builds with Debian's buildah command, and
+//     github.com/kmmkit/kmmkit/builder/buildahlib (a Go module of its own,
+//     kmmkit's only cgo) with buildah as a library;
 //   - builder/assemble: prebuilt .ko files + the native depmod (+ signing)
 //     into a reproducible OCI image, with no daemon and no Dockerfile;
 //   - builder/fake: scriptable, for tests.
