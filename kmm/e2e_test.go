@@ -111,11 +111,7 @@ func TestEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	run := fmt.Sprintf("e2e%d", rand.Uint32()%100000)
 	ns := "kmmkit-" + run
-	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
-	_, err = cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	testenv.Namespace(t, cs, ns)
 	_, err = cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "nic-build"},
 		Data: map[string]string{"dockerfile": "# the assembler needs no Dockerfile\nFROM scratch\n"}}, metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -127,18 +123,7 @@ func TestEndToEnd(t *testing.T) {
 		if strings.HasSuffix(name, "-other") {
 			labels = nil
 		}
-		n, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = cs.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
-		// The API server taints new nodes not-ready (TaintNodesByCondition);
-		// play the node lifecycle controller of a node that became ready.
-		n.Spec.Taints = nil
-		n, err = cs.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
-		require.NoError(t, err)
-		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
-		n.Status.NodeInfo = corev1.NodeSystemInfo{KernelVersion: kernel, BootID: name + "-boot1"}
-		_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
-		require.NoError(t, err)
+		testenv.ReadyNode(t, cs, name, labels, kernel, name+"-boot1")
 	}
 
 	// Prebuilt modules for both kernels; k56's image is pushed already.

@@ -186,7 +186,7 @@ func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (res Result,
 		}
 	}
 	r.events(obj, res.Status, made)
-	return res, errors.Join(lerr)
+	return res, lerr
 }
 
 // moduleConfig is what the worker loads for a record: KMM's

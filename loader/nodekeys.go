@@ -83,6 +83,13 @@ type Observed struct {
 	Tolerations        []corev1.Toleration          `json:"tolerations,omitempty"`
 }
 
+// Request is the worker request that reproduces what was loaded: the
+// unload of a module no longer wanted, or keeping it as it is.
+func (o *Observed) Request() PodRequest {
+	return PodRequest{Config: o.Config, ServiceAccountName: o.ServiceAccountName,
+		ImageRepoSecret: o.ImageRepoSecret, Tolerations: o.Tolerations, ModuleVersion: o.Version}
+}
+
 // ObservedOn returns what the worker-pod loader recorded as loaded on node
 // for the Module ns/name. ok is false when nothing is recorded; an
 // annotation that does not parse is an error naming it.

@@ -191,11 +191,12 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 		podsByNode[p.Spec.NodeName] = p
 	}
 	names := make([]string, 0, len(nodes))
+	obsKey, readyKey := ObservedAnnotation(req.Namespace, req.Module), ReadyLabel(req.Namespace, req.Module)
 	for name, n := range nodes {
 		_, desired := req.Desired[name]
 		_, hasPod := podsByNode[name]
-		_, hasObs := n.Annotations[ObservedAnnotation(req.Namespace, req.Module)]
-		_, ready := n.Labels[ReadyLabel(req.Namespace, req.Module)]
+		_, hasObs := n.Annotations[obsKey]
+		_, ready := n.Labels[readyKey]
 		if desired || hasPod || hasObs || ready {
 			names = append(names, name)
 		}
@@ -218,8 +219,7 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 				continue
 			}
 			if obs != nil {
-				keep := PodRequest{Config: obs.Config, ServiceAccountName: obs.ServiceAccountName,
-					ImageRepoSecret: obs.ImageRepoSecret, Tolerations: obs.Tolerations, ModuleVersion: obs.Version}
+				keep := obs.Request()
 				desired = &keep
 			}
 		}
@@ -359,7 +359,7 @@ func (s *nodeSync) withoutPod(ctx context.Context) error {
 			s.set(PhaseUnloaded, metav1.ConditionFalse, ReasonUnloaded, "the module is not loaded on this node")
 			return nil
 		}
-		return s.create(ctx, ActionUnload, s.unloadRequest())
+		return s.create(ctx, ActionUnload, s.obs.Request())
 	}
 	if taint := untolerated(s.node, s.desired.Tolerations); taint != nil {
 		s.set(PhaseBlocked, metav1.ConditionFalse, ReasonNodeTainted,
@@ -371,7 +371,7 @@ func (s *nodeSync) withoutPod(ctx context.Context) error {
 		return s.create(ctx, ActionLoad, *s.desired)
 	case !equality.Semantic.DeepEqual(s.obs.Config, s.desired.Config):
 		if s.obs.Config.KernelVersion == s.desired.Config.KernelVersion {
-			return s.create(ctx, ActionUnload, s.unloadRequest())
+			return s.create(ctx, ActionUnload, s.obs.Request())
 		}
 		// A new kernel: the old module is not loaded in it.
 		return s.create(ctx, ActionLoad, *s.desired)
@@ -379,11 +379,6 @@ func (s *nodeSync) withoutPod(ctx context.Context) error {
 	s.set(PhaseLoaded, metav1.ConditionTrue, ReasonLoaded,
 		fmt.Sprintf("%s from %s is loaded in kernel %s", s.obs.Config.Modprobe.ModuleName, s.obs.Config.ContainerImage, s.obs.Config.KernelVersion))
 	return nil
-}
-
-func (s *nodeSync) unloadRequest() PodRequest {
-	return PodRequest{Config: s.obs.Config, ServiceAccountName: s.obs.ServiceAccountName,
-		ImageRepoSecret: s.obs.ImageRepoSecret, Tolerations: s.obs.Tolerations, ModuleVersion: s.obs.Version}
 }
 
 func (s *nodeSync) podFor(action Action, r PodRequest) (*corev1.Pod, error) {

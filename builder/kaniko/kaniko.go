@@ -203,12 +203,12 @@ func (s store) List(ctx context.Context, req builder.Request) ([]lifecycle.Objec
 	}
 	out := make([]lifecycle.Object, 0, len(pods.Items))
 	for i := range pods.Items {
-		out = append(out, s.b.object(ctx, &pods.Items[i]))
+		out = append(out, object(&pods.Items[i]))
 	}
 	return out, nil
 }
 
-func (b *Builder) object(ctx context.Context, p *corev1.Pod) lifecycle.Object {
+func object(p *corev1.Pod) lifecycle.Object {
 	attempt, _ := strconv.Atoi(p.Labels[builder.LabelAttempt])
 	o := lifecycle.Object{Name: p.Name, Hash: p.Annotations[builder.AnnotationHash], Attempt: max(attempt, 1),
 		Created: p.CreationTimestamp.Time, Deleting: p.DeletionTimestamp != nil}
@@ -239,9 +239,6 @@ func (b *Builder) object(ctx context.Context, p *corev1.Pod) lifecycle.Object {
 		} else if p.Status.Message != "" {
 			o.Message += ": " + p.Status.Message
 		}
-		if o.LogTail == "" {
-			o.LogTail = b.logTail(ctx, p)
-		}
 	case corev1.PodRunning:
 		o.Phase = builder.PhaseRunning
 	default:
@@ -250,10 +247,10 @@ func (b *Builder) object(ctx context.Context, p *corev1.Pod) lifecycle.Object {
 	return o
 }
 
-// logTail reads the last lines of a failed build's log from the kubelet,
-// when the termination message did not carry them.
-func (b *Builder) logTail(ctx context.Context, p *corev1.Pod) string {
-	raw, err := b.client.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: "kaniko", TailLines: ptr.To[int64](20)}).DoRaw(ctx)
+// LogTail reads the last lines of a failed build's log from the kubelet,
+// when the termination message did not carry them (lifecycle.LogReader).
+func (s store) LogTail(ctx context.Context, req builder.Request, name string) string {
+	raw, err := s.b.client.CoreV1().Pods(req.Namespace).GetLogs(name, &corev1.PodLogOptions{Container: "kaniko", TailLines: ptr.To[int64](20)}).DoRaw(ctx)
 	if err != nil {
 		return ""
 	}

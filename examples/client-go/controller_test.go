@@ -42,23 +42,11 @@ func TestControllerLoadsAndUnloads(t *testing.T) {
 	require.NoError(t, err)
 	run := fmt.Sprintf("cg%d", rand.Uint32()%100000)
 	ns := "kmmkit-" + run
-	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
-	_, err = cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	testenv.Namespace(t, cs, ns)
 
 	const kver = "6.1.0-56-amd64"
 	node := run + "-node"
-	n, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{"example": run}}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = cs.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
-	n.Spec.Taints = nil // the API server's not-ready taint: the node is ready
-	n, err = cs.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
-	require.NoError(t, err)
-	n.Status.NodeInfo = corev1.NodeSystemInfo{KernelVersion: kver, BootID: "boot-1"}
-	_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
-	require.NoError(t, err)
+	testenv.ReadyNode(t, cs, node, map[string]string{"example": run}, kver, "boot-1")
 
 	image := regs.Plain + "/" + run + "/nic:" + kver
 	img, err := assemble.Assemble(ctx, assemble.Input{KernelVersion: kver, Modules: []assemble.File{{Path: "extra/nic.ko", Data: elftest.Module{}.Bytes()}}})

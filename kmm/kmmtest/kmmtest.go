@@ -16,10 +16,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynfake "k8s.io/client-go/dynamic/fake"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/kmmkit/kmmkit/builder"
 	builderfake "github.com/kmmkit/kmmkit/builder/fake"
 	"github.com/kmmkit/kmmkit/builder/sign"
 	"github.com/kmmkit/kmmkit/kmm"
@@ -55,7 +57,7 @@ func New(opts ...kmm.Option) (*Harness, error) {
 	}
 	h := &Harness{
 		Clientset: k8sfake.NewClientset(),
-		Dynamic:   dynfake.NewSimpleDynamicClientWithCustomListKinds(scheme, map[schemaGVR]string{kmm.ModuleGVR: "ModuleList"}),
+		Dynamic:   dynfake.NewSimpleDynamicClientWithCustomListKinds(scheme, map[schema.GroupVersionResource]string{kmm.ModuleGVR: "ModuleList"}),
 		Registry:  registryfake.New(),
 		Builder:   builderfake.New(),
 		Loader:    loaderfake.NewNodeLoader(),
@@ -63,7 +65,7 @@ func New(opts ...kmm.Option) (*Harness, error) {
 	}
 	h.Modules = kmm.NewModuleClient(h.Dynamic)
 	h.Signer = &Signer{registry: h.Registry}
-	h.Builder.OnSucceed(func(r builderReq) { h.Registry.SetExists(r.Image, digestOf(r.Image)) })
+	h.Builder.OnSucceed(func(r builder.Request) { h.Registry.SetExists(r.Image, digestOf(r.Image)) })
 	h.opts = opts
 	if err := h.Restart(); err != nil {
 		return nil, err

@@ -146,8 +146,8 @@ func (f *NodeLoader) Sync(ctx context.Context, req loader.SyncRequest) ([]loader
 			if obs == nil {
 				continue
 			}
-			want = &loader.PodRequest{Config: obs.Config, ModuleVersion: obs.Version, ServiceAccountName: obs.ServiceAccountName,
-				ImageRepoSecret: obs.ImageRepoSecret, Tolerations: obs.Tolerations}
+			keep := obs.Request()
+			want = &keep
 		}
 		states = append(states, f.syncNode(k, want))
 	}

@@ -45,6 +45,13 @@ type Store interface {
 	Delete(ctx context.Context, req builder.Request, name string) error
 }
 
+// LogReader is a Store that can read a failed build's log when the
+// object itself carries no log tail. Sync asks only for the failure it
+// reports, so listing stays free of per-object log reads.
+type LogReader interface {
+	LogTail(ctx context.Context, req builder.Request, name string) string
+}
+
 // Options tune Sync.
 type Options struct {
 	Retry   builder.RetryPolicy
@@ -105,6 +112,9 @@ func Sync(ctx context.Context, s Store, req builder.Request, o Options) (builder
 		}
 	case cur.Phase == builder.PhaseFailed:
 		st.Phase, st.Reason, st.Message, st.LogTail = builder.PhaseFailed, cur.Reason, cur.Message, cur.LogTail
+		if lr, ok := s.(LogReader); ok && st.LogTail == "" {
+			st.LogTail = lr.LogTail(ctx, req, cur.Name)
+		}
 		if cur.Attempt >= o.Retry.Attempts() {
 			st.Final = true
 			st.Message = fmt.Sprintf("%s (attempt %d of %d; no more retries: fix the build, or delete build %s to start over)",
