@@ -1,0 +1,149 @@
+// Package reason holds the typed reasons kmmkit reports: in the Reason of
+// a Module's conditions, in status.kernels[].reason, in the conditions of
+// a loader.NodeState, in builder.Status and in the errors of the registry
+// and loader packages. Every package reports with these constants and
+// compares with them; none matches free text.
+//
+// A Reason is a machine-readable CamelCase word, valid as a
+// metav1.Condition reason. Each constant's doc says what a user does about
+// it; the README's "What the status means" table lists them by condition.
+package reason
+
+import "errors"
+
+// Reason is a machine-readable cause, valid as a metav1.Condition reason.
+type Reason string
+
+// String returns the reason as a plain string.
+func (r Reason) String() string { return string(r) }
+
+// The spec.
+const (
+	// InvalidSpec: the spec breaks a rule of Validate; nothing was done.
+	// The message lists every error with its field path. Fix the spec.
+	InvalidSpec Reason = "InvalidSpec"
+	// Valid: the spec passed Validate.
+	Valid Reason = "Valid"
+)
+
+// Kernel mapping.
+const (
+	// NoMapping: no kernel mapping matches a selected node's kernel, so
+	// nothing can be loaded there. Add a mapping (or a regexp) for it.
+	NoMapping Reason = "NoMapping"
+	// MappingFailed: a mapping matched but could not be resolved (a bad
+	// variable in containerImage, say).
+	MappingFailed Reason = "MappingFailed"
+	// NoKernelVersion: the node reports no kernel version yet.
+	NoKernelVersion Reason = "NoKernelVersion"
+)
+
+// Registry and images.
+const (
+	// ImageReady: the image exists for the node's platform.
+	ImageReady Reason = "ImageReady"
+	// ImageNotFound: the registry said the image does not exist, and the
+	// Module defines no build or sign for it.
+	ImageNotFound Reason = "ImageNotFound"
+	// Unauthorized: the registry refused the credentials, or asked for
+	// some and none were given (the message names the pull secret).
+	Unauthorized Reason = "Unauthorized"
+	// TLSError: the TLS handshake failed, or plain HTTP was refused.
+	TLSError Reason = "TLSError"
+	// RegistryUnavailable: the registry could not be reached or kept
+	// failing (refused, timeouts, 5xx, 429) after bounded retries.
+	RegistryUnavailable Reason = "RegistryUnavailable"
+	// InvalidReference: an image reference is malformed.
+	InvalidReference Reason = "InvalidReference"
+	// RegistryError: anything else a registry (or something that is not
+	// one) answered.
+	RegistryError Reason = "RegistryError"
+	// ImageCorrupt: the image's content does not match its digests (a
+	// tampered or truncated layer).
+	ImageCorrupt Reason = "ImageCorrupt"
+	// UnsafeImage: the image holds an entry that would escape its
+	// directory, a device node, or exceeds a size or count limit.
+	UnsafeImage Reason = "UnsafeImage"
+	// LocalIOError: a local file system operation failed (disk full,
+	// permissions): not the registry's fault.
+	LocalIOError Reason = "LocalIOError"
+)
+
+// Builds and signing.
+const (
+	// Building: a build (or signing) is in progress.
+	Building Reason = "Building"
+	// BuildFailed: the build failed (the message has its log tail).
+	BuildFailed Reason = "BuildFailed"
+	// MissingSecret: a build or sign secret does not exist.
+	MissingSecret Reason = "MissingSecret"
+	// InvalidRequest: a build or worker request cannot be made from the
+	// spec (a missing Dockerfile ConfigMap, say).
+	InvalidRequest Reason = "InvalidRequest"
+	// SignFailed: signing the image failed.
+	SignFailed Reason = "SignFailed"
+	// NoBuilder: the image is missing and the Module defines a build, but
+	// the Reconciler was given no builder.
+	NoBuilder Reason = "NoBuilder"
+)
+
+// Loading on nodes.
+const (
+	// Loaded: the module is loaded as the spec asks.
+	Loaded Reason = "Loaded"
+	// Loading: a worker is loading it.
+	Loading Reason = "Loading"
+	// Unloading: a worker is unloading it.
+	Unloading Reason = "Unloading"
+	// Unloaded: it is not loaded.
+	Unloaded Reason = "Unloaded"
+	// WorkerImagePullFailed: the kubelet cannot pull the worker image.
+	WorkerImagePullFailed Reason = "WorkerImagePullFailed"
+	// WorkerFailed: the worker ran and failed (its last error line is in
+	// the message).
+	WorkerFailed Reason = "WorkerFailed"
+	// WorkerStuck: a worker has been pending or running too long.
+	WorkerStuck Reason = "WorkerStuck"
+	// WorkerPodFailed: the worker Pod failed as a whole (evicted, say);
+	// it is replaced.
+	WorkerPodFailed Reason = "WorkerPodFailed"
+	// NodeTaintNotTolerated: a NoExecute taint the Module does not
+	// tolerate keeps workers off the node.
+	NodeTaintNotTolerated Reason = "NodeTaintNotTolerated"
+	// NodeNotReady: the node is not ready.
+	NodeNotReady Reason = "NodeNotReady"
+)
+
+// Module-level summaries.
+const (
+	// AllImagesReady: ImagesReady is true.
+	AllImagesReady Reason = "AllImagesReady"
+	// AllNodesLoaded: Loaded is true: every selected node has the module.
+	AllNodesLoaded Reason = "AllNodesLoaded"
+	// AsExpected: Degraded is false.
+	AsExpected Reason = "AsExpected"
+	// NodesFailing: Degraded is true because of nodes (the message names
+	// them and why).
+	NodesFailing Reason = "NodesFailing"
+	// ImagesFailing: Degraded is true because of images.
+	ImagesFailing Reason = "ImagesFailing"
+	// NoTargetedNodes: no schedulable node matches the selector.
+	NoTargetedNodes Reason = "NoTargetedNodes"
+)
+
+// Carrier is implemented by errors that carry a Reason.
+type Carrier interface {
+	error
+	// ReasonOf returns the error's reason.
+	ReasonOf() Reason
+}
+
+// Of returns the Reason carried by err or any error it wraps, or "" when
+// none does.
+func Of(err error) Reason {
+	var c Carrier
+	if errors.As(err, &c) {
+		return c.ReasonOf()
+	}
+	return ""
+}
