@@ -11,7 +11,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export KMMKIT_INTEGRATION=1
 
-step() { printf '\n=== %s\n' "$*"; }
+# step prints a heading with the time spent so far, so a slow step shows.
+step() { printf '\n=== %s (at %dm%02ds)\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }
 
 step "dependencies"
 hack/lib/deps.sh
@@ -22,7 +23,11 @@ export KMMKIT_KERNEL_TREE KMMKIT_KANIKO_EXECUTOR
 
 # shellcheck source=lib/services.sh
 source hack/lib/services.sh
-trap services_stop EXIT INT TERM
+finish() {
+	services_stop
+	printf '\n=== finished after %dm%02ds\n' $((SECONDS / 60)) $((SECONDS % 60))
+}
+trap finish EXIT INT TERM
 step "servers"
 services_start
 

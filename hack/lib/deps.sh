@@ -5,6 +5,9 @@
 #   hack/lib/deps.sh            install Debian packages and build cached tools
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
+# took NAME prints how long NAME took when it was slow (a cold machine).
+took() { ((SECONDS - t0 < 5)) || echo "deps: $1 took $((SECONDS - t0))s" >&2; t0=$SECONDS; }
+t0=$SECONDS
 
 # Debian packages the tests use, by the command they provide.
 #   etcd-server: etcd, the kube-apiserver's store; curl and openssl: readiness checks and keys
@@ -43,9 +46,13 @@ if ((${#missing[@]})); then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
+took "Debian packages"
+
 # A kube-apiserver built from the Go module proxy, cached across runs.
 "$root/hack/lib/kube-apiserver.sh" >/dev/null
+took "kube-apiserver"
 "$root/hack/lib/kaniko.sh" >/dev/null
+took "Kaniko's executor"
 
 # A Debian kernel module tree, unpacked from its package, cached across runs,
 # and the matching headers, to build out-of-tree test modules against it.
@@ -57,3 +64,4 @@ if [[ ! -d /usr/src/linux-headers-$kver ]]; then
 	apt-get install -y -qq --no-install-recommends "linux-headers-$kver" >&2 ||
 		{ apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends "linux-headers-$kver" >&2; }
 fi
+took "the kernel tree and headers"
