@@ -303,18 +303,22 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 // nodeSync is the work on one node: the node's pending label and
 // annotation changes and the resulting state.
 type nodeSync struct {
-	l       *PodLoader
-	req     SyncRequest
-	owner   identity.Owner
-	node    *corev1.Node
-	fresh   bool   // node was read from the API server in this pass
-	kernel  string // the node's kernel as the caller saw it
-	obs     *Observed
-	desired *PodRequest
-	labels  map[string]*string
-	annots  map[string]*string
-	taken   *corev1.Pod // the Pod a create found under its name
-	st      NodeState
+	l     *PodLoader
+	req   SyncRequest
+	owner identity.Owner
+	node  *corev1.Node
+	// outdated is set when the node, read from the API server, runs
+	// another kernel than the caller's view of it: what the caller
+	// desires there was chosen for a kernel the node no longer runs, so
+	// only facts are recorded (finished workers) until it sees the node
+	// as it is.
+	outdated bool
+	obs      *Observed
+	desired  *PodRequest
+	labels   map[string]*string
+	annots   map[string]*string
+	taken    *corev1.Pod // the Pod a create found under its name
+	st       NodeState
 }
 
 // syncNode brings one node to its desired state. ok is false when there is
@@ -353,8 +357,9 @@ func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identit
 		fresh = true
 	}
 	desired := req.Desired[name]
-	s := &nodeSync{l: l, req: req, owner: owner, node: node, fresh: fresh, kernel: view.Status.NodeInfo.KernelVersion,
-		labels: map[string]*string{}, annots: map[string]*string{}}
+	s := &nodeSync{l: l, req: req, owner: owner, node: node,
+		outdated: fresh && view.Status.NodeInfo.KernelVersion != node.Status.NodeInfo.KernelVersion,
+		labels:   map[string]*string{}, annots: map[string]*string{}}
 	s.st.Node = name
 	obs, _, err := ObservedBy(node, owner)
 	if err != nil {
@@ -394,6 +399,12 @@ func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identit
 			if err != nil {
 				return s.st, true, err
 			}
+		}
+		if s.outdated {
+			s.set(PhaseLoading, metav1.ConditionFalse, ReasonLoading, fmt.Sprintf("waiting for an up-to-date view of node %s, which now runs kernel %s",
+				name, node.Status.NodeInfo.KernelVersion))
+			s.st.RequeueAfter = 2 * time.Second
+			break
 		}
 		if pod != nil {
 			err = s.withPod(ctx, pod)
@@ -606,14 +617,6 @@ func (s *nodeSync) create(ctx context.Context, action Action, r PodRequest) erro
 	if action == ActionUnload {
 		phase, reason = PhaseUnloading, ReasonUnloading
 	}
-	if action == ActionLoad && s.fresh && s.node.Status.NodeInfo.KernelVersion != s.kernel {
-		// What to load was chosen from a view of the node before its
-		// kernel changed: wait for the caller to see the node as it is.
-		s.set(phase, metav1.ConditionFalse, reason, fmt.Sprintf("waiting for an up-to-date view of node %s, which now runs kernel %s",
-			s.node.Name, s.node.Status.NodeInfo.KernelVersion))
-		s.st.RequeueAfter = 2 * time.Second
-		return nil
-	}
 	pod, err := s.podFor(action, r)
 	if err != nil {
 		s.fail(ReasonInvalidRequest, err.Error())
@@ -696,14 +699,21 @@ func (s *nodeSync) patchNode(ctx context.Context) error {
 	readyKey, versionKey := s.owner.ReadyLabel(), s.owner.VersionReadyLabel()
 	_, wasReady := s.node.Labels[readyKey]
 	empty := ""
-	if ready {
+	if s.outdated {
+		// What is desired is outdated: the labels stay, and go only when
+		// nothing is loaded any more.
+		ready = wasReady && s.obs != nil
+	}
+	switch {
+	case s.outdated && ready:
+	case ready:
 		s.labels[readyKey] = &empty
 		if v := s.obs.Version; v != "" {
 			s.labels[versionKey] = &v
 		} else {
 			s.labels[versionKey] = nil
 		}
-	} else {
+	default:
 		s.labels[readyKey], s.labels[versionKey] = nil, nil
 	}
 	labels := changes(s.node.Labels, s.labels)
