@@ -128,9 +128,7 @@ func TestPodLoaderLaggingInformersAPIServer(t *testing.T) {
 		_, r := n.Labels[ready]
 		mu.Lock()
 		defer mu.Unlock()
-		if h := readyLog[n.Name]; len(h) == 0 && r || len(h) > 0 && h[len(h)-1] != r {
-			readyLog[n.Name] = append(h, r)
-		}
+		readyLog[n.Name] = noteChange(readyLog[n.Name], r)
 	}
 	_, _ = truthNodes.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: noteReady, UpdateFunc: func(_, obj any) { noteReady(obj) }})
 	for _, inf := range []cache.SharedIndexInformer{nodeInf, podInf, truthPods, truthNodes} {

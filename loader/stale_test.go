@@ -219,10 +219,18 @@ func (c *laggingCluster) recordReady() {
 	require.NoError(c.t, err)
 	for _, n := range nodes.Items {
 		_, ready := n.Labels[c.owner.ReadyLabel()]
-		if h := c.ready[n.Name]; len(h) == 0 && ready || len(h) > 0 && h[len(h)-1] != ready {
-			c.ready[n.Name] = append(h, ready)
-		}
+		c.ready[n.Name] = noteChange(c.ready[n.Name], ready)
 	}
+}
+
+// noteChange appends v to the history of a label's presence when it
+// differs from the last entry (the history starts with its first
+// appearance).
+func noteChange(h []bool, v bool) []bool {
+	if len(h) == 0 && v || len(h) > 0 && h[len(h)-1] != v {
+		return append(h, v)
+	}
+	return h
 }
 
 func (c *laggingCluster) setNode(name, kernel, bootID string) {
