@@ -98,13 +98,6 @@ func (m *memory) trustNode(o identity.Owner, view *corev1.Node) bool {
 	return nm.uid == view.UID && nm.keys == sum
 }
 
-// knowsNode reports whether the loader has written o's keys to node.
-func (m *memory) knowsNode(o identity.Owner, node string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.owner(o).nodes[node] != nil
-}
-
 // nodesOf returns the nodes the loader remembers for o.
 func (m *memory) nodesOf(o identity.Owner) []string {
 	m.mu.Lock()
