@@ -85,7 +85,8 @@ func (p RetryPolicy) Attempts() int {
 }
 
 // Labels and annotations of in-cluster build objects (KMM's keys, plus
-// the attempt).
+// the attempt). The label keys are those of the default identity; a
+// Request with another Identity uses that identity's (Labels, Selector).
 const (
 	LabelModuleName   = "kmm.node.kubernetes.io/module.name"
 	LabelResourceType = "kmm.node.kubernetes.io/resource-type"
@@ -95,16 +96,17 @@ const (
 	ResourceBuild     = "BuildImage"
 )
 
-// Labels returns the labels of a build object for req.
+// Labels returns the labels of a build object for req: KMM's module
+// name, resource type, target kernel and app.kubernetes.io labels for the
+// default identity, the same under req.Identity's domain otherwise.
 func Labels(req Request) map[string]string {
-	return map[string]string{
-		LabelModuleName:               req.Module,
-		LabelResourceType:             ResourceBuild,
-		LabelTargetKernel:             req.Kernel.DNSName(),
-		"app.kubernetes.io/name":      "kmm",
-		"app.kubernetes.io/component": ResourceBuild,
-		"app.kubernetes.io/part-of":   "kmm",
-	}
+	return req.owner().BuildLabels(ResourceBuild, req.Kernel.DNSName())
+}
+
+// Selector returns the labels that find the build objects of req (its
+// owner, the build resource type and the kernel), whatever their hash.
+func Selector(req Request) map[string]string {
+	return req.owner().BuildSelector(ResourceBuild, req.Kernel.DNSName())
 }
 
 // LogTail returns the last n lines of a build log, for Status.LogTail.

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
@@ -57,6 +58,12 @@ type Request struct {
 	DTKImage string
 	// Owner, when set, owns in-cluster build objects.
 	Owner *metav1.OwnerReference
+	// Identity is the owner's kind and label domain, which names build
+	// objects and their labels (see package identity); the zero value is
+	// KMM's Module. In-cluster builds of an owner whose identity is not
+	// KMM's never share a name or a label with KMM's or another
+	// operator's.
+	Identity identity.Domain
 	// DirName and FirmwarePath are the Module's modprobe.dirName and
 	// modprobe.firmwarePath, for backends that lay out the image
 	// themselves (the assembler).
@@ -104,6 +111,9 @@ func (r Request) Validate() error {
 	}
 	if r.Module == "" {
 		errs = append(errs, errors.New("module name is empty"))
+	}
+	if err := r.Identity.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if r.Kernel.Version == "" {
 		errs = append(errs, errors.New("kernel is empty"))
@@ -234,11 +244,12 @@ func (r Request) Hash() string {
 
 // Name is the deterministic name of the build object: KMM's
 // <module>-build-<kernel as DNS label>, with -<attempt> from the second
-// attempt on.
+// attempt on, for the default identity (identity.Owner.BuildName).
 func (r Request) Name(attempt int) string {
-	n := r.Module + "-build-" + r.Kernel.DNSName()
-	if attempt > 1 {
-		n += fmt.Sprintf("-%d", attempt)
-	}
-	return n
+	return r.owner().BuildName(r.Kernel.DNSName(), attempt)
 }
+
+// owner is the identity of the request's owner. Builds run in its
+// namespace (for a cluster-scoped owner, the one its Pods run in), so the
+// namespace plays no part in build names and labels.
+func (r Request) owner() identity.Owner { return r.Identity.Owner(r.Namespace, r.Module) }

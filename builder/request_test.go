@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
@@ -48,6 +49,13 @@ func TestNewRequest(t *testing.T) {
 	assert.Equal(t, "/firmware", req.FirmwarePath)
 	assert.Equal(t, "nic-build-6-1-0-56-amd64", req.Name(1))
 	assert.Equal(t, "nic-build-6-1-0-56-amd64-2", req.Name(2))
+	acme := req
+	acme.Identity = identity.Domain{Name: "nic.acme.io", Kind: "NICDriver"}
+	assert.Equal(t, identity.Domain{Name: "nic.acme.io", Kind: "NICDriver"}.Owner("drivers", "nic").BuildName("6-1-0-56-amd64", 2), acme.Name(2))
+	assert.Equal(t, "nic", builder.Labels(acme)["nic.acme.io/nicdriver.name"])
+	assert.Equal(t, req.Hash(), acme.Hash(), "the identity names the build, it does not change the image")
+	acme.Identity.Kind = ""
+	assert.ErrorContains(t, acme.Validate(), `kind is empty: domain "nic.acme.io"`)
 
 	// KMM's override rule: injected args replace user args in place, the
 	// rest are appended in sorted order.

@@ -22,6 +22,12 @@
 // Loaded and Degraded with reasons, and a per-kernel summary; events go to
 // the Module; NewMetrics exports KMM's kmm_* gauges and more.
 //
+// The owners a Reconciler drives are named by an identity (WithIdentity,
+// package identity): KMM's Module by default, with KMM's exact keys and
+// names, or an embedding operator's kind in its own label domain, so that
+// operators and KMM never share a label, an annotation or a Pod;
+// cluster-scoped owners run their Pods in Object.PodNamespace.
+//
 // The API types live in [github.com/kmmkit/kmmkit/kmm/v1beta1] and are
 // field-compatible with KMM's kmm.sigs.x-k8s.io/v1beta1 Module (kmmkit
 // adds status.conditions and status.kernels); this package gives the main

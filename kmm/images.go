@@ -133,13 +133,13 @@ func (r *Reconciler) check(ctx context.Context, req registry.Request, verify boo
 // whether the build has succeeded.
 func (r *Reconciler) buildImage(ctx context.Context, obj Object, w *imageWork, target string) bool {
 	rec := w.rec
-	dockerfile, dfErr := r.dockerfile(ctx, obj.Namespace, rec)
+	dockerfile, dfErr := r.dockerfile(ctx, obj.podNamespace(), rec)
 	req, err := builder.NewRequest(rec, dockerfile)
 	if err != nil {
 		w.state, w.message = StateBuildFailed, err.Error()
 		return false
 	}
-	req.Image, req.Owner = target, obj.Owner
+	req.Image, req.Owner, req.Identity = target, obj.Owner, r.identity
 	if err := req.ResolveDTK(ctx, r.dtk); err != nil {
 		w.state, w.message = StateBuildFailed, err.Error()
 		return false
@@ -214,7 +214,7 @@ func (r *Reconciler) signImage(ctx context.Context, obj Object, w *imageWork, fr
 		w.state, w.requeue = StateSignFailed, r.signBackoff
 		w.message = fmt.Sprintf("%s (retrying at %s)", err, r.at(r.signBackoff))
 	}
-	key, cert, err := sign.KeysFromSecrets(ctx, r.client, obj.Namespace, w.rec.Sign())
+	key, cert, err := sign.KeysFromSecrets(ctx, r.client, obj.podNamespace(), w.rec.Sign())
 	if err != nil {
 		fail(err)
 		return

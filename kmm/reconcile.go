@@ -84,8 +84,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, m *v1beta1.Module) (Result, 
 func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (res Result, err error) {
 	start := r.now()
 	defer func() { r.metrics.reconciled(obj, res, err, r.now().Sub(start)) }()
-	if obj.Namespace == "" || obj.Name == "" {
-		return Result{}, errors.New("kmm: ReconcileSpec needs a namespace and a name")
+	if err := r.checkObject(obj); err != nil {
+		return Result{}, err
 	}
 	nodes, err := r.nodes(ctx)
 	if err != nil {
@@ -99,7 +99,7 @@ func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (res Result,
 		// previous spec loaded.
 		res.Status = *obj.Status.DeepCopy()
 		res.Status.ModuleLoader, res.Status.Kernels = nil, nil
-		_, err := r.loader.Sync(ctx, loader.SyncRequest{Namespace: obj.Namespace, Module: obj.Name, Nodes: nodes, Owner: obj.Owner})
+		_, err := r.loader.Sync(ctx, r.syncRequest(obj, nodes))
 		return res, err
 	}
 	t := r.target(obj, nodes)
@@ -115,7 +115,7 @@ func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (res Result,
 	for _, k := range kernels {
 		ks := &v1beta1.KernelStatus{Kernel: k, Nodes: int32(len(t.byKernel[k]))}
 		kstat[k] = ks
-		rec, err := r.mapper.ResolveSpec(obj.Name, obj.Namespace, &obj.Spec, k)
+		rec, err := r.mapper.ResolveSpec(obj.Name, obj.podNamespace(), &obj.Spec, k)
 		switch {
 		case errors.Is(err, kernelmap.ErrNoMapping):
 			ks.State, ks.Message = StateNoMapping, "no kernel mapping matches this kernel"
@@ -170,8 +170,9 @@ func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (res Result,
 			}
 		}
 	}
-	states, lerr := r.loader.Sync(ctx, loader.SyncRequest{Namespace: obj.Namespace, Module: obj.Name, Nodes: nodes,
-		Desired: desired, Keep: keep, Owner: obj.Owner})
+	sreq := r.syncRequest(obj, nodes)
+	sreq.Desired, sreq.Keep = desired, keep
+	states, lerr := r.loader.Sync(ctx, sreq)
 	for _, s := range states {
 		res.requeue(s.RequeueAfter)
 	}
@@ -209,7 +210,7 @@ func (r *Reconciler) auth(ctx context.Context, obj Object) (registry.AuthInfo, e
 	if s == nil || s.Name == "" {
 		return registry.AuthInfo{}, nil
 	}
-	return registry.SecretKeychain(ctx, r.client, obj.Namespace, s.Name)
+	return registry.SecretKeychain(ctx, r.client, obj.podNamespace(), s.Name)
 }
 
 // dueForVerify reports whether image should be asked from the registry
@@ -240,11 +241,11 @@ func (r *Reconciler) finalize(ctx context.Context, obj Object, nodes []*corev1.N
 	res := Result{Status: *obj.Status.DeepCopy()}
 	if obj.NamespaceTerminating {
 		r.event(obj, corev1.EventTypeWarning, "UnloadSkipped",
-			"namespace %s is being deleted, so no worker can unload the module; it stays loaded until the nodes reboot", obj.Namespace)
+			"namespace %s is being deleted, so no worker can unload the module; it stays loaded until the nodes reboot", obj.podNamespace())
 		res.Done = true
 		return res, nil
 	}
-	states, err := r.loader.Sync(ctx, loader.SyncRequest{Namespace: obj.Namespace, Module: obj.Name, Nodes: nodes, Owner: obj.Owner})
+	states, err := r.loader.Sync(ctx, r.syncRequest(obj, nodes))
 	var pending []string
 	for _, s := range states {
 		if s.Phase != loader.PhaseUnloaded {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/sign"
+	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
@@ -56,6 +57,7 @@ type Reconciler struct {
 	unloadOnTaint bool
 	nodes         NodeLister
 	dtk           builder.DTKResolver
+	identity      identity.Domain
 
 	mu         sync.Mutex
 	signFailed map[string]failure   // image → last sign failure
@@ -124,6 +126,20 @@ func WithUnloadOnTaint(on bool) Option { return func(r *Reconciler) { r.unloadOn
 // WithNodeLister replaces listing nodes through the clientset.
 func WithNodeLister(l NodeLister) Option { return func(r *Reconciler) { r.nodes = l } }
 
+// WithIdentity names the owners this Reconciler drives: their kind and a
+// label domain the operator owns (see package identity), from which the
+// node labels and annotation, worker Pod and build names and their labels
+// are made. Two operators with their own identities, and KMM, never share
+// a label, an annotation, a worker Pod or a build, even for owners of the
+// same name in one namespace. The default is KMM's Module, byte for byte
+// KMM's keys and names: keep it for Reconcile (KMM's Module); an operator
+// that drives its own resource with ReconcileSpec gives its own, e.g.
+// identity.Domain{Name: "nic.acme.io", Kind: "NICDriver"}. An identity with
+// its own domain also allows cluster-scoped owners (Object.PodNamespace).
+// Changing the identity of a running operator leaves what the old one
+// wrote on the nodes.
+func WithIdentity(d identity.Domain) Option { return func(r *Reconciler) { r.identity = d } }
+
 // WithDTKResolver resolves DTK_AUTO for Dockerfiles that use it.
 func WithDTKResolver(d builder.DTKResolver) Option { return func(r *Reconciler) { r.dtk = d } }
 
@@ -139,6 +155,9 @@ func NewReconciler(client kubernetes.Interface, opts ...Option) (*Reconciler, er
 	}
 	if r.loader == nil {
 		return nil, errors.New("kmm: no NodeLoader: pass WithNodeLoader(loader.NewPodLoader(...)) or a fake")
+	}
+	if err := r.identity.Validate(); err != nil {
+		return nil, fmt.Errorf("kmm: WithIdentity: %w", err)
 	}
 	if r.mapper == nil {
 		r.mapper = kernelmap.New(kernelmap.WithLogger(r.log))
@@ -175,9 +194,18 @@ func NewReconciler(client kubernetes.Interface, opts ...Option) (*Reconciler, er
 // Object is what ReconcileSpec works on: a Module, or a ModuleSpec that
 // an operator embeds in its own resource.
 type Object struct {
-	// Namespace and Name identify it; builds and worker Pods live in
-	// Namespace and are named after Name.
+	// Namespace and Name identify it, with the Reconciler's identity
+	// (WithIdentity); builds and worker Pods live in Namespace and are
+	// named after Name. Namespace is "" for a cluster-scoped owner, which
+	// needs an identity of its own and a PodNamespace.
 	Namespace, Name string
+	// PodNamespace is where the worker and build Pods of a cluster-scoped
+	// owner run, and where its imageRepoSecret, build and sign secrets and
+	// Dockerfile ConfigMaps are read; it is also its MOD_NAMESPACE. Leave
+	// it empty for a namespaced owner, whose Pods run in Namespace (an
+	// owner reference cannot cross namespaces; one to a cluster-scoped
+	// owner from a namespaced Pod is allowed).
+	PodNamespace string
 	// Spec is the desired state.
 	Spec v1beta1.ModuleSpec
 	// Status is the status written last (for events on changes and the
@@ -194,6 +222,40 @@ type Object struct {
 	Owner *metav1.OwnerReference
 	// Ref is where events go; nil means no events.
 	Ref *corev1.ObjectReference
+}
+
+// podNamespace is where the Object's Pods run and its secrets are read.
+func (o Object) podNamespace() string {
+	if o.PodNamespace != "" {
+		return o.PodNamespace
+	}
+	return o.Namespace
+}
+
+// checkObject reports what makes obj unusable with r's identity.
+func (r *Reconciler) checkObject(obj Object) error {
+	if obj.Name == "" {
+		return errors.New("kmm: ReconcileSpec needs a name")
+	}
+	o := r.identity.Owner(obj.Namespace, obj.Name)
+	if err := o.Validate(); err != nil {
+		return fmt.Errorf("kmm: ReconcileSpec: %w", err)
+	}
+	switch {
+	case obj.Namespace == "" && obj.PodNamespace == "":
+		return fmt.Errorf("kmm: ReconcileSpec: cluster-scoped %s needs Object.PodNamespace, the namespace its worker and build Pods run in", o)
+	case obj.Namespace != "" && obj.PodNamespace != "" && obj.PodNamespace != obj.Namespace:
+		return fmt.Errorf("kmm: ReconcileSpec: Object.PodNamespace %q of %s differs from its namespace: a namespaced owner's Pods run in its own namespace",
+			obj.PodNamespace, o)
+	}
+	return nil
+}
+
+// syncRequest is the loader request for obj on nodes, with what is desired
+// and kept left to the caller.
+func (r *Reconciler) syncRequest(obj Object, nodes []*corev1.Node) loader.SyncRequest {
+	return loader.SyncRequest{Namespace: obj.Namespace, Module: obj.Name, Identity: r.identity, PodNamespace: obj.PodNamespace,
+		Nodes: nodes, Owner: obj.Owner}
 }
 
 // Result is what a pass decided.

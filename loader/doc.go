@@ -25,6 +25,17 @@
 // ModuleLoaded and ModuleUnloaded events, and reports a worker that cannot
 // pull its image, fails or is stuck as a condition with the reason.
 //
+// The owner of the Pods and node keys is named by an identity
+// ([github.com/kmmkit/kmmkit/identity]): KMM's Module by default, with
+// KMM's exact label keys and Pod names, or an embedding operator's kind
+// in its own label domain, so two operators and KMM never touch each
+// other's Pods, labels or annotations; cluster-scoped owners run their
+// workers in a namespace the operator names. Node and Pod views may come
+// from lagging informer caches (SyncRequest.Nodes, WithPodLister): the
+// loader remembers its own writes and reads again from the API server
+// whatever a view contradicts, so a lagging cache never makes it start a
+// worker twice, unload what it loaded, or flip a label back.
+//
 // loader/fake holds an in-memory Kernel for tests of code that loads
 // modules, and an in-memory NodeLoader for tests of controllers.
 package loader

@@ -1,70 +1,34 @@
 package loader
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
 
-// Node label and annotation prefixes.
-const (
-	nodeLabelPrefix      = "kmm.node.kubernetes.io/"
-	observedAnnotPrefix  = "loaded.kmmkit.io/"
-	maxLabelNameLength   = 63
-	readySuffix          = ".ready"
-	versionReadySuffix   = ".version.ready"
-	observedModuleSuffix = ""
-)
-
-// keyName returns <ns>.<name><suffix>, shortened with a hash when it would
-// exceed the 63 characters a label or annotation name may have. KMM does
-// not shorten, so a long namespace plus name breaks its labels; kmmkit
-// keeps KMM's exact key whenever it fits.
-func keyName(ns, name, suffix string) string {
-	s := ns + "." + name + suffix
-	if len(s) <= maxLabelNameLength {
-		return s
-	}
-	sum := sha256.Sum256([]byte(ns + "/" + name))
-	h := hex.EncodeToString(sum[:5])
-	keep := maxLabelNameLength - len(suffix) - len(h) - 1
-	return trimKey(s[:keep]) + "-" + h + suffix
-}
-
-// trimKey drops trailing characters a label name may not end with.
-func trimKey(s string) string {
-	for len(s) > 0 {
-		c := s[len(s)-1]
-		if c == '.' || c == '-' || c == '_' {
-			s = s[:len(s)-1]
-			continue
-		}
-		break
-	}
-	return s
-}
+// kmmOwner is the default (KMM) identity of the Module ns/name.
+func kmmOwner(ns, name string) identity.Owner { return identity.Domain{}.Owner(ns, name) }
 
 // ReadyLabel is the node label KMM sets while a module is loaded as its
-// Module asks: kmm.node.kubernetes.io/<ns>.<name>.ready (value "").
-func ReadyLabel(ns, name string) string { return nodeLabelPrefix + keyName(ns, name, readySuffix) }
+// Module asks: kmm.node.kubernetes.io/<ns>.<name>.ready (value ""). KMM
+// does not shorten keys, so a long namespace plus name breaks its labels;
+// kmmkit keeps KMM's exact key whenever it fits and ends a longer one with
+// a hash. Other identities: identity.Owner.ReadyLabel.
+func ReadyLabel(ns, name string) string { return kmmOwner(ns, name).ReadyLabel() }
 
 // VersionReadyLabel is the node label that carries the loaded module
 // version: kmm.node.kubernetes.io/<ns>.<name>.version.ready.
-func VersionReadyLabel(ns, name string) string {
-	return nodeLabelPrefix + keyName(ns, name, versionReadySuffix)
-}
+func VersionReadyLabel(ns, name string) string { return kmmOwner(ns, name).VersionReadyLabel() }
 
 // ObservedAnnotation is the node annotation in which the worker-pod loader
 // records what is loaded on the node for a module (KMM keeps this in the
-// NodeModulesConfig status; kmmkit needs no CRD).
-func ObservedAnnotation(ns, name string) string {
-	return observedAnnotPrefix + keyName(ns, name, observedModuleSuffix)
-}
+// NodeModulesConfig status; kmmkit needs no CRD):
+// loaded.kmmkit.io/<ns>.<name>.
+func ObservedAnnotation(ns, name string) string { return kmmOwner(ns, name).ObservedAnnotation() }
 
 // Observed is what a successful worker Pod loaded on a node: KMM's
 // NodeModuleStatus.
@@ -91,10 +55,15 @@ func (o *Observed) Request() PodRequest {
 }
 
 // ObservedOn returns what the worker-pod loader recorded as loaded on node
-// for the Module ns/name. ok is false when nothing is recorded; an
+// for KMM's Module ns/name. ok is false when nothing is recorded; an
 // annotation that does not parse is an error naming it.
 func ObservedOn(node *corev1.Node, ns, name string) (obs *Observed, ok bool, err error) {
-	key := ObservedAnnotation(ns, name)
+	return ObservedBy(node, kmmOwner(ns, name))
+}
+
+// ObservedBy is ObservedOn for an owner of any identity.
+func ObservedBy(node *corev1.Node, o identity.Owner) (obs *Observed, ok bool, err error) {
+	key := o.ObservedAnnotation()
 	raw, ok := node.Annotations[key]
 	if !ok {
 		return nil, false, nil

@@ -13,11 +13,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
 
@@ -32,16 +34,28 @@ type NodeLoader interface {
 	Sync(ctx context.Context, req SyncRequest) ([]NodeState, error)
 }
 
-// SyncRequest is one Module's desired state across the cluster.
+// SyncRequest is one owner's desired state across the cluster. The owner
+// is a KMM Module, or an embedder's resource of another Identity.
 type SyncRequest struct {
-	// Namespace and Module name the Module; worker Pods live in Namespace.
+	// Namespace and Module name the owner; Namespace is "" for a
+	// cluster-scoped owner (which needs an Identity and a PodNamespace).
 	Namespace, Module string
-	// Nodes are all nodes of the cluster. The module is unloaded from
-	// nodes where it was loaded and that are not in Desired; worker Pods on
-	// nodes not listed (deleted nodes) are removed.
+	// Identity is the owner's kind and label domain, which names the
+	// worker Pods, their labels and the node keys (see package identity);
+	// the zero value is KMM's Module.
+	Identity identity.Domain
+	// PodNamespace is where worker Pods run; "" means Namespace. It may
+	// differ from Namespace only for a cluster-scoped owner, because an
+	// owner reference cannot cross namespaces.
+	PodNamespace string
+	// Nodes are all nodes of the cluster, as the caller sees them (an
+	// informer's lister may lag). The module is unloaded from nodes where
+	// it was loaded and that are not in Desired; worker Pods on nodes that
+	// no longer exist are removed.
 	Nodes []*corev1.Node
 	// Desired holds, per node name, what to load there. Node, Module,
-	// Namespace and Action of each entry are filled in by the loader.
+	// Namespace, Identity, PodNamespace and Action of each entry are
+	// filled in by the loader.
 	Desired map[string]*PodRequest
 	// Keep names nodes whose current state is kept as it is: what is
 	// loaded there stays loaded and nothing new starts (used while the
@@ -51,6 +65,26 @@ type SyncRequest struct {
 	// are garbage-collected with it.
 	Owner *metav1.OwnerReference
 }
+
+// Validate reports what makes r unusable.
+func (r SyncRequest) Validate() error {
+	if r.Module == "" {
+		return errors.New("SyncRequest needs a Module (the owner's name)")
+	}
+	if err := r.Identity.Owner(r.Namespace, r.Module).Validate(); err != nil {
+		return err
+	}
+	switch {
+	case r.Namespace == "" && r.PodNamespace == "":
+		return fmt.Errorf("SyncRequest for cluster-scoped %s needs a PodNamespace for its worker Pods", r.Identity.Owner("", r.Module))
+	case r.Namespace != "" && r.PodNamespace != "" && r.PodNamespace != r.Namespace:
+		return fmt.Errorf("SyncRequest for %s: PodNamespace %q differs from the owner's namespace; a namespaced owner's worker Pods run in its namespace",
+			r.Identity.Owner(r.Namespace, r.Module), r.PodNamespace)
+	}
+	return nil
+}
+
+func (r SyncRequest) podNamespace() string { return firstNonEmpty(r.PodNamespace, r.Namespace) }
 
 // Phase is where a module stands on a node.
 type Phase string
@@ -89,9 +123,10 @@ type NodeState struct {
 }
 
 // PodLoader is the Kubernetes NodeLoader: it runs KMM's worker Pods
-// (WorkerPod) and keeps, per node and module, the desired vs observed
+// (WorkerPod) and keeps, per node and owner, the desired vs observed
 // state that KMM keeps in NodeModulesConfig objects. The observed state is
-// a node annotation (ObservedAnnotation), so no CRD is needed.
+// a node annotation (identity.Owner.ObservedAnnotation), so no CRD is
+// needed.
 //
 // It follows KMM's rules: load when nothing is loaded; unload then load
 // when the config changed on the same kernel; load directly on a new
@@ -101,6 +136,17 @@ type NodeState struct {
 // worker that cannot pull its image, fails, or is stuck, as a condition,
 // and replaces a failing Pod whose template is outdated even when it
 // never started.
+//
+// Views may lag. The nodes of a SyncRequest and the Pods of a PodLister
+// may come from informer caches older than the loader's own last writes.
+// The loader remembers what it wrote (its keys on each node, the worker
+// Pods it created and deleted) and reads a node or Pod again from the API
+// server whenever a view disagrees, so no pass creates a worker the
+// previous pass finished with, unloads what it just loaded, harvests a
+// finished worker twice, or flips a label back. Pods are deleted with
+// preconditions, so a decision made on an outdated Pod never deletes a
+// newer one; a name that is taken is read, not retried blindly. Use one
+// PodLoader per process: two loaders do not share what they remember.
 type PodLoader struct {
 	client     kubernetes.Interface
 	opts       PodOptions
@@ -109,7 +155,15 @@ type PodLoader struct {
 	now        func() time.Time
 	stuckAfter time.Duration
 	retryAfter time.Duration
+	pods       PodLister
+	mem        *memory
 }
+
+// PodLister lists the Pods of a namespace that match selector: an
+// informer's lister, say. It may lag behind the API server; the loader
+// reads again what disagrees with its own writes. Returned Pods are not
+// modified.
+type PodLister func(ctx context.Context, namespace string, selector labels.Selector) ([]*corev1.Pod, error)
 
 // PodLoaderOption configures a PodLoader.
 type PodLoaderOption func(*PodLoader)
@@ -135,6 +189,13 @@ func WithStuckTimeout(d time.Duration) PodLoaderOption {
 	return func(l *PodLoader) { l.stuckAfter = d }
 }
 
+// WithPodLister replaces listing worker Pods through the client on every
+// pass, with an informer's lister for instance (watch the Pods with the
+// label identity.Owner.ActionLabel, loader.LabelWorkerAction for KMM's).
+func WithPodLister(p PodLister) PodLoaderOption {
+	return func(l *PodLoader) { l.pods = p }
+}
+
 // NewPodLoader returns a PodLoader that writes through client. opts must
 // name the worker image.
 func NewPodLoader(client kubernetes.Interface, opts PodOptions, o ...PodLoaderOption) (*PodLoader, error) {
@@ -145,9 +206,22 @@ func NewPodLoader(client kubernetes.Interface, opts PodOptions, o ...PodLoaderOp
 		return nil, errors.New("pod loader: PodOptions.WorkerImage is empty")
 	}
 	l := &PodLoader{client: client, opts: opts, log: logr.Discard(), now: time.Now,
-		stuckAfter: 5 * time.Minute, retryAfter: 10 * time.Second}
+		stuckAfter: 5 * time.Minute, retryAfter: 10 * time.Second, mem: newMemory()}
 	for _, f := range o {
 		f(l)
+	}
+	if l.pods == nil {
+		l.pods = func(ctx context.Context, ns string, sel labels.Selector) ([]*corev1.Pod, error) {
+			list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+			if err != nil {
+				return nil, err
+			}
+			out := make([]*corev1.Pod, len(list.Items))
+			for i := range list.Items {
+				out[i] = &list.Items[i]
+			}
+			return out, nil
+		}
 	}
 	return l, nil
 }
@@ -155,51 +229,54 @@ func NewPodLoader(client kubernetes.Interface, opts PodOptions, o ...PodLoaderOp
 // Sync implements NodeLoader. Errors of single nodes are joined; the
 // states of the other nodes are still returned.
 func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, error) {
-	if req.Namespace == "" || req.Module == "" {
-		return nil, errors.New("pod loader: SyncRequest needs Namespace and Module")
+	if err := req.Validate(); err != nil {
+		return nil, fmt.Errorf("pod loader: %w", err)
 	}
-	pods, err := l.client.CoreV1().Pods(req.Namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: LabelModuleName + "=" + req.Module + "," + LabelWorkerAction,
-	})
+	owner := req.Identity.Owner(req.Namespace, req.Module)
+	podNS := req.podNamespace()
+	sel, err := labels.Parse(owner.WorkerSelector())
 	if err != nil {
-		return nil, fmt.Errorf("listing worker pods of %s/%s: %w", req.Namespace, req.Module, err)
+		return nil, fmt.Errorf("pod loader: selector of %s: %w", owner, err)
 	}
-	podsByNode := map[string]*corev1.Pod{}
+	pods, err := l.pods(ctx, podNS, sel)
+	if err != nil {
+		return nil, fmt.Errorf("listing worker pods of %s in namespace %s: %w", owner, podNS, err)
+	}
+	defer l.mem.sweep(l.now())
 	var errs []error
 	nodes := map[string]*corev1.Node{}
 	for _, n := range req.Nodes {
 		nodes[n.Name] = n
 	}
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		if _, ok := nodes[p.Spec.NodeName]; !ok {
-			// The node is gone: its worker Pod can never run.
-			if err := l.deletePod(ctx, p); err != nil {
-				errs = append(errs, err)
-			}
-			continue
+	podsByNode := map[string][]*corev1.Pod{}
+	for _, p := range pods {
+		if owner.IsWorker(p.Labels) {
+			podsByNode[p.Spec.NodeName] = append(podsByNode[p.Spec.NodeName], p)
 		}
-		if old, dup := podsByNode[p.Spec.NodeName]; dup {
-			// Two workers for one node (a renamed Pod): keep the newer.
-			if old.CreationTimestamp.After(p.CreationTimestamp.Time) {
-				old, p = p, old
-			}
-			if err := l.deletePod(ctx, old); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		podsByNode[p.Spec.NodeName] = p
 	}
-	names := make([]string, 0, len(nodes))
-	obsKey, readyKey := ObservedAnnotation(req.Namespace, req.Module), ReadyLabel(req.Namespace, req.Module)
+	seen := map[string]bool{}
+	var names []string
+	add := func(n string) {
+		if !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
+	obsKey, readyKey, versionKey := owner.ObservedAnnotation(), owner.ReadyLabel(), owner.VersionReadyLabel()
 	for name, n := range nodes {
 		_, desired := req.Desired[name]
-		_, hasPod := podsByNode[name]
 		_, hasObs := n.Annotations[obsKey]
 		_, ready := n.Labels[readyKey]
-		if desired || hasPod || hasObs || ready {
-			names = append(names, name)
+		_, version := n.Labels[versionKey]
+		if desired || hasObs || ready || version {
+			add(name)
 		}
+	}
+	for name := range podsByNode {
+		add(name)
+	}
+	for _, name := range l.mem.nodesOf(owner) {
+		add(name)
 	}
 	for name := range req.Desired {
 		if _, ok := nodes[name]; !ok {
@@ -212,22 +289,13 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 		if err := ctx.Err(); err != nil {
 			return states, errors.Join(append(errs, err)...)
 		}
-		desired := req.Desired[name]
-		if desired == nil && req.Keep[name] {
-			obs, _, _ := ObservedOn(nodes[name], req.Namespace, req.Module)
-			if obs == nil && podsByNode[name] == nil {
-				continue
-			}
-			if obs != nil {
-				keep := obs.Request()
-				desired = &keep
-			}
-		}
-		st, err := l.syncNode(ctx, req, nodes[name], podsByNode[name], desired)
+		st, ok, err := l.syncNode(ctx, req, owner, name, nodes[name], podsByNode[name])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("node %s: %w", name, err))
 		}
-		states = append(states, st)
+		if ok {
+			states = append(states, st)
+		}
 	}
 	return states, errors.Join(errs...)
 }
@@ -235,55 +303,203 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 // nodeSync is the work on one node: the node's pending label and
 // annotation changes and the resulting state.
 type nodeSync struct {
-	l       *PodLoader
-	req     SyncRequest
-	node    *corev1.Node
-	obs     *Observed
-	desired *PodRequest
-	labels  map[string]*string
-	annots  map[string]*string
-	st      NodeState
+	l     *PodLoader
+	req   SyncRequest
+	owner identity.Owner
+	node  *corev1.Node
+	// outdated is set when the node, read from the API server, runs
+	// another kernel than the caller's view of it: what the caller
+	// desires there was chosen for a kernel the node no longer runs, so
+	// only facts are recorded (finished workers) until it sees the node
+	// as it is.
+	outdated bool
+	obs      *Observed
+	desired  *PodRequest
+	labels   map[string]*string
+	annots   map[string]*string
+	taken    *corev1.Pod // the Pod a create found under its name
+	st       NodeState
 }
 
-func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, node *corev1.Node, pod *corev1.Pod, desired *PodRequest) (NodeState, error) {
-	s := &nodeSync{l: l, req: req, node: node, desired: desired,
-		labels: map[string]*string{}, annots: map[string]*string{}}
-	s.st.Node = node.Name
-	obs, _, err := ObservedOn(node, req.Namespace, req.Module)
+// syncNode brings one node to its desired state. ok is false when there is
+// nothing to report: the node is gone, the caller does not see it yet, or
+// nothing of the owner is there and nothing is wanted.
+func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identity.Owner, name string, view *corev1.Node, pods []*corev1.Pod) (NodeState, bool, error) {
+	node, fresh, err := l.node(ctx, owner, name, view)
+	if err != nil {
+		return NodeState{}, false, err
+	}
+	if node == nil {
+		// The node is gone: its worker Pods can never run.
+		var errs []error
+		for _, p := range pods {
+			errs = append(errs, l.deletePod(ctx, owner, p, false))
+		}
+		l.mem.forgetNode(owner, name)
+		return NodeState{}, false, errors.Join(errs...)
+	}
+	if view == nil {
+		// The caller's view lags behind the node: nothing is desired or
+		// kept there yet, which must not read as "unload".
+		return NodeState{}, false, nil
+	}
+	pod, err := l.workerPod(ctx, owner, req.podNamespace(), name, pods)
+	if err != nil {
+		return NodeState{}, false, err
+	}
+	if !fresh && pod != nil && pod.DeletionTimestamp == nil && pod.Status.Phase == corev1.PodSucceeded &&
+		Action(pod.Labels[owner.ActionLabel()]) == ActionLoad {
+		// A finished load records the node's boot ID: take it from the
+		// node as it is now, not from a view.
+		if node, err = l.readNode(ctx, owner, name); err != nil || node == nil {
+			return NodeState{}, false, err
+		}
+		fresh = true
+	}
+	desired := req.Desired[name]
+	s := &nodeSync{l: l, req: req, owner: owner, node: node,
+		outdated: fresh && view.Status.NodeInfo.KernelVersion != node.Status.NodeInfo.KernelVersion,
+		labels:   map[string]*string{}, annots: map[string]*string{}}
+	s.st.Node = name
+	obs, _, err := ObservedBy(node, owner)
 	if err != nil {
 		// A damaged record cannot be unloaded from; reload over it.
-		l.log.Error(err, "ignoring unreadable observed state", "node", node.Name)
-		s.annots[ObservedAnnotation(req.Namespace, req.Module)] = nil
+		l.log.Error(err, "ignoring unreadable observed state", "node", name)
+		s.annots[owner.ObservedAnnotation()] = nil
 		obs = nil
 	}
-	s.obs = obs
+	if desired == nil && req.Keep[name] {
+		if obs == nil && pod == nil {
+			return NodeState{}, false, nil
+		}
+		if obs != nil {
+			keep := obs.Request()
+			desired = &keep
+		}
+	}
+	if _, none := fingerprint(node, owner); desired == nil && pod == nil && none {
+		// Only a lagging view said the node held something of the owner.
+		return NodeState{}, false, nil
+	}
+	s.desired, s.obs = desired, obs
 	bootID := node.Status.NodeInfo.BootID
 	if s.obs != nil && bootID != "" && s.obs.BootID != "" && s.obs.BootID != bootID {
 		// The node rebooted since the load: nothing of ours is loaded.
-		l.log.V(1).Info("node rebooted since load", "node", node.Name, "module", req.Module)
+		l.log.V(1).Info("node rebooted since load", "node", name, "owner", owner.String())
 		s.setObserved(nil)
 	}
-	if pod != nil {
-		pod, err = s.harvest(ctx, pod)
-		if errors.Is(err, errStop) {
-			err = s.patchNode(ctx)
-			s.st.Observed = s.obs
-			return s.st, err
+	for round := 0; round < 2; round++ {
+		if pod != nil {
+			pod, err = s.harvest(ctx, pod)
+			if errors.Is(err, errStop) {
+				err = s.patchNode(ctx)
+				s.st.Observed = s.obs
+				return s.st, true, err
+			}
+			if err != nil {
+				return s.st, true, err
+			}
 		}
-		if err != nil {
-			return s.st, err
+		if s.outdated {
+			s.set(PhaseLoading, metav1.ConditionFalse, ReasonLoading, fmt.Sprintf("waiting for an up-to-date view of node %s, which now runs kernel %s",
+				name, node.Status.NodeInfo.KernelVersion))
+			s.st.RequeueAfter = 2 * time.Second
+			break
 		}
-	}
-	if pod != nil {
-		err = s.withPod(ctx, pod)
-	} else {
-		err = s.withoutPod(ctx)
+		if pod != nil {
+			err = s.withPod(ctx, pod)
+		} else {
+			err = s.withoutPod(ctx)
+		}
+		if s.taken == nil || err != nil {
+			break
+		}
+		// The name was taken by a worker of ours the views did not show
+		// yet: go on with it.
+		pod, s.taken = s.taken, nil
 	}
 	if perr := s.patchNode(ctx); perr != nil {
 		err = errors.Join(err, perr)
 	}
 	s.st.Observed = s.obs
-	return s.st, err
+	return s.st, true, err
+}
+
+// node returns the node to act on: view when it agrees with what the
+// loader wrote there, else the node read from the API server (nil when it
+// is gone). fresh says it was read.
+func (l *PodLoader) node(ctx context.Context, owner identity.Owner, name string, view *corev1.Node) (node *corev1.Node, fresh bool, err error) {
+	if view != nil && l.mem.trustNode(owner, view) {
+		return view, false, nil
+	}
+	if view != nil {
+		l.log.V(1).Info("node view is older than our writes; reading it", "node", name, "owner", owner.String())
+	}
+	n, err := l.readNode(ctx, owner, name)
+	return n, true, err
+}
+
+// readNode reads a node from the API server and remembers the owner's keys
+// on it; nil when it does not exist.
+func (l *PodLoader) readNode(ctx context.Context, owner identity.Owner, name string) (*corev1.Node, error) {
+	n, err := l.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading node %s: %w", name, err)
+	}
+	l.mem.setNode(owner, n, l.now())
+	return n, nil
+}
+
+// workerPod picks the owner's worker Pod on node from the listed ones:
+// the one of the expected name, or the newest one under another name
+// (an older naming); the others go. A Pod the loader's memory
+// contradicts is read from the API server.
+func (l *PodLoader) workerPod(ctx context.Context, owner identity.Owner, ns, node string, pods []*corev1.Pod) (*corev1.Pod, error) {
+	name := owner.WorkerPodName(node)
+	var cur *corev1.Pod
+	var errs []error
+	for _, p := range pods {
+		switch {
+		case cur == nil:
+			cur = p
+		case p.Name == name || (cur.Name != name && p.CreationTimestamp.After(cur.CreationTimestamp.Time)):
+			// Two workers for one node (a renamed Pod): keep the expected
+			// one, or the newer.
+			errs = append(errs, l.deletePod(ctx, owner, cur, false))
+			cur = p
+		default:
+			errs = append(errs, l.deletePod(ctx, owner, p, false))
+		}
+	}
+	if cur != nil && cur.Name != name {
+		return cur, errors.Join(errs...)
+	}
+	if l.mem.trustPod(owner, name, cur) {
+		return cur, errors.Join(errs...)
+	}
+	l.log.V(1).Info("worker pod view is older than our writes; reading it", "pod", name)
+	fresh, _, err := l.readPod(ctx, owner, ns, name)
+	return fresh, errors.Join(append(errs, err)...)
+}
+
+// readPod reads the worker Pod name of owner and remembers it; nil when
+// there is none. foreign is set when the name is taken by a Pod that is
+// not a worker of owner (which is then left alone).
+func (l *PodLoader) readPod(ctx context.Context, owner identity.Owner, ns, name string) (pod *corev1.Pod, foreign bool, err error) {
+	p, err := l.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		p = nil
+	case err != nil:
+		return nil, false, fmt.Errorf("reading worker pod %s/%s: %w", ns, name, err)
+	case !owner.IsWorker(p.Labels):
+		p, foreign = nil, true
+	}
+	l.mem.setPod(owner, name, p, l.now())
+	return p, foreign, nil
 }
 
 // harvest records the result of a finished worker Pod and deletes it. The
@@ -294,7 +510,7 @@ func (s *nodeSync) harvest(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, e
 	case pod.DeletionTimestamp != nil:
 		return pod, nil
 	case pod.Status.Phase == corev1.PodSucceeded:
-		if Action(pod.Labels[LabelWorkerAction]) == ActionLoad {
+		if Action(pod.Labels[s.owner.ActionLabel()]) == ActionLoad {
 			obs, err := observedFromPod(pod, s.node.Status.NodeInfo.BootID)
 			if err != nil {
 				return pod, err
@@ -306,12 +522,12 @@ func (s *nodeSync) harvest(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, e
 		if err := s.patchNode(ctx); err != nil {
 			return pod, err
 		}
-		return nil, s.l.deletePod(ctx, pod)
+		return nil, s.l.deletePod(ctx, s.owner, pod, false)
 	case pod.Status.Phase == corev1.PodFailed:
 		d := diagnose(pod, s.l.now(), 0)
 		s.fail(d.reason, d.message)
 		s.st.RequeueAfter = s.l.retryAfter
-		if err := s.l.deletePod(ctx, pod); err != nil {
+		if err := s.l.deletePod(ctx, s.owner, pod, false); err != nil {
 			return pod, err
 		}
 		return nil, errStop
@@ -323,7 +539,7 @@ func (s *nodeSync) harvest(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, e
 var errStop = errors.New("stop")
 
 func (s *nodeSync) withPod(ctx context.Context, pod *corev1.Pod) error {
-	action := Action(pod.Labels[LabelWorkerAction])
+	action := Action(pod.Labels[s.owner.ActionLabel()])
 	d := diagnose(pod, s.l.now(), s.l.stuckAfter)
 	if action == ActionUnload {
 		s.progress(PhaseUnloading, ReasonUnloading, fmt.Sprintf("worker pod %s is unloading the module", pod.Name), d, pod)
@@ -335,7 +551,8 @@ func (s *nodeSync) withPod(ctx context.Context, pod *corev1.Pod) error {
 	}
 	if s.desired == nil {
 		s.progress(PhaseUnloading, ReasonUnloading, "stopping the loader: the module is no longer wanted here", diagnosis{}, nil)
-		return s.l.deletePod(ctx, pod)
+		s.st.RequeueAfter = 2 * time.Second
+		return s.l.deletePod(ctx, s.owner, pod, true)
 	}
 	want, err := s.podFor(ActionLoad, *s.desired)
 	if err != nil {
@@ -347,7 +564,8 @@ func (s *nodeSync) withPod(ctx context.Context, pod *corev1.Pod) error {
 		// KMM replaces an outdated worker only after its container
 		// restarted, so one that cannot even pull its image stays forever.
 		s.progress(PhaseLoading, ReasonLoading, fmt.Sprintf("replacing worker pod %s: the module's config changed", pod.Name), diagnosis{}, nil)
-		return s.l.deletePod(ctx, pod)
+		s.st.RequeueAfter = 2 * time.Second
+		return s.l.deletePod(ctx, s.owner, pod, true)
 	}
 	s.progress(PhaseLoading, ReasonLoading, fmt.Sprintf("worker pod %s is loading the module", pod.Name), d, pod)
 	return nil
@@ -383,6 +601,7 @@ func (s *nodeSync) withoutPod(ctx context.Context) error {
 
 func (s *nodeSync) podFor(action Action, r PodRequest) (*corev1.Pod, error) {
 	r.Node, r.Module, r.Namespace, r.Action = s.node.Name, s.req.Module, s.req.Namespace, action
+	r.Identity, r.PodNamespace = s.req.Identity, s.req.podNamespace()
 	pod, err := WorkerPod(r, s.l.opts)
 	if err != nil {
 		return nil, err
@@ -403,17 +622,31 @@ func (s *nodeSync) create(ctx context.Context, action Action, r PodRequest) erro
 		s.fail(ReasonInvalidRequest, err.Error())
 		return err
 	}
-	_, err = s.l.client.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	created, err := s.l.client.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	switch {
 	case apierrors.IsAlreadyExists(err):
-		// The previous worker is still going away; try again shortly.
+		// The views lag behind the Pod, or an old one is still going.
+		existing, foreign, err := s.l.readPod(ctx, s.owner, pod.Namespace, pod.Name)
+		if err != nil {
+			s.fail(ReasonWorkerFailed, err.Error())
+			return err
+		}
+		if foreign {
+			s.fail(ReasonNameConflict, fmt.Sprintf("pod %s/%s exists and is not a worker of %s: remove it, or give each operator its own identity",
+				pod.Namespace, pod.Name, s.owner))
+			s.st.RequeueAfter = s.l.retryAfter
+			return nil
+		}
+		s.taken = existing
+		s.set(phase, metav1.ConditionFalse, reason, fmt.Sprintf("waiting for worker pod %s", pod.Name))
 		s.st.RequeueAfter = 2 * time.Second
+		return nil
 	case err != nil:
 		s.fail(ReasonWorkerFailed, fmt.Sprintf("creating worker pod %s: %v", pod.Name, err))
 		return fmt.Errorf("creating worker pod %s/%s: %w", pod.Namespace, pod.Name, err)
-	default:
-		s.l.log.Info("created worker pod", "pod", pod.Name, "node", s.node.Name, "action", action)
 	}
+	s.l.mem.created(s.owner, created, s.l.now())
+	s.l.log.Info("created worker pod", "pod", pod.Name, "node", s.node.Name, "action", action)
 	s.set(phase, metav1.ConditionFalse, reason, fmt.Sprintf("worker pod %s created to %s the module", pod.Name, action))
 	if s.l.stuckAfter > 0 && s.st.RequeueAfter == 0 {
 		s.st.RequeueAfter = s.l.stuckAfter
@@ -447,7 +680,7 @@ func (s *nodeSync) fail(reason, msg string) { s.set(PhaseFailed, metav1.Conditio
 
 // setObserved records (or, with nil, clears) the observed state.
 func (s *nodeSync) setObserved(obs *Observed) {
-	key := ObservedAnnotation(s.req.Namespace, s.req.Module)
+	key := s.owner.ObservedAnnotation()
 	s.obs = obs
 	if obs == nil {
 		s.annots[key] = nil
@@ -462,19 +695,25 @@ func (s *nodeSync) setObserved(obs *Observed) {
 // in line with the observed state, emitting KMM's events when the ready
 // label appears or goes. It writes only when something changes.
 func (s *nodeSync) patchNode(ctx context.Context) error {
-	ns, name := s.req.Namespace, s.req.Module
 	ready := s.desired != nil && s.obs != nil && equality.Semantic.DeepEqual(s.obs.Config, s.desired.Config)
-	readyKey, versionKey := ReadyLabel(ns, name), VersionReadyLabel(ns, name)
+	readyKey, versionKey := s.owner.ReadyLabel(), s.owner.VersionReadyLabel()
 	_, wasReady := s.node.Labels[readyKey]
 	empty := ""
-	if ready {
+	if s.outdated {
+		// What is desired is outdated: the labels stay, and go only when
+		// nothing is loaded any more.
+		ready = wasReady && s.obs != nil
+	}
+	switch {
+	case s.outdated && ready:
+	case ready:
 		s.labels[readyKey] = &empty
 		if v := s.obs.Version; v != "" {
 			s.labels[versionKey] = &v
 		} else {
 			s.labels[versionKey] = nil
 		}
-	} else {
+	default:
 		s.labels[readyKey], s.labels[versionKey] = nil, nil
 	}
 	labels := changes(s.node.Labels, s.labels)
@@ -496,13 +735,13 @@ func (s *nodeSync) patchNode(ctx context.Context) error {
 		return fmt.Errorf("patching node %s: %w", s.node.Name, err)
 	}
 	s.node = updated
+	s.l.mem.setNode(s.owner, updated, s.l.now())
 	if s.l.recorder != nil && ready != wasReady {
 		ref := &corev1.ObjectReference{Kind: "Node", Name: updated.Name, UID: updated.UID, APIVersion: "v1"}
-		annotations := map[string]string{"module": ns + "/" + name}
 		if ready {
-			s.l.recorder.AnnotatedEventf(ref, annotations, corev1.EventTypeNormal, "ModuleLoaded", "Module %s/%s loaded into the kernel", ns, name)
+			s.l.recorder.AnnotatedEventf(ref, s.owner.EventAnnotations(), corev1.EventTypeNormal, "ModuleLoaded", "%s loaded into the kernel", s.owner)
 		} else {
-			s.l.recorder.AnnotatedEventf(ref, annotations, corev1.EventTypeNormal, "ModuleUnloaded", "Module %s/%s unloaded from the kernel", ns, name)
+			s.l.recorder.AnnotatedEventf(ref, s.owner.EventAnnotations(), corev1.EventTypeNormal, "ModuleUnloaded", "%s unloaded from the kernel", s.owner)
 		}
 	}
 	return nil
@@ -524,15 +763,27 @@ func changes(have map[string]string, want map[string]*string) map[string]any {
 	return out
 }
 
-func (l *PodLoader) deletePod(ctx context.Context, pod *corev1.Pod) error {
-	err := l.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
-		Preconditions: &metav1.Preconditions{UID: &pod.UID},
-	})
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		return fmt.Errorf("deleting worker pod %s/%s: %w", pod.Namespace, pod.Name, err)
+// deletePod deletes a worker Pod of owner, that one only (its UID) and,
+// when unchanged is set, only as the caller saw it (its resource version):
+// a decision taken on an outdated view never deletes a newer Pod. A Pod
+// already gone or replaced is not an error; the loader reads it again
+// next time.
+func (l *PodLoader) deletePod(ctx context.Context, owner identity.Owner, pod *corev1.Pod, unchanged bool) error {
+	pre := &metav1.Preconditions{UID: &pod.UID}
+	if unchanged && pod.ResourceVersion != "" {
+		pre.ResourceVersion = &pod.ResourceVersion
 	}
-	l.log.V(1).Info("deleted worker pod", "pod", pod.Name, "node", pod.Spec.NodeName)
-	return nil
+	err := l.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{Preconditions: pre})
+	switch {
+	case err == nil || apierrors.IsNotFound(err):
+		l.mem.deleted(owner, pod, l.now())
+		l.log.V(1).Info("deleted worker pod", "pod", pod.Name, "node", pod.Spec.NodeName)
+		return nil
+	case apierrors.IsConflict(err):
+		l.mem.changed(owner, pod.Name, l.now())
+		return nil
+	}
+	return fmt.Errorf("deleting worker pod %s/%s: %w", pod.Namespace, pod.Name, err)
 }
 
 // observedFromPod reads what a successful load Pod loaded.

@@ -20,6 +20,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/kmmkit/kmmkit/internal/fakeapi"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
@@ -338,9 +339,22 @@ func runPodLoaderScenario(t *testing.T, c *cluster) {
 // TestPodLoaderFakeClientset runs the scenario on client-go's fake
 // clientset: fast, and what users get in unit tests.
 func TestPodLoaderFakeClientset(t *testing.T) {
+	runPodLoaderScenario(t, fakeCluster(k8sfake.NewClientset()))
+}
+
+// TestPodLoaderFakeAPI runs it on internal/fakeapi, which has UIDs,
+// resource versions and delete preconditions.
+func TestPodLoaderFakeAPI(t *testing.T) {
+	api, err := fakeapi.New()
+	require.NoError(t, err)
+	runPodLoaderScenario(t, fakeCluster(api.Client()))
+}
+
+// fakeCluster is a cluster on a fake clientset, with a FakeRecorder.
+func fakeCluster(cs kubernetes.Interface) *cluster {
 	rec := record.NewFakeRecorder(100)
 	var seen []string
-	c := &cluster{cs: k8sfake.NewClientset(), recorder: rec, ns: "drivers", events: func() []string {
+	return &cluster{cs: cs, recorder: rec, ns: "drivers", events: func() []string {
 		for {
 			select {
 			case e := <-rec.Events:
@@ -358,7 +372,6 @@ func TestPodLoaderFakeClientset(t *testing.T) {
 			}
 		}
 	}}
-	runPodLoaderScenario(t, c)
 }
 
 // TestPodLoaderAPIServer runs the scenario against the real

@@ -6,21 +6,25 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kmmkit/kmmkit/reason"
 )
 
-// Condition reasons for a module on a node.
+// Condition reasons for a module on a node: the reason package's words,
+// as the strings a metav1.Condition carries.
 const (
-	ReasonLoaded         = "Loaded"
-	ReasonLoading        = "Loading"
-	ReasonUnloading      = "Unloading"
-	ReasonUnloaded       = "Unloaded"
-	ReasonImagePull      = "WorkerImagePullFailed"
-	ReasonWorkerFailed   = "WorkerFailed"
-	ReasonWorkerStuck    = "WorkerStuck"
-	ReasonPodFailed      = "WorkerPodFailed"
-	ReasonNodeTainted    = "NodeTaintNotTolerated"
-	ReasonNodeNotReady   = "NodeNotReady"
-	ReasonInvalidRequest = "InvalidRequest"
+	ReasonLoaded         = string(reason.Loaded)
+	ReasonLoading        = string(reason.Loading)
+	ReasonUnloading      = string(reason.Unloading)
+	ReasonUnloaded       = string(reason.Unloaded)
+	ReasonImagePull      = string(reason.WorkerImagePullFailed)
+	ReasonWorkerFailed   = string(reason.WorkerFailed)
+	ReasonWorkerStuck    = string(reason.WorkerStuck)
+	ReasonPodFailed      = string(reason.WorkerPodFailed)
+	ReasonNodeTainted    = string(reason.NodeTaintNotTolerated)
+	ReasonNodeNotReady   = string(reason.NodeNotReady)
+	ReasonInvalidRequest = string(reason.InvalidRequest)
+	ReasonNameConflict   = string(reason.NameConflict)
 )
 
 // pullFailures are container waiting reasons that mean the kubelet cannot

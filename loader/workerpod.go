@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
 
@@ -24,7 +25,11 @@ const (
 	ActionUnload Action = "Unload"
 )
 
-// Labels and annotations of worker Pods, KMM's keys.
+// Labels and annotations of worker Pods, KMM's keys. The label keys are
+// those of the default identity; a worker of another identity carries
+// that identity's (identity.Owner.WorkerLabels) and none of KMM's, so
+// KMM never takes it for its own. The annotations are the same on every
+// worker: they are read only from the Pod that carries them.
 const (
 	LabelModuleName         = "kmm.node.kubernetes.io/module.name"
 	LabelWorkerAction       = "kmm.node.kubernetes.io/worker-action"
@@ -37,15 +42,21 @@ const (
 	imagesDir               = "/var/run/kmmkit/images"
 	defaultFirmwareHostPath = "/lib/firmware"
 	defaultWorkerBinary     = "/kmm"
-	maxPodNameLength        = 63
 )
 
 // PodRequest is one worker Pod to run: a module's config on a node.
 type PodRequest struct {
 	// Node is the node to run on (the Pod bypasses the scheduler).
 	Node string
-	// Module and Namespace name the Module; the Pod lives in Namespace.
+	// Module and Namespace name the owner (Namespace "" for a
+	// cluster-scoped one).
 	Module, Namespace string
+	// Identity is the owner's kind and label domain (package identity),
+	// which names the Pod and its labels; the zero value is KMM's Module.
+	Identity identity.Domain
+	// PodNamespace is where the Pod runs; "" means Namespace. A
+	// cluster-scoped owner needs it.
+	PodNamespace string
 	// Action is load or unload.
 	Action Action
 	// Config is what the worker loads.
@@ -80,8 +91,13 @@ type PodOptions struct {
 // CAP_SYS_MODULE only, and is privileged only when it must write the
 // firmware search path in sysfs.
 func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
-	if req.Node == "" || req.Module == "" || req.Namespace == "" {
+	owner := req.Identity.Owner(req.Namespace, req.Module)
+	podNS := firstNonEmpty(req.PodNamespace, req.Namespace)
+	if req.Node == "" || req.Module == "" || podNS == "" {
 		return nil, fmt.Errorf("worker pod needs a node, a module and a namespace")
+	}
+	if err := owner.Validate(); err != nil {
+		return nil, fmt.Errorf("worker pod: %w", err)
 	}
 	if req.Action != ActionLoad && req.Action != ActionUnload {
 		return nil, fmt.Errorf("unknown worker action %q", req.Action)
@@ -160,15 +176,9 @@ func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      WorkerPodName(req.Node, req.Module),
-			Namespace: req.Namespace,
-			Labels: map[string]string{
-				"app.kubernetes.io/name":      "kmm",
-				"app.kubernetes.io/component": "worker",
-				"app.kubernetes.io/part-of":   "kmm",
-				LabelModuleName:               req.Module,
-				LabelWorkerAction:             string(req.Action),
-			},
+			Name:        owner.WorkerPodName(req.Node),
+			Namespace:   podNS,
+			Labels:      owner.WorkerLabels(string(req.Action)),
 			Annotations: annotations,
 		},
 		Spec: corev1.PodSpec{
@@ -205,13 +215,8 @@ func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
 
 // WorkerPodName returns KMM's worker Pod name, kmm-worker-<node>-<module>,
 // cut to 63 characters with a hash suffix when longer, so it stays a valid
-// name and label value.
+// name and label value. Other identities name theirs with
+// identity.Owner.WorkerPodName.
 func WorkerPodName(node, module string) string {
-	name := "kmm-worker-" + node + "-" + module
-	if len(name) <= maxPodNameLength {
-		return name
-	}
-	sum := sha256.Sum256([]byte(name))
-	suffix := hex.EncodeToString(sum[:4])
-	return strings.TrimRight(name[:maxPodNameLength-len(suffix)-1], "-.") + "-" + suffix
+	return identity.Domain{}.Owner("", module).WorkerPodName(node)
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
@@ -94,6 +95,35 @@ func TestWorkerPodName(t *testing.T) {
 	assert.NotEqual(t, long, loader.WorkerPodName(strings.Repeat("node", 20)+".example.org", "nic-driver"))
 }
 
+// TestWorkerPodIdentity: a worker of an operator's cluster-scoped
+// resource runs in the namespace the operator names, carries that
+// operator's labels and none of KMM's, so KMM never takes it for its own.
+func TestWorkerPodIdentity(t *testing.T) {
+	req := podRequest(loader.ActionLoad, false)
+	kmmPod, err := loader.WorkerPod(req, loader.PodOptions{WorkerImage: "w"})
+	require.NoError(t, err)
+	req.Identity = identity.Domain{Name: "nic.acme.io", Kind: "NICFleet"}
+	req.Namespace, req.PodNamespace = "", "acme-system"
+	pod, err := loader.WorkerPod(req, loader.PodOptions{WorkerImage: "w"})
+	require.NoError(t, err)
+	o := req.Identity.Owner("", "nic")
+	assert.Equal(t, o.WorkerPodName("worker-1"), pod.Name)
+	assert.Equal(t, "acme-system", pod.Namespace)
+	assert.Equal(t, o.WorkerLabels("Load"), pod.Labels)
+	for k := range pod.Labels {
+		assert.False(t, strings.HasPrefix(k, "kmm."), "KMM key %s on another identity's worker", k)
+	}
+	assert.Equal(t, kmmPod.Annotations, pod.Annotations, "the worker reads the same annotations")
+	assert.Equal(t, kmmPod.Spec, pod.Spec)
+
+	req.PodNamespace = ""
+	_, err = loader.WorkerPod(req, loader.PodOptions{WorkerImage: "w"})
+	assert.ErrorContains(t, err, "needs a node, a module and a namespace")
+	req.Identity, req.PodNamespace = identity.Domain{}, "acme-system"
+	_, err = loader.WorkerPod(req, loader.PodOptions{WorkerImage: "w"})
+	assert.ErrorContains(t, err, "a cluster-scoped owner needs a Domain")
+}
+
 // TestWorkerPodAcceptedByAPIServer creates the worker Pods in the test
 // kube-apiserver: the API server validates every field.
 func TestWorkerPodAcceptedByAPIServer(t *testing.T) {
@@ -120,4 +150,14 @@ func TestWorkerPodAcceptedByAPIServer(t *testing.T) {
 		assert.Equal(t, pod.Spec.NodeName, created.Spec.NodeName)
 		assert.Equal(t, pod.Annotations[loader.AnnotationWorkerConfig], created.Annotations[loader.AnnotationWorkerConfig])
 	}
+	// A namespaced worker may be owned by a cluster-scoped owner (an owner
+	// reference names no namespace); the API server takes it.
+	req := podRequest(loader.ActionLoad, false)
+	req.Identity, req.Namespace, req.PodNamespace = identity.Domain{Name: "nic.acme.io", Kind: "NICFleet"}, "", ns
+	pod, err := loader.WorkerPod(req, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+	require.NoError(t, err)
+	pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "nic.acme.io/v1", Kind: "NICFleet", Name: "nic", UID: "0b8f0c1e-1f7d-4a51-9b1e-6c1d3f7a9e21"}}
+	created, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, pod.Labels, created.Labels)
 }

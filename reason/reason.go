@@ -112,6 +112,11 @@ const (
 	NodeTaintNotTolerated Reason = "NodeTaintNotTolerated"
 	// NodeNotReady: the node is not ready.
 	NodeNotReady Reason = "NodeNotReady"
+	// NameConflict: the name of this owner's worker Pod is taken by a Pod
+	// that is not one of its workers (another operator's, or made by
+	// hand). Remove that Pod, or give each operator its own identity
+	// (kmm.WithIdentity).
+	NameConflict Reason = "NameConflict"
 )
 
 // Module-level summaries.

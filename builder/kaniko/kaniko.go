@@ -195,8 +195,7 @@ func (b *Builder) Pod(req builder.Request, attempt int) (*corev1.Pod, error) {
 type store struct{ b *Builder }
 
 func (s store) List(ctx context.Context, req builder.Request) ([]lifecycle.Object, error) {
-	sel := labels.Set{builder.LabelModuleName: req.Module, builder.LabelResourceType: builder.ResourceBuild,
-		builder.LabelTargetKernel: req.Kernel.DNSName()}
+	sel := labels.Set(builder.Selector(req))
 	pods, err := s.b.client.CoreV1().Pods(req.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 	if err != nil {
 		return nil, err

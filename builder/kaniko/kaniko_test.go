@@ -18,6 +18,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/kaniko"
+	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
@@ -231,4 +232,69 @@ func TestExecutorImage(t *testing.T) {
 	b := kaniko.New(k8sfake.NewClientset(), kaniko.Options{})
 	_, err := b.ExecutorImage(builder.Request{KanikoParams: &v1beta1.KanikoParams{Tag: "bad tag"}})
 	assert.ErrorContains(t, err, `kanikoParams.tag "bad tag"`)
+}
+
+// TestKanikoIdentities: KMM's Module nic and two operators' resources
+// named nic build for the same kernel in one namespace; each sees,
+// replaces and collects only its own build Pod.
+func TestKanikoIdentities(t *testing.T) {
+	ctx := context.Background()
+	cs := k8sfake.NewClientset(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "build-token", Namespace: "drivers"}})
+	b := kaniko.New(cs, kaniko.Options{Retry: builder.RetryPolicy{MaxAttempts: 1}})
+	ids := []identity.Domain{{}, {Name: "nic.acme.io", Kind: "NICDriver"}, {Name: "gpu.example.com", Kind: "NICDriver"}}
+	reqs := make([]builder.Request, len(ids))
+	for i, id := range ids {
+		reqs[i] = request(t, "drivers")
+		reqs[i].Identity = id
+		st, err := b.Sync(ctx, reqs[i])
+		require.NoError(t, err)
+		assert.Equal(t, reqs[i].Name(1), st.Name)
+	}
+	pods, err := cs.CoreV1().Pods("drivers").List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	require.Len(t, pods.Items, 3, "one build Pod per identity")
+	byName := map[string]corev1.Pod{}
+	for _, p := range pods.Items {
+		byName[p.Name] = p
+	}
+	kmmPod := byName["nic-build-6-1-0-56-amd64"]
+	assert.Equal(t, "nic", kmmPod.Labels[builder.LabelModuleName], "KMM's labels for KMM's Module")
+	acme := byName[reqs[1].Name(1)]
+	assert.Equal(t, map[string]string{
+		"nic.acme.io/nicdriver.name": "nic", "nic.acme.io/resource-type": "BuildImage", "nic.acme.io/target-kernel": "6-1-0-56-amd64",
+		"app.kubernetes.io/name": "kmmkit", "app.kubernetes.io/component": "BuildImage", "app.kubernetes.io/part-of": "nicdriver",
+		builder.LabelAttempt: "1",
+	}, acme.Labels, "no KMM key, so KMM never takes it for its own")
+
+	// The acme build fails for good; the others keep running untouched.
+	e := env{cs: cs, ns: "drivers"}
+	e.setStatus(t, acme.Name, corev1.PodFailed, &corev1.ContainerStateTerminated{ExitCode: 1, Message: "make: error"})
+	st, err := b.Sync(ctx, reqs[1])
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseFailed, st.Phase)
+	for _, i := range []int{0, 2} {
+		st, err := b.Sync(ctx, reqs[i])
+		require.NoError(t, err)
+		assert.Equal(t, builder.PhasePending, st.Phase, "%s sees its own Pod only", ids[i])
+	}
+	// A changed request replaces only its own Pod.
+	hashes := func() map[string]string {
+		pods, err := cs.CoreV1().Pods("drivers").List(ctx, metav1.ListOptions{})
+		require.NoError(t, err)
+		out := map[string]string{}
+		for _, p := range pods.Items {
+			out[p.Name] = p.Annotations[builder.AnnotationHash]
+		}
+		return out
+	}
+	before := hashes()
+	reqs[2].Dockerfile += "RUN true\n"
+	_, err = b.Sync(ctx, reqs[2])
+	require.NoError(t, err)
+	after := hashes()
+	require.Len(t, after, 3)
+	assert.Equal(t, before[reqs[0].Name(1)], after[reqs[0].Name(1)])
+	assert.Equal(t, before[reqs[1].Name(1)], after[reqs[1].Name(1)])
+	assert.Equal(t, reqs[2].Hash(), after[reqs[2].Name(1)], "only gpu.example.com's stale Pod was replaced")
+	assert.NotEqual(t, before[reqs[2].Name(1)], after[reqs[2].Name(1)])
 }

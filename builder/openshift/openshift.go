@@ -36,7 +36,9 @@ import (
 	"github.com/kmmkit/kmmkit/builder/internal/lifecycle"
 )
 
-// LabelBuildType is the label KMM's OpenShift edition puts on Builds.
+// LabelBuildType is the label KMM's OpenShift edition puts on Builds (of
+// the default identity only: another identity's Builds carry none of
+// KMM's keys).
 const LabelBuildType = "kmm.openshift.io/build.type"
 
 // Options configure the OpenShift builder.
@@ -110,7 +112,9 @@ func (b *Builder) Build(req builder.Request, attempt int) *buildv1.Build {
 		pull = &corev1.LocalObjectReference{Name: req.PullSecret.Name}
 	}
 	lbl := builder.Labels(req)
-	lbl[LabelBuildType] = builder.ResourceBuild
+	if req.Identity.IsKMM() {
+		lbl[LabelBuildType] = builder.ResourceBuild
+	}
 	lbl[builder.LabelAttempt] = strconv.Itoa(attempt)
 	dockerfile := req.Dockerfile
 	bld := &buildv1.Build{
@@ -139,8 +143,12 @@ func (b *Builder) Build(req builder.Request, attempt int) *buildv1.Build {
 type store struct{ b *Builder }
 
 func (s store) List(ctx context.Context, req builder.Request) ([]lifecycle.Object, error) {
-	sel := labels.Set{builder.LabelModuleName: req.Module, LabelBuildType: builder.ResourceBuild,
-		builder.LabelTargetKernel: req.Kernel.DNSName()}
+	sel := labels.Set(builder.Selector(req))
+	if req.Identity.IsKMM() {
+		// KMM's OpenShift edition marks the type with its own key.
+		delete(sel, builder.LabelResourceType)
+		sel[LabelBuildType] = builder.ResourceBuild
+	}
 	list, err := s.b.client.BuildV1().Builds(req.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 	if err != nil {
 		return nil, err

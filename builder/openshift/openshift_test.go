@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/openshift"
+	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
@@ -214,4 +216,38 @@ func TestOpenShiftSecretVersions(t *testing.T) {
 	list := builds(t, c, "drivers")
 	require.Len(t, list, 1)
 	assert.NotEqual(t, first, list[0].Annotations[builder.AnnotationHash], "a changed secret replaces the build")
+}
+
+// TestOpenShiftIdentity: another identity's Build carries its own labels
+// and none of KMM's, and the two are found apart.
+func TestOpenShiftIdentity(t *testing.T) {
+	ctx := context.Background()
+	c := buildfake.NewSimpleClientset()
+	b := openshift.New(c, openshift.Options{})
+	kmmReq, acmeReq := request(t, "drivers"), request(t, "drivers")
+	acmeReq.Identity = identity.Domain{Name: "nic.acme.io", Kind: "NICDriver"}
+	for _, r := range []builder.Request{kmmReq, acmeReq} {
+		_, err := b.Sync(ctx, r)
+		require.NoError(t, err)
+	}
+	all := builds(t, c, "drivers")
+	require.Len(t, all, 2)
+	got := map[string]map[string]string{}
+	for _, bl := range all {
+		got[bl.Name] = bl.Labels
+	}
+	assert.Equal(t, builder.ResourceBuild, got[kmmReq.Name(1)][openshift.LabelBuildType])
+	acme := got[acmeReq.Name(1)]
+	require.NotNil(t, acme, "names differ: %v", got)
+	assert.Equal(t, "nic", acme["nic.acme.io/nicdriver.name"])
+	for k := range acme {
+		assert.False(t, strings.HasPrefix(k, "kmm."), "KMM key %s on another identity's Build", k)
+	}
+	setPhase(t, c, "drivers", acmeReq.Name(1), func(s *buildv1.BuildStatus) { s.Phase = buildv1.BuildPhaseComplete })
+	st, err := b.Sync(ctx, kmmReq)
+	require.NoError(t, err)
+	assert.NotEqual(t, builder.PhaseSucceeded, st.Phase, "KMM's build does not see the other's completion")
+	st, err = b.Sync(ctx, acmeReq)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
 }

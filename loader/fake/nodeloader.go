@@ -2,7 +2,6 @@ package fake
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -10,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
 )
@@ -28,7 +28,22 @@ type NodeLoader struct {
 	syncs    int
 }
 
-type nodeModule struct{ node, ns, module string }
+// nodeModule is one owner on one node; owner is the owner's node
+// annotation key, which is unique per identity, namespace and name.
+type nodeModule struct{ node, owner string }
+
+func key(node string, o identity.Owner) nodeModule { return nodeModule{node, o.ObservedAnnotation()} }
+
+func kmmOwner(ns, module string) identity.Owner { return identity.Domain{}.Owner(ns, module) }
+
+// what names an owner in History: ns/module for KMM's Modules, with the
+// kind for other identities.
+func what(o identity.Owner) string {
+	if o.Domain.IsKMM() {
+		return o.Ref()
+	}
+	return o.String()
+}
 
 var _ loader.NodeLoader = (*NodeLoader)(nil)
 
@@ -46,20 +61,28 @@ func (f *NodeLoader) SetDelay(passes int) {
 	f.delay = passes
 }
 
-// Fail makes loading ns/module on node fail with reason and message until
-// Recover is called.
+// Fail makes loading KMM's Module ns/module on node fail with reason and
+// message until Recover is called.
 func (f *NodeLoader) Fail(node, ns, module, reason, message string) {
+	f.FailFor(node, kmmOwner(ns, module), reason, message)
+}
+
+// FailFor is Fail for an owner of any identity.
+func (f *NodeLoader) FailFor(node string, o identity.Owner, reason, message string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.failures[nodeModule{node, ns, module}] = metav1.Condition{Type: loader.ConditionLoaded,
+	f.failures[key(node, o)] = metav1.Condition{Type: loader.ConditionLoaded,
 		Status: metav1.ConditionFalse, Reason: reason, Message: message}
 }
 
 // Recover undoes Fail.
-func (f *NodeLoader) Recover(node, ns, module string) {
+func (f *NodeLoader) Recover(node, ns, module string) { f.RecoverFor(node, kmmOwner(ns, module)) }
+
+// RecoverFor undoes FailFor.
+func (f *NodeLoader) RecoverFor(node string, o identity.Owner) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.failures, nodeModule{node, ns, module})
+	delete(f.failures, key(node, o))
 }
 
 // Reboot forgets everything loaded on node, as a reboot would.
@@ -74,21 +97,29 @@ func (f *NodeLoader) Reboot(node string) {
 	f.history = append(f.history, "reboot "+node)
 }
 
-// LoadedOn returns, per node name, the config loaded for ns/module.
+// LoadedOn returns, per node name, the config loaded for KMM's Module
+// ns/module.
 func (f *NodeLoader) LoadedOn(ns, module string) map[string]v1beta1.ModuleConfig {
+	return f.LoadedFor(kmmOwner(ns, module))
+}
+
+// LoadedFor returns, per node name, the config loaded for an owner of any
+// identity.
+func (f *NodeLoader) LoadedFor(o identity.Owner) map[string]v1beta1.ModuleConfig {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := map[string]v1beta1.ModuleConfig{}
-	for k, o := range f.loaded {
-		if k.ns == ns && k.module == module {
-			out[k.node] = o.Config
+	for k, obs := range f.loaded {
+		if k.owner == o.ObservedAnnotation() {
+			out[k.node] = obs.Config
 		}
 	}
 	return out
 }
 
 // History returns every action in order, as "load <ns>/<module> on <node>
-// (<image>)" and "unload <ns>/<module> from <node>".
+// (<image>)" and "unload <ns>/<module> from <node>" (with the kind before
+// <ns>/<module> for an identity other than KMM's).
 func (f *NodeLoader) History() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -107,9 +138,10 @@ func (f *NodeLoader) Sync(ctx context.Context, req loader.SyncRequest) ([]loader
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if req.Namespace == "" || req.Module == "" {
-		return nil, errors.New("fake node loader: SyncRequest needs Namespace and Module")
+	if err := req.Validate(); err != nil {
+		return nil, fmt.Errorf("fake node loader: %w", err)
 	}
+	owner := req.Identity.Owner(req.Namespace, req.Module)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.syncs++
@@ -132,14 +164,14 @@ func (f *NodeLoader) Sync(ctx context.Context, req loader.SyncRequest) ([]loader
 		add(n)
 	}
 	for k := range f.loaded {
-		if k.ns == req.Namespace && k.module == req.Module && known[k.node] {
+		if k.owner == owner.ObservedAnnotation() && known[k.node] {
 			add(k.node)
 		}
 	}
 	sort.Strings(names)
 	states := make([]loader.NodeState, 0, len(names))
 	for _, n := range names {
-		k := nodeModule{n, req.Namespace, req.Module}
+		k := key(n, owner)
 		want := req.Desired[n]
 		if want == nil && req.Keep[n] {
 			obs := f.loaded[k]
@@ -149,12 +181,12 @@ func (f *NodeLoader) Sync(ctx context.Context, req loader.SyncRequest) ([]loader
 			keep := obs.Request()
 			want = &keep
 		}
-		states = append(states, f.syncNode(k, want))
+		states = append(states, f.syncNode(k, owner, want))
 	}
 	return states, nil
 }
 
-func (f *NodeLoader) syncNode(k nodeModule, want *loader.PodRequest) loader.NodeState {
+func (f *NodeLoader) syncNode(k nodeModule, owner identity.Owner, want *loader.PodRequest) loader.NodeState {
 	st := loader.NodeState{Node: k.node}
 	obs := f.loaded[k]
 	set := func(p loader.Phase, status metav1.ConditionStatus, reason, msg string) {
@@ -186,7 +218,7 @@ func (f *NodeLoader) syncNode(k nodeModule, want *loader.PodRequest) loader.Node
 	}
 	delete(f.pending, k)
 	if obs != nil {
-		f.history = append(f.history, fmt.Sprintf("unload %s/%s from %s", k.ns, k.module, k.node))
+		f.history = append(f.history, fmt.Sprintf("unload %s from %s", what(owner), k.node))
 		delete(f.loaded, k)
 	}
 	if want == nil {
@@ -196,7 +228,7 @@ func (f *NodeLoader) syncNode(k nodeModule, want *loader.PodRequest) loader.Node
 	obs = &loader.Observed{Config: *want.Config.DeepCopy(), Version: want.ModuleVersion,
 		ServiceAccountName: want.ServiceAccountName, ImageRepoSecret: want.ImageRepoSecret, Tolerations: want.Tolerations}
 	f.loaded[k] = obs
-	f.history = append(f.history, fmt.Sprintf("load %s/%s on %s (%s)", k.ns, k.module, k.node, want.Config.ContainerImage))
+	f.history = append(f.history, fmt.Sprintf("load %s on %s (%s)", what(owner), k.node, want.Config.ContainerImage))
 	st.Observed = obs
 	set(loader.PhaseLoaded, metav1.ConditionTrue, loader.ReasonLoaded, "loaded")
 	return st

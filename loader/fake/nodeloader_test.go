@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
 	"github.com/kmmkit/kmmkit/loader/fake"
@@ -66,6 +67,34 @@ func TestNodeLoader(t *testing.T) {
 	assert.ErrorContains(t, err, `desired node "gone"`)
 	f.Reboot("a")
 	assert.Empty(t, f.LoadedOn("drivers", "nic"))
+}
+
+// TestNodeLoaderIdentities: KMM's Module nic, an operator's NICDriver nic
+// in the same namespace and a cluster-scoped one are kept apart.
+func TestNodeLoaderIdentities(t *testing.T) {
+	ctx := context.Background()
+	f := fake.NewNodeLoader()
+	acme := identity.Domain{Name: "nic.acme.io", Kind: "NICDriver"}
+	cluster := identity.Domain{Name: "nic.acme.io", Kind: "NICFleet"}
+	for _, req := range []loader.SyncRequest{
+		{Namespace: "drivers", Module: "nic", Nodes: nodes("a"), Desired: map[string]*loader.PodRequest{"a": want("kmm:v1")}},
+		{Namespace: "drivers", Module: "nic", Identity: acme, Nodes: nodes("a"), Desired: map[string]*loader.PodRequest{"a": want("acme:v1")}},
+		{Module: "nic", Identity: cluster, PodNamespace: "acme-system", Nodes: nodes("a"), Desired: map[string]*loader.PodRequest{"a": want("fleet:v1")}},
+	} {
+		_, err := f.Sync(ctx, req)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, "kmm:v1", f.LoadedOn("drivers", "nic")["a"].ContainerImage)
+	assert.Equal(t, "acme:v1", f.LoadedFor(acme.Owner("drivers", "nic"))["a"].ContainerImage)
+	assert.Equal(t, "fleet:v1", f.LoadedFor(cluster.Owner("", "nic"))["a"].ContainerImage)
+	// Unloading the operator's leaves KMM's alone.
+	_, err := f.Sync(ctx, loader.SyncRequest{Namespace: "drivers", Module: "nic", Identity: acme, Nodes: nodes("a")})
+	require.NoError(t, err)
+	assert.Empty(t, f.LoadedFor(acme.Owner("drivers", "nic")))
+	assert.Len(t, f.LoadedOn("drivers", "nic"), 1)
+	assert.Contains(t, f.History(), "unload NICDriver drivers/nic from a")
+	_, err = f.Sync(ctx, loader.SyncRequest{Module: "nic", Identity: cluster, Nodes: nodes("a")})
+	assert.ErrorContains(t, err, "needs a PodNamespace")
 }
 
 // A unit test of code that loads modules on nodes uses fake.NodeLoader

@@ -1,0 +1,225 @@
+package loader
+
+import (
+	"crypto/sha256"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kmmkit/kmmkit/identity"
+)
+
+// forgetAfter is how long the loader remembers a worker Pod it deleted, or
+// that it cleared its keys from a node. A view older than that (no
+// informer lags by minutes) could make it act on what it undid.
+const forgetAfter = 10 * time.Minute
+
+// memory is what a PodLoader knows for certain about each owner's node
+// keys and worker Pods: what it last wrote to, or read fresh from, the API
+// server. Nodes and Pods come from views that may lag (an informer's
+// lister); a view that disagrees with the memory is older than the
+// loader's own writes, or was changed by someone else, and is read again
+// from the API server before anything is done on it. The memory needs no
+// ordering of resource versions: it compares what the view holds with
+// what was written.
+type memory struct {
+	mu        sync.Mutex
+	owners    map[string]*ownerMemory // by the owner's node annotation key
+	lastSweep time.Time
+}
+
+type ownerMemory struct {
+	nodes map[string]*nodeMemory // by node name
+	pods  map[string]*podMemory  // by worker Pod name
+}
+
+// nodeMemory is the owner's keys on a node as last written or read.
+type nodeMemory struct {
+	uid  types.UID
+	keys [sha256.Size]byte // fingerprint of the owner's labels and annotation
+	none bool              // the node holds none of them
+	at   time.Time
+}
+
+// podMemory is a worker Pod as last created, deleted or read.
+type podMemory struct {
+	exists   bool
+	uid      types.UID
+	terminal bool      // it is known to have finished (a final phase)
+	deleted  types.UID // the Pod this loader last deleted under the name
+	dirty    bool      // it changed since it was last read: read it again
+	at       time.Time
+}
+
+func newMemory() *memory { return &memory{owners: map[string]*ownerMemory{}} }
+
+func (m *memory) owner(o identity.Owner) *ownerMemory {
+	k := o.ObservedAnnotation()
+	om := m.owners[k]
+	if om == nil {
+		om = &ownerMemory{nodes: map[string]*nodeMemory{}, pods: map[string]*podMemory{}}
+		m.owners[k] = om
+	}
+	return om
+}
+
+// fingerprint sums the owner's keys on node.
+func fingerprint(node *corev1.Node, o identity.Owner) (sum [sha256.Size]byte, none bool) {
+	h := sha256.New()
+	none = true
+	for _, kv := range []struct {
+		m map[string]string
+		k string
+	}{{node.Annotations, o.ObservedAnnotation()}, {node.Labels, o.ReadyLabel()}, {node.Labels, o.VersionReadyLabel()}} {
+		v, ok := kv.m[kv.k]
+		if ok {
+			none = false
+			h.Write([]byte{1})
+			h.Write([]byte(v))
+		}
+		h.Write([]byte{0})
+	}
+	copy(sum[:], h.Sum(nil))
+	return sum, none
+}
+
+// trustNode reports whether view may be acted on for o: the loader knows
+// nothing of the node, or the view holds what it knows.
+func (m *memory) trustNode(o identity.Owner, view *corev1.Node) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	nm := m.owner(o).nodes[view.Name]
+	if nm == nil {
+		return true
+	}
+	sum, _ := fingerprint(view, o)
+	return nm.uid == view.UID && nm.keys == sum
+}
+
+// nodesOf returns the nodes the loader remembers for o.
+func (m *memory) nodesOf(o identity.Owner) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for n := range m.owner(o).nodes {
+		out = append(out, n)
+	}
+	return out
+}
+
+// setNode records node, as written or read fresh.
+func (m *memory) setNode(o identity.Owner, node *corev1.Node, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sum, none := fingerprint(node, o)
+	m.owner(o).nodes[node.Name] = &nodeMemory{uid: node.UID, keys: sum, none: none, at: now}
+}
+
+func (m *memory) forgetNode(o identity.Owner, node string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.owner(o).nodes, node)
+}
+
+// trustPod reports whether view (nil: no Pod) may be acted on as the
+// worker Pod name of o.
+func (m *memory) trustPod(o identity.Owner, name string, view *corev1.Pod) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	pm := m.owner(o).pods[name]
+	switch {
+	case pm == nil:
+		return true
+	case pm.dirty || pm.exists != (view != nil):
+		return false
+	case view == nil:
+		return true
+	case view.UID != pm.uid:
+		return false
+	case pm.terminal && !finished(view):
+		return false // a view from before it finished
+	case view.UID == pm.deleted && view.DeletionTimestamp == nil:
+		return false // a view from before it was deleted
+	}
+	return true
+}
+
+// setPod records the worker Pod name of o as created or read (nil: none).
+func (m *memory) setPod(o identity.Owner, name string, pod *corev1.Pod, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	om := m.owner(o)
+	pm := om.pods[name]
+	if pm == nil {
+		pm = &podMemory{}
+		om.pods[name] = pm
+	}
+	pm.exists, pm.uid, pm.terminal, pm.dirty, pm.at = pod != nil, "", false, false, now
+	if pod != nil {
+		pm.uid, pm.terminal = pod.UID, finished(pod)
+	}
+}
+
+// created records a worker Pod this loader created: the name was free, so
+// no Pod it deleted before is left under it.
+func (m *memory) created(o identity.Owner, pod *corev1.Pod, now time.Time) {
+	m.setPod(o, pod.Name, pod, now)
+	m.mu.Lock()
+	m.owner(o).pods[pod.Name].deleted = ""
+	m.mu.Unlock()
+}
+
+// deleted records that this loader deleted pod: it is gone or going.
+func (m *memory) deleted(o identity.Owner, pod *corev1.Pod, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	om := m.owner(o)
+	om.pods[pod.Name] = &podMemory{deleted: pod.UID, at: now}
+}
+
+// changed records that the worker Pod name of o changed since it was read.
+func (m *memory) changed(o identity.Owner, name string, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	om := m.owner(o)
+	if pm := om.pods[name]; pm != nil {
+		pm.dirty, pm.at = true, now
+		return
+	}
+	om.pods[name] = &podMemory{dirty: true, at: now}
+}
+
+// sweep forgets, once per forgetAfter, what no view can contradict any
+// more: nodes cleared of an owner's keys and Pods deleted longer ago.
+// What is still loaded is remembered as long as it is.
+func (m *memory) sweep(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if now.Sub(m.lastSweep) < forgetAfter {
+		return
+	}
+	m.lastSweep = now
+	for k, om := range m.owners {
+		for n, nm := range om.nodes {
+			if nm.none && now.Sub(nm.at) > forgetAfter {
+				delete(om.nodes, n)
+			}
+		}
+		for n, pm := range om.pods {
+			if !pm.exists && now.Sub(pm.at) > forgetAfter {
+				delete(om.pods, n)
+			}
+		}
+		if len(om.nodes) == 0 && len(om.pods) == 0 {
+			delete(m.owners, k)
+		}
+	}
+}
+
+// finished reports whether pod reached a final phase, which it never
+// leaves.
+func finished(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}
