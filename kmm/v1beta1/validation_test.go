@@ -195,11 +195,17 @@ func TestValidate(t *testing.T) {
 			{field.ErrorTypeInvalid, c + ".modprobe.args.load[1]", "modprobe option --dry-run: it only prints or looks up; nothing would be loaded or removed"},
 			{field.ErrorTypeInvalid, c + ".modprobe.args.unload[0]", "modprobe option -n: it only prints"},
 		}},
-		{"args that force", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-f"}, Unload: []string{"-v"}} },
+		{"args that force", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-f"}, Unload: []string{"-v"}}
+		},
 			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load[0]", "modprobe option -f: forcing past the kernel's version checks is not supported"}}},
-		{"args with an unknown option", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-vz"}, Unload: []string{"-v"}} },
+		{"args with an unknown option", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-vz"}, Unload: []string{"-v"}}
+		},
 			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load[0]", "modprobe option -z: is not a modprobe option"}}},
-		{"args with a module name", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"other"}, Unload: []string{"-v"}} },
+		{"args with a module name", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"other"}, Unload: []string{"-v"}}
+		},
 			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load[0]", `args may hold only options: modprobe would load "other" instead of moduleName "mod_a"`}}},
 		{"args -a loads more modules", func(m *Module) {
 			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-a", "helper"}, Unload: []string{"helper"}}
@@ -208,12 +214,16 @@ func TestValidate(t *testing.T) {
 			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-a"}, Unload: []string{"-v"}}
 			container(m).Modprobe.Parameters = []string{"debug=1"}
 		}, []fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.parameters[0]", "parameters cannot be used with -a"}}},
-		{"args -r on load", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-r"}, Unload: []string{"-v"}} },
+		{"args -r on load", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-r"}, Unload: []string{"-v"}}
+		},
 			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load[0]", "-r removes modules: the load arguments must load"}}},
 		{"args -d where the image is not", func(m *Module) {
 			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-d", "/opt"}, Unload: []string{"--dirname=/tmp/opt/"}}
 		}, []fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load[1]", "-d must be /tmp/opt: the worker finds modprobe.dirName /opt of the image there"}}},
-		{"args -S", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-S", "6.1.0-1-amd64"}, Unload: []string{"-v"}} },
+		{"args -S", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-S", "6.1.0-1-amd64"}, Unload: []string{"-v"}}
+		},
 			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load[1]", "modprobe option -S: the worker always uses the node's kernel"}}},
 		{"rawArgs the worker carries out", func(m *Module) {
 			container(m).Modprobe = ModprobeSpec{DirName: "/opt", RawArgs: &ModprobeArgs{
