@@ -2,9 +2,11 @@ package fake_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/go-logr/logr"
 
@@ -23,7 +25,7 @@ func ExampleKernel() {
 	dir := filepath.Join(root, "lib", "modules", kver, "extra")
 	_ = os.MkdirAll(dir, 0o755)
 	write := func(name string, info ...string) {
-		m := elftest.Module{Modinfo: append([]string{"name=" + name, "vermagic=" + kver + " SMP"}, info...)}
+		m := elftest.Module{Modinfo: append([]string{"name=" + name, "vermagic=" + kver + " " + fake.DefaultFlags}, info...)}
 		if name == "b" {
 			m.Exports = []elftest.Export{{Name: "b_fn"}}
 		} else {
@@ -45,4 +47,30 @@ func ExampleKernel() {
 	// Output:
 	// <nil> [load b load a debug=1]
 	// <nil> [unload a unload b]
+}
+
+// A failed load rolls back: with FailLoad the last module fails, and the
+// one loaded before it is unloaded again.
+func ExampleKernel_FailLoad() {
+	root, _ := os.MkdirTemp("", "fake-kernel")
+	defer os.RemoveAll(root)
+	kver := "6.1.0-56-amd64"
+	dir := filepath.Join(root, "lib", "modules", kver, "extra")
+	_ = os.MkdirAll(dir, 0o755)
+	b := elftest.Module{Modinfo: []string{"name=b", "vermagic=" + kver + " " + fake.DefaultFlags}, Exports: []elftest.Export{{Name: "b_fn"}}}
+	a := elftest.Module{Modinfo: []string{"name=a", "depends=b", "vermagic=" + kver + " " + fake.DefaultFlags}, Needs: []elftest.Need{{Name: "b_fn"}}}
+	_ = os.WriteFile(filepath.Join(dir, "b.ko"), b.Bytes(), 0o644)
+	_ = os.WriteFile(filepath.Join(dir, "a.ko"), a.Bytes(), 0o644)
+	_, _ = depmod.Run(context.Background(), depmod.Options{BaseDir: root, KernelVersion: kver, ConfigPaths: []string{}})
+
+	k := fake.NewKernel(kver)
+	k.FailLoad("a", syscall.ENODEV)
+	native, _ := loader.NewNative(k, logr.Discard())
+	tree, _ := loader.OpenTree(root, kver)
+	_, err := native.Load(context.Background(), loader.Request{Tree: tree, Module: "a"})
+	var le *loader.Error
+	errors.As(err, &le)
+	fmt.Println(le.RolledBack, k.Events())
+	// Output:
+	// [b] [load b unload b]
 }
