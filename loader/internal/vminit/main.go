@@ -143,7 +143,6 @@ func dmesg(when, filter string, seen map[string]bool) {
 	}
 }
 
-
 // report prints the loaded modules, the parameters and the files asked
 // for.
 func report(when string, cfg config) {
