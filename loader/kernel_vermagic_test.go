@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/ulikunitz/xz"
 
 	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/internal/testenv"
@@ -68,15 +66,11 @@ func TestInTreeVermagicDebian(t *testing.T) {
 
 	data, err := os.ReadFile(filepath.Join(root, "lib", "modules", kver, "kernel", "lib", "crc7.ko"))
 	require.NoError(t, err)
-	var b bytes.Buffer
-	w, err := xz.NewWriter(&b)
+	compressed, err := elftest.XZ(data)
 	require.NoError(t, err)
-	_, err = w.Write(data)
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
 	dir := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "kernel", "lib"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "kernel", "lib", "crc7.ko.xz"), b.Bytes(), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "kernel", "lib", "crc7.ko.xz"), compressed, 0o644))
 	got, err = inTreeVermagic(dir, kver)
 	require.NoError(t, err)
 	assert.Equal(t, want, got)

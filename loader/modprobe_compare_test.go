@@ -16,10 +16,10 @@ import (
 	"github.com/kmmkit/kmmkit/internal/testenv"
 )
 
-// TestPlanMatchesModprobe compares the load order of every module of the
-// Debian tree with `modprobe --show-depends` on the same tree (indexed by
-// our depmod).
-func TestPlanMatchesModprobe(t *testing.T) {
+// debianTree returns kmod's modprobe and Debian's module tree indexed by
+// our depmod.
+func debianTree(t *testing.T) (string, *Tree) {
+	t.Helper()
 	modprobe := testenv.LookPath(t, "modprobe", "apt-get install kmod")
 	root, kver := testenv.KernelTree(t)
 	base := t.TempDir()
@@ -28,6 +28,15 @@ func TestPlanMatchesModprobe(t *testing.T) {
 	require.NoError(t, err)
 	tree, err := OpenTree(base, kver)
 	require.NoError(t, err)
+	return modprobe, tree
+}
+
+// TestPlanMatchesModprobe compares the load order of every module of the
+// Debian tree with `modprobe --show-depends` on the same tree (indexed by
+// our depmod).
+func TestPlanMatchesModprobe(t *testing.T) {
+	modprobe, tree := debianTree(t)
+	base, kver := tree.Root, tree.KernelVersion
 
 	var names []string
 	require.NoError(t, tree.dep.Walk(func(key string, _ []index.Value) error {
@@ -94,14 +103,8 @@ func TestPlanMatchesModprobe(t *testing.T) {
 // the option string): the same modules, in the same order, with the same
 // options.
 func TestCommandMatchesModprobe(t *testing.T) {
-	kmod := testenv.LookPath(t, "modprobe", "apt-get install kmod")
-	root, kver := testenv.KernelTree(t)
-	base := t.TempDir()
-	testenv.LinkTree(t, filepath.Join(root, "lib", "modules", kver), filepath.Join(base, "lib", "modules", kver), testenv.TreeOptions{})
-	_, err := depmod.Run(t.Context(), depmod.Options{BaseDir: base, KernelVersion: kver, ConfigPaths: []string{}})
-	require.NoError(t, err)
-	tree, err := OpenTree(base, kver)
-	require.NoError(t, err)
+	kmod, tree := debianTree(t)
+	base, kver := tree.Root, tree.KernelVersion
 	for _, argv := range [][]string{
 		{"-vd", base, "async_raid6_recov", "x=1", "who=big world", "flag"},
 		{"-d", base, "-a", "crc7", "async_xor", "async_pq"},

@@ -14,7 +14,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/ulikunitz/xz"
 
 	"github.com/kmmkit/kmmkit/depmod"
 	"github.com/kmmkit/kmmkit/internal/elftest"
@@ -262,13 +261,9 @@ func TestVMLoadDebianModules(t *testing.T) {
 	}
 	xorData, err := os.ReadFile(filepath.Join(root, "lib", "modules", kver, "kernel/crypto/xor.ko"))
 	require.NoError(t, err)
-	var b bytes.Buffer
-	w, err := xz.NewWriter(&b)
+	xorXZ, err := elftest.XZ(xorData)
 	require.NoError(t, err)
-	_, err = w.Write(xorData)
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
-	image["opt/lib/modules/"+kver+"/kernel/crypto/xor.ko.xz"] = b.Bytes()
+	image["opt/lib/modules/"+kver+"/kernel/crypto/xor.ko.xz"] = xorXZ
 
 	res := bootWorker(t, vmScenario{
 		image:   image,
