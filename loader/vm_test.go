@@ -144,11 +144,13 @@ func buildTestModules(t *testing.T, kver string) (a, b, c []byte) {
 	_, err := os.Stat(headers)
 	testenv.Need(t, "linux-headers-"+kver, err == nil, "apt-get install linux-headers-"+kver)
 	dir := t.TempDir()
-	for _, f := range []string{"Kbuild", "kmmkit_a.c", "kmmkit_b.c", "kmmkit_c.c"} {
+	for _, f := range []string{"kmmkit_a.c", "kmmkit_b.c", "kmmkit_c.c"} {
 		data, err := os.ReadFile(filepath.Join("testdata", "kmods", f))
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, f), data, 0o644))
 	}
+	// testdata's Kbuild builds a and b, for the image builders' tests.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "Kbuild"), []byte("obj-m += kmmkit_a.o kmmkit_b.o kmmkit_c.o\n"), 0o644))
 	out, err := exec.Command("make", "-s", "-C", headers, "M="+dir, "modules").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	read := func(name string) []byte {
