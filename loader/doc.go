@@ -4,16 +4,20 @@
 // modules/<kver>, as a kmod image holds it) and a module name, it resolves
 // the load order from modules.dep.bin with kmmkit's own index reader (plus
 // softdeps and KMM's modulesLoadingOrder), skips what is already loaded,
-// checks each module's vermagic against the running kernel, and loads with
-// finit_module, mapping kernel errors to messages a user can act on. It
-// needs neither kmod nor a shell. Unloading goes in reverse order and never
+// checks every module's whole vermagic (release and flags) against the
+// running kernel's before it loads anything, and loads with finit_module,
+// mapping kernel errors to messages a user can act on. A load that fails
+// part way unloads again what it loaded, and its error says so. It needs
+// neither kmod nor a shell. Unloading goes in reverse order and never
 // removes a module that something else still uses.
 //
 // [Worker] does KMM's worker job on top of it (in-tree removal, firmware
 // copy and firmware_class path, load; unload and firmware cleanup) for a
-// [github.com/kmmkit/kmmkit/kmm/v1beta1.ModuleConfig]; `kmm worker
-// load|unload --config F` runs it, pulling and extracting the image itself
-// or using a directory an init container filled.
+// [github.com/kmmkit/kmmkit/kmm/v1beta1.ModuleConfig], running the modprobe
+// command KMM's worker would (args, rawArgs) with kmod's meaning of its
+// options; `kmm worker load|unload --config F` runs it, pulling and
+// extracting the image itself or using a directory an init container
+// filled.
 //
 // [WorkerPod] builds the one-shot Pod that runs the worker on a node, and
 // [PodLoader], the Kubernetes [NodeLoader], drives those Pods: per node and

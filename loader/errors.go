@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 )
 
@@ -17,6 +18,12 @@ type Error struct {
 	Hint string
 	// Err is the underlying error, often a syscall.Errno.
 	Err error
+	// RolledBack lists, after a failed load, the modules the same call
+	// had loaded and unloaded again, in the order unloaded.
+	RolledBack []string
+	// NotRolledBack are the unload failures of modules the same call had
+	// loaded and could not unload again: they are still loaded.
+	NotRolledBack []error
 }
 
 // Error implements error.
@@ -29,13 +36,24 @@ func (e *Error) Error() string {
 	if e.Hint != "" {
 		s += ": " + e.Hint
 	}
+	if len(e.RolledBack) > 0 {
+		s += "; rolled back: " + strings.Join(e.RolledBack, ", ")
+	}
+	if len(e.NotRolledBack) > 0 {
+		still := make([]string, len(e.NotRolledBack))
+		for i, err := range e.NotRolledBack {
+			still[i] = err.Error()
+		}
+		s += "; could not roll back, still loaded: " + strings.Join(still, "; ")
+	}
 	return s
 }
 
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
 
-// ErrVermagic is wrapped when a module was built for another kernel.
+// ErrVermagic is wrapped when a module was built for another kernel: its
+// release or its flags differ from the running kernel's.
 var ErrVermagic = errors.New("vermagic mismatch")
 
 // hintFor explains a kernel error from finit_module or delete_module.

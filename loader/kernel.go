@@ -16,6 +16,12 @@ import (
 type Kernel interface {
 	// Release is the running kernel's release (uname -r).
 	Release() (string, error)
+	// Vermagic is the running kernel's whole version magic, the string
+	// the kernel compares with each module's "vermagic" (for Debian's
+	// 6.1: "6.1.0-57-amd64 SMP preempt mod_unload modversions "). An
+	// error says it cannot be learned; the loader then checks only the
+	// release.
+	Vermagic() (string, error)
 	// Loaded lists the loaded modules by name.
 	Loaded() (map[string]LoadedModule, error)
 	// Builtin reports whether a module is built into the kernel.

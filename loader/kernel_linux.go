@@ -10,10 +10,22 @@ import (
 )
 
 // LinuxKernel is the running Linux kernel, through finit_module(2),
-// delete_module(2), /proc/modules and /sys/module.
+// delete_module(2), /proc/modules and /sys/module; its vermagic comes from
+// one of its own in-tree modules under ModulesDir/<release>.
 type LinuxKernel struct {
 	// ProcRoot and SysRoot default to /proc and /sys.
 	ProcRoot, SysRoot string
+	// ModulesDir holds the running system's module trees; "" means
+	// /lib/modules. The worker Pod mounts the host's /lib/modules there,
+	// read-only.
+	ModulesDir string
+}
+
+func (k LinuxKernel) modules() string {
+	if k.ModulesDir == "" {
+		return "/lib/modules"
+	}
+	return k.ModulesDir
 }
 
 func (k LinuxKernel) proc() string {
@@ -37,6 +49,17 @@ func (k LinuxKernel) Release() (string, error) {
 		return "", err
 	}
 	return unix.ByteSliceToString(u.Release[:]), nil
+}
+
+// Vermagic implements Kernel: the vermagic of an in-tree module
+// ("intree=Y") of the running release under ModulesDir, which the kernel's
+// build stamped with the same VERMAGIC_STRING as the kernel itself.
+func (k LinuxKernel) Vermagic() (string, error) {
+	release, err := k.Release()
+	if err != nil {
+		return "", err
+	}
+	return inTreeVermagic(filepath.Join(k.modules(), release), release)
 }
 
 // Loaded implements Kernel.

@@ -1,14 +1,17 @@
 package loader_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -52,7 +55,7 @@ func buildTree(t *testing.T, mods []mod, extra map[string]string) *loader.Tree {
 		for _, n := range m.needs {
 			deps = append(deps, exporter[n])
 		}
-		e := elftest.Module{Modinfo: append([]string{"name=" + name, "vermagic=" + vm + " SMP preempt mod_unload modversions", "depends=" + strings.Join(deps, ",")}, m.info...)}
+		e := elftest.Module{Modinfo: append([]string{"name=" + name, "vermagic=" + vm + " " + fake.DefaultFlags, "depends=" + strings.Join(deps, ",")}, m.info...)}
 		for _, x := range m.exports {
 			e.Exports = append(e.Exports, elftest.Export{Name: x})
 		}
@@ -218,4 +221,174 @@ func TestLoadCompressed(t *testing.T) {
 		require.NoError(t, err, "kernel decompression %v", !noDecompress)
 		assert.Equal(t, []string{"zmod"}, res.Changed)
 	}
+}
+
+// TestLoadRollsBack: a load that fails part way unloads what it loaded,
+// last first, and says so; what was loaded before the call stays.
+func TestLoadRollsBack(t *testing.T) {
+	tree := chainTree(t)
+	ctx := context.Background()
+	path := filepath.Join(tree.Root, "lib/modules", kver, "extra/nic-drv.ko")
+
+	k := fake.NewKernel(kver)
+	k.FailLoad("nic_drv", syscall.ENOKEY)
+	res, err := newNative(t, k).Load(ctx, loader.Request{Tree: tree, Module: "nic-drv"})
+	require.ErrorIs(t, err, syscall.ENOKEY)
+	assert.Equal(t, "load nic_drv ("+path+"): required key not available: the module is unsigned or signed by a key the kernel does not trust (Secure Boot or module.sig_enforce); sign it with spec.moduleLoader.container.sign and enroll the key; rolled back: crc, helper, core", err.Error())
+	var le *loader.Error
+	require.ErrorAs(t, err, &le)
+	assert.Equal(t, []string{"crc", "helper", "core"}, le.RolledBack)
+	assert.Empty(t, le.NotRolledBack)
+	assert.Equal(t, []string{"load core", "load helper", "load crc", "unload crc", "unload helper", "unload core"}, k.Events())
+	assert.Empty(t, res.Changed, "the node is as it was")
+	loaded, _ := k.Loaded()
+	assert.Empty(t, loaded)
+
+	// core was loaded before: it is not ours to unload.
+	k = fake.NewKernel(kver)
+	k.Preload("core")
+	k.FailLoad("nic_drv", syscall.EINVAL)
+	_, err = newNative(t, k).Load(ctx, loader.Request{Tree: tree, Module: "nic-drv"})
+	require.ErrorAs(t, err, &le)
+	assert.Equal(t, []string{"crc", "helper"}, le.RolledBack)
+	loaded, _ = k.Loaded()
+	assert.Equal(t, []string{"core"}, keys(loaded))
+
+	// A module that cannot be unloaded again is named with why.
+	k = fake.NewKernel(kver)
+	k.FailLoad("nic_drv", syscall.ENOENT)
+	k.FailUnload("helper", syscall.EAGAIN)
+	res, err = newNative(t, k).Load(ctx, loader.Request{Tree: tree, Module: "nic-drv"})
+	require.ErrorAs(t, err, &le)
+	assert.Equal(t, []string{"crc"}, le.RolledBack)
+	assert.Equal(t, "load nic_drv ("+path+"): unknown symbol or parameter (no such file or directory): the module uses a symbol or a parameter the kernel does not know (see dmesg); it was built against another kernel, or a dependency is missing; rolled back: crc; "+
+		"could not roll back, still loaded: unload helper: resource temporarily unavailable: the module is in use and cannot be removed without waiting; "+
+		"unload core: resource temporarily unavailable: the module is in use and cannot be removed without waiting", err.Error())
+	assert.Equal(t, []string{"helper", "core"}, res.Changed, "what is still loaded is reported as changed")
+
+	// In-tree modules removed first stay removed; only loads roll back.
+	k = fake.NewKernel(kver)
+	k.Preload("intree_nic")
+	k.FailLoad("helper", syscall.ENOKEY)
+	res, err = newNative(t, k).Load(ctx, loader.Request{Tree: tree, Module: "nic-drv", InTreeModulesToRemove: []string{"intree_nic"}})
+	require.ErrorAs(t, err, &le)
+	assert.Equal(t, []string{"core"}, le.RolledBack)
+	assert.Equal(t, []string{"intree_nic"}, res.Changed)
+	assert.Equal(t, []string{"unload intree_nic", "load core", "unload core"}, k.Events())
+}
+
+// cancelOnLoad cancels a context when a module is loaded.
+type cancelOnLoad struct {
+	*fake.Kernel
+	name   string
+	cancel context.CancelFunc
+}
+
+func (c cancelOnLoad) Load(f *os.File, params string, compressed bool) error {
+	err := c.Kernel.Load(f, params, compressed)
+	if loaded, _ := c.Kernel.Loaded(); err == nil {
+		if _, ok := loaded[c.name]; ok {
+			c.cancel()
+		}
+	}
+	return err
+}
+
+func TestLoadCancelledRollsBack(t *testing.T) {
+	tree := chainTree(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k := fake.NewKernel(kver)
+	_, err := newNative(t, cancelOnLoad{Kernel: k, name: "helper", cancel: cancel}).Load(ctx, loader.Request{Tree: tree, Module: "nic-drv"})
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Contains(t, err.Error(), "load crc")
+	assert.Contains(t, err.Error(), "stopped before loading it; rolled back: helper, core")
+	loaded, _ := k.Loaded()
+	assert.Empty(t, loaded)
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestLoadFirstTimeAndAll(t *testing.T) {
+	tree := chainTree(t)
+	ctx := context.Background()
+
+	k := fake.NewKernel(kver)
+	k.Preload("core")
+	n := newNative(t, k)
+	res, err := n.Load(ctx, loader.Request{Tree: tree, Module: "helper", FirstTime: true})
+	require.NoError(t, err, "a dependency already loaded is fine")
+	assert.Equal(t, []string{"helper"}, res.Changed)
+	_, err = n.Load(ctx, loader.Request{Tree: tree, Module: "helper", FirstTime: true})
+	require.ErrorIs(t, err, loader.ErrFirstTime)
+	assert.Contains(t, err.Error(), "load helper ("+filepath.Join(tree.Root, "lib/modules", kver, "kernel/helper.ko")+"): already in the kernel (modprobe --first-time)")
+	k.SetBuiltin("crc")
+	_, err = n.Load(ctx, loader.Request{Tree: tree, Module: "crc-alias", FirstTime: true})
+	require.ErrorIs(t, err, loader.ErrFirstTime, "a built-in module is in the kernel too")
+	assert.Equal(t, []string{"load helper"}, k.Events(), "nothing else happened")
+
+	_, err = n.Unload(ctx, loader.Request{Tree: tree, Module: "other", FirstTime: true})
+	require.ErrorIs(t, err, loader.ErrFirstTime)
+	assert.EqualError(t, err, "unload other: not in the kernel (modprobe --first-time)")
+	_, err = n.Unload(ctx, loader.Request{Tree: tree, Module: "helper", FirstTime: true})
+	require.NoError(t, err)
+
+	// modprobe -a: several modules in one call; a failure rolls all back.
+	k = fake.NewKernel(kver)
+	n = newNative(t, k)
+	res, err = n.Load(ctx, loader.Request{Tree: tree, Module: "post_mod", Modules: []string{"other", "core"}, Parameters: []string{"who=big world"}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"post_mod", "core", "other"}, res.Changed)
+	assert.Equal(t, []string{"load post_mod who=\"big world\"", "load core", "load other"}, k.Events(), "parameters go to the first module, quoted as modprobe quotes them")
+	k = fake.NewKernel(kver)
+	k.FailLoad("other", syscall.ENOKEY)
+	_, err = newNative(t, k).Load(ctx, loader.Request{Tree: tree, Module: "post_mod", Modules: []string{"other"}})
+	assert.ErrorContains(t, err, "rolled back: core, post_mod")
+}
+
+// TestLoadVermagicFlags: a module whose vermagic differs from the running
+// kernel's only in its flags is refused before anything is loaded, naming
+// both strings; when the kernel's vermagic cannot be learned the loader
+// says so and checks the release only, and the kernel refuses it.
+func TestLoadVermagicFlags(t *testing.T) {
+	tree := buildTree(t, []mod{
+		{path: "kernel/base.ko", exports: []string{"base_fn"}},
+		{path: "extra/nopreempt.ko", needs: []string{"base_fn"}},
+	}, nil)
+	// buildTree writes Debian's flags; rewrite nopreempt's.
+	p := filepath.Join(tree.Root, "lib/modules", kver, "extra/nopreempt.ko")
+	data, err := os.ReadFile(p)
+	require.NoError(t, err)
+	old := "vermagic=" + kver + " SMP preempt mod_unload modversions "
+	require.True(t, bytes.Contains(data, []byte(old)))
+	data = bytes.Replace(data, []byte(old), []byte("vermagic="+kver+" SMP mod_unload modversions \x00\x00\x00\x00\x00\x00\x00\x00"), 1)
+	require.NoError(t, os.WriteFile(p, data, 0o644))
+	ctx := context.Background()
+
+	k := fake.NewKernel(kver)
+	_, err = newNative(t, k).Load(ctx, loader.Request{Tree: tree, Module: "nopreempt"})
+	require.ErrorIs(t, err, loader.ErrVermagic)
+	assert.Equal(t, "load nopreempt ("+p+`): vermagic mismatch: module vermagic "6.1.0-56-amd64 SMP mod_unload modversions ", kernel vermagic "6.1.0-56-amd64 SMP preempt mod_unload modversions ": same release, other flags (the module lacks preempt): the module was built with another kernel configuration: build it against the headers of 6.1.0-56-amd64`, err.Error())
+	assert.Empty(t, k.Events(), "base was not loaded either")
+
+	k = fake.NewKernel(kver)
+	k.HideVermagic()
+	var logs strings.Builder
+	n, err := loader.NewNative(k, funcr.New(func(prefix, args string) { logs.WriteString(args + "\n") }, funcr.Options{}))
+	require.NoError(t, err)
+	_, err = n.Load(ctx, loader.Request{Tree: tree, Module: "nopreempt"})
+	require.ErrorIs(t, err, syscall.ENOEXEC, "the kernel refuses it itself")
+	assert.Contains(t, err.Error(), "invalid module format")
+	assert.Contains(t, err.Error(), "rolled back: base")
+	assert.Contains(t, logs.String(), `"msg"="cannot learn the running kernel's vermagic; checking only that modules are built for its release" "release"="6.1.0-56-amd64" "reason"="fake kernel: vermagic hidden"`)
+
+	_, err = newNative(t, fake.NewKernel(kver)).Load(ctx, loader.Request{Tree: tree, Module: "nopreempt", SkipVermagicCheck: true})
+	require.ErrorIs(t, err, syscall.ENOEXEC, "skipping our check leaves the kernel's")
 }

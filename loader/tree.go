@@ -148,6 +148,9 @@ type Step struct {
 	Path string
 	// Params are its parameters.
 	Params []string
+	// Target tells that the module was asked for (by name or alias),
+	// rather than needed by one that was.
+	Target bool
 }
 
 // Plan returns the modules to load for name, in load order, exactly as
@@ -178,6 +181,7 @@ func (t *Tree) Plan(name string, params []string, loadingOrder []string) ([]Step
 		for _, target := range targets {
 			if p.steps[i].Name == target {
 				p.steps[i].Params = append([]string(nil), params...)
+				p.steps[i].Target = true
 			}
 		}
 	}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/ulikunitz/xz"
 
 	"github.com/kmmkit/kmmkit/depmod"
 	"github.com/kmmkit/kmmkit/internal/elftest"
@@ -32,10 +31,16 @@ type vmScenario struct {
 	image    vmImage
 	preload  []string // Debian modules (relative to lib/modules/<kver>) loaded first
 	config   v1beta1.ModuleConfig
+	configs  []v1beta1.ModuleConfig // one per action, instead of config
 	actions  []string
 	params   []string
 	files    []string
 	firmware string // host firmware path inside the VM
+	// noHostModules leaves /lib/modules out of the VM. Otherwise it holds,
+	// indexed, Debian's crc7.ko, as the worker Pod sees the host's
+	// /lib/modules: the worker learns the kernel's vermagic there.
+	noHostModules bool
+	dmesg         string // kernel log lines holding it are reported
 }
 
 // bootWorker indexes the image's module tree with our depmod, packs it
@@ -67,6 +72,25 @@ func bootWorker(t *testing.T, s vmScenario) map[string]string {
 		files["/image/"+rel] = vmtest.File{Data: data}
 		return nil
 	}))
+	if !s.noHostModules {
+		host := t.TempDir()
+		dst := filepath.Join(host, "lib", "modules", kver, "kernel", "lib", "crc7.ko")
+		require.NoError(t, os.MkdirAll(filepath.Dir(dst), 0o755))
+		data, err := os.ReadFile(filepath.Join(root, "lib", "modules", kver, "kernel", "lib", "crc7.ko"))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(dst, data, 0o644))
+		_, err = depmod.Run(context.Background(), depmod.Options{BaseDir: host, KernelVersion: kver, ConfigPaths: []string{}})
+		require.NoError(t, err)
+		require.NoError(t, filepath.Walk(host, func(p string, info os.FileInfo, err error) error {
+			if err != nil || info.IsDir() {
+				return err
+			}
+			data, err := os.ReadFile(p)
+			rel, _ := filepath.Rel(host, p)
+			files["/"+rel] = vmtest.File{Data: data}
+			return err
+		}))
+	}
 	var preload []string
 	for _, p := range s.preload {
 		data, err := os.ReadFile(filepath.Join(root, "lib", "modules", kver, p))
@@ -83,9 +107,12 @@ func bootWorker(t *testing.T, s vmScenario) map[string]string {
 	require.NoError(t, err)
 	files["/init"] = vmtest.File{Data: initData, Mode: 0o755}
 	s.config.KernelVersion = kver
+	for i := range s.configs {
+		s.configs[i].KernelVersion = kver
+	}
 	cfg, err := json.Marshal(map[string]any{
-		"preload": preload, "worker": s.config, "imageRoot": "/image", "firmwareHostPath": s.firmware,
-		"actions": s.actions, "params": s.params, "files": s.files,
+		"preload": preload, "worker": s.config, "workers": s.configs, "imageRoot": "/image", "firmwareHostPath": s.firmware,
+		"actions": s.actions, "params": s.params, "files": s.files, "dmesg": s.dmesg,
 	})
 	require.NoError(t, err)
 	files["/kmmkit.json"] = vmtest.File{Data: cfg}
@@ -97,6 +124,9 @@ func bootWorker(t *testing.T, s vmScenario) map[string]string {
 		line = strings.TrimRight(line, "\r")
 		if i := strings.Index(line, "KMMKIT "); i >= 0 {
 			k, v, _ := strings.Cut(line[i+len("KMMKIT "):], ": ")
+			if prev, ok := results[k]; ok {
+				v = prev + "\n" + v
+			}
 			results[k] = v
 		}
 	}
@@ -105,27 +135,42 @@ func bootWorker(t *testing.T, s vmScenario) map[string]string {
 	return results
 }
 
-// buildTestModules compiles kmmkit_a (needs kmmkit_b, takes "who") and
-// kmmkit_b (exports a symbol, loads kmmkit/test.bin) against Debian's
-// headers.
-func buildTestModules(t *testing.T, kver string) (a, b []byte) {
+// buildTestModules compiles, against Debian's headers, kmmkit_a (needs
+// kmmkit_b, takes "who", exports a symbol), kmmkit_b (exports a symbol,
+// loads kmmkit/test.bin) and kmmkit_c (needs kmmkit_a; its init fails).
+func buildTestModules(t *testing.T, kver string) (a, b, c []byte) {
 	t.Helper()
 	headers := "/usr/src/linux-headers-" + kver
 	_, err := os.Stat(headers)
 	testenv.Need(t, "linux-headers-"+kver, err == nil, "apt-get install linux-headers-"+kver)
 	dir := t.TempDir()
-	for _, f := range []string{"Kbuild", "kmmkit_a.c", "kmmkit_b.c"} {
+	for _, f := range []string{"kmmkit_a.c", "kmmkit_b.c", "kmmkit_c.c"} {
 		data, err := os.ReadFile(filepath.Join("testdata", "kmods", f))
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, f), data, 0o644))
 	}
+	// testdata's Kbuild builds a and b, for the image builders' tests.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "Kbuild"), []byte("obj-m += kmmkit_a.o kmmkit_b.o kmmkit_c.o\n"), 0o644))
 	out, err := exec.Command("make", "-s", "-C", headers, "M="+dir, "modules").CombinedOutput()
 	require.NoError(t, err, "%s", out)
-	a, err = os.ReadFile(filepath.Join(dir, "kmmkit_a.ko"))
-	require.NoError(t, err)
-	b, err = os.ReadFile(filepath.Join(dir, "kmmkit_b.ko"))
-	require.NoError(t, err)
-	return a, b
+	read := func(name string) []byte {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		require.NoError(t, err)
+		return data
+	}
+	return read("kmmkit_a.ko"), read("kmmkit_b.ko"), read("kmmkit_c.ko")
+}
+
+// withVermagic returns a copy of a module whose .modinfo vermagic is
+// replaced in place by v, padded with NULs to the same length (the kernel
+// skips empty .modinfo strings).
+func withVermagic(t *testing.T, ko []byte, old, v string) []byte {
+	t.Helper()
+	require.LessOrEqual(t, len(v), len(old))
+	from := []byte("vermagic=" + old + "\x00")
+	require.Equal(t, 1, bytes.Count(ko, from), "the module's vermagic is %q", old)
+	to := append([]byte("vermagic="+v), make([]byte, len(old)-len(v)+1)...)
+	return bytes.Replace(ko, from, to, 1)
 }
 
 // TestVMWorkerOutOfTreePair is the worker's whole job on a real kernel:
@@ -134,7 +179,7 @@ func buildTestModules(t *testing.T, kver string) (a, b []byte) {
 // remove the firmware.
 func TestVMWorkerOutOfTreePair(t *testing.T) {
 	_, kver := testenv.KernelTree(t)
-	a, b := buildTestModules(t, kver)
+	a, b, _ := buildTestModules(t, kver)
 	mods := "opt/lib/modules/" + kver + "/extra/"
 	res := bootWorker(t, vmScenario{
 		image:   vmImage{mods + "kmmkit_a.ko": a, mods + "kmmkit_b.ko": b, "firmware/kmmkit/test.bin": bytes.Repeat([]byte{0xfa}, 1234)},
@@ -169,7 +214,7 @@ func TestVMWorkerOutOfTreePair(t *testing.T) {
 // and a file the kernel refuses.
 func TestVMWorkerErrors(t *testing.T) {
 	_, kver := testenv.KernelTree(t)
-	a, _ := buildTestModules(t, kver)
+	a, _, _ := buildTestModules(t, kver)
 	mods := "opt/lib/modules/" + kver + "/extra/"
 	cfg := func(name string) v1beta1.ModuleConfig {
 		return v1beta1.ModuleConfig{Modprobe: v1beta1.ModprobeSpec{ModuleName: name, DirName: "/opt"}}
@@ -188,11 +233,12 @@ func TestVMWorkerErrors(t *testing.T) {
 	assert.Equal(t, "", res["load0-modules"])
 
 	for name, want := range map[string]*regexp.Regexp{
-		"foreign":   regexp.MustCompile(`vermagic mismatch: built for "5.14.0-284.el9.x86_64", running "6\.1\.0-\d+-amd64"`),
+		"foreign": regexp.MustCompile(`vermagic mismatch: built for "5.14.0-284.el9.x86_64", running "6\.1\.0-\d+-amd64" ` +
+			`\(module vermagic "5.14.0-284.el9.x86_64 SMP preempt mod_unload modversions ", kernel vermagic "6\.1\.0-\d+-amd64 SMP preempt mod_unload modversions "\)`),
 		"notmodule": regexp.MustCompile(`exec format error: invalid module format`),
 	} {
 		res := bootWorker(t, vmScenario{
-			image:   vmImage{mods + name + ".ko": elftest.Module{Modinfo: []string{"vermagic=" + map[string]string{"foreign": "5.14.0-284.el9.x86_64", "notmodule": kver}[name] + " SMP"}}.Bytes()},
+			image:   vmImage{mods + name + ".ko": elftest.Module{Modinfo: []string{"vermagic=" + map[string]string{"foreign": "5.14.0-284.el9.x86_64", "notmodule": kver}[name] + " SMP preempt mod_unload modversions "}}.Bytes()},
 			config:  cfg(name),
 			actions: []string{"load"},
 		})
@@ -217,13 +263,9 @@ func TestVMLoadDebianModules(t *testing.T) {
 	}
 	xorData, err := os.ReadFile(filepath.Join(root, "lib", "modules", kver, "kernel/crypto/xor.ko"))
 	require.NoError(t, err)
-	var b bytes.Buffer
-	w, err := xz.NewWriter(&b)
+	xorXZ, err := elftest.XZ(xorData)
 	require.NoError(t, err)
-	_, err = w.Write(xorData)
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
-	image["opt/lib/modules/"+kver+"/kernel/crypto/xor.ko.xz"] = b.Bytes()
+	image["opt/lib/modules/"+kver+"/kernel/crypto/xor.ko.xz"] = xorXZ
 
 	res := bootWorker(t, vmScenario{
 		image:   image,
@@ -252,4 +294,84 @@ func TestVMLoadDebianModules(t *testing.T) {
 	}
 	assert.Equal(t, strings.Join(order, ","), res["unload1-changed"], "unloading goes in reverse")
 	assert.Equal(t, "", res["unload1-modules"])
+}
+
+// TestVMWorkerLeavesTheNodeAsItWas proves the trust rules on Debian's
+// kernel: a module whose vermagic differs from the kernel's only in its
+// flags is refused before anything loads, naming both strings; a chain
+// whose last module fails after its dependencies loaded is rolled back;
+// args and rawArgs run as modprobe would, a rawArgs command without -d
+// loading from the host's /lib/modules.
+func TestVMWorkerLeavesTheNodeAsItWas(t *testing.T) {
+	_, kver := testenv.KernelTree(t)
+	a, b, c := buildTestModules(t, kver)
+	flags := " SMP preempt mod_unload modversions "
+	mods := "opt/lib/modules/" + kver + "/extra/"
+	image := vmImage{
+		mods + "kmmkit_a.ko": a, mods + "kmmkit_b.ko": b, mods + "kmmkit_c.ko": c,
+		// kmmkit_c as built for a kernel without preemption (it exports
+		// nothing, so it takes no other module's place in the tree).
+		mods + "kmmkit_np.ko": withVermagic(t, c, kver+flags, kver+" SMP mod_unload modversions "),
+	}
+	named := func(name string, args *v1beta1.ModprobeArgs) v1beta1.ModuleConfig {
+		return v1beta1.ModuleConfig{Modprobe: v1beta1.ModprobeSpec{ModuleName: name, DirName: "/opt", Args: args}}
+	}
+	raw := func(load, unload []string) v1beta1.ModuleConfig {
+		return v1beta1.ModuleConfig{Modprobe: v1beta1.ModprobeSpec{DirName: "/opt", RawArgs: &v1beta1.ModprobeArgs{Load: load, Unload: unload}}}
+	}
+	firstTime := &v1beta1.ModprobeArgs{Load: []string{"--first-time"}, Unload: []string{"--first-time"}}
+	res := bootWorker(t, vmScenario{
+		image: image,
+		configs: []v1beta1.ModuleConfig{
+			named("kmmkit_c", nil),
+			named("kmmkit_np", nil),
+			named("kmmkit_a", firstTime),
+			named("kmmkit_a", firstTime),
+			raw([]string{"-v", "-d", "/tmp/opt", "-a", "kmmkit_b"}, []string{"-rv", "-d", "/tmp/opt", "kmmkit_a"}),
+			raw([]string{"-v", "crc7"}, []string{"-r", "crc7"}),
+			raw([]string{"-v", "crc7"}, []string{"-r", "crc7"}),
+		},
+		actions: []string{"load", "load", "load", "load", "unload", "load", "unload"},
+		dmesg:   "kmmkit",
+	})
+	path := func(m string) string { return "/image/" + mods + m + ".ko" }
+
+	assert.Equal(t, "load kmmkit_c ("+path("kmmkit_c")+"): no such device; rolled back: kmmkit_a, kmmkit_b", res["load0-error"])
+	assert.Equal(t, "", res["load0-modules"], "nothing stays loaded")
+	assert.Contains(t, res["load0-dmesg"], "kmmkit_c: world, failing on purpose", "kmmkit_c's init ran, after its dependencies loaded")
+	assert.Contains(t, res["load0-dmesg"], "kmmkit_b: unloaded")
+
+	assert.Equal(t, "load kmmkit_np ("+path("kmmkit_np")+`): vermagic mismatch: module vermagic "`+kver+` SMP mod_unload modversions ", kernel vermagic "`+kver+flags+`": `+
+		"same release, other flags (the module lacks preempt): the module was built with another kernel configuration: build it against the headers of "+kver, res["load1-error"])
+	assert.Equal(t, "", res["load1-modules"], "not even its dependencies were loaded")
+
+	assert.Equal(t, "kmmkit_b,kmmkit_a", res["load2-changed"])
+	assert.Equal(t, "load kmmkit_a ("+path("kmmkit_a")+"): already in the kernel (modprobe --first-time)", res["load3-error"])
+	assert.Equal(t, "kmmkit_a,kmmkit_b", res["unload4-changed"], "rawArgs -r with -d: the image's kmmkit_a and its dependency")
+	assert.Equal(t, "crc7", res["load5-changed"], "rawArgs without -d: crc7 from the host's /lib/modules")
+	assert.Equal(t, "crc7", res["load5-modules"])
+	assert.Equal(t, "crc7", res["unload6-changed"])
+	assert.Contains(t, res["log"], `"msg"="insmod" "module"="kmmkit_b" "path"="`+path("kmmkit_b")+`"`, "-v logs each insmod")
+	assert.NotContains(t, res["log"], "cannot learn the running kernel's vermagic")
+}
+
+// TestVMVermagicFallback: without the host's /lib/modules the worker
+// cannot learn the kernel's vermagic; it says so and checks the release
+// only, and the kernel refuses the module with its bare "invalid module
+// format" (and, in dmesg, the two strings).
+func TestVMVermagicFallback(t *testing.T) {
+	_, kver := testenv.KernelTree(t)
+	_, b, _ := buildTestModules(t, kver)
+	mods := "opt/lib/modules/" + kver + "/extra/"
+	res := bootWorker(t, vmScenario{
+		image:         vmImage{mods + "kmmkit_np.ko": withVermagic(t, b, kver+" SMP preempt mod_unload modversions ", kver+" SMP mod_unload modversions ")},
+		config:        v1beta1.ModuleConfig{Modprobe: v1beta1.ModprobeSpec{ModuleName: "kmmkit_np", DirName: "/opt"}},
+		actions:       []string{"load"},
+		noHostModules: true,
+		dmesg:         "version magic",
+	})
+	assert.Equal(t, "load kmmkit_np (/image/"+mods+"kmmkit_np.ko): exec format error: invalid module format: the module was built for another kernel or architecture (see dmesg)", res["load0-error"])
+	assert.Contains(t, res["log"], `"msg"="cannot learn the running kernel's vermagic; checking only that modules are built for its release" "release"="`+kver+`" "reason"="no in-tree module of the running kernel found under /lib/modules/`+kver)
+	assert.Contains(t, res["load0-dmesg"], "kmmkit_b: version magic '"+kver+" SMP mod_unload modversions ' should be '"+kver+" SMP preempt mod_unload modversions '",
+		"the kernel refuses it for the reason the worker checks")
 }

@@ -39,6 +39,7 @@ const (
 	AnnotationWorkerHash    = "kmm.node.kubernetes.io/worker-hash"
 	workerConfigDir         = "/etc/kmm-worker"
 	pullSecretDir           = "/var/run/kmmkit/pull-secret"
+	hostModulesDir          = "/lib/modules"
 	imagesDir               = "/var/run/kmmkit/images"
 	defaultFirmwareHostPath = "/lib/firmware"
 	defaultWorkerBinary     = "/kmm"
@@ -133,15 +134,24 @@ func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
 		{Name: "config", MountPath: workerConfigDir, ReadOnly: true},
 		{Name: "images", MountPath: imagesDir},
 	}
+	// The host's module trees, read-only: the worker learns the running
+	// kernel's vermagic from its in-tree modules, and a rawArgs command
+	// without -d loads from them, as KMM's worker mounts them too.
+	volumes = append(volumes, corev1.Volume{Name: "host-modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+		Path: hostModulesDir, Type: ptr.To(corev1.HostPathDirectory),
+	}}})
+	mounts = append(mounts, corev1.VolumeMount{Name: "host-modules", MountPath: hostModulesDir, ReadOnly: true})
 	var pullSecrets []corev1.LocalObjectReference
 	if req.ImageRepoSecret != nil && req.ImageRepoSecret.Name != "" {
 		pullSecrets = []corev1.LocalObjectReference{*req.ImageRepoSecret}
+		// The whole secret, so that a kubernetes.io/dockerconfigjson
+		// secret (.dockerconfigjson) and a legacy kubernetes.io/dockercfg
+		// one (.dockercfg) both arrive; the worker reads whichever is there.
 		volumes = append(volumes, corev1.Volume{Name: "pull-secret", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: req.ImageRepoSecret.Name,
-			Items:      []corev1.KeyToPath{{Key: corev1.DockerConfigJsonKey, Path: "config.json"}},
 		}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: "pull-secret", MountPath: pullSecretDir, ReadOnly: true})
-		args = append(args, "--docker-config", pullSecretDir+"/config.json")
+		args = append(args, "--docker-config", pullSecretDir)
 	}
 	if firmware {
 		volumes = append(volumes, corev1.Volume{Name: "firmware", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kmmkit/kmmkit/identity"
@@ -52,7 +53,17 @@ func TestWorkerPod(t *testing.T) {
 	assert.Empty(t, pod.Spec.InitContainers, "the worker pulls the image itself: no shell needed in it")
 	c := pod.Spec.Containers[0]
 	assert.Equal(t, []string{"/kmm"}, c.Command)
-	assert.Equal(t, "worker load --config /etc/kmm-worker/config.yaml --pull-dir /var/run/kmmkit/images --firmware-host-path /lib/firmware --docker-config /var/run/kmmkit/pull-secret/config.json", strings.Join(c.Args, " "))
+	assert.Equal(t, "worker load --config /etc/kmm-worker/config.yaml --pull-dir /var/run/kmmkit/images --firmware-host-path /lib/firmware --docker-config /var/run/kmmkit/pull-secret", strings.Join(c.Args, " "))
+	assert.Contains(t, c.VolumeMounts, corev1.VolumeMount{Name: "host-modules", MountPath: "/lib/modules", ReadOnly: true}, "the worker reads the kernel's vermagic from its modules")
+	assert.Contains(t, c.VolumeMounts, corev1.VolumeMount{Name: "pull-secret", MountPath: "/var/run/kmmkit/pull-secret", ReadOnly: true})
+	for _, v := range pod.Spec.Volumes {
+		switch v.Name {
+		case "host-modules":
+			assert.Equal(t, &corev1.HostPathVolumeSource{Path: "/lib/modules", Type: ptr.To(corev1.HostPathDirectory)}, v.HostPath)
+		case "pull-secret":
+			assert.Equal(t, &corev1.SecretVolumeSource{SecretName: "pull"}, v.Secret, "the whole secret: .dockerconfigjson or .dockercfg, whichever it has")
+		}
+	}
 	assert.Equal(t, []corev1.Capability{"SYS_MODULE"}, c.SecurityContext.Capabilities.Add)
 	assert.Nil(t, c.SecurityContext.Privileged, "not privileged without firmware")
 	var cfg v1beta1.ModuleConfig
@@ -136,19 +147,34 @@ func TestWorkerPodAcceptedByAPIServer(t *testing.T) {
 	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
 	_, err = cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kmm-worker"}}, metav1.CreateOptions{})
 	require.NoError(t, err)
+	// A legacy kubernetes.io/dockercfg pull secret, which has no
+	// .dockerconfigjson key: the Pod mounts it whole.
+	_, err = cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "legacy-pull"}, Type: corev1.SecretTypeDockercfg,
+		Data: map[string][]byte{corev1.DockerConfigKey: []byte(`{"registry.example.com":{"auth":"dTpw"}}`)},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
 	for _, c := range []struct {
 		action   loader.Action
 		firmware bool
-	}{{loader.ActionLoad, false}, {loader.ActionLoad, true}, {loader.ActionUnload, true}} {
+		secret   string
+	}{{loader.ActionLoad, false, "pull"}, {loader.ActionLoad, true, "pull"}, {loader.ActionUnload, true, "pull"}, {loader.ActionLoad, false, "legacy-pull"}} {
 		req := podRequest(c.action, c.firmware)
 		req.Namespace = ns
-		req.Node = fmt.Sprintf("node-%s-%t", strings.ToLower(string(c.action)), c.firmware)
+		req.ImageRepoSecret = &corev1.LocalObjectReference{Name: c.secret}
+		req.Node = fmt.Sprintf("node-%s-%t-%s", strings.ToLower(string(c.action)), c.firmware, c.secret)
 		pod, err := loader.WorkerPod(req, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
 		require.NoError(t, err)
 		created, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 		require.NoError(t, err, "%s firmware=%t", c.action, c.firmware)
 		assert.Equal(t, pod.Spec.NodeName, created.Spec.NodeName)
 		assert.Equal(t, pod.Annotations[loader.AnnotationWorkerConfig], created.Annotations[loader.AnnotationWorkerConfig])
+		for _, v := range created.Spec.Volumes {
+			if v.Name == "pull-secret" {
+				assert.Equal(t, c.secret, v.Secret.SecretName)
+				assert.Empty(t, v.Secret.Items, "no key is required of the secret")
+			}
+		}
 	}
 	// A namespaced worker may be owned by a cluster-scoped owner (an owner
 	// reference names no namespace); the API server takes it.

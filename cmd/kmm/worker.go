@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
@@ -31,7 +32,7 @@ func runWorker(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	pullDir := fs.String("pull-dir", "/var/run/kmmkit/images", "where pulled images are extracted")
 	firmwareHost := fs.String("firmware-host-path", "/lib/firmware", "host directory firmware is copied to")
 	setFirmwarePath := fs.Bool("set-firmware-class-path", false, "also point /sys/module/firmware_class/parameters/path at --firmware-host-path")
-	dockerConfig := fs.String("docker-config", "", "Docker config.json with the pull secret's credentials")
+	dockerConfig := fs.String("docker-config", "", "the pull secret's credentials: a Docker config.json or .dockercfg file, or the directory a pull secret is mounted at (holding .dockerconfigjson or .dockercfg)")
 	caFile := fs.String("ca-file", "", "PEM file of extra CA certificates for the registry")
 	verbose := fs.Int("v", 1, "log verbosity")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -50,6 +51,13 @@ func runWorker(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		return fail(fmt.Errorf("%s: %w", *configFile, err))
 	}
 	log := newLogger(stderr, *verbose)
+	if cfg.KernelVersion == "" {
+		// As KMM's worker (modprobe) does: the running kernel's modules.
+		if cfg.KernelVersion, err = unameRelease(); err != nil {
+			return fail(fmt.Errorf("%s has no kernelVersion: %w", *configFile, err))
+		}
+		log.Info("the worker config has no kernelVersion; using the running kernel's", "kernelVersion", cfg.KernelVersion)
+	}
 	root := *imageDir
 	if root == "" {
 		if root, err = pullImage(ctx, cfg, filepath.Join(*pullDir, safeName(cfg.ContainerImage)), *dockerConfig, *caFile, log); err != nil {
@@ -94,15 +102,15 @@ func pullImage(ctx context.Context, cfg *v1beta1.ModuleConfig, dir, dockerConfig
 		req.TLS = v1beta1.TLSOptions{Insecure: true, InsecureSkipTLSVerify: true}
 	}
 	if dockerConfig != "" {
-		data, err := os.ReadFile(dockerConfig)
+		file, data, err := readDockerConfig(dockerConfig)
 		if err != nil {
 			return "", err
 		}
 		kc, err := registry.DockerConfigKeychain(data)
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", dockerConfig, err)
+			return "", fmt.Errorf("%s: %w", file, err)
 		}
-		req.Auth = registry.AuthInfo{Keychain: kc, Secrets: []string{dockerConfig}}
+		req.Auth = registry.AuthInfo{Keychain: kc, Secrets: []string{file}}
 	}
 	if _, err := client.Extract(ctx, req, dir, registry.ExtractOptions{
 		DirName: cfg.Modprobe.DirName, KernelVersion: cfg.KernelVersion, FirmwarePath: cfg.Modprobe.FirmwarePath,
@@ -115,4 +123,45 @@ func pullImage(ctx context.Context, cfg *v1beta1.ModuleConfig, dir, dockerConfig
 // safeName turns an image reference into a directory name.
 func safeName(image string) string {
 	return strings.NewReplacer("/", "_", ":", "_", "@", "_").Replace(image)
+}
+
+// maxDockerConfig bounds a pull secret's credentials file.
+const maxDockerConfig = 1 << 20
+
+// readDockerConfig reads --docker-config: a file, or the directory a pull
+// secret is mounted at, where it reads .dockerconfigjson
+// (kubernetes.io/dockerconfigjson) or else .dockercfg
+// (kubernetes.io/dockercfg). It returns the file it read.
+func readDockerConfig(p string) (string, []byte, error) {
+	st, err := os.Stat(p)
+	if err != nil {
+		return "", nil, fmt.Errorf("pull secret: %w", err)
+	}
+	file := p
+	if st.IsDir() {
+		file = ""
+		for _, key := range []string{corev1.DockerConfigJsonKey, corev1.DockerConfigKey} {
+			if _, err := os.Stat(filepath.Join(p, key)); err == nil {
+				file = filepath.Join(p, key)
+				break
+			}
+		}
+		if file == "" {
+			return "", nil, fmt.Errorf("pull secret mounted at %s has neither %s nor %s: it must be of type %s or %s",
+				p, corev1.DockerConfigJsonKey, corev1.DockerConfigKey, corev1.SecretTypeDockerConfigJson, corev1.SecretTypeDockercfg)
+		}
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return "", nil, fmt.Errorf("pull secret: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxDockerConfig+1))
+	if err != nil {
+		return "", nil, fmt.Errorf("pull secret %s: %w", file, err)
+	}
+	if len(data) > maxDockerConfig {
+		return "", nil, fmt.Errorf("pull secret %s: larger than %d bytes", file, maxDockerConfig)
+	}
+	return file, data, nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/internal/envsubst"
 	"github.com/kmmkit/kmmkit/internal/kvars"
+	"github.com/kmmkit/kmmkit/internal/modprobe"
 )
 
 // MaxNameNamespaceLength is the longest name+namespace KMM accepts for a
@@ -189,6 +191,14 @@ func validateModprobe(m *ModprobeSpec, p *field.Path) field.ErrorList {
 	if m.ModuleName != "" && strings.ContainsAny(m.ModuleName, "/ \t\n") {
 		errs = append(errs, field.Invalid(p.Child("moduleName"), m.ModuleName, "must be a module name, not a path"))
 	}
+	errs = append(errs, validateImagePath(m.DirName, p.Child("dirName"), true)...)
+	errs = append(errs, validateImagePath(m.FirmwarePath, p.Child("firmwarePath"), false)...)
+	if (m.RawArgs != nil && len(m.RawArgs.Load) > 0) || (m.RawArgs == nil && m.ModuleName != "") {
+		errs = append(errs, validateModprobeCommand(m, false, p)...)
+	}
+	if (m.RawArgs != nil && len(m.RawArgs.Unload) > 0) || (m.RawArgs == nil && m.ModuleName != "") {
+		errs = append(errs, validateModprobeCommand(m, true, p)...)
+	}
 	if len(m.ModulesLoadingOrder) > 0 {
 		lo := p.Child("modulesLoadingOrder")
 		if len(m.ModulesLoadingOrder) < 2 {
@@ -205,6 +215,81 @@ func validateModprobe(m *ModprobeSpec, p *field.Path) field.ErrorList {
 				errs = append(errs, field.Duplicate(lo.Index(i), name))
 			}
 			seen.Insert(name)
+		}
+	}
+	return errs
+}
+
+// validateImagePath checks a directory of the kmod image (modprobe.dirName
+// or firmwarePath): absolute and without "..", so that what the worker
+// copies, loads and, on unload, deletes stays inside the image and the
+// host directory it is copied to.
+func validateImagePath(v string, p *field.Path, rootOK bool) field.ErrorList {
+	switch {
+	case v == "":
+		return nil
+	case !path.IsAbs(v):
+		return field.ErrorList{field.Invalid(p, v, "must be an absolute path in the image")}
+	case slices.Contains(strings.Split(v, "/"), ".."):
+		return field.ErrorList{field.Invalid(p, v, `must not contain "..": the path must stay inside the image`)}
+	case !rootOK && path.Clean(v) == "/":
+		return field.ErrorList{field.Invalid(p, v, "must name a directory in the image, not the image's root")}
+	}
+	return nil
+}
+
+// validateModprobeCommand checks the modprobe command a worker runs to
+// load or unload (see ModprobeSpec.LoadArgs): every option is one the
+// native worker carries out, the command loads or removes named modules,
+// and -d names where the worker finds the image's dirName. Each problem
+// names the field its word comes from.
+func validateModprobeCommand(m *ModprobeSpec, unload bool, p *field.Path) field.ErrorList {
+	argv, src := m.argv(unload, p)
+	cmd, perrs := modprobe.Parse(argv)
+	var errs field.ErrorList
+	for _, e := range perrs {
+		errs = append(errs, field.Invalid(src[e.At], argv[e.At], e.Error()))
+	}
+	action, list := "load", p.Child("args", "load")
+	if unload {
+		action, list = "unload", p.Child("args", "unload")
+	}
+	raw := m.RawArgs != nil
+	if raw {
+		list = p.Child("rawArgs", action)
+	}
+	// user tells whether word i comes from args or rawArgs, rather than
+	// from the fields that have their own rules.
+	user := func(i int) bool {
+		s := src[i].String()
+		return strings.HasPrefix(s, list.String()+"[")
+	}
+	switch {
+	case !unload && cmd.Remove:
+		errs = append(errs, field.Invalid(src[cmd.RemoveAt], argv[cmd.RemoveAt], "-r removes modules: the load arguments must load"))
+	case unload && !cmd.Remove:
+		errs = append(errs, field.Invalid(list, argv, "the unload arguments must remove modules: add -r"))
+	}
+	if len(cmd.Names) == 0 {
+		errs = append(errs, field.Required(list, fmt.Sprintf("names no module to %s", action)))
+	}
+	for _, n := range cmd.Names {
+		switch {
+		case !unload && !raw && !cmd.All && user(n.At):
+			errs = append(errs, field.Invalid(src[n.At], n.Value, fmt.Sprintf("args may hold only options: modprobe would load %q instead of moduleName %q (use -a to load several modules)", n.Value, m.ModuleName)))
+		case cmd.All && strings.HasPrefix(src[n.At].String(), p.Child("parameters").String()+"["):
+			errs = append(errs, field.Invalid(src[n.At], n.Value, "parameters cannot be used with -a: modprobe -a takes every word as a module name"))
+		case !user(n.At):
+		case strings.HasPrefix(n.Value, "/") || strings.HasPrefix(n.Value, "./"):
+			errs = append(errs, field.Invalid(src[n.At], n.Value, "loading a module file by its path is not supported: name the module, which is looked up in the module tree"))
+		case strings.ContainsAny(n.Value, "/= \t\n"):
+			errs = append(errs, field.Invalid(src[n.At], n.Value, "must be a module name"))
+		}
+	}
+	if cmd.DirAt >= 0 {
+		want := path.Join(KMMSharedDir, m.dirName())
+		if path.Clean(cmd.Dir) != want {
+			errs = append(errs, field.Invalid(src[cmd.DirAt], cmd.Dir, fmt.Sprintf("-d must be %s: the worker finds modprobe.dirName %s of the image there, as KMM's worker does", want, m.dirName())))
 		}
 	}
 	return errs

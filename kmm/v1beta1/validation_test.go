@@ -166,8 +166,96 @@ func TestValidate(t *testing.T) {
 		{"loading order with duplicates", func(m *Module) { container(m).Modprobe.ModulesLoadingOrder = []string{"mod_a", "mod_b", "mod_b"} },
 			[]fieldErr{{field.ErrorTypeDuplicate, c + ".modprobe.modulesLoadingOrder[2]", ""}}},
 		{"loading order without moduleName", func(m *Module) {
-			container(m).Modprobe = ModprobeSpec{RawArgs: &ModprobeArgs{Load: []string{"x"}, Unload: []string{"x"}}, ModulesLoadingOrder: []string{"a", "b"}}
+			container(m).Modprobe = ModprobeSpec{RawArgs: &ModprobeArgs{Load: []string{"x"}, Unload: []string{"-r", "x"}}, ModulesLoadingOrder: []string{"a", "b"}}
 		}, []fieldErr{{field.ErrorTypeRequired, c + ".modprobe.moduleName", "modulesLoadingOrder"}}},
+
+		// Paths in the image (issue 17).
+		{"dirName relative", func(m *Module) { container(m).Modprobe.DirName = "opt" },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.dirName", "must be an absolute path in the image"}}},
+		{"dirName with ..", func(m *Module) { container(m).Modprobe.DirName = "/opt/../../etc" },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.dirName", `must not contain "..": the path must stay inside the image`}}},
+		{"dirName / is the image root", func(m *Module) { container(m).Modprobe.DirName = "/" }, nil},
+		{"firmwarePath with ..", func(m *Module) { container(m).Modprobe.FirmwarePath = "/firmware/../../lib/firmware" },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.firmwarePath", `must not contain ".."`}}},
+		{"firmwarePath that is only ..", func(m *Module) { container(m).Modprobe.FirmwarePath = "/.." },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.firmwarePath", `must not contain ".."`}}},
+		{"firmwarePath relative", func(m *Module) { container(m).Modprobe.FirmwarePath = "firmware" },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.firmwarePath", "must be an absolute path in the image"}}},
+		{"firmwarePath is the image root", func(m *Module) { container(m).Modprobe.FirmwarePath = "//" },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.firmwarePath", "not the image's root"}}},
+		{"firmwarePath in the image", func(m *Module) { container(m).Modprobe.FirmwarePath = "/firmware/acme..v2" }, nil},
+
+		// modprobe.args and rawArgs: what the worker runs (issue 12).
+		{"args the worker carries out", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"--first-time", "-b", "-q", "-v"}, Unload: []string{"--first-time", "-i"}}
+		}, nil},
+		{"args that only print", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-v", "--dry-run"}, Unload: []string{"-n"}}
+		}, []fieldErr{
+			{field.ErrorTypeInvalid, c + ".modprobe.args.load[1]", "modprobe option --dry-run: it only prints or looks up; nothing would be loaded or removed"},
+			{field.ErrorTypeInvalid, c + ".modprobe.args.unload[0]", "modprobe option -n: it only prints"},
+		}},
+		{"args that force", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-f"}, Unload: []string{"-v"}}
+		},
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load[0]", "modprobe option -f: forcing past the kernel's version checks is not supported"}}},
+		{"args with an unknown option", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-vz"}, Unload: []string{"-v"}}
+		},
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load[0]", "modprobe option -z: is not a modprobe option"}}},
+		{"args with a module name", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"other"}, Unload: []string{"-v"}}
+		},
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load[0]", `args may hold only options: modprobe would load "other" instead of moduleName "mod_a"`}}},
+		{"args -a loads more modules", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-a", "helper"}, Unload: []string{"helper"}}
+		}, nil},
+		{"args -a with parameters", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-a"}, Unload: []string{"-v"}}
+			container(m).Modprobe.Parameters = []string{"debug=1"}
+		}, []fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.parameters[0]", "parameters cannot be used with -a"}}},
+		{"args -r on load", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-r"}, Unload: []string{"-v"}}
+		},
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load[0]", "-r removes modules: the load arguments must load"}}},
+		{"args -d where the image is not", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-d", "/opt"}, Unload: []string{"--dirname=/tmp/opt/"}}
+		}, []fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load[1]", "-d must be /tmp/opt: the worker finds modprobe.dirName /opt of the image there"}}},
+		{"args -S", func(m *Module) {
+			container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"-S", "6.1.0-1-amd64"}, Unload: []string{"-v"}}
+		},
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load[1]", "modprobe option -S: the worker always uses the node's kernel"}}},
+		{"rawArgs the worker carries out", func(m *Module) {
+			container(m).Modprobe = ModprobeSpec{DirName: "/opt", RawArgs: &ModprobeArgs{
+				Load: []string{"-v", "-d", "/tmp/opt", "mod_a", "who=me"}, Unload: []string{"-rv", "--dirname", "/tmp/opt", "mod_a", "mod_b"}}}
+		}, nil},
+		{"rawArgs unload that does not remove", func(m *Module) {
+			container(m).Modprobe = ModprobeSpec{RawArgs: &ModprobeArgs{Load: []string{"x"}, Unload: []string{"x"}}}
+		}, []fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.rawArgs.unload", "the unload arguments must remove modules: add -r"}}},
+		{"rawArgs with options only", func(m *Module) {
+			container(m).Modprobe = ModprobeSpec{RawArgs: &ModprobeArgs{Load: []string{"-v"}, Unload: []string{"-r"}}}
+		}, []fieldErr{
+			{field.ErrorTypeRequired, c + ".modprobe.rawArgs.load", "names no module to load"},
+			{field.ErrorTypeRequired, c + ".modprobe.rawArgs.unload", "names no module to unload"},
+		}},
+		{"rawArgs loading a file", func(m *Module) {
+			container(m).Modprobe = ModprobeSpec{RawArgs: &ModprobeArgs{Load: []string{"/tmp/opt/lib/modules/x.ko"}, Unload: []string{"-r", "./x.ko"}}}
+		}, []fieldErr{
+			{field.ErrorTypeInvalid, c + ".modprobe.rawArgs.load[0]", "loading a module file by its path is not supported"},
+			{field.ErrorTypeInvalid, c + ".modprobe.rawArgs.unload[1]", "by its path"},
+		}},
+		{"rawArgs -a with a parameter", func(m *Module) {
+			container(m).Modprobe = ModprobeSpec{RawArgs: &ModprobeArgs{Load: []string{"-a", "x", "y=1"}, Unload: []string{"-r", "x"}}}
+		}, []fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.rawArgs.load[2]", "must be a module name"}}},
+		{"rawArgs with a query and a config file", func(m *Module) {
+			container(m).Modprobe = ModprobeSpec{RawArgs: &ModprobeArgs{Load: []string{"--show-depends", "-C", "/etc/m.conf", "x"}, Unload: []string{"-r", "x"}}}
+		}, []fieldErr{
+			{field.ErrorTypeInvalid, c + ".modprobe.rawArgs.load[0]", "modprobe option --show-depends: it only prints"},
+			{field.ErrorTypeInvalid, c + ".modprobe.rawArgs.load[2]", "modprobe option -C: the worker reads no modprobe.d configuration"},
+		}},
+		{"rawArgs -d where the image is not", func(m *Module) {
+			container(m).Modprobe = ModprobeSpec{DirName: "/mods", RawArgs: &ModprobeArgs{Load: []string{"-d/tmp/opt", "x"}, Unload: []string{"-r", "x"}}}
+		}, []fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.rawArgs.load[0]", "-d must be /tmp/mods"}}},
 
 		// Build.
 		{"valid build", func(m *Module) {

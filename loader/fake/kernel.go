@@ -5,6 +5,7 @@
 package fake
 
 import (
+	"errors"
 	"io"
 	"os"
 	"strings"
@@ -17,27 +18,60 @@ import (
 
 // Kernel is an in-memory loader.Kernel. It loads a module file by reading
 // its .modinfo: the name from "name=", its dependencies from "depends=",
-// as the kernel does from the module's symbols. Loading a module whose
-// dependencies are not loaded fails with ENOENT (unknown symbol), and
-// unloading a module in use fails with EAGAIN, as in Linux. It is safe for
-// concurrent use.
+// as the kernel does from the module's symbols. As in Linux, loading a
+// module whose dependencies are not loaded fails with ENOENT (unknown
+// symbol), one whose vermagic flags (everything after the release) differ
+// from the kernel's fails with ENOEXEC, and unloading a module in use
+// fails with EAGAIN. It is safe for concurrent use.
 type Kernel struct {
 	mu           sync.Mutex
 	release      string
+	vermagic     string
 	loaded       map[string]*loader.LoadedModule
 	deps         map[string][]string
 	builtin      map[string]bool
 	fail         map[string]error
+	failUnload   map[string]error
 	noDecompress bool
+	hideVermagic bool
 	events       []string
 }
 
 var _ loader.Kernel = (*Kernel)(nil)
 
-// NewKernel returns a Kernel running release with nothing loaded.
+// DefaultFlags are the vermagic flags of a NewKernel, Debian's amd64
+// kernels' (with the trailing space the kernel's own string has).
+const DefaultFlags = "SMP preempt mod_unload modversions "
+
+// NewKernel returns a Kernel running release, with vermagic
+// release+" "+DefaultFlags, and nothing loaded.
 func NewKernel(release string) *Kernel {
-	return &Kernel{release: release, loaded: map[string]*loader.LoadedModule{}, deps: map[string][]string{},
-		builtin: map[string]bool{}, fail: map[string]error{}}
+	return &Kernel{release: release, vermagic: release + " " + DefaultFlags,
+		loaded: map[string]*loader.LoadedModule{}, deps: map[string][]string{},
+		builtin: map[string]bool{}, fail: map[string]error{}, failUnload: map[string]error{}}
+}
+
+// SetVermagic sets the kernel's whole vermagic.
+func (k *Kernel) SetVermagic(v string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.vermagic = v
+}
+
+// HideVermagic makes Vermagic fail, as on a node whose in-tree modules
+// cannot be read; Load still compares vermagics, as Linux does.
+func (k *Kernel) HideVermagic() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.hideVermagic = true
+}
+
+// FailUnload makes unloading the module fail with err (a syscall.Errno
+// such as syscall.EAGAIN).
+func (k *Kernel) FailUnload(name string, err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.failUnload[name] = err
 }
 
 // SetBuiltin marks a module as built into the kernel.
@@ -83,6 +117,16 @@ func (k *Kernel) Events() []string {
 
 // Release implements loader.Kernel.
 func (k *Kernel) Release() (string, error) { return k.release, nil }
+
+// Vermagic implements loader.Kernel.
+func (k *Kernel) Vermagic() (string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.hideVermagic {
+		return "", errors.New("fake kernel: vermagic hidden")
+	}
+	return k.vermagic, nil
+}
 
 // Loaded implements loader.Kernel.
 func (k *Kernel) Loaded() (map[string]loader.LoadedModule, error) {
@@ -133,19 +177,21 @@ func (k *Kernel) Load(f *os.File, params string, compressed bool) error {
 	if err != nil {
 		return syscall.ENOEXEC
 	}
-	name := ""
+	name, vermagic := "", ""
 	var deps []string
 	for _, kv := range info {
 		switch kv.Key {
 		case "name":
 			name = kv.Value
+		case "vermagic":
+			vermagic = kv.Value
 		case "depends":
 			if kv.Value != "" {
 				deps = strings.Split(kv.Value, ",")
 			}
 		}
 	}
-	if name == "" {
+	if name == "" || !sameFlags(vermagic, k.vermagic) {
 		return syscall.ENOEXEC
 	}
 	if err := k.fail[name]; err != nil {
@@ -182,6 +228,9 @@ func (k *Kernel) Unload(name string) error {
 	if !ok {
 		return syscall.ENOENT
 	}
+	if err := k.failUnload[name]; err != nil {
+		return err
+	}
 	if m.RefCount > 0 {
 		return syscall.EAGAIN
 	}
@@ -200,4 +249,13 @@ func (k *Kernel) Unload(name string) error {
 	delete(k.deps, name)
 	k.events = append(k.events, "unload "+name)
 	return nil
+}
+
+// sameFlags compares two vermagics as Linux does for a module with symbol
+// versions on a kernel with CONFIG_MODVERSIONS: everything after the
+// release.
+func sameFlags(module, kernel string) bool {
+	_, m, _ := strings.Cut(module, " ")
+	_, k, _ := strings.Cut(kernel, " ")
+	return m == k
 }

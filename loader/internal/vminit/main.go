@@ -11,7 +11,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"golang.org/x/sys/unix"
 
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
@@ -25,6 +25,10 @@ type config struct {
 	// Worker is the worker config; ImageRoot holds the image content.
 	Worker    v1beta1.ModuleConfig `json:"worker"`
 	ImageRoot string               `json:"imageRoot"`
+	// Workers, when set, give each action its own config.
+	Workers []v1beta1.ModuleConfig `json:"workers"`
+	// Dmesg prints the kernel log lines holding it after each action.
+	Dmesg string `json:"dmesg"`
 	// FirmwareHostPath is where firmware goes; the kernel is pointed at it.
 	FirmwareHostPath string `json:"firmwareHostPath"`
 	// Actions are "load" and "unload", run in order.
@@ -75,19 +79,26 @@ func run(cfg config) {
 		fmt.Printf("KMMKIT preload %s: %v\n", p, err)
 	}
 	report("start", cfg)
-	n, err := loader.NewNative(k, logr.Discard())
+	// The worker's log, as its container log would show it.
+	log := funcr.New(func(prefix, args string) { fmt.Printf("KMMKIT log: %s\n", args) }, funcr.Options{})
+	n, err := loader.NewNative(k, log)
 	if err != nil {
 		fmt.Printf("KMMKIT error: %v\n", err)
 		return
 	}
 	w := &loader.Worker{Native: n, FirmwareHostPath: cfg.FirmwareHostPath, SetFirmwareClassPath: cfg.FirmwareHostPath != ""}
 	ctx := context.Background()
+	seen := map[string]bool{}
 	for i, action := range cfg.Actions {
+		wc := &cfg.Worker
+		if i < len(cfg.Workers) {
+			wc = &cfg.Workers[i]
+		}
 		var res *loader.Result
 		if action == "load" {
-			res, err = w.Load(ctx, &cfg.Worker, cfg.ImageRoot)
+			res, err = w.Load(ctx, wc, cfg.ImageRoot)
 		} else {
-			res, err = w.Unload(ctx, &cfg.Worker, cfg.ImageRoot)
+			res, err = w.Unload(ctx, wc, cfg.ImageRoot)
 		}
 		tag := fmt.Sprintf("%s%d", action, i)
 		if err != nil {
@@ -96,6 +107,39 @@ func run(cfg config) {
 			fmt.Printf("KMMKIT %s-changed: %s\n", tag, strings.Join(res.Changed, ","))
 		}
 		report(tag, cfg)
+		if cfg.Dmesg != "" {
+			dmesg(tag, cfg.Dmesg, seen)
+		}
+	}
+}
+
+// dmesg prints the kernel log records holding filter that are not in
+// seen, and adds them to it.
+func dmesg(when, filter string, seen map[string]bool) {
+	// Raw reads: an os.File would wait on EAGAIN instead of returning.
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		fmt.Printf("KMMKIT error: %v\n", err)
+		return
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Read(fd, buf)
+		if err == unix.EPIPE {
+			continue // records overwritten meanwhile
+		}
+		if err != nil || n <= 0 {
+			return // EAGAIN: no more records
+		}
+		// A record is "prio,seq,time,flags;message".
+		rec := string(buf[:n])
+		_, msg, _ := strings.Cut(rec, ";")
+		msg = strings.TrimSpace(strings.SplitN(msg, "\n", 2)[0])
+		if strings.Contains(msg, filter) && !seen[msg] {
+			seen[msg] = true
+			fmt.Printf("KMMKIT %s-dmesg: %s\n", when, msg)
+		}
 	}
 }
 

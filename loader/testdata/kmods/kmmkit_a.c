@@ -1,4 +1,5 @@
-// kmmkit_a: a test module that needs kmmkit_b and takes a parameter.
+// kmmkit_a: a test module that needs kmmkit_b, takes a parameter and
+// exports a symbol for kmmkit_c.
 #include <linux/module.h>
 
 extern int kmmkit_b_value(void);
@@ -6,6 +7,12 @@ extern int kmmkit_b_value(void);
 static char *who = "world";
 module_param(who, charp, 0444);
 MODULE_PARM_DESC(who, "whom to greet");
+
+const char *kmmkit_a_who(void)
+{
+	return who;
+}
+EXPORT_SYMBOL_GPL(kmmkit_a_who);
 
 static int __init kmmkit_a_init(void)
 {
