@@ -41,11 +41,11 @@ func TestCheckExistsAndMissing(t *testing.T) {
 		assert.True(t, res.Exists, img)
 		assert.Equal(t, want, res.Digest, img)
 	}
-	for _, img := range []string{"kmm/docker:v2", "kmm/nothing:v1"} {
+	for img, why := range map[string]string{"kmm/docker:v2": "manifest unknown", "kmm/nothing:v1": "repository unknown"} {
 		res, err := c.Check(ctx, Request{Image: reg.host + "/" + img})
 		require.NoError(t, err, "does not exist is an answer, not an error")
 		assert.False(t, res.Exists, img)
-		assert.Equal(t, "manifest unknown", res.Missing)
+		assert.Equal(t, why, res.Missing)
 	}
 	_, err := c.Check(ctx, Request{Image: "UPPER/case:x"})
 	assert.Equal(t, ReasonInvalid, ReasonOf(err))
