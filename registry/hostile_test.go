@@ -47,16 +47,8 @@ func hostileClient(t *testing.T, p *faultproxy.Proxy, img faultproxy.Image, opts
 func TestHostileRegistries(t *testing.T) {
 	for _, tc := range faultproxy.Cases() {
 		t.Run(tc.Name, func(t *testing.T) {
-			p := faultproxy.Start(t, tc.TLS)
-			img := p.Push(t)
-			if tc.Setup != nil {
-				tc.Setup(t, p, img)
-			}
+			p, img := tc.Arrange(t)
 			c, req := hostileClient(t, p, img)
-			p.Reset()
-			if tc.Rules != nil {
-				p.Add(tc.Rules(t, p, img)...)
-			}
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)

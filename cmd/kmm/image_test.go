@@ -99,11 +99,7 @@ func TestImageCheckRealRegistry(t *testing.T) {
 func TestImageCheckHostileRegistries(t *testing.T) {
 	for _, tc := range faultproxy.Cases() {
 		t.Run(tc.Name, func(t *testing.T) {
-			p := faultproxy.Start(t, tc.TLS)
-			img := p.Push(t)
-			if tc.Setup != nil {
-				tc.Setup(t, p, img)
-			}
+			p, img := tc.Arrange(t)
 			args := []string{"image", "check", img.Ref, "--idle-timeout", faultproxy.IdleTimeout.String()}
 			if p.TLS {
 				dir := t.TempDir()
@@ -113,9 +109,6 @@ func TestImageCheckHostileRegistries(t *testing.T) {
 				args = append(args, "--ca-file", ca, "--docker-config", cfg)
 			} else {
 				args = append(args, "--insecure")
-			}
-			if tc.Rules != nil {
-				p.Add(tc.Rules(t, p, img)...)
 			}
 			start := time.Now()
 			code, out, stderr := runCmd(t, "", args...)

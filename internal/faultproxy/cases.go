@@ -129,3 +129,19 @@ func Cases() []Case {
 		MaxRequests: 8, MaxTime: 30 * time.Second,
 	}}
 }
+
+// Arrange starts the case's proxy, pushes a fresh image behind it, runs
+// Setup, and adds the Rules, with the request count at zero.
+func (tc Case) Arrange(t testing.TB) (*Proxy, Image) {
+	t.Helper()
+	p := Start(t, tc.TLS)
+	img := p.Push(t)
+	if tc.Setup != nil {
+		tc.Setup(t, p, img)
+	}
+	p.Reset()
+	if tc.Rules != nil {
+		p.Add(tc.Rules(t, p, img)...)
+	}
+	return p, img
+}
