@@ -33,7 +33,7 @@ bench-depmod:
 quickstart:
 	$(GO) run ./examples/quickstart
 
-## bench-reconcile: full Reconcile passes, 10 Modules on 5,000 nodes and 50 kernels (fakes): time, allocations, registry requests, API writes
+## bench-reconcile: full Reconcile passes, 10 Modules on 5,000 nodes and 50 kernels (fakes), and a pull-secret Module on the real registry.Client (in-process registry with Basic auth): time, allocations, registry requests, API writes
 bench-reconcile:
 	$(GO) test ./kmm -run '^$$' -bench ReconcileScale -benchtime 5x -v
 

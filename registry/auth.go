@@ -2,9 +2,13 @@ package registry
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -21,6 +25,22 @@ type AuthInfo struct {
 	Keychain authn.Keychain
 	// Secrets names the pull secrets behind Keychain, as "namespace/name".
 	Secrets []string
+	// Key identifies the credentials by what they are (a hash, never the
+	// credentials themselves): requests with the same Key share cached
+	// answers and connections, however often the keychain is rebuilt.
+	// SecretKeychain fills it. When it is empty, a KeyedKeychain's Key is
+	// used (DockerConfigKeychain returns one); any other keychain is told
+	// apart by its identity, so rebuilding it for every call makes every
+	// call ask the registry.
+	Key string
+}
+
+// KeyedKeychain is a keychain that names its credentials by content.
+type KeyedKeychain interface {
+	authn.Keychain
+	// Key returns the same string for the same credentials and different
+	// strings for different ones; it must not reveal them.
+	Key() string
 }
 
 // dockerAuth is one registry's entry in a Docker config file.
@@ -36,12 +56,22 @@ type dockerAuth struct {
 // registry host (optionally with a repository path prefix).
 type configKeychain struct {
 	entries map[string]dockerAuth
+	sum     hash.Hash // over every document added, in order
+}
+
+func newConfigKeychain() *configKeychain {
+	return &configKeychain{entries: map[string]dockerAuth{}, sum: sha256.New()}
+}
+
+// Key implements KeyedKeychain: a hash of the documents it was read from.
+func (k *configKeychain) Key() string {
+	return "dockerconfig:sha256:" + hex.EncodeToString(k.sum.Sum(nil))
 }
 
 // DockerConfigKeychain reads a Docker config.json ({"auths": {...}}) or a
 // legacy .dockercfg (the map alone) into a keychain.
 func DockerConfigKeychain(data []byte) (authn.Keychain, error) {
-	kc := &configKeychain{entries: map[string]dockerAuth{}}
+	kc := newConfigKeychain()
 	if err := kc.add(data); err != nil {
 		return nil, err
 	}
@@ -50,6 +80,10 @@ func DockerConfigKeychain(data []byte) (authn.Keychain, error) {
 
 // add merges a config.json or .dockercfg document; earlier entries win.
 func (k *configKeychain) add(data []byte) error {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(data)))
+	k.sum.Write(n[:])
+	k.sum.Write(data)
 	var probe map[string]json.RawMessage
 	if err := json.Unmarshal(data, &probe); err != nil {
 		return fmt.Errorf("not a Docker config: %w", err)
@@ -121,9 +155,11 @@ func (k *configKeychain) Resolve(target authn.Resource) (authn.Authenticator, er
 
 // SecretKeychain reads pull secrets with client-go: kubernetes.io/dockerconfigjson
 // (key .dockerconfigjson) and the legacy kubernetes.io/dockercfg (key
-// .dockercfg). A missing or malformed secret is an error naming it.
+// .dockercfg). A missing or malformed secret is an error naming it. The
+// AuthInfo's Key is a hash of the secrets' content, so a Reconciler that
+// reads the secrets on every pass still hits the Client's cache.
 func SecretKeychain(ctx context.Context, client kubernetes.Interface, namespace string, names ...string) (AuthInfo, error) {
-	kc := &configKeychain{entries: map[string]dockerAuth{}}
+	kc := newConfigKeychain()
 	info := AuthInfo{Keychain: kc}
 	for _, name := range names {
 		id := namespace + "/" + name
@@ -148,5 +184,6 @@ func SecretKeychain(ctx context.Context, client kubernetes.Interface, namespace 
 			return info, fmt.Errorf("pull secret %s: %w", id, err)
 		}
 	}
+	info.Key = kc.Key()
 	return info, nil
 }

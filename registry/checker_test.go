@@ -16,6 +16,7 @@ import (
 	k8sfake "k8s.io/client-go/kubernetes/fake"
 
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // fastRetry keeps retry tests quick.
@@ -41,14 +42,14 @@ func TestCheckExistsAndMissing(t *testing.T) {
 		assert.True(t, res.Exists, img)
 		assert.Equal(t, want, res.Digest, img)
 	}
-	for _, img := range []string{"kmm/docker:v2", "kmm/nothing:v1"} {
+	for img, why := range map[string]string{"kmm/docker:v2": "manifest unknown", "kmm/nothing:v1": "repository unknown"} {
 		res, err := c.Check(ctx, Request{Image: reg.host + "/" + img})
 		require.NoError(t, err, "does not exist is an answer, not an error")
 		assert.False(t, res.Exists, img)
-		assert.Equal(t, "manifest unknown", res.Missing)
+		assert.Equal(t, why, res.Missing)
 	}
 	_, err := c.Check(ctx, Request{Image: "UPPER/case:x"})
-	assert.Equal(t, ReasonInvalid, ReasonOf(err))
+	assert.Equal(t, reason.InvalidReference, reason.Of(err))
 }
 
 func TestCheckIndexSelectsNodePlatform(t *testing.T) {
@@ -136,6 +137,7 @@ func TestCheckCacheAndVerify(t *testing.T) {
 	reg := newTestRegistry(t, true, "", "")
 	reg.push(t, "kmm/cached:v1", false)
 	reg.manifests.Store(0) // the push made its own manifest requests
+	reg.blobs.Store(0)
 	now := time.Now()
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -153,6 +155,7 @@ func TestCheckCacheAndVerify(t *testing.T) {
 		require.NoError(t, err)
 	}
 	assert.EqualValues(t, 2, reg.manifests.Load(), "one request per image")
+	assert.EqualValues(t, 2, reg.blobs.Load(), "config and layer of the image that exists, once")
 
 	advance(20 * time.Second) // past the missing TTL, not the exists TTL
 	res, err := c.Check(ctx, miss)
@@ -165,7 +168,8 @@ func TestCheckCacheAndVerify(t *testing.T) {
 	res, err = c.Verify(ctx, hit)
 	require.NoError(t, err)
 	assert.False(t, res.Cached, "Verify always asks")
-	assert.EqualValues(t, 4, reg.manifests.Load())
+	assert.EqualValues(t, 4, reg.manifests.Load(), "Verify: a HEAD of the known image")
+	assert.EqualValues(t, 4, reg.blobs.Load(), "Verify asks for the blobs again")
 
 	c.Invalidate(hit.Image)
 	res, err = c.Check(ctx, hit)

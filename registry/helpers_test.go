@@ -29,13 +29,14 @@ import (
 
 // testRegistry is go-containerregistry's in-process registry behind an
 // optional Basic-auth check and a scriptable fault injector, counting the
-// manifest requests it receives.
+// manifest and blob reads it receives.
 type testRegistry struct {
 	srv       *httptest.Server
 	host      string
 	user      string
 	pass      string
 	manifests atomic.Int64
+	blobs     atomic.Int64 // HEAD and GET
 
 	mu     sync.Mutex
 	faults []fault // consumed in order, one per request
@@ -56,6 +57,9 @@ func newTestRegistry(t testing.TB, useTLS bool, user, pass string) *testRegistry
 	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if strings.Contains(req.URL.Path, "/manifests/") && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
 			r.manifests.Add(1)
+		}
+		if strings.Contains(req.URL.Path, "/blobs/sha256:") && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
+			r.blobs.Add(1)
 		}
 		if f, ok := r.nextFault(); ok {
 			if f.stall > 0 {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -24,8 +23,10 @@ func runImage(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 }
 
 // runImageCheck implements "kmm image check": exit 0 and the digest when
-// the image exists, 1 and "not found" when it does not, 2 and the reason
-// on any error.
+// the image and every blob of it exist, 1 and "not found" with the
+// registry's reason when the registry definitely answered that it does
+// not, 2 and the reason (a reason constant and a message saying whose
+// fault it is) on any other answer or error.
 func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kmm image check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -34,7 +35,8 @@ func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 	caFile := fs.String("ca-file", "", "PEM file of extra CA certificates")
 	dockerConfig := fs.String("docker-config", "", "Docker config.json (or .dockercfg) with the credentials")
 	platform := fs.String("platform", "", "platform of the node, such as linux/arm64; for an index, its manifest decides")
-	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
+	timeout := fs.Duration("timeout", registry.DefaultCheckTimeout, "give up after this long")
+	idle := fs.Duration("idle-timeout", registry.DefaultIdleTimeout, "give up when the registry sends nothing for this long")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: kmm image check REF [flags]\n\nExit status: 0 (prints the digest) when the image exists, 1 when it does not, 2 on errors.")
 		fs.PrintDefaults()
@@ -58,7 +60,11 @@ func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fs.Usage()
 		return exitError
 	}
-	var opts []registry.Option
+	if *timeout <= 0 || *idle <= 0 {
+		fmt.Fprintln(stderr, "kmm image check: --timeout and --idle-timeout must be positive")
+		return exitError
+	}
+	opts := []registry.Option{registry.WithTimeouts(*timeout, 0), registry.WithIdleTimeout(*idle)}
 	if *caFile != "" {
 		pem, err := os.ReadFile(*caFile)
 		if err != nil {
@@ -94,8 +100,6 @@ func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "kmm image check: %v\n", err)
 		return exitError
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
 	res, err := checker.Check(ctx, req)
 	switch {
 	case err != nil:

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kmmkit/kmmkit/internal/faultproxy"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 )
 
@@ -89,4 +91,43 @@ func TestImageCheckRealRegistry(t *testing.T) {
 	code, out, _ = runCmd(t, "", "image", "check", ref, "--skip-tls-verify", "--docker-config", good)
 	assert.Equal(t, exitOK, code)
 	assert.Equal(t, digest.String()+"\n", out)
+}
+
+// TestImageCheckHostileRegistries runs faultproxy's cases through the
+// CLI against the real docker-registry: the exit status, the message, and
+// a bounded time.
+func TestImageCheckHostileRegistries(t *testing.T) {
+	for _, tc := range faultproxy.Cases() {
+		t.Run(tc.Name, func(t *testing.T) {
+			p, img := tc.Arrange(t)
+			args := []string{"image", "check", img.Ref, "--idle-timeout", faultproxy.IdleTimeout.String()}
+			if p.TLS {
+				dir := t.TempDir()
+				ca, cfg := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "config.json")
+				require.NoError(t, os.WriteFile(ca, p.CAPEM(), 0o600))
+				require.NoError(t, os.WriteFile(cfg, p.DockerConfig(), 0o600))
+				args = append(args, "--ca-file", ca, "--docker-config", cfg)
+			} else {
+				args = append(args, "--insecure")
+			}
+			start := time.Now()
+			code, out, stderr := runCmd(t, "", args...)
+			elapsed := time.Since(start)
+			assert.Equal(t, tc.Exit, code, "stdout %q, stderr %q", out, stderr)
+			msg := stderr
+			if tc.Exit == exitNo {
+				msg = out
+				assert.Contains(t, out, "not found: "+img.Ref)
+			} else {
+				assert.Contains(t, stderr, string(tc.Reason))
+			}
+			for _, s := range tc.Text {
+				assert.Contains(t, msg, s)
+			}
+			for _, s := range append(tc.Hidden, p.Password()) {
+				assert.NotContains(t, out+stderr, s)
+			}
+			assert.Less(t, elapsed, tc.MaxTime)
+		})
+	}
 }
