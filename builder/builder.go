@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"time"
+
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // Builder builds the image of a Request and pushes it to Request.Image.
@@ -37,8 +39,13 @@ type Status struct {
 	Attempt int
 	// Digest is the pushed image's digest, when the backend knows it.
 	Digest string
-	// Reason and Message explain a failure.
-	Reason, Message string
+	// Reason classifies a failure with a constant of package reason:
+	// BuildFailed, MissingSecret, InvalidRequest, SignFailed, or a
+	// registry reason (Unauthorized, …) when pushing failed. Callers
+	// compare it with those constants.
+	Reason reason.Reason
+	// Message explains a failure.
+	Message string
 	// LogTail holds the last lines of a failed build's log.
 	LogTail string
 	// Final is set on a failure that will not be retried.

@@ -12,15 +12,28 @@
 // pass cut at any point and run again never duplicates a build or a
 // worker Pod, loses a result or unloads a module by mistake.
 //
-// Per Module and kernel it maps the kernel, checks the image once per
-// distinct image (re-verifying it periodically, and at once when
-// spec.imageRebuildTriggerGeneration changes), builds it when it is
-// missing and a build is defined (to an intermediate tag when it is to be
-// signed, so unsigned modules never appear at the final tag), signs it,
-// and loads it on every targeted node; it unloads from nodes no longer
-// targeted. Status carries KMM's counts, the conditions ImagesReady,
-// Loaded and Degraded with reasons, and a per-kernel summary; events go to
-// the Module; NewMetrics exports KMM's kmm_* gauges and more.
+// Each pass first validates the spec with every rule of v1beta1.Validate
+// (a Module) or v1beta1.ValidateSpec (an embedded spec, at the caller's
+// Object.SpecPath); an invalid spec changes nothing in the cluster and is
+// reported as Valid=False. Then, per Module and kernel, it maps the
+// kernel, checks the image once per distinct image (re-verifying it
+// periodically, and at once when spec.imageRebuildTriggerGeneration
+// changes), builds it when it is missing and a build is defined (to an
+// intermediate tag when it is to be signed, so unsigned modules never
+// appear at the final tag), signs it, and loads it on every targeted node;
+// it unloads from nodes no longer targeted.
+//
+// The status is the truth about every selected node: each one is desired,
+// and one without a driver (no mapping for its kernel, an image that is
+// missing or cannot be checked, built or signed, a failing worker) makes
+// Loaded not True and Degraded True, naming it and why. Status carries
+// KMM's counts, the conditions Valid, ImagesReady, Loaded and Degraded
+// with the reasons of package github.com/kmmkit/kmmkit/reason, and a
+// per-kernel summary with a state (v1beta1.KernelState) and a reason;
+// events go to the Module; NewMetrics exports KMM's kmm_* gauges and
+// more. The README's "What the status means" lists every reason and what
+// to do about it. A pass logs its decisions at V(1) to WithLogger's
+// logger, or to the context's.
 //
 // The owners a Reconciler drives are named by an identity (WithIdentity,
 // package identity): KMM's Module by default, with KMM's exact keys and

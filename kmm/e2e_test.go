@@ -32,6 +32,7 @@ import (
 	"github.com/kmmkit/kmmkit/kmm"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
@@ -205,6 +206,36 @@ func TestEndToEnd(t *testing.T) {
 	m, err = e.modules.Get(ctx, ns, "nic")
 	require.NoError(t, err)
 	assert.Equal(t, before, m.ResourceVersion)
+
+	// The spec becomes invalid (an image without a tag): the real API
+	// server stores it (the CRD cannot tell), the Reconciler refuses it,
+	// writes Valid=False and touches no node and no Pod.
+	m.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = repo
+	m, err = e.modules.Update(ctx, m)
+	require.NoError(t, err)
+	nodesBefore, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "kmmkit-e2e=" + run})
+	require.NoError(t, err)
+	require.True(t, e.settle("nic"))
+	nodesAfter, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "kmmkit-e2e=" + run})
+	require.NoError(t, err)
+	assert.Equal(t, nodesBefore.Items, nodesAfter.Items, "no node label, annotation or status changed")
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, pods.Items)
+	m, err = e.modules.Get(ctx, ns, "nic")
+	require.NoError(t, err)
+	valid := meta.FindStatusCondition(m.Status.Conditions, kmm.ConditionValid)
+	require.NotNil(t, valid)
+	assert.Equal(t, metav1.ConditionFalse, valid.Status)
+	assert.Equal(t, string(reason.InvalidSpec), valid.Reason)
+	assert.Contains(t, valid.Message, "spec.moduleLoader.container.kernelMappings[0].containerImage")
+	assert.Equal(t, m.Generation, valid.ObservedGeneration)
+	m.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = repo + ":${KERNEL_FULL_VERSION}"
+	_, err = e.modules.Update(ctx, m)
+	require.NoError(t, err)
+	require.True(t, e.settle("nic"))
+	assert.Equal(t, map[string][]string{run + "-n1": {"Load"}, run + "-n2": {"Load"}, run + "-n3": {"Load"}}, e.loads,
+		"the valid spec again: nothing to redo")
 
 	// n1 reboots into k57: it loads k57's image.
 	n1 := e.node(run + "-n1")

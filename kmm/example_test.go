@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
 
 	"github.com/kmmkit/kmmkit/kmm"
@@ -36,7 +37,9 @@ func ExampleReconciler_ReconcileSpec() {
 			KernelMappings: []v1beta1.KernelMapping{{Regexp: "^.+$", ContainerImage: "registry.example.com/nic:${KERNEL_FULL_VERSION}"}},
 		}},
 	}
-	res, err := r.ReconcileSpec(ctx, kmm.Object{Namespace: "drivers", Name: "nic", Spec: spec})
+	// SpecPath is where the spec sits in the caller's own resource: the
+	// field paths of validation errors start there.
+	res, err := r.ReconcileSpec(ctx, kmm.Object{Namespace: "drivers", Name: "nic", Spec: spec, SpecPath: field.NewPath("spec", "module")})
 	if err != nil {
 		panic(err)
 	}
@@ -45,6 +48,7 @@ func ExampleReconciler_ReconcileSpec() {
 	}
 	fmt.Println("available:", res.Status.ModuleLoader.AvailableNumber)
 	// Output:
+	// Valid True Valid
 	// ImagesReady True AllImagesReady
 	// Loaded True AllNodesLoaded
 	// Degraded False AsExpected

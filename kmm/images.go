@@ -7,25 +7,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/sign"
 	"github.com/kmmkit/kmmkit/kernelmap"
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
-)
-
-// Image states, as KernelStatus.State reports them.
-const (
-	StateReady       = "Ready"
-	StateMissing     = "Missing"
-	StateBuilding    = "Building"
-	StateBuildFailed = "BuildFailed"
-	StateSignFailed  = "SignFailed"
-	StateCheckFailed = "CheckFailed"
-	StateNoMapping   = "NoMapping"
-	StateMapFailed   = "MappingFailed"
 )
 
 // imageWork is the work on one distinct image: checked, built and signed
@@ -33,12 +24,32 @@ const (
 type imageWork struct {
 	image   string
 	rec     *kernelmap.Record // of the first kernel that maps to it
-	state   string
+	state   v1beta1.KernelState
+	reason  reason.Reason
 	digest  string
 	build   string
 	message string
 	requeue time.Duration
 	done    string // "built" or "signed" when this pass made the image
+}
+
+// set records the image's state, reason and message.
+func (w *imageWork) set(state v1beta1.KernelState, r reason.Reason, msg string) {
+	w.state, w.reason, w.message = state, r, msg
+}
+
+// ready records that the image exists with digest.
+func (w *imageWork) ready(digest string, verifyEvery time.Duration) {
+	w.set(v1beta1.KernelStateReady, reason.ImageReady, "")
+	w.digest, w.requeue = digest, verifyEvery
+}
+
+// reasonOr returns the reason err carries (reason.Of), or fallback.
+func reasonOr(err error, fallback reason.Reason) reason.Reason {
+	if r := reason.Of(err); r != "" {
+		return r
+	}
+	return fallback
 }
 
 // invalidator is a checker with a cache that can be dropped.
@@ -58,31 +69,38 @@ func (r *Reconciler) ensureImage(ctx context.Context, obj Object, w *imageWork, 
 	kernel := rec.Kernel().Version
 	final := registry.Request{Image: w.image, TLS: rec.RegistryTLS(), Auth: auth}
 	res, err := r.check(ctx, final, verify)
+	log := logr.FromContextOrDiscard(ctx).WithValues("image", w.image, "kernel", kernel)
 	if err != nil {
-		w.state, w.message, w.requeue = StateCheckFailed, err.Error(), time.Minute
+		w.set(v1beta1.KernelStateCheckFailed, reasonOr(err, reason.RegistryError), err.Error())
+		w.requeue = time.Minute
+		log.V(1).Info("image check failed", "reason", w.reason, "error", err.Error())
 		return
 	}
 	if res.Exists {
-		w.state, w.digest, w.requeue = StateReady, res.Digest, r.verifyEvery
+		w.ready(res.Digest, r.verifyEvery)
+		log.V(1).Info("image exists", "digest", res.Digest, "verified", verify)
 		return
 	}
 	b, s := rec.Build(), rec.Sign()
+	log.V(1).Info("image does not exist", "missing", res.Missing, "build", b != nil, "sign", s != nil)
 	if b == nil && s == nil {
-		w.state, w.requeue = StateMissing, time.Minute
-		w.message = fmt.Sprintf("image %s does not exist (%s) and the Module defines no build or sign for kernel %s", w.image, res.Missing, kernel)
+		w.set(v1beta1.KernelStateMissing, reason.ImageNotFound,
+			fmt.Sprintf("image %s does not exist (%s) and the Module defines no build or sign for kernel %s", w.image, res.Missing, kernel))
+		w.requeue = time.Minute
 		return
 	}
 	from := registry.Request{Auth: auth}
 	if b != nil {
 		if r.builder == nil {
-			w.state, w.requeue = StateMissing, time.Minute
-			w.message = fmt.Sprintf("image %s does not exist; the Module defines a build, but this reconciler has no builder", w.image)
+			w.set(v1beta1.KernelStateMissing, reason.NoBuilder,
+				fmt.Sprintf("image %s does not exist; the Module defines a build, but this reconciler has no builder (kmm.WithBuilder)", w.image))
+			w.requeue = time.Minute
 			return
 		}
 		target := w.image
 		if s != nil {
 			if target, err = sign.IntermediateTag(w.image); err != nil {
-				w.state, w.message = StateBuildFailed, err.Error()
+				w.set(v1beta1.KernelStateBuildFailed, reason.InvalidReference, err.Error())
 				return
 			}
 			from.Image, from.TLS = target, rec.RegistryTLS()
@@ -99,17 +117,20 @@ func (r *Reconciler) ensureImage(ctx context.Context, obj Object, w *imageWork, 
 		if s == nil {
 			r.invalidate(w.image)
 			if res, err := r.checker.Verify(ctx, final); err == nil && res.Exists {
-				w.state, w.digest, w.requeue, w.done = StateReady, res.Digest, r.verifyEvery, "built"
+				w.ready(res.Digest, r.verifyEvery)
+				w.done = "built"
 			} else {
-				w.state, w.requeue = StateBuilding, 5*time.Second
-				w.message = fmt.Sprintf("build %s succeeded; waiting for %s to appear in the registry", w.build, w.image)
+				w.set(v1beta1.KernelStateBuilding, reason.Building,
+					fmt.Sprintf("build %s succeeded; waiting for %s to appear in the registry", w.build, w.image))
+				w.requeue = 5 * time.Second
 			}
 			return
 		}
 		r.invalidate(target)
 	} else {
 		if s.UnsignedImage == "" {
-			w.state, w.message = StateSignFailed, "sign: no image to sign given (sign.unsignedImage is empty and the Module defines no build)"
+			w.set(v1beta1.KernelStateSignFailed, reason.InvalidRequest,
+				"sign: no image to sign given (sign.unsignedImage is empty and the Module defines no build)")
 			return
 		}
 		from.Image, from.TLS = s.UnsignedImage, s.UnsignedImageRegistryTLS
@@ -136,27 +157,32 @@ func (r *Reconciler) buildImage(ctx context.Context, obj Object, w *imageWork, t
 	dockerfile, dfErr := r.dockerfile(ctx, obj.podNamespace(), rec)
 	req, err := builder.NewRequest(rec, dockerfile)
 	if err != nil {
-		w.state, w.message = StateBuildFailed, err.Error()
+		w.set(v1beta1.KernelStateBuildFailed, reasonOr(err, reason.InvalidRequest), err.Error())
 		return false
 	}
 	req.Image, req.Owner, req.Identity = target, obj.Owner, r.identity
 	if err := req.ResolveDTK(ctx, r.dtk); err != nil {
-		w.state, w.message = StateBuildFailed, err.Error()
+		w.set(v1beta1.KernelStateBuildFailed, reasonOr(err, reason.InvalidRequest), err.Error())
 		return false
 	}
 	st, err := r.builder.Sync(ctx, req)
 	r.metrics.build(st)
 	w.build = st.Name
+	logr.FromContextOrDiscard(ctx).V(1).Info("build synced", "image", target, "kernel", rec.Kernel().Version,
+		"build", st.Name, "phase", st.Phase, "attempt", st.Attempt, "reason", st.Reason)
 	switch {
 	case st.Phase == builder.PhaseSucceeded:
 		return true
 	case st.Phase == builder.PhaseFailed || err != nil:
-		w.state, w.requeue = StateBuildFailed, st.RequeueAfter
+		w.state, w.reason, w.requeue = v1beta1.KernelStateBuildFailed, st.Reason, st.RequeueAfter
+		if w.reason == "" {
+			w.reason = reasonOr(err, reason.BuildFailed)
+		}
 		msg := st.Message
 		if msg == "" && err != nil {
 			msg = err.Error()
 		}
-		if dfErr != nil && st.Reason == "InvalidRequest" {
+		if dfErr != nil && st.Reason == reason.InvalidRequest {
 			msg = dfErr.Error()
 		}
 		if st.LogTail != "" {
@@ -168,11 +194,12 @@ func (r *Reconciler) buildImage(ctx context.Context, obj Object, w *imageWork, t
 		}
 		w.message = fmt.Sprintf("build %s of %s failed: %s", st.Name, target, msg)
 	default:
-		w.state, w.requeue = StateBuilding, 10*time.Second
+		w.set(v1beta1.KernelStateBuilding, reason.Building,
+			fmt.Sprintf("build %s of %s is %s", st.Name, target, strings.ToLower(string(st.Phase))))
+		w.requeue = 10 * time.Second
 		if st.RequeueAfter > 0 {
 			w.requeue = st.RequeueAfter
 		}
-		w.message = fmt.Sprintf("build %s of %s is %s", st.Name, target, strings.ToLower(string(st.Phase)))
 	}
 	return false
 }
@@ -202,33 +229,42 @@ func (r *Reconciler) signImage(ctx context.Context, obj Object, w *imageWork, fr
 	r.mu.Unlock()
 	if failed {
 		if left := last.at.Add(r.signBackoff).Sub(r.now()); left > 0 {
-			w.state, w.requeue = StateSignFailed, left
-			w.message = fmt.Sprintf("%s (retrying at %s)", last.msg, last.at.Add(r.signBackoff).UTC().Format(time.RFC3339))
+			w.set(v1beta1.KernelStateSignFailed, last.reason,
+				fmt.Sprintf("%s (retrying at %s)", last.msg, last.at.Add(r.signBackoff).UTC().Format(time.RFC3339)))
+			w.requeue = left
 			return
 		}
 	}
-	fail := func(err error) {
+	log := logr.FromContextOrDiscard(ctx).WithValues("image", w.image, "kernel", w.rec.Kernel().Version)
+	fail := func(err error, why reason.Reason) {
 		r.mu.Lock()
-		r.signFailed[w.image] = failure{at: r.now(), msg: err.Error()}
+		r.signFailed[w.image] = failure{at: r.now(), msg: err.Error(), reason: why}
 		r.mu.Unlock()
-		w.state, w.requeue = StateSignFailed, r.signBackoff
-		w.message = fmt.Sprintf("%s (retrying at %s)", err, r.at(r.signBackoff))
+		w.set(v1beta1.KernelStateSignFailed, why, fmt.Sprintf("%s (retrying at %s)", err, r.at(r.signBackoff)))
+		w.requeue = r.signBackoff
+		log.V(1).Info("signing failed", "reason", why, "error", err.Error())
 	}
 	key, cert, err := sign.KeysFromSecrets(ctx, r.client, obj.podNamespace(), w.rec.Sign())
 	if err != nil {
-		fail(err)
+		why := reasonOr(err, reason.SignFailed)
+		if apierrors.IsNotFound(err) {
+			why = reason.MissingSecret
+		}
+		fail(err, why)
 		return
 	}
 	res, err := r.signer.Sign(ctx, sign.Request{From: from, To: final, FilesToSign: files, Key: key, Cert: cert})
 	if err != nil {
-		fail(err)
+		fail(err, reasonOr(err, reason.SignFailed))
 		return
 	}
 	r.mu.Lock()
 	delete(r.signFailed, w.image)
 	r.mu.Unlock()
 	r.invalidate(w.image)
-	w.state, w.digest, w.requeue, w.message, w.done = StateReady, res.Digest, r.verifyEvery, "", "signed"
+	w.ready(res.Digest, r.verifyEvery)
+	w.done = "signed"
+	log.V(1).Info("signed", "from", from.Image, "digest", res.Digest)
 }
 
 // at formats the time d from now, to the second, for messages that must

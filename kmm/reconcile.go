@@ -6,17 +6,22 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
@@ -25,33 +30,42 @@ import (
 // the status when it changed, and drops the finalizer once a deleted
 // Module is unloaded everywhere. It needs WithModuleClient. A second pass
 // with nothing changed writes nothing.
+//
+// The Module is checked with v1beta1.Validate first (every rule of KMM's
+// admission webhook and CRD, metadata included). An invalid Module is not
+// acted on, as ReconcileSpec describes; only its status is written, and it
+// gets no finalizer while it is invalid (nothing has been loaded for it
+// that a finalizer would wait for; a Module that was valid before has its
+// finalizer already, and its deletion unloads as usual).
 func (r *Reconciler) Reconcile(ctx context.Context, m *v1beta1.Module) (Result, error) {
 	if r.modules == nil {
-		return Result{}, errors.New("kmm: Reconcile needs WithModuleClient; embedders use ReconcileSpec")
+		return Result{Status: *m.Status.DeepCopy()}, errors.New("kmm: Reconcile needs WithModuleClient; embedders use ReconcileSpec")
 	}
 	m = m.DeepCopy()
 	deleting := m.DeletionTimestamp != nil
 	if deleting && !slices.Contains(m.Finalizers, Finalizer) {
-		return Result{Done: true}, nil
+		return Result{Status: m.Status, Done: true}, nil
 	}
-	if !deleting && !slices.Contains(m.Finalizers, Finalizer) {
+	invalid := v1beta1.Validate(m)
+	if !deleting && len(invalid) == 0 && !slices.Contains(m.Finalizers, Finalizer) {
 		m.Finalizers = append(m.Finalizers, Finalizer)
 		updated, err := r.modules.Update(ctx, m)
 		if err != nil {
-			return Result{}, fmt.Errorf("adding the finalizer to module %s/%s: %w", m.Namespace, m.Name, err)
+			return Result{Status: m.Status}, fmt.Errorf("adding the finalizer to module %s/%s: %w", m.Namespace, m.Name, err)
 		}
 		m = updated
 	}
 	obj := Object{
 		Namespace: m.Namespace, Name: m.Name, Spec: m.Spec, Status: m.Status, Generation: m.Generation, Deleting: deleting,
-		Owner: &metav1.OwnerReference{APIVersion: v1beta1.SchemeGroupVersion.String(), Kind: v1beta1.Kind, Name: m.Name, UID: m.UID},
-		Ref:   &corev1.ObjectReference{APIVersion: v1beta1.SchemeGroupVersion.String(), Kind: v1beta1.Kind, Namespace: m.Namespace, Name: m.Name, UID: m.UID},
+		Owner:    &metav1.OwnerReference{APIVersion: v1beta1.SchemeGroupVersion.String(), Kind: v1beta1.Kind, Name: m.Name, UID: m.UID},
+		Ref:      &corev1.ObjectReference{APIVersion: v1beta1.SchemeGroupVersion.String(), Kind: v1beta1.Kind, Namespace: m.Namespace, Name: m.Name, UID: m.UID},
+		SpecPath: field.NewPath("spec"),
 	}
 	if deleting {
 		ns, err := r.client.CoreV1().Namespaces().Get(ctx, m.Namespace, metav1.GetOptions{})
 		obj.NamespaceTerminating = err == nil && (ns.DeletionTimestamp != nil || ns.Status.Phase == corev1.NamespaceTerminating)
 	}
-	res, err := r.ReconcileSpec(ctx, obj)
+	res, err := r.reconcile(ctx, obj, invalid)
 	if !equality.Semantic.DeepEqual(m.Status, res.Status) {
 		m.Status = res.Status
 		updated, uerr := r.modules.UpdateStatus(ctx, m)
@@ -81,49 +95,107 @@ func (r *Reconciler) Reconcile(ctx context.Context, m *v1beta1.Module) (Result, 
 // the caller writes it and handles its finalizer (Result.Done). This is
 // the entry point for operators that embed a ModuleSpec in their own
 // resource.
-func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (res Result, err error) {
+//
+// It checks obj.Spec with v1beta1.ValidateSpec at obj.SpecPath first, so
+// an embedded spec with no admission webhook in front of it is held to
+// KMM's rules all the same. An invalid spec changes nothing in the
+// cluster: no build, no signing, no worker Pod, no node label or
+// annotation, and nothing is unloaded: nodes that have the module from an
+// earlier valid spec keep it as it is, as they would behind KMM's
+// webhook, which refuses such an update. The status gets Valid=False and
+// Degraded=True, both with reason.InvalidSpec and a message listing every
+// error with its field path, and one Warning event InvalidSpec is emitted
+// when the errors change; ImagesReady, Loaded, the counts and
+// status.kernels stay as the last valid pass left them (their
+// observedGeneration says which generation they describe). A deleting
+// object is finished whatever its spec: unloading needs only what the
+// nodes record.
+//
+// The Result is safe to write back even when err is not nil: its Status
+// starts from obj.Status and changes only what the pass learned. When the
+// nodes cannot be listed, it is obj.Status unchanged. When the loader
+// fails before it reports every desired node, Loaded is Unknown with
+// reason.LoaderFailed and AvailableNumber keeps its last value for the
+// nodes it could not report; kernels, images and builds are this pass's.
+// RequeueAfter is set as on success; Done is set only without error.
+func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (Result, error) {
+	return r.reconcile(ctx, obj, v1beta1.ValidateSpec(&obj.Spec, obj.specPath()))
+}
+
+// logger is the logger of a pass: WithLogger's, or the context's.
+func (r *Reconciler) logger(ctx context.Context) logr.Logger {
+	if r.logSet {
+		return r.log
+	}
+	return logr.FromContextOrDiscard(ctx)
+}
+
+// reconcile is one pass over obj, whose spec Validate found invalid
+// errors in.
+func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.ErrorList) (res Result, err error) {
+	if err := r.checkObject(obj); err != nil {
+		return Result{Status: *obj.Status.DeepCopy()}, err
+	}
+	log := r.logger(ctx).WithValues("namespace", obj.Namespace, "name", obj.Name)
+	ctx = logr.NewContext(ctx, log)
 	start := r.now()
 	defer func() { r.metrics.reconciled(obj, res, err, r.now().Sub(start)) }()
-	if err := r.checkObject(obj); err != nil {
-		return Result{}, err
+	if len(invalid) > 0 && !obj.Deleting {
+		log.V(1).Info("the spec is invalid: nothing is changed in the cluster", "errors", len(invalid), "first", invalid[0].Error())
+		return r.invalid(obj, invalid), nil
 	}
 	nodes, err := r.nodes(ctx)
 	if err != nil {
-		return Result{Status: obj.Status}, err
+		return Result{Status: *obj.Status.DeepCopy()}, err
 	}
 	if obj.Deleting {
+		log.V(1).Info("unloading for deletion", "nodes", len(nodes), "invalidSpec", len(invalid) > 0)
 		return r.finalize(ctx, obj, nodes)
 	}
 	if obj.Spec.ModuleLoader == nil {
 		// Nothing to load (device plugin or DRA only): unload what a
 		// previous spec loaded.
+		log.V(1).Info("no moduleLoader: unloading what an earlier spec loaded")
 		res.Status = *obj.Status.DeepCopy()
 		res.Status.ModuleLoader, res.Status.Kernels = nil, nil
-		_, err := r.loader.Sync(ctx, r.syncRequest(obj, nodes))
+		meta.RemoveStatusCondition(&res.Status.Conditions, ConditionImagesReady)
+		meta.RemoveStatusCondition(&res.Status.Conditions, ConditionLoaded)
+		setCondition(&res.Status.Conditions, validCondition(obj), r.now())
+		states, err := r.loader.Sync(ctx, r.syncRequest(obj, nodes))
+		for _, s := range states {
+			res.requeue(s.RequeueAfter)
+		}
+		setCondition(&res.Status.Conditions, degradedCondition(obj, nodeProblems(states), 0, 0), r.now())
 		return res, err
 	}
 	t := r.target(obj, nodes)
+	kernels := t.kernels()
+	log.V(1).Info("targeted nodes", "nodes", len(t.selected), "kernels", len(kernels), "kept", len(t.keep), "noKernel", len(t.noKernel))
 	auth, authErr := r.auth(ctx, obj)
 	verifyAll := !equalTrigger(obj.Spec.ImageRebuildTriggerGeneration, obj.Status.ImageRebuildTriggerGeneration)
 
 	// Map every kernel, and gather the distinct images.
-	kernels := t.kernels()
 	recs := map[string]*kernelmap.Record{}
 	kstat := map[string]*v1beta1.KernelStatus{}
 	images := map[string]*imageWork{}
 	var order []string
+	mappings := obj.specPath().Child("moduleLoader", "container", "kernelMappings")
 	for _, k := range kernels {
 		ks := &v1beta1.KernelStatus{Kernel: k, Nodes: int32(len(t.byKernel[k]))}
 		kstat[k] = ks
 		rec, err := r.mapper.ResolveSpec(obj.Name, obj.podNamespace(), &obj.Spec, k)
 		switch {
 		case errors.Is(err, kernelmap.ErrNoMapping):
-			ks.State, ks.Message = StateNoMapping, "no kernel mapping matches this kernel"
+			ks.State, ks.Reason = v1beta1.KernelStateNoMapping, reason.NoMapping
+			ks.Message = fmt.Sprintf("no entry of %s matches kernel %s", mappings, k)
+			log.V(1).Info("no kernel mapping", "kernel", k, "nodes", ks.Nodes)
 			continue
 		case err != nil:
-			ks.State, ks.Message = StateMapFailed, err.Error()
+			ks.State, ks.Reason, ks.Message = v1beta1.KernelStateMappingFailed, reason.MappingFailed, err.Error()
+			log.V(1).Info("kernel mapping failed", "kernel", k, "nodes", ks.Nodes, "error", err.Error())
 			continue
 		}
+		log.V(1).Info("mapped kernel", "kernel", k, "image", rec.Image(), "nodes", ks.Nodes)
 		recs[k] = rec
 		ks.Image = rec.Image()
 		if _, ok := images[rec.Image()]; !ok {
@@ -135,7 +207,9 @@ func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (res Result,
 	for _, img := range order {
 		w := images[img]
 		if authErr != nil {
-			w.state, w.message, w.requeue = StateCheckFailed, authErr.Error(), time.Minute
+			w.set(v1beta1.KernelStateCheckFailed, reasonOr(authErr, reason.Unauthorized),
+				fmt.Sprintf("%s: %v", obj.specPath().Child("imageRepoSecret"), authErr))
+			w.requeue = time.Minute
 		} else {
 			r.ensureImage(ctx, obj, w, auth, verifyAll || r.dueForVerify(img))
 		}
@@ -143,7 +217,7 @@ func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (res Result,
 	}
 
 	// Load where the image is ready; elsewhere keep what is loaded.
-	desired := map[string]*loader.PodRequest{}
+	load := map[string]*loader.PodRequest{}
 	keep := t.keep
 	for _, k := range kernels {
 		rec, ok := recs[k]
@@ -152,16 +226,16 @@ func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (res Result,
 		}
 		w := images[rec.Image()]
 		ks := kstat[k]
-		ks.State, ks.Digest, ks.Build, ks.Message = w.state, w.digest, w.build, w.message
-		if w.state == StateReady {
+		ks.State, ks.Reason, ks.Digest, ks.Build, ks.Message = w.state, w.reason, w.digest, w.build, w.message
+		if w.state == v1beta1.KernelStateReady {
 			ks.Build = "" // only while a build matters
 		}
 		for _, n := range t.byKernel[k] {
-			if w.state != StateReady {
+			if w.state != v1beta1.KernelStateReady {
 				keep[n.Name] = true
 				continue
 			}
-			desired[n.Name] = &loader.PodRequest{
+			load[n.Name] = &loader.PodRequest{
 				Config:             moduleConfig(rec),
 				ServiceAccountName: obj.Spec.ModuleLoader.ServiceAccountName,
 				ImageRepoSecret:    rec.ImageRepoSecret(),
@@ -171,14 +245,18 @@ func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (res Result,
 		}
 	}
 	sreq := r.syncRequest(obj, nodes)
-	sreq.Desired, sreq.Keep = desired, keep
+	sreq.Desired, sreq.Keep = load, keep
 	states, lerr := r.loader.Sync(ctx, sreq)
 	for _, s := range states {
 		res.requeue(s.RequeueAfter)
 	}
-	res.Status = r.status(obj, t, kernels, kstat, desired, states)
+	res.Status = r.status(obj, t, kernels, kstat, load, states, lerr)
 	if verifyAll {
 		res.Status.ImageRebuildTriggerGeneration = obj.Spec.ImageRebuildTriggerGeneration
+	}
+	if s := res.Status.ModuleLoader; s != nil {
+		log.V(1).Info("synced nodes", "desired", s.DesiredNumber, "available", s.AvailableNumber, "loading", len(load),
+			"loaderError", lerr != nil)
 	}
 	made := map[string]string{}
 	for img, w := range images {
@@ -188,6 +266,27 @@ func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (res Result,
 	}
 	r.events(obj, res.Status, made)
 	return res, lerr
+}
+
+// invalid is the result of a pass over an invalid spec: only conditions
+// change.
+func (r *Reconciler) invalid(obj Object, errs field.ErrorList) Result {
+	st := *obj.Status.DeepCopy()
+	now := r.now()
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	list := capMessage(fmt.Sprintf("%d error(s): %s", len(errs), strings.Join(msgs, "; ")))
+	was := meta.FindStatusCondition(obj.Status.Conditions, ConditionValid)
+	if was == nil || was.Status != metav1.ConditionFalse || was.Message != list {
+		r.event(obj, corev1.EventTypeWarning, string(reason.InvalidSpec), "%s", list)
+	}
+	setCondition(&st.Conditions, metav1.Condition{Type: ConditionValid, Status: metav1.ConditionFalse, Reason: string(reason.InvalidSpec),
+		Message: list, ObservedGeneration: obj.Generation}, now)
+	setCondition(&st.Conditions, metav1.Condition{Type: ConditionDegraded, Status: metav1.ConditionTrue, Reason: string(reason.InvalidSpec),
+		Message: capMessage("the spec is invalid, so nothing was changed in the cluster: " + list), ObservedGeneration: obj.Generation}, now)
+	return Result{Status: st}
 }
 
 // moduleConfig is what the worker loads for a record: KMM's
@@ -254,10 +353,10 @@ func (r *Reconciler) finalize(ctx context.Context, obj Object, nodes []*corev1.N
 		res.requeue(s.RequeueAfter)
 	}
 	sort.Strings(pending)
-	cond := metav1.Condition{Type: ConditionLoaded, Status: metav1.ConditionFalse, Reason: "Unloading",
-		Message: fmt.Sprintf("unloading from %d node(s): %s", len(pending), summarize(pending, 10)), ObservedGeneration: obj.Generation}
+	cond := metav1.Condition{Type: ConditionLoaded, Status: metav1.ConditionFalse, Reason: string(reason.Unloading),
+		Message: fmt.Sprintf("unloading from %d node(s): %s", len(pending), names(pending, 10)), ObservedGeneration: obj.Generation}
 	if len(pending) == 0 {
-		cond.Reason, cond.Message = "Unloaded", "unloaded from every node"
+		cond.Reason, cond.Message = string(reason.Unloaded), "unloaded from every node"
 		res.Done = err == nil
 	} else {
 		res.requeue(5 * time.Second)

@@ -18,6 +18,7 @@ import (
 	"github.com/kmmkit/kmmkit/kmm"
 	"github.com/kmmkit/kmmkit/kmm/kmmtest"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 const (
@@ -93,11 +94,11 @@ func TestReconcileBuildsAndLoads(t *testing.T) {
 	m, err := h.Module(ctx, "drivers", "nic")
 	require.NoError(t, err)
 	assert.Contains(t, m.Finalizers, kmm.Finalizer)
-	assert.Equal(t, &v1beta1.DaemonSetStatus{NodesMatchingSelectorNumber: 3, DesiredNumber: 2, AvailableNumber: 2}, m.Status.ModuleLoader)
-	assert.Equal(t, "Building", cond(t, m, kmm.ConditionImagesReady).Reason)
+	assert.Equal(t, &v1beta1.DaemonSetStatus{NodesMatchingSelectorNumber: 3, DesiredNumber: 3, AvailableNumber: 2}, m.Status.ModuleLoader)
+	assert.Equal(t, string(reason.Building), cond(t, m, kmm.ConditionImagesReady).Reason)
 	require.Len(t, m.Status.Kernels, 2)
-	assert.Equal(t, kmm.StateReady, m.Status.Kernels[0].State)
-	assert.Equal(t, kmm.StateBuilding, m.Status.Kernels[1].State)
+	assert.Equal(t, v1beta1.KernelStateReady, m.Status.Kernels[0].State)
+	assert.Equal(t, v1beta1.KernelStateBuilding, m.Status.Kernels[1].State)
 	assert.Equal(t, "nic-build-6-1-0-57-amd64", m.Status.Kernels[1].Build)
 
 	// Until stable: built, pushed, loaded everywhere.
@@ -167,7 +168,7 @@ func TestReconcileKernelChangeAndFailures(t *testing.T) {
 
 	// n3 moves to a kernel whose build fails: a condition and an event
 	// that name the kernel and the reason, and the other nodes stay.
-	h.Builder.Fail("registry.example.com/nic:"+k58, "BuildFailed", "make: *** No rule to make target", "Error 2")
+	h.Builder.Fail("registry.example.com/nic:"+k58, reason.BuildFailed, "make: *** No rule to make target", "Error 2")
 	require.NoError(t, h.SetKernel(ctx, "n3", k58))
 	_, err = h.ReconcileUntilStable(ctx, "drivers", "nic", 10)
 	require.NoError(t, err)
@@ -175,8 +176,8 @@ func TestReconcileKernelChangeAndFailures(t *testing.T) {
 	require.NoError(t, err)
 	d := cond(t, m, kmm.ConditionDegraded)
 	assert.Equal(t, metav1.ConditionTrue, d.Status)
-	assert.Equal(t, "ImagesFailing", d.Reason)
-	assert.Contains(t, d.Message, "kernel "+k58+": BuildFailed")
+	assert.Equal(t, string(reason.BuildFailed), d.Reason)
+	assert.Contains(t, d.Message, "kernel "+k58+" on 1 node(s) (n3): BuildFailed")
 	assert.Contains(t, d.Message, "No rule to make target")
 	assert.Contains(t, strings.Join(h.Events(), "\n"), "Warning BuildFailed kernel "+k58)
 	assert.Len(t, h.Loader.LoadedOn("drivers", "nic"), 2)
@@ -194,7 +195,7 @@ func TestReconcileMissingImageWithoutBuild(t *testing.T) {
 	m, err := h.Module(ctx, "drivers", "nic")
 	require.NoError(t, err)
 	c := cond(t, m, kmm.ConditionImagesReady)
-	assert.Equal(t, kmm.StateMissing, c.Reason)
+	assert.Equal(t, string(reason.ImageNotFound), c.Reason)
 	assert.Contains(t, c.Message, "registry.example.com/nic:"+k57+" does not exist")
 	assert.Contains(t, strings.Join(h.Events(), "\n"), "Warning ImageMissing")
 	assert.Empty(t, h.Builder.Started())
@@ -228,7 +229,7 @@ func TestReconcileBuildThenSign(t *testing.T) {
 	assert.Equal(t, intermediate, h.Builder.Started()[0].Image, "the unsigned image never goes to the final tag")
 	m, err := h.Module(ctx, "drivers", "nic")
 	require.NoError(t, err)
-	assert.Equal(t, kmm.StateSignFailed, m.Status.Kernels[1].State)
+	assert.Equal(t, v1beta1.KernelStateSignFailed, m.Status.Kernels[1].State)
 
 	assert.Contains(t, m.Status.Kernels[1].Message, "matches no file (retrying at "+now.Add(time.Minute).UTC().Format(time.RFC3339)+")")
 	h.Signer.Fail(final, nil)

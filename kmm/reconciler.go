@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
@@ -50,6 +52,7 @@ type Reconciler struct {
 	loader        loader.NodeLoader
 	recorder      record.EventRecorder
 	log           logr.Logger
+	logSet        bool
 	metrics       *Metrics
 	now           func() time.Time
 	verifyEvery   time.Duration
@@ -66,8 +69,9 @@ type Reconciler struct {
 
 // failure is a remembered failure, for backoff.
 type failure struct {
-	at  time.Time
-	msg string
+	at     time.Time
+	msg    string
+	reason reason.Reason
 }
 
 // Option configures a Reconciler.
@@ -104,8 +108,12 @@ func WithEventRecorder(rec record.EventRecorder) Option {
 	return func(r *Reconciler) { r.recorder = rec }
 }
 
-// WithLogger sets the logger.
-func WithLogger(l logr.Logger) Option { return func(r *Reconciler) { r.log = l } }
+// WithLogger sets the logger. Without it, each pass logs to the logger
+// of its context (logr.FromContextOrDiscard), as controller-runtime
+// provides. Decisions (mapping, image checks, builds, signing, loading)
+// are logged at V(1) with the keys namespace, name, kernel, image and
+// node counts.
+func WithLogger(l logr.Logger) Option { return func(r *Reconciler) { r.log, r.logSet = l, true } }
 
 // WithMetrics records metrics (see NewMetrics).
 func WithMetrics(m *Metrics) Option { return func(r *Reconciler) { r.metrics = m } }
@@ -222,6 +230,10 @@ type Object struct {
 	Owner *metav1.OwnerReference
 	// Ref is where events go; nil means no events.
 	Ref *corev1.ObjectReference
+	// SpecPath is where Spec sits in the caller's resource, for the
+	// field paths of validation errors (field.NewPath("spec", "module")
+	// for a ModuleSpec embedded at spec.module). nil means "spec".
+	SpecPath *field.Path
 }
 
 // podNamespace is where the Object's Pods run and its secrets are read.
@@ -258,7 +270,16 @@ func (r *Reconciler) syncRequest(obj Object, nodes []*corev1.Node) loader.SyncRe
 		Nodes: nodes, Owner: obj.Owner}
 }
 
-// Result is what a pass decided.
+// specPath returns SpecPath or its default.
+func (o Object) specPath() *field.Path {
+	if o.SpecPath == nil {
+		return field.NewPath("spec")
+	}
+	return o.SpecPath
+}
+
+// Result is what a pass decided. It is meaningful, and its Status safe to
+// write, also when the pass returns an error (see ReconcileSpec).
 type Result struct {
 	// Status is the new status, to be written when it differs.
 	Status v1beta1.ModuleStatus

@@ -11,9 +11,10 @@ import (
 
 // targets is which nodes a Module is for.
 type targets struct {
-	// matching counts the schedulable nodes that match the selector
-	// (KMM's nodesMatchingSelectorNumber).
-	matching int
+	// selected holds the schedulable nodes that match the selector, by
+	// name: every one is desired (KMM's nodesMatchingSelectorNumber is
+	// their number).
+	selected []*corev1.Node
 	// byKernel groups the nodes to load on by their (trimmed) kernel.
 	byKernel map[string][]*corev1.Node
 	// keep holds nodes that match the selector but are not schedulable
@@ -42,7 +43,7 @@ func (r *Reconciler) target(obj Object, nodes []*corev1.Node) targets {
 			}
 			continue
 		}
-		t.matching++
+		t.selected = append(t.selected, n)
 		k := kernelmap.TrimKernel(n.Status.NodeInfo.KernelVersion)
 		if k == "" {
 			t.noKernel = append(t.noKernel, n.Name)
@@ -51,6 +52,7 @@ func (r *Reconciler) target(obj Object, nodes []*corev1.Node) targets {
 		t.byKernel[k] = append(t.byKernel[k], n)
 	}
 	sort.Strings(t.noKernel)
+	sort.Slice(t.selected, func(i, j int) bool { return t.selected[i].Name < t.selected[j].Name })
 	return t
 }
 

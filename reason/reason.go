@@ -117,6 +117,12 @@ const (
 	// hand). Remove that Pod, or give each operator its own identity
 	// (kmm.WithIdentity).
 	NameConflict Reason = "NameConflict"
+	// LoaderFailed: the node loader returned an error before it could
+	// report every node (the API server refused a list, say), so the
+	// state of some nodes is unknown: Loaded is Unknown and the counts
+	// are those last known. The next pass retries; the error is in the
+	// operator's log.
+	LoaderFailed Reason = "LoaderFailed"
 )
 
 // Module-level summaries.

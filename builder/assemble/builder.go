@@ -15,6 +15,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/signfile"
+	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
@@ -149,15 +150,15 @@ var _ builder.Builder = (*Builder)(nil)
 // Sync implements builder.Builder.
 func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status, error) {
 	st := builder.Status{Name: req.Name(1), Hash: req.Hash(), Attempt: 1}
-	failed := func(reason string, err error) (builder.Status, error) {
-		st.Phase, st.Reason, st.Message, st.Final = builder.PhaseFailed, reason, err.Error(), true
+	failed := func(r reason.Reason, err error) (builder.Status, error) {
+		st.Phase, st.Reason, st.Message, st.Final = builder.PhaseFailed, r, err.Error(), true
 		return st, err
 	}
 	if b.Client == nil || b.Source == nil {
-		return failed("InvalidBuilder", errors.New("assemble: Builder needs a Client and a Source"))
+		return failed(reason.InvalidRequest, errors.New("assemble: Builder needs a Client and a Source"))
 	}
 	if err := req.Validate(); err != nil {
-		return failed("InvalidRequest", err)
+		return failed(reason.InvalidRequest, err)
 	}
 	log := b.Log
 	if log.GetSink() == nil {
@@ -165,7 +166,7 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	}
 	mods, fw, err := b.Source.Files(ctx, req)
 	if err != nil {
-		return failed("MissingModules", err)
+		return failed(reason.BuildFailed, err)
 	}
 	in := Input{KernelVersion: req.Kernel.Version, DirName: req.DirName, Modules: mods,
 		FirmwarePath: req.FirmwarePath, Firmware: fw, Log: log}
@@ -174,21 +175,21 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	}
 	if b.SignerFor != nil {
 		if in.Signer, err = b.SignerFor(ctx, req); err != nil {
-			return failed("SignerFailed", err)
+			return failed(reason.SignFailed, err)
 		}
 	}
 	img, err := Assemble(ctx, in)
 	if err != nil {
-		return failed("AssembleFailed", err)
+		return failed(reason.BuildFailed, err)
 	}
 	d, err := img.Digest()
 	if err != nil {
-		return failed("AssembleFailed", err)
+		return failed(reason.BuildFailed, err)
 	}
 	push := registry.Request{Image: req.Image, TLS: req.RegistryTLS}
 	if b.Push != nil {
 		if push, err = b.Push(ctx, req); err != nil {
-			return failed("PushFailed", err)
+			return failed(pushReason(err), err)
 		}
 	}
 	if res, err := b.Client.Verify(ctx, push); err == nil && res.Exists && res.Digest == d.String() {
@@ -198,10 +199,19 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	digest, err := b.Client.Push(ctx, push, img)
 	if err != nil {
 		st.Final = false
-		st.Phase, st.Reason, st.Message = builder.PhaseFailed, "PushFailed", err.Error()
+		st.Phase, st.Reason, st.Message = builder.PhaseFailed, pushReason(err), err.Error()
 		return st, err
 	}
 	log.Info("assembled and pushed", "image", req.Image, "digest", digest, "modules", len(mods))
 	st.Phase, st.Digest = builder.PhaseSucceeded, digest
 	return st, nil
+}
+
+// pushReason is the registry's reason for a failed push (Unauthorized,
+// TLSError, …), or BuildFailed when it gives none.
+func pushReason(err error) reason.Reason {
+	if r := reason.Of(err); r != "" {
+		return r
+	}
+	return reason.BuildFailed
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
@@ -82,7 +83,7 @@ func TestBuilderFromDirectory(t *testing.T) {
 	other.Kernel, _ = kernelmap.ParseKernel("6.1.0-99-amd64")
 	st, err = b.Sync(ctx, other)
 	assert.ErrorContains(t, err, "no prebuilt modules for kernel 6.1.0-99-amd64")
-	assert.Equal(t, "MissingModules", st.Reason)
+	assert.Equal(t, reason.BuildFailed, st.Reason)
 	assert.True(t, st.Final)
 }
 

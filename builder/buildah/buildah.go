@@ -35,6 +35,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // Options configure the buildah builder.
@@ -123,7 +124,7 @@ func New(o Options) *Builder {
 // Sync implements builder.Builder.
 func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status, error) {
 	if err := errors.Join(req.Validate(), req.ValidateDockerfile()); err != nil {
-		return builder.Status{Phase: builder.PhaseFailed, Final: true, Reason: "InvalidRequest", Message: err.Error()}, err
+		return builder.Status{Phase: builder.PhaseFailed, Final: true, Reason: reason.InvalidRequest, Message: err.Error()}, err
 	}
 	hash := req.Hash()
 	b.mu.Lock()
@@ -168,7 +169,7 @@ func (b *Builder) start(req builder.Request, hash string, attempt int) builder.S
 		}
 		j.done, j.finished = true, b.o.Now()
 		if err != nil {
-			j.status.Phase, j.status.Reason, j.status.Message, j.status.LogTail = builder.PhaseFailed, "BuildFailed", err.Error(), logTail
+			j.status.Phase, j.status.Reason, j.status.Message, j.status.LogTail = builder.PhaseFailed, reason.BuildFailed, err.Error(), logTail
 			if attempt >= b.o.Retry.Attempts() {
 				j.status.Final = true
 				j.status.Message = fmt.Sprintf("%s (attempt %d of %d; no more retries)", err, attempt, b.o.Retry.Attempts())

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // Builder is an in-memory builder.Builder, safe for concurrent use. Like
@@ -54,12 +55,13 @@ func (b *Builder) OnSucceed(f func(builder.Request)) {
 	b.onSucceed = f
 }
 
-// Fail makes builds of image fail with reason, message and log tail,
-// finally (no retries), until Recover.
-func (b *Builder) Fail(image, reason, message, logTail string) {
+// Fail makes builds of image fail with r (reason.BuildFailed,
+// reason.MissingSecret, …), message and log tail, finally (no retries),
+// until Recover.
+func (b *Builder) Fail(image string, r reason.Reason, message, logTail string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.fail[image] = builder.Status{Phase: builder.PhaseFailed, Reason: reason, Message: message, LogTail: logTail, Final: true}
+	b.fail[image] = builder.Status{Phase: builder.PhaseFailed, Reason: r, Message: message, LogTail: logTail, Final: true}
 }
 
 // Recover undoes Fail; the next Sync starts a new attempt.
@@ -85,7 +87,7 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 		return builder.Status{}, err
 	}
 	if err := req.Validate(); err != nil {
-		return builder.Status{Phase: builder.PhaseFailed, Final: true, Reason: "InvalidRequest", Message: err.Error()}, err
+		return builder.Status{Phase: builder.PhaseFailed, Final: true, Reason: reason.InvalidRequest, Message: err.Error()}, err
 	}
 	b.mu.Lock()
 	hash := req.Hash()

@@ -11,6 +11,7 @@ import (
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/fake"
 	"github.com/kmmkit/kmmkit/kernelmap"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 func req(image string) builder.Request {
@@ -33,12 +34,13 @@ func TestBuilder(t *testing.T) {
 	assert.Equal(t, []string{"r/nic:a"}, pushed, "the hook runs once")
 	assert.Len(t, b.Started(), 1, "idempotent while running")
 
-	b.Fail("r/nic:b", "BuildFailed", "make failed", "Error 2")
+	b.Fail("r/nic:b", reason.BuildFailed, "make failed", "Error 2")
 	st, err = b.Sync(ctx, req("r/nic:b"))
 	require.NoError(t, err)
 	assert.Equal(t, builder.PhaseFailed, st.Phase)
 	assert.True(t, st.Final)
 	assert.Equal(t, "Error 2", st.LogTail)
+	assert.Equal(t, reason.BuildFailed, st.Reason)
 	b.Recover("r/nic:b")
 	b.SetPasses(0)
 	st, err = b.Sync(ctx, req("r/nic:b"))

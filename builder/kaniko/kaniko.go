@@ -32,6 +32,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/internal/lifecycle"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // DefaultImage is the Kaniko executor image used when Options.Image is
@@ -81,7 +82,7 @@ func New(client kubernetes.Interface, o Options) *Builder {
 // Sync implements builder.Builder.
 func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status, error) {
 	if err := builder.FillSecretVersions(ctx, b.client, &req); err != nil {
-		return builder.Status{Phase: builder.PhaseFailed, Reason: "MissingSecret", Message: err.Error()}, err
+		return builder.Status{Phase: builder.PhaseFailed, Reason: reason.MissingSecret, Message: err.Error()}, err
 	}
 	return lifecycle.Sync(ctx, store{b}, req, lifecycle.Options{Retry: b.o.Retry, GCDelay: b.o.GCDelay, Now: b.o.Now, Log: b.o.Log})
 }
@@ -230,7 +231,7 @@ func object(p *corev1.Pod) lifecycle.Object {
 			o.Digest = strings.TrimSpace(term.Message)
 		}
 	case corev1.PodFailed:
-		o.Phase, o.Reason = builder.PhaseFailed, "BuildFailed"
+		o.Phase, o.Reason = builder.PhaseFailed, reason.BuildFailed
 		o.Message = fmt.Sprintf("build pod %s failed", p.Name)
 		if term != nil {
 			o.Message = fmt.Sprintf("build pod %s failed: kaniko exited with code %d (%s)", p.Name, term.ExitCode, term.Reason)

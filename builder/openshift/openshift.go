@@ -34,6 +34,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/internal/lifecycle"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // LabelBuildType is the label KMM's OpenShift edition puts on Builds (of
@@ -80,7 +81,7 @@ func New(client buildclient.Interface, o Options) *Builder {
 // Sync implements builder.Builder.
 func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status, error) {
 	if err := builder.FillSecretVersions(ctx, b.o.Secrets, &req); err != nil {
-		return builder.Status{Phase: builder.PhaseFailed, Reason: "MissingSecret", Message: err.Error()}, err
+		return builder.Status{Phase: builder.PhaseFailed, Reason: reason.MissingSecret, Message: err.Error()}, err
 	}
 	return lifecycle.Sync(ctx, store{b}, req, lifecycle.Options{Retry: b.o.Retry, GCDelay: b.o.GCDelay, Now: b.o.Now, Log: b.o.Log})
 }
@@ -177,7 +178,7 @@ func object(b *buildv1.Build) lifecycle.Object {
 		}
 	case buildv1.BuildPhaseFailed, buildv1.BuildPhaseError, buildv1.BuildPhaseCancelled:
 		o.Phase = builder.PhaseFailed
-		o.Reason = "Build" + string(b.Status.Phase)
+		o.Reason = reason.BuildFailed // the message names the phase: Failed, Error or Cancelled
 		o.Message = fmt.Sprintf("build %s: %s", b.Name, b.Status.Phase)
 		if b.Status.Reason != "" || b.Status.Message != "" {
 			o.Message += fmt.Sprintf(": %s %s", b.Status.Reason, b.Status.Message)

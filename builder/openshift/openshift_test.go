@@ -26,6 +26,7 @@ import (
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 type dtk map[string]string
@@ -126,7 +127,7 @@ func runOpenShift(t *testing.T, c buildclient.Interface, ns string) {
 	st, err = b.Sync(ctx, req)
 	require.NoError(t, err)
 	assert.Equal(t, builder.PhaseFailed, st.Phase)
-	assert.Equal(t, "BuildFailed", st.Reason)
+	assert.Equal(t, reason.BuildFailed, st.Reason)
 	assert.Contains(t, st.Message, "DockerBuildFailed")
 	assert.Equal(t, "make: *** [Makefile:5: modules] Error 2", st.LogTail)
 	assert.Equal(t, time.Minute, st.RequeueAfter)

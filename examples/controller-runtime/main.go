@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -67,6 +68,9 @@ func (r *NICDriverReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// Controller owner: controller-runtime's Owns() maps worker Pods back.
 		Owner: &metav1.OwnerReference{APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind, Name: d.Name, UID: d.UID, Controller: ptr.To(true)},
 		Ref:   &corev1.ObjectReference{APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind, Namespace: d.Namespace, Name: d.Name, UID: d.UID},
+		// No webhook guards the embedded spec: ReconcileSpec validates it
+		// and reports errors under this path (status condition Valid).
+		SpecPath: field.NewPath("spec", "module"),
 	})
 	if !equality.Semantic.DeepEqual(d.Status.Module, res.Status) {
 		d.Status.Module = res.Status

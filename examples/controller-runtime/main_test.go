@@ -11,6 +11,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -28,6 +29,7 @@ import (
 	"github.com/kmmkit/kmmkit/kmm"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
@@ -103,6 +105,37 @@ func TestOperator(t *testing.T) {
 		return cond != nil && cond.Status == metav1.ConditionTrue && got.Status.Module.ModuleLoader.AvailableNumber == 1, nil
 	})
 	require.NoError(t, err, "the NICDriver's status never showed the module loaded")
+
+	// No webhook guards the embedded spec, so the API server stores an
+	// invalid one; kmmkit refuses it, naming the operator's own field, and
+	// creates no worker.
+	bad := &api.NICDriver{ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: ns}, Spec: api.NICDriverSpec{Module: v1beta1.ModuleSpec{
+		Selector: map[string]string{"example": run},
+		ModuleLoader: &v1beta1.ModuleLoaderSpec{Container: v1beta1.ModuleLoaderContainerSpec{
+			RegistryTLS:    v1beta1.TLSOptions{Insecure: true},
+			KernelMappings: []v1beta1.KernelMapping{{Literal: kver, ContainerImage: image}},
+		}},
+	}}}
+	require.NoError(t, c.Create(ctx, bad))
+	var valid *metav1.Condition
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		var got api.NICDriver
+		if err := c.Get(ctx, client.ObjectKeyFromObject(bad), &got); err != nil {
+			return false, nil
+		}
+		valid = meta.FindStatusCondition(got.Status.Module.Conditions, kmm.ConditionValid)
+		return valid != nil, nil
+	})
+	require.NoError(t, err, "the invalid NICDriver got no Valid condition")
+	require.Equal(t, metav1.ConditionFalse, valid.Status)
+	require.Equal(t, string(reason.InvalidSpec), valid.Reason)
+	require.Contains(t, valid.Message, "spec.module.moduleLoader.container.modprobe.")
+	_, err = cs.CoreV1().Pods(ns).Get(ctx, loader.WorkerPodName(node, "bad"), metav1.GetOptions{})
+	require.True(t, apierrors.IsNotFound(err), "no worker Pod for the invalid NICDriver: %v", err)
+	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.NotContains(t, n.Labels, loader.ReadyLabel(ns, "bad"))
+	require.NoError(t, c.Delete(ctx, bad))
 
 	require.NoError(t, c.Delete(ctx, d))
 	kubeletRuns("Unload")

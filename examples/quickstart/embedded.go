@@ -30,6 +30,7 @@ import (
 	"github.com/kmmkit/kmmkit/kmm"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
@@ -226,7 +227,10 @@ func printModule(out io.Writer, m *v1beta1.Module, nodeList []corev1.Node, built
 		if len(d) > 19 {
 			d = d[:19] + "…"
 		}
-		state := k.State
+		state := string(k.State)
+		if k.Reason != "" && string(k.Reason) != state && k.Reason != reason.ImageReady {
+			state += " (" + string(k.Reason) + ")"
+		}
 		if k.Message != "" {
 			state += ": " + k.Message
 		}

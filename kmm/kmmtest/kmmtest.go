@@ -3,6 +3,13 @@
 // with nodes of given kernels, a scriptable registry, builder, signer and
 // node loader — and helpers to create Modules, reconcile them to a steady
 // state and read what happened. Nothing touches a cluster or the network.
+//
+// Every failure a user meets can be scripted, with the reason the real
+// component reports: a registry that refuses credentials, fails TLS or is
+// unreachable (FailImage), a build that fails (Builder.Fail), signing
+// that fails (Signer.Fail), a worker that fails on one node
+// (Loader.Fail), a loader that cannot sync at all (Loader.FailSync).
+// Writes lists what a pass wrote to the cluster.
 package kmmtest
 
 import (
@@ -14,11 +21,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynfake "k8s.io/client-go/dynamic/fake"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/kmmkit/kmmkit/builder"
@@ -27,6 +36,7 @@ import (
 	"github.com/kmmkit/kmmkit/kmm"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	loaderfake "github.com/kmmkit/kmmkit/loader/fake"
+	"github.com/kmmkit/kmmkit/reason"
 	registryfake "github.com/kmmkit/kmmkit/registry/fake"
 )
 
@@ -173,6 +183,75 @@ func (h *Harness) ReconcileUntilStable(ctx context.Context, ns, name string, max
 		}
 	}
 	return res, fmt.Errorf("module %s/%s not stable after %d passes (requeue %s)", ns, name, max, res.RequeueAfter)
+}
+
+// RegistryError is a registry failure that carries a reason, as the
+// registry package's errors do (it implements reason.Carrier). Script it
+// with FailImage, or Registry.SetError for other errors.
+type RegistryError struct {
+	// Reason is what the registry answered: reason.Unauthorized,
+	// reason.TLSError, reason.RegistryUnavailable, reason.RegistryError, …
+	Reason reason.Reason
+	// Image is the image that was checked.
+	Image string
+	// Detail says more (which pull secret, which certificate).
+	Detail string
+}
+
+// Error implements error.
+func (e *RegistryError) Error() string {
+	msg := e.Image + ": " + string(e.Reason)
+	if e.Detail != "" {
+		msg += " (" + e.Detail + ")"
+	}
+	return msg
+}
+
+// ReasonOf implements reason.Carrier.
+func (e *RegistryError) ReasonOf() reason.Reason { return e.Reason }
+
+// FailImage makes every registry check of image fail with r and detail,
+// until Registry.SetExists or SetMissing is called for it.
+func (h *Harness) FailImage(image string, r reason.Reason, detail string) {
+	h.Registry.SetError(image, &RegistryError{Reason: r, Image: image, Detail: detail})
+}
+
+// Writes returns every write made so far through Clientset and Dynamic,
+// in order, as "verb resource namespace/name" ("update modules/status
+// drivers/nic", say): compare it before and after a pass to prove what
+// the pass changed.
+func (h *Harness) Writes() []string {
+	var out []string
+	for _, acts := range [][]k8stesting.Action{h.Clientset.Actions(), h.Dynamic.Actions()} {
+		for _, a := range acts {
+			switch a.GetVerb() {
+			case "create", "update", "patch", "delete", "delete-collection":
+			default:
+				continue
+			}
+			res := a.GetResource().Resource
+			if sub := a.GetSubresource(); sub != "" {
+				res += "/" + sub
+			}
+			name := ""
+			switch a := a.(type) {
+			case k8stesting.CreateAction:
+				if o, err := meta.Accessor(a.GetObject()); err == nil {
+					name = o.GetName()
+				}
+			case k8stesting.UpdateAction:
+				if o, err := meta.Accessor(a.GetObject()); err == nil {
+					name = o.GetName()
+				}
+			case k8stesting.PatchAction:
+				name = a.GetName()
+			case k8stesting.DeleteAction:
+				name = a.GetName()
+			}
+			out = append(out, fmt.Sprintf("%s %s %s/%s", a.GetVerb(), res, a.GetNamespace(), name))
+		}
+	}
+	return out
 }
 
 // Events returns the events emitted so far ("Type Reason message").

@@ -3,6 +3,8 @@ package v1beta1
 import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // Module describes an out-of-tree kernel module: which image holds it for
@@ -89,15 +91,16 @@ type ModuleStatus struct {
 	// +optional
 	ImageRebuildTriggerGeneration *int `json:"imageRebuildTriggerGeneration,omitempty"`
 
-	// Conditions (a kmmkit addition; KMM has none): ImagesReady, Loaded
-	// and Degraded, with reasons a user can act on.
+	// Conditions (a kmmkit addition; KMM has none): Valid, ImagesReady,
+	// Loaded and Degraded, with reasons of package
+	// github.com/kmmkit/kmmkit/reason a user can act on.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
 	// Kernels (a kmmkit addition) summarises every kernel of the targeted
-	// nodes: its image, the image's state and build, and its nodes.
+	// nodes: its image, the image's state, reason and build, and its nodes.
 	// +optional
 	Kernels []KernelStatus `json:"kernels,omitempty"`
 }
@@ -108,9 +111,17 @@ type KernelStatus struct {
 	Kernel string `json:"kernel"`
 	// Image is the kmod image the kernel maps to ("" when none does).
 	Image string `json:"image,omitempty"`
-	// State is the image's state: Ready, Missing, Building, BuildFailed,
-	// Signing, SignFailed, CheckFailed or NoMapping.
-	State string `json:"state"`
+	// State is where the kernel's image stands: Ready, Building,
+	// Missing, BuildFailed, SignFailed, CheckFailed, NoMapping or
+	// MappingFailed (see KernelState).
+	State KernelState `json:"state"`
+	// Reason says why, as a constant of package
+	// github.com/kmmkit/kmmkit/reason: ImageReady, or the cause of a
+	// state that needs attention (Unauthorized, TLSError,
+	// RegistryUnavailable, ImageNotFound, NoBuilder, BuildFailed,
+	// MissingSecret, SignFailed, NoMapping, …). A kmmkit addition.
+	// +optional
+	Reason reason.Reason `json:"reason,omitempty"`
 	// Digest is the image's digest when it is ready.
 	// +optional
 	Digest string `json:"digest,omitempty"`
@@ -124,18 +135,61 @@ type KernelStatus struct {
 	Message string `json:"message,omitempty"`
 }
 
-// DaemonSetStatus counts nodes the way KMM reports them.
+// KernelState is where the image of one kernel stands, in
+// KernelStatus.State. Its values are exactly:
+//
+//   - Ready: the image exists; the module loads from it.
+//   - Building: a build is running (or its image is not in the registry
+//     yet).
+//   - Missing: the image does not exist and cannot be made (no build or
+//     sign is defined, or no builder was given).
+//   - BuildFailed: the build, or preparing it, failed.
+//   - SignFailed: signing the image failed.
+//   - CheckFailed: the registry could not say whether the image exists
+//     (credentials, TLS, an unreachable registry).
+//   - NoMapping: no kernel mapping matches the kernel.
+//   - MappingFailed: a mapping matched but could not be resolved.
+//
+// Every state but Ready and Building leaves the kernel's nodes without the
+// module and is reported by the Degraded condition; KernelStatus.Reason
+// says why.
+type KernelState string
+
+// The kernel states, as listed in KernelState's doc.
+const (
+	KernelStateReady         KernelState = "Ready"
+	KernelStateBuilding      KernelState = "Building"
+	KernelStateMissing       KernelState = "Missing"
+	KernelStateBuildFailed   KernelState = "BuildFailed"
+	KernelStateSignFailed    KernelState = "SignFailed"
+	KernelStateCheckFailed   KernelState = "CheckFailed"
+	KernelStateNoMapping     KernelState = "NoMapping"
+	KernelStateMappingFailed KernelState = "MappingFailed"
+)
+
+// DaemonSetStatus counts nodes with KMM's fields.
+//
+// For the module loader, kmmkit counts every selected node as desired:
+// DesiredNumber equals NodesMatchingSelectorNumber, and a selected node
+// whose kernel no mapping matches, whose image is missing, cannot be
+// checked or built, or whose worker fails is desired and not available.
+// KMM counts as desired only the nodes it has already handed an image to
+// (NodeModulesConfig entries), so a node it cannot serve silently drops
+// out of both numbers; here AvailableNumber < DesiredNumber says that
+// some selected node has no driver, and the Degraded condition names it.
 type DaemonSetStatus struct {
 	// NodesMatchingSelectorNumber is the number of schedulable nodes that
 	// match the selector.
 	// +optional
 	NodesMatchingSelectorNumber int32 `json:"nodesMatchingSelectorNumber,omitempty"`
 
-	// DesiredNumber is the number of nodes that should run the module.
+	// DesiredNumber is the number of nodes that should run the module:
+	// for the module loader, every schedulable node the selector matches.
 	// +optional
 	DesiredNumber int32 `json:"desiredNumber,omitempty"`
 
-	// AvailableNumber is the number of nodes that run the module as desired.
+	// AvailableNumber is the number of desired nodes that run the module
+	// as the spec asks.
 	// +optional
 	AvailableNumber int32 `json:"availableNumber,omitempty"`
 }

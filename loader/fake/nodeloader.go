@@ -12,6 +12,7 @@ import (
 	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // NodeLoader is an in-memory loader.NodeLoader. Sync loads and unloads at
@@ -26,6 +27,7 @@ type NodeLoader struct {
 	delay    int
 	history  []string
 	syncs    int
+	syncErr  error
 }
 
 // nodeModule is one owner on one node; owner is the owner's node
@@ -61,18 +63,28 @@ func (f *NodeLoader) SetDelay(passes int) {
 	f.delay = passes
 }
 
-// Fail makes loading KMM's Module ns/module on node fail with reason and
-// message until Recover is called.
-func (f *NodeLoader) Fail(node, ns, module, reason, message string) {
-	f.FailFor(node, kmmOwner(ns, module), reason, message)
+// Fail makes loading KMM's Module ns/module on node fail with r
+// (reason.WorkerFailed, reason.WorkerImagePullFailed, …) and message until
+// Recover is called.
+func (f *NodeLoader) Fail(node, ns, module string, r reason.Reason, message string) {
+	f.FailFor(node, kmmOwner(ns, module), r, message)
 }
 
 // FailFor is Fail for an owner of any identity.
-func (f *NodeLoader) FailFor(node string, o identity.Owner, reason, message string) {
+func (f *NodeLoader) FailFor(node string, o identity.Owner, r reason.Reason, message string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failures[key(node, o)] = metav1.Condition{Type: loader.ConditionLoaded,
-		Status: metav1.ConditionFalse, Reason: reason, Message: message}
+		Status: metav1.ConditionFalse, Reason: string(r), Message: message}
+}
+
+// FailSync makes every Sync fail with err before it reports any node, as
+// a PodLoader does when the API server refuses to list worker Pods; nil
+// makes Sync work again. Nothing is loaded or unloaded while it fails.
+func (f *NodeLoader) FailSync(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.syncErr = err
 }
 
 // Recover undoes Fail.
@@ -145,6 +157,9 @@ func (f *NodeLoader) Sync(ctx context.Context, req loader.SyncRequest) ([]loader
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.syncs++
+	if f.syncErr != nil {
+		return nil, f.syncErr
+	}
 	known := map[string]bool{}
 	for _, n := range req.Nodes {
 		known[n.Name] = true
@@ -189,17 +204,17 @@ func (f *NodeLoader) Sync(ctx context.Context, req loader.SyncRequest) ([]loader
 func (f *NodeLoader) syncNode(k nodeModule, owner identity.Owner, want *loader.PodRequest) loader.NodeState {
 	st := loader.NodeState{Node: k.node}
 	obs := f.loaded[k]
-	set := func(p loader.Phase, status metav1.ConditionStatus, reason, msg string) {
+	set := func(p loader.Phase, status metav1.ConditionStatus, r reason.Reason, msg string) {
 		st.Phase = p
-		st.Condition = metav1.Condition{Type: loader.ConditionLoaded, Status: status, Reason: reason, Message: msg}
+		st.Condition = metav1.Condition{Type: loader.ConditionLoaded, Status: status, Reason: string(r), Message: msg}
 	}
 	if want != nil && obs != nil && equality.Semantic.DeepEqual(obs.Config, want.Config) {
 		st.Observed = obs
-		set(loader.PhaseLoaded, metav1.ConditionTrue, loader.ReasonLoaded, "loaded")
+		set(loader.PhaseLoaded, metav1.ConditionTrue, reason.Loaded, "loaded")
 		return st
 	}
 	if want == nil && obs == nil {
-		set(loader.PhaseUnloaded, metav1.ConditionFalse, loader.ReasonUnloaded, "not loaded")
+		set(loader.PhaseUnloaded, metav1.ConditionFalse, reason.Unloaded, "not loaded")
 		return st
 	}
 	if c, ok := f.failures[k]; ok && want != nil {
@@ -210,9 +225,9 @@ func (f *NodeLoader) syncNode(k nodeModule, owner identity.Owner, want *loader.P
 		f.pending[k]++
 		st.Observed = obs
 		if want == nil {
-			set(loader.PhaseUnloading, metav1.ConditionFalse, loader.ReasonUnloading, "unloading")
+			set(loader.PhaseUnloading, metav1.ConditionFalse, reason.Unloading, "unloading")
 		} else {
-			set(loader.PhaseLoading, metav1.ConditionFalse, loader.ReasonLoading, "loading")
+			set(loader.PhaseLoading, metav1.ConditionFalse, reason.Loading, "loading")
 		}
 		return st
 	}
@@ -222,7 +237,7 @@ func (f *NodeLoader) syncNode(k nodeModule, owner identity.Owner, want *loader.P
 		delete(f.loaded, k)
 	}
 	if want == nil {
-		set(loader.PhaseUnloaded, metav1.ConditionFalse, loader.ReasonUnloaded, "unloaded")
+		set(loader.PhaseUnloaded, metav1.ConditionFalse, reason.Unloaded, "unloaded")
 		return st
 	}
 	obs = &loader.Observed{Config: *want.Config.DeepCopy(), Version: want.ModuleVersion,
@@ -230,6 +245,6 @@ func (f *NodeLoader) syncNode(k nodeModule, owner identity.Owner, want *loader.P
 	f.loaded[k] = obs
 	f.history = append(f.history, fmt.Sprintf("load %s on %s (%s)", what(owner), k.node, want.Config.ContainerImage))
 	st.Observed = obs
-	set(loader.PhaseLoaded, metav1.ConditionTrue, loader.ReasonLoaded, "loaded")
+	set(loader.PhaseLoaded, metav1.ConditionTrue, reason.Loaded, "loaded")
 	return st
 }

@@ -2,6 +2,7 @@ package fake_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
 	"github.com/kmmkit/kmmkit/loader/fake"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 func nodes(names ...string) []*corev1.Node {
@@ -38,14 +40,20 @@ func TestNodeLoader(t *testing.T) {
 	st, err := f.Sync(ctx, req)
 	require.NoError(t, err)
 	assert.Equal(t, loader.PhaseLoading, st[0].Phase, "a delay of one pass")
-	f.Fail("b", "drivers", "nic", loader.ReasonImagePull, "no such image")
+	f.Fail("b", "drivers", "nic", reason.WorkerImagePullFailed, "no such image")
 	st, err = f.Sync(ctx, req)
 	require.NoError(t, err)
 	assert.Equal(t, loader.PhaseLoaded, st[0].Phase)
 	assert.Equal(t, loader.PhaseFailed, st[1].Phase)
-	assert.Equal(t, loader.ReasonImagePull, st[1].Condition.Reason)
+	assert.Equal(t, string(reason.WorkerImagePullFailed), st[1].Condition.Reason)
 	f.Recover("b", "drivers", "nic")
 	f.SetDelay(0)
+	f.FailSync(errors.New("listing worker pods: the server is unavailable"))
+	st, err = f.Sync(ctx, req)
+	require.EqualError(t, err, "listing worker pods: the server is unavailable")
+	assert.Empty(t, st)
+	assert.Len(t, f.LoadedOn("drivers", "nic"), 1, "nothing changes while Sync fails")
+	f.FailSync(nil)
 	_, err = f.Sync(ctx, req)
 	require.NoError(t, err)
 	assert.Len(t, f.LoadedOn("drivers", "nic"), 2)

@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // Object is a build object as the life cycle sees it.
@@ -26,7 +27,7 @@ type Object struct {
 	Finished time.Time
 	Deleting bool
 	Digest   string
-	Reason   string
+	Reason   reason.Reason
 	Message  string
 	LogTail  string
 }
@@ -66,7 +67,7 @@ func Sync(ctx context.Context, s Store, req builder.Request, o Options) (builder
 		o.Now = time.Now
 	}
 	if err := errors.Join(req.Validate(), req.ValidateDockerfile()); err != nil {
-		return builder.Status{Phase: builder.PhaseFailed, Final: true, Reason: "InvalidRequest", Message: err.Error()}, err
+		return builder.Status{Phase: builder.PhaseFailed, Final: true, Reason: reason.InvalidRequest, Message: err.Error()}, err
 	}
 	hash := req.Hash()
 	objs, err := s.List(ctx, req)
