@@ -98,7 +98,8 @@ func Detect(data []byte) Compression {
 // never past MaxSize, and no size a header declares is allocated before it
 // is checked against the limits. One decompression holds at most MaxSize
 // of output (on Linux; elsewhere 1.5×MaxSize while its buffer last
-// doubles) and MaxWindow of decoder history; a header declaring more than
+// doubles), plus up to 128 MiB of heap the output used while it grew to
+// 64 MiB, and MaxWindow of decoder history; a header declaring more than
 // the limits is refused before any of it is allocated. Decompress and
 // ReadFile return heap memory, so they also copy the output once. It is safe for concurrent use; share one per run.
 type Decompressor struct {
@@ -312,11 +313,13 @@ func parseZstdFrameHeader(data []byte) (zstdFrameHeader, bool) {
 	return h, true
 }
 
-// heapOutput is the largest output kept on the Go heap while it grows;
-// past it the buffer is an anonymous mapping, returned to the system the
-// moment it is replaced or released. (The heap never gives address space
-// back, so doubling heap buffers would leave every generation reserved.)
-const heapOutput = 4 << 20
+// heapOutput is the largest output kept on the Go heap while it grows (a
+// Parser reuses it for the next module, which keeps the collector's work
+// as it was before the limits); past it the buffer is an anonymous
+// mapping, returned to the system the moment it is replaced or released.
+// (The heap never gives address space back, so doubling heap buffers to
+// the limit would leave every generation reserved.)
+const heapOutput = 64 << 20
 
 // outBuffer is a decompression's output: on the heap while small, then
 // mapped.
@@ -374,14 +377,15 @@ func (o *outBuffer) heapCopy() []byte {
 
 // readBounded reads r to its end into o, failing as soon as it yields
 // more than limit bytes. The buffer starts at a few times the compressed
-// size (inSize) and doubles as data arrives, never past limit+1 bytes, so
+// size (inSize), at most 1 MiB, and doubles as data arrives, never past
+// limit+1 bytes, so
 // memory follows what the stream really holds, not what it declares. Past
 // heapOutput the buffer is mapped and grows in place (mremap on Linux), so
 // it never holds more than limit+1 bytes.
 func readBounded(r io.Reader, o *outBuffer, limit, inSize int64) error {
 	o.b = o.b[:0]
 	if cap(o.b) == 0 {
-		o.b = make([]byte, 0, min(limit+1, max(4*inSize, 64<<10), heapOutput))
+		o.b = make([]byte, 0, min(limit+1, max(min(4*inSize, 1<<20), 64<<10)))
 	}
 	for {
 		if len(o.b) == cap(o.b) {
