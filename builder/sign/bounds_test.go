@@ -20,13 +20,6 @@ import (
 	"github.com/kmmkit/kmmkit/internal/bombtest"
 )
 
-type zeros struct{}
-
-func (zeros) Read(p []byte) (int, error) {
-	clear(p)
-	return len(p), nil
-}
-
 // zeroLayerImage is an image of one gzip layer holding, for each name, a
 // file of that many zero bytes: a few hundred KiB for a GiB.
 func zeroLayerImage(t *testing.T, files map[string]int64) *bytes.Reader {
@@ -37,7 +30,7 @@ func zeroLayerImage(t *testing.T, files map[string]int64) *bytes.Reader {
 	tw := tar.NewWriter(gw)
 	for name, size := range files {
 		require.NoError(t, tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644}))
-		_, err := io.Copy(tw, io.LimitReader(zeros{}, size))
+		_, err := io.Copy(tw, io.LimitReader(bombtest.Zeros{}, size))
 		require.NoError(t, err)
 	}
 	require.NoError(t, tw.Close())
@@ -91,7 +84,7 @@ func TestSignImageBombs(t *testing.T) {
 	h, err := tr.Next()
 	require.NoError(t, err)
 	assert.Equal(t, "opt/lib/modules/k/big.ko", h.Name)
-	sig, err := signer.SignatureFrom(io.LimitReader(zeros{}, size))
+	sig, err := signer.SignatureFrom(io.LimitReader(bombtest.Zeros{}, size))
 	require.NoError(t, err)
 	tail := signfile.Appendix(sig)
 	assert.Equal(t, int64(size+len(tail)), h.Size)

@@ -20,7 +20,6 @@ import (
 // allocated returns the bytes fn allocates on the heap.
 func allocated(fn func()) uint64 {
 	var before, after runtime.MemStats
-	runtime.GC()
 	runtime.ReadMemStats(&before)
 	fn()
 	runtime.ReadMemStats(&after)

@@ -102,7 +102,7 @@ func XZZeros(n int64) []byte {
 	if err != nil {
 		panic(err)
 	}
-	io.Copy(w, io.LimitReader(zeros{}, n))
+	io.Copy(w, io.LimitReader(Zeros{}, n))
 	if err := w.Close(); err != nil {
 		panic(err)
 	}
@@ -113,14 +113,16 @@ func XZZeros(n int64) []byte {
 func GzipZeros(n int64) []byte {
 	var b bytes.Buffer
 	w, _ := gzip.NewWriterLevel(&b, gzip.BestSpeed)
-	io.Copy(w, io.LimitReader(zeros{}, n))
+	io.Copy(w, io.LimitReader(Zeros{}, n))
 	w.Close()
 	return b.Bytes()
 }
 
-type zeros struct{}
+// Zeros reads zero bytes forever.
+type Zeros struct{}
 
-func (zeros) Read(p []byte) (int, error) {
+// Read fills p with zeros.
+func (Zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
