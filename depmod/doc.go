@@ -16,9 +16,19 @@
 // Like kmod, a module that cannot be read keeps its modules.dep line with
 // no dependencies and the run goes on, and a dependency cycle fails the
 // run with kmod's messages (without kmod 30's hang on some cycles). Unlike
-// kmod, every output is computed before any file is written, and each is
-// written to a temporary file and renamed, so a failed run leaves the
-// previous files untouched.
+// kmod, every output is computed before any file is written, and the ten
+// are replaced as a set: all are written to temporary files first, so a
+// full disk or a blocked path replaces none, and if one of the ten renames
+// fails, the files already renamed are put back from copies kept until
+// the end; if putting one back fails too, the error names each file that
+// is new and where its previous content is kept.
+//
+// Memory is bounded whatever the modules hold: a module file over
+// [github.com/kmmkit/kmmkit/depmod/modfile.DefaultMaxSize] (512 MiB), on disk or decompressed, is refused,
+// and so is a zstd window or xz dictionary over [github.com/kmmkit/kmmkit/depmod/modfile.DefaultMaxWindow]
+// (128 MiB), before anything it declares is allocated; a refused module is
+// reported like any unreadable one. Each of the Workers goroutines holds at
+// most one module's output at a time.
 //
 // Subpackages: [github.com/kmmkit/kmmkit/depmod/index] reads and writes the
 // binary indexes (and answers modprobe's lookups);

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -401,19 +400,19 @@ func (r *fieldReader) skipRecord() {
 	}
 }
 
-// writeOutputs writes each file to a temporary name in dir and renames it
-// into place, so no reader ever sees a partial file. Everything was
-// computed before, so a failed run leaves the previous files as they were.
+// writeOutputs replaces the files in dir as one set: all are written to
+// temporaries first, so a failure there (a full disk) replaces none; then
+// they are renamed, and a failed rename puts back the ones already
+// renamed (see atomicfile.WriteFiles).
 func writeOutputs(dir string, outs []output, create bool) error {
 	if create {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
 	}
-	for _, o := range outs {
-		if err := atomicfile.WriteFile(filepath.Join(dir, o.name), o.data, 0o644); err != nil {
-			return err
-		}
+	files := make([]atomicfile.File, len(outs))
+	for i, o := range outs {
+		files[i] = atomicfile.File{Name: o.name, Data: o.data, Perm: 0o644}
 	}
-	return nil
+	return atomicfile.WriteFiles(dir, files)
 }

@@ -13,12 +13,12 @@ package sign
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"crypto"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"sort"
 	"strings"
@@ -35,6 +35,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kmmkit/kmmkit/builder/signfile"
+	"github.com/kmmkit/kmmkit/depmod/modfile"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/registry"
 )
@@ -110,6 +111,7 @@ func (s *Signer) Sign(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("sign: %s: %w", req.From.Image, err)
 	}
+	defer signed.Close()
 	digest, err := s.client.Push(ctx, req.To, signed.Image)
 	if err != nil {
 		return Result{}, fmt.Errorf("sign: pushing %s: %w", req.To.Image, err)
@@ -118,16 +120,42 @@ func (s *Signer) Sign(ctx context.Context, req Request) (Result, error) {
 	return Result{Digest: digest, Signed: signed.Paths}, nil
 }
 
-// Signed is an image with signed modules.
+// MaxModuleSize is the largest file SignImage signs, as its tar header
+// gives it: the limit depmod and the loader apply to a module
+// (modfile.DefaultMaxSize).
+const MaxModuleSize = modfile.DefaultMaxSize
+
+// Signed is an image with signed modules. The signed files are kept in a
+// temporary directory until Close.
 type Signed struct {
 	Image v1.Image
 	Paths []string
+	dir   string
+}
+
+// Close removes the signed files; Image cannot be read after it.
+func (s Signed) Close() error {
+	if s.dir == "" {
+		return nil
+	}
+	return os.RemoveAll(s.dir)
+}
+
+// spooled is a signed module kept on disk.
+type spooled struct {
+	hdr  tar.Header
+	path string
 }
 
 // SignImage signs the files of img that match globs and returns img with
 // one more layer that holds the signed files. A glob that matches no file
-// is an error naming it, as in KMM (whose sign pod fails then).
-func SignImage(img v1.Image, globs []string, signer *signfile.Signer) (Signed, error) {
+// is an error naming it, as in KMM (whose sign pod fails then). Memory
+// stays flat whatever the image holds: each module is streamed from the
+// image through the hash into a temporary file (so the disk holds the
+// signed modules once), a module over MaxModuleSize is refused by its
+// header before it is read, and the layer is streamed from those files
+// each time it is read. Call Close on the result when done with it.
+func SignImage(img v1.Image, globs []string, signer *signfile.Signer) (_ Signed, err error) {
 	for _, g := range globs {
 		if !path.IsAbs(g) {
 			return Signed{}, fmt.Errorf("filesToSign entry %q is not an absolute path", g)
@@ -136,15 +164,20 @@ func SignImage(img v1.Image, globs []string, signer *signfile.Signer) (Signed, e
 			return Signed{}, fmt.Errorf("filesToSign entry %q: %w", g, err)
 		}
 	}
+	dir, err := os.MkdirTemp("", "kmmkit-sign")
+	if err != nil {
+		return Signed{}, err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
 	rc := mutate.Extract(img)
 	defer rc.Close()
 	tr := tar.NewReader(rc)
 	matched := make([]bool, len(globs))
-	type file struct {
-		hdr  tar.Header
-		data []byte
-	}
-	var files []file
+	var files []spooled
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -166,17 +199,23 @@ func SignImage(img v1.Image, globs []string, signer *signfile.Signer) (Signed, e
 		if !hit {
 			continue
 		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			return Signed{}, fmt.Errorf("reading %s: %w", p, err)
+		if hdr.Size > MaxModuleSize {
+			return Signed{}, fmt.Errorf("signing %s: %d bytes, over the limit of %d bytes for a module", p, hdr.Size, int64(MaxModuleSize))
 		}
-		out, err := signer.Sign(data)
+		f, err := os.CreateTemp(dir, "module")
+		if err != nil {
+			return Signed{}, err
+		}
+		n, err := signer.SignTo(f, tr)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
 		if err != nil {
 			return Signed{}, fmt.Errorf("signing %s: %w", p, err)
 		}
 		h := *hdr
-		h.Name, h.Size = strings.TrimPrefix(p, "/"), int64(len(out))
-		files = append(files, file{h, out})
+		h.Name, h.Size = strings.TrimPrefix(p, "/"), n
+		files = append(files, spooled{hdr: h, path: f.Name()})
 	}
 	for i, g := range globs {
 		if !matched[i] {
@@ -184,29 +223,19 @@ func SignImage(img v1.Image, globs []string, signer *signfile.Signer) (Signed, e
 		}
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].hdr.Name < files[j].hdr.Name })
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
 	var paths []string
 	for _, f := range files {
-		h := &tar.Header{Typeflag: tar.TypeReg, Name: f.hdr.Name, Size: f.hdr.Size, Mode: f.hdr.Mode,
-			Uid: f.hdr.Uid, Gid: f.hdr.Gid, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
-		if err := tw.WriteHeader(h); err != nil {
-			return Signed{}, err
-		}
-		if _, err := tw.Write(f.data); err != nil {
-			return Signed{}, err
-		}
 		paths = append(paths, "/"+f.hdr.Name)
 	}
-	if err := tw.Close(); err != nil {
-		return Signed{}, err
-	}
-	data := buf.Bytes()
 	mt := types.DockerLayer
 	if m, err := img.MediaType(); err == nil && m == types.OCIManifestSchema1 {
 		mt = types.OCILayer
 	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }, tarball.WithMediaType(mt))
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(writeLayer(pw, files)) }()
+		return pr, nil
+	}, tarball.WithMediaType(mt))
 	if err != nil {
 		return Signed{}, err
 	}
@@ -217,7 +246,29 @@ func SignImage(img v1.Image, globs []string, signer *signfile.Signer) (Signed, e
 	if err != nil {
 		return Signed{}, err
 	}
-	return Signed{Image: out, Paths: paths}, nil
+	return Signed{Image: out, Paths: paths, dir: dir}, nil
+}
+
+// writeLayer writes the tar of the signed modules from their files.
+func writeLayer(w io.Writer, files []spooled) error {
+	tw := tar.NewWriter(w)
+	for _, f := range files {
+		h := &tar.Header{Typeflag: tar.TypeReg, Name: f.hdr.Name, Size: f.hdr.Size, Mode: f.hdr.Mode,
+			Uid: f.hdr.Uid, Gid: f.hdr.Gid, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		src, err := os.Open(f.path)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(tw, src)
+		src.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return tw.Close()
 }
 
 // IntermediateTag returns where a build that is still to be signed pushes

@@ -19,6 +19,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 
@@ -223,9 +224,21 @@ type contentInfo struct {
 // makes it: no signed attributes, no certificates, the signer named by
 // issuer and serial number.
 func (s *Signer) Signature(module []byte) ([]byte, error) {
+	return s.SignatureFrom(bytes.NewReader(module))
+}
+
+// SignatureFrom is Signature for a module read from r to its end. The
+// module is only hashed, never held: the signature needs its digest alone.
+func (s *Signer) SignatureFrom(r io.Reader) ([]byte, error) {
 	h := s.hash.New()
-	h.Write(module)
-	digest := h.Sum(nil)
+	if _, err := io.Copy(h, r); err != nil {
+		return nil, fmt.Errorf("reading the module: %w", err)
+	}
+	return s.signDigest(h.Sum(nil))
+}
+
+// signDigest makes the PKCS#7 signature of a module's digest.
+func (s *Signer) signDigest(digest []byte) ([]byte, error) {
 	sig, err := s.key.Sign(rand.Reader, digest, s.hash)
 	if err != nil {
 		return nil, fmt.Errorf("signing: %w", err)
@@ -263,33 +276,65 @@ func (s *Signer) Sign(module []byte) ([]byte, error) {
 	}
 	out := make([]byte, 0, len(module)+len(sig)+12+len(Marker))
 	out = append(out, module...)
+	return append(out, Appendix(sig)...), nil
+}
+
+// Appendix is what sign-file appends to a module after signing it: the
+// signature, the module_signature trailer naming it PKCS#7 with its
+// length, and the marker.
+func Appendix(sig []byte) []byte {
+	out := make([]byte, 0, len(sig)+12+len(Marker))
 	out = append(out, sig...)
 	var trailer [12]byte
 	trailer[2] = pkeyIDPKCS7
 	binary.BigEndian.PutUint32(trailer[8:], uint32(len(sig)))
 	out = append(out, trailer[:]...)
-	return append(out, Marker...), nil
+	return append(out, Marker...)
+}
+
+// SignTo copies the module read from r to w and appends its signature,
+// trailer and marker, hashing the module as it passes: the output is
+// Sign's, in constant memory whatever the module's size. It returns the
+// bytes written.
+func (s *Signer) SignTo(w io.Writer, r io.Reader) (int64, error) {
+	h := s.hash.New()
+	n, err := io.Copy(io.MultiWriter(w, h), r)
+	if err != nil {
+		return n, fmt.Errorf("copying the module: %w", err)
+	}
+	sig, err := s.signDigest(h.Sum(nil))
+	if err != nil {
+		return n, err
+	}
+	m, err := w.Write(Appendix(sig))
+	return n + int64(m), err
 }
 
 // SignFile signs the module at path, writing dest (path itself when dest
-// is "") through a temporary file and a rename.
+// is "") through a temporary file and a rename. The module is streamed,
+// never read whole.
 func (s *Signer) SignFile(path, dest string) error {
-	module, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	signed, err := s.Sign(module)
+	defer f.Close()
+	st, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s: not a regular file", path)
 	}
 	if dest == "" {
 		dest = path
 	}
-	mode := os.FileMode(0o644)
-	if st, err := os.Stat(path); err == nil {
-		mode = st.Mode().Perm()
-	}
-	return atomicfile.WriteFile(dest, signed, mode)
+	return atomicfile.Write(dest, st.Mode().Perm(), func(w io.Writer) error {
+		if _, err := s.SignTo(w, f); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return nil
+	})
 }
 
 // Signed reports whether module ends with a signature marker.

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kmmkit/kmmkit/internal/bombtest"
 	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 )
@@ -88,6 +89,17 @@ func TestByteIdenticalToSignFile(t *testing.T) {
 					require.NoError(t, err)
 					require.True(t, bytes.Equal(wantData, got), "%s %s %s %s: output differs from sign-file", kind, hashName, filepath.Ext(cert), name)
 					assert.Equal(t, data, Unsigned(got))
+					// The streaming paths write the same bytes.
+					ours := filepath.Join(dir, "ours.ko")
+					require.NoError(t, signer.SignFile(in, ours))
+					gotFile, err := os.ReadFile(ours)
+					require.NoError(t, err)
+					require.True(t, bytes.Equal(wantData, gotFile), "%s %s %s %s: SignFile differs from sign-file", kind, hashName, filepath.Ext(cert), name)
+					var buf bytes.Buffer
+					n, err := signer.SignTo(&buf, bytes.NewReader(data))
+					require.NoError(t, err)
+					assert.Equal(t, int64(len(wantData)), n)
+					require.True(t, bytes.Equal(wantData, buf.Bytes()), "SignTo differs from sign-file")
 				}
 			}
 		}
@@ -147,4 +159,50 @@ func TestSignerErrors(t *testing.T) {
 	st, _ := os.Stat(in)
 	assert.Equal(t, os.FileMode(0o640), st.Mode().Perm())
 	assert.Equal(t, []byte("x"), Unsigned([]byte("x")))
+}
+
+// TestSignFileStreams signs a 256 MiB module (a sparse file) and checks
+// that memory stays flat: the peak resident set grows by far less than the
+// module, since the module is hashed as it is copied, never held. The
+// output is the module followed by the signature of its digest.
+func TestSignFileStreams(t *testing.T) {
+	key, cert, _ := keyPair(t, "rsa:2048")
+	signer, err := LoadSigner(crypto.SHA256, key, cert)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "big.ko"), filepath.Join(dir, "big-signed.ko")
+	const size = 256 << 20
+	head := elftest.Module{Modinfo: []string{"license=GPL"}}.Bytes()
+	bombtest.Sparse(t, in, size, head)
+	rss, ok := bombtest.PeakRSS(func() { err = signer.SignFile(in, out) })
+	require.NoError(t, err)
+	if ok {
+		assert.Less(t, rss, uint64(32<<20), "peak RSS grew by %d bytes for a %d-byte module", rss, size)
+	}
+	f, err := os.Open(in)
+	require.NoError(t, err)
+	defer f.Close()
+	sig, err := signer.SignatureFrom(f)
+	require.NoError(t, err)
+	st, err := os.Stat(out)
+	require.NoError(t, err)
+	tail := Appendix(sig)
+	assert.Equal(t, int64(size+len(tail)), st.Size())
+	g, err := os.Open(out)
+	require.NoError(t, err)
+	defer g.Close()
+	got := make([]byte, len(tail))
+	_, err = g.ReadAt(got, size)
+	require.NoError(t, err)
+	assert.Equal(t, tail, got)
+	gotHead := make([]byte, len(head))
+	_, err = g.ReadAt(gotHead, 0)
+	require.NoError(t, err)
+	assert.Equal(t, head, gotHead)
+
+	// A source that cannot be signed leaves the destination untouched.
+	require.NoError(t, os.WriteFile(out, []byte("previous"), 0o644))
+	assert.ErrorContains(t, signer.SignFile(dir, out), "not a regular file")
+	prev, _ := os.ReadFile(out)
+	assert.Equal(t, "previous", string(prev))
 }

@@ -35,6 +35,11 @@ Options:
 	-o, --outdir=DIR     Write the output files under DIR/lib/modules/<version>
 	-F, --filesyms=FILE  Use FILE as the kernel symbol table (System.map)
 	-E, --symvers=FILE   Use Module.symvers for symbol versions
+
+Unlike kmod, the ten files are replaced together or not at all, and memory
+is bounded: a module over 512 MiB (on disk or decompressed), a zstd window
+or xz dictionary over 128 MiB is reported and skipped like any unreadable
+module, before anything it declares is allocated.
 `
 
 // depmodOption describes one flag: its short letter, long name and

@@ -7,9 +7,21 @@ package index
 // ranges and [:class:] names; "\" quotes the next character. An
 // unterminated "[" matches itself.
 func fnmatch(pattern, name string) bool {
+	var steps int
+	return fnmatchSteps(pattern, name, &steps, -1)
+}
+
+// fnmatchSteps is fnmatch, adding to *steps the characters it looked at,
+// bracket expressions counted by the length scanned. With limit >= 0 it
+// gives up (reporting no match) once *steps passes limit.
+func fnmatchSteps(pattern, name string, steps *int, limit int) bool {
 	p, n := 0, 0
 	starP, starN := -1, -1
 	for n < len(name) {
+		*steps++
+		if limit >= 0 && *steps > limit {
+			return false
+		}
 		if p < len(pattern) {
 			switch c := pattern[p]; c {
 			case '*':
@@ -26,7 +38,13 @@ func fnmatch(pattern, name string) bool {
 				n++
 				continue
 			case '[':
-				if ok, next, valid := matchBracket(pattern, p, name[n]); valid {
+				ok, next, valid := matchBracket(pattern, p, name[n])
+				if valid {
+					*steps += next - p
+				} else {
+					*steps += len(pattern) - p // scanned to the end
+				}
+				if valid {
 					if ok {
 						p, n = next, n+1
 						continue
@@ -60,6 +78,7 @@ func fnmatch(pattern, name string) bool {
 	}
 	for p < len(pattern) && pattern[p] == '*' {
 		p++
+		*steps++
 	}
 	return p == len(pattern)
 }

@@ -1,6 +1,7 @@
 package index
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -178,6 +179,10 @@ func TestReaderCorrupt(t *testing.T) {
 	}
 }
 
+// FuzzReader checks that no file makes a lookup panic, loop or run past
+// its budget, that every failure is ErrCorrupt, and that on a file Walk
+// can read (a true trie) Match returns exactly the values of the keys
+// fnmatch accepts, by priority.
 func FuzzReader(f *testing.F) {
 	var b Builder
 	for i, k := range []string{"pci:v*d*", "usb:v1234p*", "symbol:foo", "x", "", "[ab]c?"} {
@@ -186,15 +191,57 @@ func FuzzReader(f *testing.F) {
 	f.Add(b.Bytes(), "pci:v1d2")
 	f.Add(b.Bytes(), "usb:v1234p0")
 	f.Add([]byte{0xb0, 0x07, 0xf4, 0x57, 0, 2, 0, 1, 0, 0, 0, 12}, "")
+	f.Add(rawIndex([]rawNode{{first: '*', children: []int{1}}, {first: 'a', children: []int{1, 1}, values: []Value{{0, "v"}}}}), "aaaa")
 	f.Fuzz(func(t *testing.T, data []byte, query string) {
 		r, err := NewReader(data)
 		if err != nil {
 			return
 		}
-		_, _, _ = r.Lookup(query)
-		_, _ = r.Values(query)
-		_, _ = r.Match(query)
-		_ = r.Walk(func(string, []Value) error { return nil })
+		corrupt := func(err error) {
+			if err != nil && !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error without ErrCorrupt: %v", err)
+			}
+		}
+		_, _, err = r.Lookup(query)
+		corrupt(err)
+		_, err = r.Values(query)
+		corrupt(err)
+		got, steps, err := r.match(query)
+		corrupt(err)
+		if budget := MatchSteps(len(data), len(query)); steps > budget+2<<16+2 {
+			t.Fatalf("%d steps, budget %d", steps, budget)
+		}
+		for i := 1; i < len(got); i++ {
+			if got[i-1].Priority > got[i].Priority {
+				t.Fatalf("not sorted by priority: %v", got)
+			}
+		}
+		var want []string
+		plain := !containsAny(query, `*?[\`)
+		werr := r.Walk(func(k string, vals []Value) error {
+			if containsAny(k, `\`) {
+				plain = false
+			}
+			if fnmatch(k, query) {
+				for _, v := range vals {
+					want = append(want, v.Value)
+				}
+			}
+			return nil
+		})
+		corrupt(werr)
+		if werr != nil || err != nil || !plain {
+			return
+		}
+		var gotVals []string
+		for _, v := range got {
+			gotVals = append(gotVals, v.Value)
+		}
+		sort.Strings(want)
+		sort.Strings(gotVals)
+		if fmt.Sprint(want) != fmt.Sprint(gotVals) {
+			t.Fatalf("Match(%q) = %q, fnmatch over the keys gives %q", query, gotVals, want)
+		}
 	})
 }
 

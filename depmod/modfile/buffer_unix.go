@@ -2,7 +2,11 @@
 
 package modfile
 
-import "syscall"
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
 
 // bigBuffer is the size above which a module's buffer is mapped fresh from
 // the kernel rather than reused, so its untouched pages never become
@@ -16,26 +20,39 @@ type sparseBuffer struct {
 	mapped []byte
 }
 
-// get returns a buffer of size bytes.
-func (b *sparseBuffer) get(size int) []byte {
+// get returns a buffer of size bytes. A mapping the system refuses (an
+// address-space limit, say) is an error, never a fallback to the heap.
+func (b *sparseBuffer) get(size int) ([]byte, error) {
 	if size <= bigBuffer {
 		if cap(b.small) < size {
 			b.small = make([]byte, bigBuffer)
 		}
-		return b.small[:size]
+		return b.small[:size], nil
 	}
-	m, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	m, err := mapAnon(size)
 	if err != nil {
-		return make([]byte, size)
+		return nil, err
 	}
 	b.mapped = m
-	return m
+	return m, nil
 }
 
 // release returns the pages of a mapped buffer to the kernel.
 func (b *sparseBuffer) release() {
 	if b.mapped != nil {
-		syscall.Munmap(b.mapped)
+		unix.Munmap(b.mapped)
 		b.mapped = nil
 	}
 }
+
+// mapAnon maps n bytes of fresh memory.
+func mapAnon(n int) ([]byte, error) {
+	m, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("mapping %d bytes: %w", n, err)
+	}
+	return m, nil
+}
+
+// unmap releases memory from mapAnon.
+func unmap(b []byte) { unix.Munmap(b[:cap(b)]) }

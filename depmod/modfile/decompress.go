@@ -1,15 +1,18 @@
 package modfile
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"syscall"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+	"github.com/ulikunitz/xz/lzma"
 )
 
 // Compression is the format of a module file, told by its magic bytes.
@@ -28,9 +31,53 @@ func (c Compression) String() string {
 	return [...]string{"none", "zstd", "xz", "gzip"}[c]
 }
 
-// DefaultMaxSize bounds a decompressed module unless a Decompressor says
-// otherwise; the largest in-tree modules are a few tens of MiB.
-const DefaultMaxSize = 1 << 30
+// DefaultMaxSize bounds a module unless a Decompressor says otherwise: the
+// decompressed ELF bytes of a compressed module, and the size of any module
+// file on disk, compressed or not. The largest module of Debian 12's 6.1
+// kernel is 19 MiB (amdgpu); modules with full debug information are a
+// few hundred MiB at most.
+const DefaultMaxSize = 512 << 20
+
+// DefaultMaxWindow bounds the history a decoder keeps unless a
+// Decompressor says otherwise: the zstd window (or single-segment frame
+// size) and the xz (LZMA2) dictionary a file declares. It is the zstd
+// command's own default limit; xz's presets use at most 64 MiB, and the
+// kernel's build compresses modules with far smaller ones.
+const DefaultMaxWindow = 128 << 20
+
+// LimitError tells that a module file goes past one of a Decompressor's
+// limits. It wraps syscall.EFBIG.
+type LimitError struct {
+	// What names the quantity: "file size", "decompressed size",
+	// "window" (zstd), "frame size" (zstd) or "dictionary" (xz).
+	What string
+	// Size is what the file declares or holds, when known (else 0).
+	Size uint64
+	// Limit is the limit in bytes.
+	Limit int64
+}
+
+// Error says what went past which limit.
+func (e *LimitError) Error() string {
+	if e.Size > 0 {
+		return fmt.Sprintf("%s of %s is over the limit of %s", e.What, bytesString(e.Size), bytesString(uint64(e.Limit)))
+	}
+	return fmt.Sprintf("%s is over the limit of %s", e.What, bytesString(uint64(e.Limit)))
+}
+
+// bytesString writes n in bytes, with its size in MiB or GiB when large.
+func bytesString(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%d bytes (%.1f GiB)", n, float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%d bytes (%.1f MiB)", n, float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// Unwrap returns syscall.EFBIG.
+func (e *LimitError) Unwrap() error { return syscall.EFBIG }
 
 // Detect tells the format from the first bytes, as libkmod does: the
 // magic decides, not the file name.
@@ -46,28 +93,73 @@ func Detect(data []byte) Compression {
 	return None
 }
 
-// Decompressor decompresses module files in memory with pure Go decoders.
-// It is safe for concurrent use; share one per run.
+// Decompressor decompresses module files with pure Go decoders, in bounded
+// memory: decoders stream, output grows only as decoded bytes arrive and
+// never past MaxSize, and no size a header declares is allocated before it
+// is checked against the limits. One decompression holds at most MaxSize
+// of output (on Linux; elsewhere 1.5×MaxSize while its buffer last
+// doubles), plus up to 128 MiB of heap the output used while it grew to
+// 64 MiB, and MaxWindow of decoder history; a header declaring more than
+// the limits is refused before any of it is allocated. Decompress and
+// ReadFile return heap memory, so they also copy the output once. It is safe for concurrent use; share one per run.
 type Decompressor struct {
-	zstd    *zstd.Decoder
-	maxSize int64
+	maxSize   int64
+	maxWindow int64
+	zstd      sync.Pool // of *zstd.Decoder, one per concurrent decompression
+}
+
+// Option configures a Decompressor.
+type Option func(*Decompressor)
+
+// WithMaxWindow sets the largest zstd window and xz dictionary accepted
+// (0 means DefaultMaxWindow). It is never more than the Decompressor's
+// maximum size.
+func WithMaxWindow(n int64) Option {
+	return func(d *Decompressor) { d.maxWindow = n }
 }
 
 // NewDecompressor returns a Decompressor that refuses to produce more
-// than maxSize bytes from one file (0 means DefaultMaxSize).
-func NewDecompressor(maxSize int64) (*Decompressor, error) {
+// than maxSize bytes from one file, or to read a file larger than that
+// (0 means DefaultMaxSize).
+func NewDecompressor(maxSize int64, opts ...Option) (*Decompressor, error) {
 	if maxSize <= 0 {
 		maxSize = DefaultMaxSize
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(maxSize)), zstd.WithDecoderLowmem(true))
-	if err != nil {
+	d := &Decompressor{maxSize: maxSize}
+	for _, o := range opts {
+		o(d)
+	}
+	if d.maxWindow <= 0 {
+		d.maxWindow = DefaultMaxWindow
+	}
+	d.maxWindow = max(min(d.maxWindow, maxSize), zstd.MinWindowSize)
+	if _, err := d.newZstd(); err != nil {
 		return nil, err
 	}
-	return &Decompressor{zstd: dec, maxSize: maxSize}, nil
+	return d, nil
+}
+
+// MaxSize is the largest module, on disk or decompressed, d accepts.
+func (d *Decompressor) MaxSize() int64 { return d.maxSize }
+
+// MaxWindow is the largest zstd window or xz dictionary d accepts.
+func (d *Decompressor) MaxWindow() int64 { return d.maxWindow }
+
+func (d *Decompressor) newZstd() (*zstd.Decoder, error) {
+	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(uint64(d.maxWindow)), zstd.WithDecoderMaxMemory(uint64(d.maxSize)))
 }
 
 // Close releases the decoders.
-func (d *Decompressor) Close() { d.zstd.Close() }
+func (d *Decompressor) Close() {
+	for {
+		z, _ := d.zstd.Get().(*zstd.Decoder)
+		if z == nil {
+			return
+		}
+		z.Close()
+	}
+}
 
 // Decompress returns the module's ELF bytes: data itself when it is not
 // compressed. A file of fewer than 6 bytes is invalid, as in libkmod.
@@ -82,44 +174,238 @@ func (d *Decompressor) DecompressInto(dst, data []byte) ([]byte, Compression, er
 		return nil, None, fmt.Errorf("%d bytes: %w", len(data), syscall.EINVAL)
 	}
 	c := Detect(data)
-	var out []byte
-	var err error
-	switch c {
-	case None:
+	if c == None {
 		return data, None, nil
-	case Zstd:
-		out, err = d.zstd.DecodeAll(data, dst[:0])
-		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || err == nil && int64(len(out)) > d.maxSize {
-			err = fmt.Errorf("more than %d bytes", d.maxSize)
-		}
-	case XZ:
-		var r *xz.Reader
-		r, err = xz.NewReader(bytes.NewReader(data))
-		if err == nil {
-			out, err = readLimited(r, dst, d.maxSize)
-		}
-	case Gzip:
-		var r *gzip.Reader
-		r, err = gzip.NewReader(bytes.NewReader(data))
-		if err == nil {
-			out, err = readLimited(r, dst, d.maxSize)
-		}
 	}
+	if int64(len(data)) > d.maxSize {
+		return nil, c, &LimitError{What: "file size", Size: uint64(len(data)), Limit: d.maxSize}
+	}
+	o := &outBuffer{b: dst[:0]}
+	err := d.decode(o, bytes.NewReader(data), int64(len(data)), c, nil)
 	if err != nil {
-		return nil, c, fmt.Errorf("%s data: %w", c, err)
+		o.release()
+		return nil, c, err
 	}
-	return out, c, nil
+	return o.heapCopy(), c, nil
 }
 
-// readLimited reads r whole into dst's storage, failing past max bytes.
-func readLimited(r io.Reader, dst []byte, max int64) ([]byte, error) {
-	buf := bytes.NewBuffer(dst[:0])
-	n, err := buf.ReadFrom(io.LimitReader(r, max+1))
+// decode decompresses the size bytes of r, in format c, into o. br, when
+// not nil, is a buffer to read r through.
+func (d *Decompressor) decode(o *outBuffer, r io.ReaderAt, size int64, c Compression, br *bufio.Reader) error {
+	var in io.Reader = io.NewSectionReader(r, 0, size)
+	if br != nil {
+		br.Reset(in)
+		in = br
+	}
+	var err error
+	switch c {
+	case Zstd:
+		err = d.decodeZstd(o, r, in, size)
+	case XZ:
+		if err = checkXZ(r, size, d.maxWindow, d.maxSize); err == nil {
+			var xr *xz.Reader
+			xr, err = xz.ReaderConfig{DictCap: lzma.MinDictCap}.NewReader(in)
+			if err == nil {
+				err = readBounded(xr, o, d.maxSize, size)
+			}
+		}
+	case Gzip:
+		var gr *gzip.Reader
+		gr, err = gzip.NewReader(in)
+		if err == nil {
+			err = readBounded(gr, o, d.maxSize, size)
+		}
+	}
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("%s data: %w", c, err)
 	}
-	if n > max {
-		return nil, fmt.Errorf("more than %d bytes", max)
+	return nil
+}
+
+// decodeZstd decodes a zstd stream with a pooled streaming decoder, after
+// checking the first frame's header against the limits, so the error can
+// say what the file declares.
+func (d *Decompressor) decodeZstd(o *outBuffer, r io.ReaderAt, in io.Reader, size int64) error {
+	var head [18]byte
+	n, _ := r.ReadAt(head[:], 0)
+	if fh, ok := parseZstdFrameHeader(head[:n]); ok {
+		if fh.singleSegment && fh.contentSize > uint64(d.maxSize) {
+			return &LimitError{What: "frame size", Size: fh.contentSize, Limit: d.maxSize}
+		}
+		if fh.window > uint64(d.maxWindow) {
+			return &LimitError{What: "window", Size: fh.window, Limit: d.maxWindow}
+		}
 	}
-	return buf.Bytes(), nil
+	z, _ := d.zstd.Get().(*zstd.Decoder)
+	if z == nil {
+		var err error
+		if z, err = d.newZstd(); err != nil {
+			return err
+		}
+	}
+	if err := z.Reset(in); err != nil {
+		z.Close()
+		return err
+	}
+	err := readBounded(z, o, d.maxSize, size)
+	// A later frame may declare too much too.
+	switch {
+	case errors.Is(err, zstd.ErrWindowSizeExceeded), errors.Is(err, zstd.ErrDecoderSizeExceeded):
+		err = &LimitError{What: "window", Limit: d.maxWindow}
+	case errors.Is(err, zstd.ErrFrameSizeExceeded):
+		err = &LimitError{What: "frame size", Limit: d.maxSize}
+	}
+	if rerr := z.Reset(nil); rerr != nil || err != nil {
+		// A decoder that failed mid-stream is not reused.
+		z.Close()
+	} else {
+		d.zstd.Put(z)
+	}
+	return err
+}
+
+// zstdFrameHeader is what a zstd frame header declares.
+type zstdFrameHeader struct {
+	window        uint64
+	contentSize   uint64
+	singleSegment bool
+}
+
+// parseZstdFrameHeader reads the header of the zstd frame data starts
+// with (RFC 8878 §3.1.1.1).
+func parseZstdFrameHeader(data []byte) (zstdFrameHeader, bool) {
+	if len(data) < 5 {
+		return zstdFrameHeader{}, false
+	}
+	fhd := data[4]
+	pos := 5
+	h := zstdFrameHeader{singleSegment: fhd&0x20 != 0}
+	if !h.singleSegment {
+		if pos >= len(data) {
+			return h, false
+		}
+		wd := data[pos]
+		pos++
+		base := uint64(1) << (10 + wd>>3)
+		h.window = base + base/8*uint64(wd&7)
+	}
+	pos += [4]int{0, 1, 2, 4}[fhd&3]
+	fcsSize := [4]int{0, 2, 4, 8}[fhd>>6]
+	if fcsSize == 0 && h.singleSegment {
+		fcsSize = 1
+	}
+	if fcsSize > 0 {
+		if pos+fcsSize > len(data) {
+			return h, false
+		}
+		var v uint64
+		for i := fcsSize - 1; i >= 0; i-- {
+			v = v<<8 | uint64(data[pos+i])
+		}
+		if fcsSize == 2 {
+			v += 256
+		}
+		h.contentSize = v
+		if h.singleSegment {
+			h.window = v
+		}
+	}
+	return h, true
+}
+
+// heapOutput is the largest output kept on the Go heap while it grows (a
+// Parser reuses it for the next module, which keeps the collector's work
+// as it was before the limits); past it the buffer is an anonymous
+// mapping, returned to the system the moment it is replaced or released.
+// (The heap never gives address space back, so doubling heap buffers to
+// the limit would leave every generation reserved.)
+const heapOutput = 64 << 20
+
+// outBuffer is a decompression's output: on the heap while small, then
+// mapped.
+type outBuffer struct {
+	b      []byte
+	mapped bool
+}
+
+// grow makes room for at least one more byte, doubling the capacity but
+// never past limit+1.
+func (o *outBuffer) grow(limit int64) error {
+	n := min(limit+1, int64(2*cap(o.b))+4096)
+	if n <= heapOutput {
+		nb := make([]byte, len(o.b), n)
+		copy(nb, o.b)
+		o.b = nb
+		return nil
+	}
+	if o.mapped {
+		m, err := remap(o.b, int(n))
+		if err != nil {
+			return fmt.Errorf("decompressed output past %s: %w", bytesString(uint64(len(o.b))), err)
+		}
+		o.b = m
+		return nil
+	}
+	m, err := mapAnon(int(n))
+	if err != nil {
+		return fmt.Errorf("decompressed output past %s: %w", bytesString(uint64(len(o.b))), err)
+	}
+	copy(m, o.b)
+	o.b, o.mapped = m[:len(o.b)], true
+	return nil
+}
+
+// release unmaps a mapped buffer.
+func (o *outBuffer) release() {
+	if o.mapped {
+		unmap(o.b)
+		o.b, o.mapped = nil, false
+	}
+}
+
+// heapCopy returns the output as heap memory the caller may keep,
+// releasing the mapping.
+func (o *outBuffer) heapCopy() []byte {
+	if !o.mapped {
+		return o.b
+	}
+	out := make([]byte, len(o.b))
+	copy(out, o.b)
+	o.release()
+	return out
+}
+
+// readBounded reads r to its end into o, failing as soon as it yields
+// more than limit bytes. The buffer starts at a few times the compressed
+// size (inSize), at most 1 MiB, and doubles as data arrives, never past
+// limit+1 bytes, so
+// memory follows what the stream really holds, not what it declares. Past
+// heapOutput the buffer is mapped and grows in place (mremap on Linux), so
+// it never holds more than limit+1 bytes.
+func readBounded(r io.Reader, o *outBuffer, limit, inSize int64) error {
+	o.b = o.b[:0]
+	if cap(o.b) == 0 {
+		o.b = make([]byte, 0, min(limit+1, max(min(4*inSize, 1<<20), 64<<10)))
+	}
+	for {
+		if len(o.b) == cap(o.b) {
+			if int64(len(o.b)) > limit {
+				return &LimitError{What: "decompressed size", Limit: limit}
+			}
+			if err := o.grow(limit); err != nil {
+				return err
+			}
+		}
+		n, err := r.Read(o.b[len(o.b):cap(o.b)])
+		o.b = o.b[:len(o.b)+n]
+		if int64(len(o.b)) > limit {
+			return &LimitError{What: "decompressed size", Limit: limit}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/ulikunitz/xz"
 
+	"github.com/kmmkit/kmmkit/internal/bombtest"
 	"github.com/kmmkit/kmmkit/internal/elftest"
 )
 
@@ -178,7 +179,9 @@ func TestDecompressLimit(t *testing.T) {
 	for _, c := range []Compression{Zstd, XZ, Gzip} {
 		_, got, err := dec.Decompress(compressWith(t, c, data))
 		assert.Equal(t, c, got)
-		assert.ErrorContains(t, err, "more than", c.String())
+		var le *LimitError
+		assert.ErrorAs(t, err, &le, c.String())
+		assert.ErrorContains(t, err, "is over the limit of", c.String())
 	}
 	out, c, err := dec.Decompress(data)
 	require.NoError(t, err)
@@ -208,8 +211,12 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// FuzzDecompress checks the bounds on any input: output at most the 1 MiB
+// limit, a limit failure reported as a *LimitError, and heap allocation at
+// most a few times the limits, whatever the headers declare.
 func FuzzDecompress(f *testing.F) {
-	dec, err := NewDecompressor(1 << 20)
+	const limit = 1 << 20
+	dec, err := NewDecompressor(limit, WithMaxWindow(limit))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -232,12 +239,27 @@ func FuzzDecompress(f *testing.F) {
 		}
 		f.Add(b.Bytes())
 	}
+	f.Add(bombtest.ZstdWindow(31, sample().Bytes()))
+	f.Add(bombtest.ZstdFrameSize(3<<30, sample().Bytes()))
+	f.Add(bombtest.ZstdRLE(4 << 20))
+	f.Add(bombtest.XZDict(40, sample().Bytes()))
+	f.Add(bombtest.GzipZeros(4 << 20))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		out, _, err := dec.Decompress(data)
+		var out []byte
+		var err error
+		n := allocated(func() { out, _, err = dec.Decompress(data) })
+		// Output and its heap copy, the decoders' windows and tables.
+		if bound := uint64(4*limit + 2*limit + 8<<20 + 8*len(data)); n > bound {
+			t.Fatalf("allocated %d bytes, bound %d", n, bound)
+		}
 		if err != nil {
+			var le *LimitError
+			if errors.Is(err, syscall.EFBIG) && !errors.As(err, &le) {
+				t.Fatalf("EFBIG without a LimitError: %v", err)
+			}
 			return
 		}
-		if len(out) > 1<<20 {
+		if len(out) > limit {
 			t.Fatalf("%d bytes past the limit", len(out))
 		}
 		_, _ = Parse(out)

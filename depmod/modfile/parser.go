@@ -1,6 +1,7 @@
 package modfile
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -23,8 +24,9 @@ type Parser struct {
 	intern interner
 	file   *os.File
 	ranges [][2]uint64
-	// comp and plain are reused for compressed files.
-	comp, plain []byte
+	// br and plain are reused for compressed files.
+	br    *bufio.Reader
+	plain []byte
 }
 
 // NewParser returns a Parser that decompresses with dec.
@@ -33,47 +35,45 @@ func NewParser(dec *Decompressor) *Parser {
 }
 
 // ParseFile reads the module at path. Errors wrap the errno kmod would
-// report: EINVAL for a file under 6 bytes or a malformed ELF file, ENOEXEC
-// for a file that is not ELF.
+// report: EINVAL for a file under 6 bytes, not a regular file or a
+// malformed ELF file, ENOEXEC for a file that is not ELF, and EFBIG (as a
+// *LimitError) for a file or decompressed module over the Decompressor's
+// limits. An uncompressed file is mapped, not read: only the parts depmod
+// uses are read, so a sparse file costs what those parts hold. A
+// compressed file is streamed through its decoder.
 func (p *Parser) ParseFile(path string) (*File, error) {
-	f, err := os.Open(path)
+	f, size, err := p.dec.open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	size := st.Size()
-	if size < 6 {
-		return nil, fmt.Errorf("%d bytes: %w", size, syscall.EINVAL)
-	}
 	n, err := f.ReadAt(p.head[:], 0)
 	if err != nil && err != io.EOF {
 		return nil, err
 	}
-	if Detect(p.head[:n]) != None {
-		if int64(cap(p.comp)) < size {
-			p.comp = make([]byte, size)
+	if c := Detect(p.head[:n]); c != None {
+		// Streamed from the file: a hole or garbage stops the decoder
+		// where it starts, and nothing is read whole.
+		if p.br == nil {
+			p.br = bufio.NewReaderSize(nil, 64<<10)
 		}
-		p.comp = p.comp[:size]
-		if _, err := f.ReadAt(p.comp, 0); err != nil && err != io.EOF {
-			return nil, err
+		o := &outBuffer{b: p.plain[:0]}
+		err := p.dec.decode(o, f, size, c, p.br)
+		p.br.Reset(nil)
+		defer o.release()
+		if !o.mapped {
+			p.plain = o.b // keep the larger heap buffer for the next file
 		}
-		elf, _, err := p.dec.DecompressInto(p.plain, p.comp)
 		if err != nil {
 			return nil, err
 		}
-		if cap(elf) <= 64<<20 {
-			p.plain = elf // keep the larger buffer for the next file
-		}
-		return parse(elf, nil, &p.intern, p.KeepInfo)
+		return parse(o.b, nil, &p.intern, p.KeepInfo)
 	}
-	if size > 1<<32 {
-		return nil, fmt.Errorf("%d bytes: %w", size, syscall.EFBIG)
+	buf, err := p.sparse.get(int(size))
+	if err != nil {
+		return nil, err
 	}
-	p.buf = p.sparse.get(int(size))
+	p.buf = buf
 	copy(p.buf, p.head[:n])
 	p.file = f
 	p.ranges = append(p.ranges[:0], [2]uint64{0, uint64(n)})
@@ -98,4 +98,61 @@ func (p *Parser) fill(off, size uint64) error {
 	}
 	p.ranges = append(p.ranges, [2]uint64{off, end})
 	return nil
+}
+
+// open opens a module file for reading, refusing what is not a regular
+// file (without blocking on a FIFO), is under 6 bytes or is over the size
+// limit.
+func (d *Decompressor) open(path string) (*os.File, int64, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("not a regular file: %w", syscall.EINVAL)
+	}
+	if err == nil && st.Size() < 6 {
+		err = fmt.Errorf("%d bytes: %w", st.Size(), syscall.EINVAL)
+	}
+	if err == nil && st.Size() > d.maxSize {
+		err = &LimitError{What: "file size", Size: uint64(st.Size()), Limit: d.maxSize}
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
+}
+
+// ReadFile reads the module file at path whole and returns its ELF bytes,
+// decompressed when it is compressed, within the limits of d: a file over
+// MaxSize is refused by its size before any read, a compressed one is
+// streamed through its decoder, and an uncompressed one is read only up
+// to its size. Errors are those of Parser.ParseFile, without the path.
+func (d *Decompressor) ReadFile(path string) ([]byte, Compression, error) {
+	f, size, err := d.open(path)
+	if err != nil {
+		return nil, None, err
+	}
+	defer f.Close()
+	var head [6]byte
+	n, err := f.ReadAt(head[:], 0)
+	if err != nil && err != io.EOF {
+		return nil, None, err
+	}
+	c := Detect(head[:n])
+	if c == None {
+		data := make([]byte, size)
+		if _, err := io.ReadFull(io.NewSectionReader(f, 0, size), data); err != nil {
+			return nil, None, err
+		}
+		return data, None, nil
+	}
+	o := &outBuffer{}
+	if err := d.decode(o, f, size, c, bufio.NewReaderSize(nil, 64<<10)); err != nil {
+		o.release()
+		return nil, c, err
+	}
+	return o.heapCopy(), c, nil
 }

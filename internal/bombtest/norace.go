@@ -1,0 +1,5 @@
+//go:build !race
+
+package bombtest
+
+const raceEnabled = false
