@@ -140,11 +140,7 @@ func inTreeVermagic(dir, release string) (string, error) {
 
 // inTreeVermagic reads the vermagic of an in-tree module file.
 func (r *moduleReader) inTreeVermagic(path string) (string, error) {
-	data, err := readModuleFile(path)
-	if err != nil {
-		return "", err
-	}
-	elf, _, err := r.decompress(data)
+	elf, _, err := r.read(path)
 	if err != nil {
 		return "", err
 	}

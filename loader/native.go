@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"os"
 	"slices"
 	"sort"
@@ -289,12 +289,14 @@ func fail(s Step, err error, hint string) error {
 
 // prepare reads a module file and checks it is a module for this kernel.
 func (n *Native) prepare(s Step, kern *runningKernel) (prepared, error) {
-	data, err := readModuleFile(s.Path)
-	if err != nil {
+	elf, comp, err := n.files.read(s.Path)
+	var limit *modfile.LimitError
+	switch {
+	case errors.As(err, &limit):
+		return prepared{}, fail(s, err, "no kernel module is that large: the image is damaged or hostile")
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
 		return prepared{}, fail(s, err, "")
-	}
-	elf, comp, err := n.files.decompress(data)
-	if err != nil {
+	case err != nil:
 		return prepared{}, fail(s, err, "the module file is damaged")
 	}
 	info, err := modfile.ParseInfo(elf)
@@ -373,31 +375,11 @@ func newModuleReader() (*moduleReader, error) {
 	return &moduleReader{dec: dec}, nil
 }
 
-// decompress returns a module's ELF bytes and how the file was
-// compressed.
-func (r *moduleReader) decompress(data []byte) ([]byte, modfile.Compression, error) {
-	return r.dec.Decompress(data)
-}
-
-// maxModuleFile bounds what the loader reads of one module file.
-const maxModuleFile = modfile.DefaultMaxSize
-
-// readModuleFile reads a module file, refusing one larger than
-// maxModuleFile.
-func readModuleFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxModuleFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxModuleFile {
-		return nil, fmt.Errorf("larger than %d bytes, which no module is", maxModuleFile)
-	}
-	return data, nil
+// read returns a module file's ELF bytes and how the file was
+// compressed. Its size, on disk and decompressed, is bounded by
+// modfile.DefaultMaxSize; sparse and non-regular files are refused.
+func (r *moduleReader) read(path string) ([]byte, modfile.Compression, error) {
+	return r.dec.ReadFile(path)
 }
 
 // Unload removes req.Module, then its dependencies from the tree that no

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/depmod"
 	"github.com/kmmkit/kmmkit/depmod/modfile"
+	"github.com/kmmkit/kmmkit/internal/bombtest"
 	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/loader"
 	"github.com/kmmkit/kmmkit/loader/fake"
@@ -221,6 +222,30 @@ func TestLoadCompressed(t *testing.T) {
 		require.NoError(t, err, "kernel decompression %v", !noDecompress)
 		assert.Equal(t, []string{"zmod"}, res.Changed)
 	}
+}
+
+// TestLoadRefusesHostileFiles: a module file whose zstd header declares a
+// huge window, or a sparse file larger than any module, is refused before
+// anything is loaded, naming the file and the limit.
+func TestLoadRefusesHostileFiles(t *testing.T) {
+	tree := buildTree(t, []mod{{path: "extra/zmod.ko.zst", exports: []string{"z"}}, {path: "extra/big.ko", needs: []string{"z"}}}, nil)
+	dir := filepath.Join(tree.Root, "lib", "modules", kver, "extra")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "zmod.ko.zst"), bombtest.ZstdWindow(31, []byte("x")), 0o644))
+	k := fake.NewKernel(kver)
+	_, err := newNative(t, k).Load(context.Background(), loader.Request{Tree: tree, Module: "big"})
+	var limit *modfile.LimitError
+	require.ErrorAs(t, err, &limit)
+	assert.Contains(t, err.Error(), "zmod.ko.zst")
+	assert.Contains(t, err.Error(), "over the limit")
+	assert.Contains(t, err.Error(), "no kernel module is that large")
+	assert.Empty(t, k.Events(), "nothing may be loaded")
+
+	tree = buildTree(t, []mod{{path: "extra/big.ko"}}, nil)
+	bombtest.Sparse(t, filepath.Join(tree.Root, "lib", "modules", kver, "extra", "big.ko"), 6<<30, []byte("\x7fELF"))
+	_, err = newNative(t, k).Load(context.Background(), loader.Request{Tree: tree, Module: "big"})
+	require.ErrorAs(t, err, &limit)
+	assert.Contains(t, err.Error(), "big.ko")
+	assert.Empty(t, k.Events())
 }
 
 // TestLoadRollsBack: a load that fails part way unloads what it loaded,
