@@ -35,15 +35,20 @@ func FuzzApplyLayer(f *testing.F) {
 	f.Add(tarOf(file(mods+"/a.ko", "A"), symlink(mods+"/l", "a.ko"), hardlink(mods+"/h", mods+"/a.ko")))
 	f.Add(tarOf(file(mods+"/../../x", "x"), symlink(mods+"/s", "../../../../../tmp")))
 	f.Add(tarOf(file("fw/.wh..wh..opq", ""), file("opt/lib/.wh.modules", ""), dir(mods+"/d/")))
-	for _, through := range []string{link, lateLink, clamped} {
+	for _, c := range []struct {
+		links   []imagetest.Entry
+		through string
+	}{{chain, link}, {late, lateLink}, {[]imagetest.Entry{clampedEntry}, clamped}} {
+		through := c.through
 		attack := []imagetest.Entry{
 			file(through+"/pwned", "pwned"), file(through+"/victim", "pwned"), dir(through + "/newdir/"),
 			symlink(through+"/newlink", "victim"), imagetest.Whiteout(through, "victim"), imagetest.Opaque(through + "/sub"),
 			hardlink(mods+"/stolen.ko", through+"/secret"), hardlink("s/stolen", through+"/secret"),
 		}
-		for _, links := range [][]imagetest.Entry{chain, late, {clampedEntry}} {
-			f.Add(tarOf(append(links, attack...)...))
-			f.Add(join(tarOf(links...), tarOf(attack...)))
+		f.Add(tarOf(append(c.links, attack...)...))
+		f.Add(join(tarOf(c.links...), tarOf(attack...)))
+		for _, a := range attack {
+			f.Add(join(tarOf(c.links...), tarOf(a)))
 		}
 	}
 	f.Add(join(tarOf(late[:len(late)-1]...), tarOf(late[len(late)-1])))

@@ -66,7 +66,7 @@ func Tar(entries ...Entry) []byte {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, e := range entries {
-		h := &tar.Header{Name: e.Name, Typeflag: e.Type, Mode: e.Mode, Linkname: e.Link, Format: tar.FormatPAX}
+		h := &tar.Header{Name: e.Name, Typeflag: e.Type, Mode: e.Mode, Linkname: e.Link}
 		if h.Mode == 0 {
 			h.Mode = 0o644
 			if e.Type == tar.TypeDir {
