@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kmmkit/kmmkit/internal/imagetest"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // Short names for the entries of test layers.
@@ -130,6 +131,8 @@ func TestExtractRejectsUnsafeEntries(t *testing.T) {
 		"oversized":          {entries: []imagetest.Entry{file(mods+"/big.ko", strings.Repeat("x", 100))}, opts: ExtractOptions{MaxEntrySize: 10}, want: "100 bytes, more than the 10-byte limit"},
 		"too much in total":  {entries: []imagetest.Entry{file(mods+"/a.ko", "12345"), file(mods+"/b.ko", "12345")}, opts: ExtractOptions{MaxTotalSize: 8}, want: "more than the 8-byte limit"},
 		"bad whiteout":       {entries: []imagetest.Entry{file(mods+"/.wh..", "")}, want: "whiteout"},
+		"link loop":          {entries: []imagetest.Entry{symlink(mods+"/a", "b"), symlink(mods+"/b", "a")}, want: "too many levels of symbolic links"},
+		"parent whiteout":    {entries: []imagetest.Entry{file(mods+"/.wh...", "")}, want: `whiteout of ".."`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -141,6 +144,7 @@ func TestExtractRejectsUnsafeEntries(t *testing.T) {
 			_, err := c.Extract(context.Background(), req, dest, tc.opts)
 			require.Error(t, err)
 			assert.True(t, errors.Is(err, ErrUnsafeEntry), "%v", err)
+			assert.Equal(t, reason.UnsafeImage, reason.Of(err))
 			assert.Contains(t, err.Error(), tc.want)
 			assert.Equal(t, []string{"previous: kept"}, listTree(t, dest), "a failed extraction leaves dest as it was")
 			entries, _ := os.ReadDir(filepath.Dir(dest))

@@ -138,9 +138,15 @@ func (x *extractor) extractLayers(ctx context.Context, layers []v1.Layer) error 
 	}
 	err := x.tree.CheckLinks()
 	var pe *fs.PathError
-	if err != nil && errors.As(err, &pe) {
-		target, _ := x.tree.Readlink(pe.Path)
+	if err == nil || !errors.As(err, &pe) {
+		return localIO(err)
+	}
+	target, _ := x.tree.Readlink(pe.Path)
+	switch {
+	case errors.Is(err, safefs.ErrEscapes):
 		return unsafeEntry("/"+pe.Path, "symbolic link to %q leads outside the extraction directory once all layers are applied", target)
+	case errors.Is(err, syscall.ELOOP):
+		return unsafeEntry("/"+pe.Path, "symbolic link to %q goes through too many links", target)
 	}
 	return localIO(err)
 }
@@ -441,7 +447,7 @@ func (x *extractor) whiteout(entry, dir, name string) error {
 		}
 		return x.opaque(entry, dir)
 	}
-	if name == "" || name == "." {
+	if name == "" || name == "." || name == ".." {
 		return unsafeEntry(entry, "whiteout of %q in %q", name, dir)
 	}
 	p := path.Join(dir, name)

@@ -247,14 +247,20 @@ func (t *Tree) Link(oldname, name string) error {
 // link, whose first missing component stops any lookup). A link that
 // leads out (ErrEscapes) or through more links than os.Root follows
 // (ELOOP) is an error.
+// The error is an *fs.PathError whose Path is the link's name.
 func (t *Tree) CheckLink(name string) error {
-	_, err := t.root.Stat(clean(name))
+	n := clean(name)
+	_, err := t.root.Stat(n)
 	switch {
 	case err == nil, errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
 		return nil
-	default:
-		return wrap(err)
 	}
+	err = wrap(err)
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return &fs.PathError{Op: "follow", Path: n, Err: err}
 }
 
 // CheckLinks runs CheckLink on every symbolic link of the tree and returns
