@@ -108,11 +108,11 @@ func (c *Client) Extract(ctx context.Context, req Request, dest string, opts Ext
 	}
 	parent := filepath.Dir(filepath.Clean(dest))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return nil, fmt.Errorf("extract %s: %w", req.Image, localIO(err))
+		return nil, fmt.Errorf("extract %s: %w", req.Image, localFailure(err))
 	}
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dest)+".extract-")
 	if err != nil {
-		return nil, fmt.Errorf("extract %s: %w", req.Image, localIO(err))
+		return nil, fmt.Errorf("extract %s: %w", req.Image, localFailure(err))
 	}
 	defer os.RemoveAll(tmp)
 	res, err := extractTo(ctx, tmp, scope, opts.limits(), layers)
@@ -123,7 +123,7 @@ func (c *Client) Extract(ctx context.Context, req Request, dest string, opts Ext
 		return nil, fmt.Errorf("extract %s: %w", req.Image, err)
 	}
 	if err := replaceDir(tmp, dest); err != nil {
-		return nil, fmt.Errorf("extract %s: %w", req.Image, localIO(err))
+		return nil, fmt.Errorf("extract %s: %w", req.Image, localFailure(err))
 	}
 	res.Digest = digest
 	return res, nil
@@ -134,7 +134,7 @@ func (c *Client) Extract(ctx context.Context, req Request, dest string, opts Ext
 func extractTo(ctx context.Context, tmp string, scope *extractScope, lim limits, layers []v1.Layer) (*ExtractResult, error) {
 	tree, err := safefs.Open(tmp)
 	if err != nil {
-		return nil, localIO(err)
+		return nil, localFailure(err)
 	}
 	defer tree.Close()
 	x := newExtractor(tree, scope, lim)
@@ -153,7 +153,7 @@ func extractTo(ctx context.Context, tmp string, scope *extractScope, lim limits,
 		}
 		return nil
 	})
-	return res, localIO(err)
+	return res, localFailure(err)
 }
 
 // image resolves req to one image, choosing from an index by platform.

@@ -35,9 +35,10 @@ func corrupt(format string, args ...any) error {
 		err: fmt.Errorf("%w: %s", ErrDigestMismatch, fmt.Sprintf(format, args...))}
 }
 
-// localIO marks a failure of the local file system (disk full, read-only,
-// permissions), which is neither the registry's nor the image's fault.
-func localIO(err error) error {
+// localFailure marks a failure of the local file system (disk full,
+// read-only, permissions), which is neither the registry's nor the
+// image's fault.
+func localFailure(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -58,7 +59,7 @@ func entryFailure(name string, err error) error {
 	case errors.Is(err, fs.ErrNotExist):
 		return unsafeEntry(name, "%v", err)
 	}
-	return localIO(err)
+	return localFailure(err)
 }
 
 // imageErrno reports whether errno is caused by the layout of the image's

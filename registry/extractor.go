@@ -139,7 +139,7 @@ func (x *extractor) extractLayers(ctx context.Context, layers []v1.Layer) error 
 	err := x.tree.CheckLinks()
 	var pe *fs.PathError
 	if err == nil || !errors.As(err, &pe) {
-		return localIO(err)
+		return localFailure(err)
 	}
 	target, _ := x.tree.Readlink(pe.Path)
 	switch {
@@ -148,7 +148,7 @@ func (x *extractor) extractLayers(ctx context.Context, layers []v1.Layer) error 
 	case errors.Is(err, syscall.ELOOP):
 		return unsafeEntry("/"+pe.Path, "symbolic link to %q goes through too many links", target)
 	}
-	return localIO(err)
+	return localFailure(err)
 }
 
 // streamError is a failure to read the layer's tar stream (as opposed to
@@ -364,7 +364,7 @@ func (x *extractor) file(tr *tar.Reader, hdr *tar.Header, p string) error {
 	case src.err != nil:
 		return &streamError{src.err}
 	case err != nil:
-		return localIO(fmt.Errorf("writing %q: %w", hdr.Name, err))
+		return localFailure(fmt.Errorf("writing %q: %w", hdr.Name, err))
 	case n != hdr.Size:
 		return &streamError{fmt.Errorf("%q: %d of %d bytes: %w", hdr.Name, n, hdr.Size, io.ErrUnexpectedEOF)}
 	}
