@@ -176,7 +176,7 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	}
 	mods, fw, err := b.Source.Files(ctx, req)
 	if err != nil {
-		return failed(reason.BuildFailed, err)
+		return failed(errReason(err), err)
 	}
 	in := Input{KernelVersion: req.Kernel.Version, DirName: req.DirName, Modules: mods,
 		FirmwarePath: req.FirmwarePath, Firmware: fw, Log: log}
@@ -199,7 +199,7 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	push := registry.Request{Image: req.Image, TLS: req.RegistryTLS}
 	if b.Push != nil {
 		if push, err = b.Push(ctx, req); err != nil {
-			return failed(pushReason(err), err)
+			return failed(errReason(err), err)
 		}
 	}
 	if res, err := b.Client.Verify(ctx, push); err == nil && res.Exists && res.Digest == d.String() {
@@ -209,7 +209,7 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	digest, err := b.Client.Push(ctx, push, img)
 	if err != nil {
 		st.Final = false
-		st.Phase, st.Reason, st.Message = builder.PhaseFailed, pushReason(err), err.Error()
+		st.Phase, st.Reason, st.Message = builder.PhaseFailed, errReason(err), err.Error()
 		return st, err
 	}
 	log.Info("assembled and pushed", "image", req.Image, "digest", digest, "modules", len(mods))
@@ -217,9 +217,10 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	return st, nil
 }
 
-// pushReason is the registry's reason for a failed push (Unauthorized,
-// TLSError, …), or BuildFailed when it gives none.
-func pushReason(err error) reason.Reason {
+// errReason is the reason err carries: the registry's for a failed push
+// or pull (Unauthorized, TLSError, …), UnsafeImage or ImageCorrupt for a
+// builder image refused on extraction; BuildFailed when it carries none.
+func errReason(err error) reason.Reason {
 	if r := reason.Of(err); r != "" {
 		return r
 	}

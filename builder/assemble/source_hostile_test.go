@@ -72,7 +72,8 @@ func TestImageSourceDoesNotPackHostFiles(t *testing.T) {
 			req := buildRequest(t, fmt.Sprintf("%s/acme/nic%d:%s", host, n, kver))
 			st, err := (&Builder{Client: client, Source: src}).Sync(ctx, req)
 			require.Error(t, err)
-			assert.Equal(t, "MissingModules", st.Reason)
+			assert.Equal(t, reason.UnsafeImage, st.Reason)
+			assert.True(t, st.Final)
 			assert.ErrorIs(t, err, registry.ErrUnsafeEntry)
 			assert.Equal(t, reason.UnsafeImage, reason.Of(err), "%v", err)
 			named := link
