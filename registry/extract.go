@@ -62,7 +62,7 @@ var ErrUnsafeEntry = errors.New("unsafe image entry")
 // uncompressed tar), or that cannot be read as a compressed tar at all: a
 // tampered, truncated or corrupt layer. reason.Of gives
 // reason.ImageCorrupt for it.
-var ErrDigestMismatch = errors.New("layer content does not match its digest")
+var ErrDigestMismatch = errors.New("corrupt layer")
 
 // Extract pulls req.Image and writes only its module tree
 // (<dirName>/lib/modules/<kver>) and, when asked, its firmware directory

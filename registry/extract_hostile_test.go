@@ -13,10 +13,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/compression"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kmmkit/kmmkit/internal/bombtest"
 	"github.com/kmmkit/kmmkit/internal/imagetest"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
@@ -378,4 +381,20 @@ func TestExtractWhiteoutsKeepTheirLayer(t *testing.T) {
 	_, err := insecureClient(t).Extract(context.Background(), insecure(tag), dest, ExtractOptions{KernelVersion: hostileKernel})
 	require.NoError(t, err)
 	assert.Equal(t, []string{m + "/d/new.ko: new", m + "/d/sub/upper.ko: upper", m + "/gone.ko: again"}, listTree(t, dest))
+}
+
+// TestExtractZstdWindowBomb: a zstd layer whose header declares a 1 TiB
+// window is refused as a corrupt layer instead of making the decoder
+// allocate it.
+func TestExtractZstdWindowBomb(t *testing.T) {
+	reg := imagetest.NewRegistry(t)
+	bomb := static.NewLayer(bombtest.ZstdWindow(40, imagetest.Tar(imagetest.File(hostileMods+"/a.ko", "A"))), types.OCILayerZStd)
+	tag, _ := reg.Push(t, "kmm/zstd-bomb:v1", imagetest.Image(t, bomb))
+	base, dest, _, before := hostileSetup(t)
+	_, err := insecureClient(t).Extract(context.Background(), insecure(tag), dest, ExtractOptions{KernelVersion: hostileKernel})
+	require.Error(t, err)
+	assert.Equal(t, reason.ImageCorrupt, reason.Of(err), "%v", err)
+	assert.ErrorContains(t, err, "layer 0 (sha256:")
+	assert.ErrorContains(t, err, "is not a readable layer")
+	assert.Equal(t, before, imagetest.Snapshot(t, base))
 }

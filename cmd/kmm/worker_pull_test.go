@@ -59,7 +59,7 @@ func TestWorkerLoadHostileImage(t *testing.T) {
 				reg.Tamper(d, imagetest.FlipByte(1000))
 				return imagetest.Image(t, bad), ""
 			},
-			want: []string{"layer 0 (sha256:", "layer content does not match its digest"},
+			want: []string{"layer 0 (sha256:", "corrupt layer: the blob's digest is sha256:"},
 		},
 	}
 	n := 0
