@@ -23,7 +23,10 @@
 // deadline get the Client's (WithTimeouts).
 //
 // [Client.Extract] pulls a kernel-module image and unpacks only its module
-// tree and firmware, safely; [Client.Push] publishes built images.
+// tree and firmware: every path is resolved beneath a staging directory by
+// the kernel (no link leads out), every layer is checked against its
+// digest and diff ID, and only then is the result renamed into place;
+// [Client.Push] publishes built images.
 //
 // registry/fake holds an in-memory ImageChecker for tests.
 package registry

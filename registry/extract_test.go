@@ -1,11 +1,8 @@
 package registry
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,54 +12,23 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kmmkit/kmmkit/internal/imagetest"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
-// entry is one tar entry of a test layer.
-type entry struct {
-	name, body, link string
-	typ              byte
-}
-
-func file(name, body string) entry   { return entry{name: name, body: body, typ: tar.TypeReg} }
-func dir(name string) entry          { return entry{name: name, typ: tar.TypeDir} }
-func symlink(name, to string) entry  { return entry{name: name, link: to, typ: tar.TypeSymlink} }
-func hardlink(name, to string) entry { return entry{name: name, link: to, typ: tar.TypeLink} }
-func device(name string) entry       { return entry{name: name, typ: tar.TypeChar} }
-
-func layer(t *testing.T, entries ...entry) v1.Layer {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: 0o644, Linkname: e.link}
-		if e.typ == tar.TypeReg {
-			h.Size = int64(len(e.body))
-		}
-		if e.typ == tar.TypeDir {
-			h.Mode = 0o755
-		}
-		require.NoError(t, tw.WriteHeader(h))
-		if e.typ == tar.TypeReg {
-			_, err := io.WriteString(tw, e.body)
-			require.NoError(t, err)
-		}
-	}
-	require.NoError(t, tw.Close())
-	data := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	require.NoError(t, err)
-	return l
-}
-
-func imageOf(t *testing.T, layers ...v1.Layer) v1.Image {
-	t.Helper()
-	img, err := mutate.AppendLayers(empty.Image, layers...)
-	require.NoError(t, err)
-	return img
-}
+// Short names for the entries of test layers.
+var (
+	file     = imagetest.File
+	dir      = imagetest.Dir
+	symlink  = imagetest.Symlink
+	hardlink = imagetest.Hardlink
+	device   = imagetest.Device
+	layer    = imagetest.Layer
+	imageOf  = imagetest.Image
+)
 
 // tree lists the files under dir as "path" or "path -> link" or
 // "path: body".
@@ -153,18 +119,20 @@ func TestExtractRejectsUnsafeEntries(t *testing.T) {
 	const kver = "6.1.0-1"
 	mods := "opt/lib/modules/" + kver
 	cases := map[string]struct {
-		entries []entry
+		entries []imagetest.Entry
 		opts    ExtractOptions
 		want    string
 	}{
-		"traversal":          {entries: []entry{file(mods+"/../../../../etc/shadow", "x")}, want: "path traversal"},
-		"absolute symlink":   {entries: []entry{symlink(mods+"/evil.ko", "/etc/shadow")}, want: `symlink to the absolute path "/etc/shadow"`},
-		"escaping symlink":   {entries: []entry{symlink(mods+"/evil", "../../../../etc")}, want: "leaves the extracted directories"},
-		"escaping hard link": {entries: []entry{file("etc/shadow", "s"), hardlink(mods+"/evil.ko", "etc/shadow")}, want: "hard link"},
-		"device node":        {entries: []entry{device(mods + "/null")}, want: "device nodes"},
-		"oversized":          {entries: []entry{file(mods+"/big.ko", strings.Repeat("x", 100))}, opts: ExtractOptions{MaxEntrySize: 10}, want: "100 bytes, more than the 10-byte limit"},
-		"too much in total":  {entries: []entry{file(mods+"/a.ko", "12345"), file(mods+"/b.ko", "12345")}, opts: ExtractOptions{MaxTotalSize: 8}, want: "more than the 8-byte limit"},
-		"bad whiteout":       {entries: []entry{file(mods+"/.wh..", "")}, want: "whiteout"},
+		"traversal":          {entries: []imagetest.Entry{file(mods+"/../../../../etc/shadow", "x")}, want: "path traversal"},
+		"absolute symlink":   {entries: []imagetest.Entry{symlink(mods+"/evil.ko", "/etc/shadow")}, want: `symlink to the absolute path "/etc/shadow"`},
+		"escaping symlink":   {entries: []imagetest.Entry{symlink(mods+"/evil", "../../../../etc")}, want: "leaves the extracted directories"},
+		"escaping hard link": {entries: []imagetest.Entry{file("etc/shadow", "s"), hardlink(mods+"/evil.ko", "etc/shadow")}, want: "hard link"},
+		"device node":        {entries: []imagetest.Entry{device(mods + "/null")}, want: "device nodes"},
+		"oversized":          {entries: []imagetest.Entry{file(mods+"/big.ko", strings.Repeat("x", 100))}, opts: ExtractOptions{MaxEntrySize: 10}, want: "100 bytes, more than the 10-byte limit"},
+		"too much in total":  {entries: []imagetest.Entry{file(mods+"/a.ko", "12345"), file(mods+"/b.ko", "12345")}, opts: ExtractOptions{MaxTotalSize: 8}, want: "more than the 8-byte limit"},
+		"bad whiteout":       {entries: []imagetest.Entry{file(mods+"/.wh..", "")}, want: "whiteout"},
+		"link loop":          {entries: []imagetest.Entry{symlink(mods+"/a", "b"), symlink(mods+"/b", "a")}, want: "too many levels of symbolic links"},
+		"parent whiteout":    {entries: []imagetest.Entry{file(mods+"/.wh...", "")}, want: `whiteout of ".."`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -176,6 +144,7 @@ func TestExtractRejectsUnsafeEntries(t *testing.T) {
 			_, err := c.Extract(context.Background(), req, dest, tc.opts)
 			require.Error(t, err)
 			assert.True(t, errors.Is(err, ErrUnsafeEntry), "%v", err)
+			assert.Equal(t, reason.UnsafeImage, reason.Of(err))
 			assert.Contains(t, err.Error(), tc.want)
 			assert.Equal(t, []string{"previous: kept"}, listTree(t, dest), "a failed extraction leaves dest as it was")
 			entries, _ := os.ReadDir(filepath.Dir(dest))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/signfile"
+	"github.com/kmmkit/kmmkit/internal/safefs"
 	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
 )
@@ -36,7 +37,7 @@ type dirSource string
 
 func (d dirSource) Files(_ context.Context, req builder.Request) ([]File, []File, error) {
 	kdir := filepath.Join(string(d), req.Kernel.Version)
-	mods, err := readTree(kdir, isModule)
+	mods, err := readTree(string(d), req.Kernel.Version, isModule)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, fmt.Errorf("no prebuilt modules for kernel %s: %s does not exist", req.Kernel.Version, kdir)
 	}
@@ -46,7 +47,7 @@ func (d dirSource) Files(_ context.Context, req builder.Request) ([]File, []File
 	if len(mods) == 0 {
 		return nil, nil, fmt.Errorf("no module files (*.ko, *.ko.xz, *.ko.zst, *.ko.gz) in %s", kdir)
 	}
-	fw, err := readTree(filepath.Join(string(d), "firmware"), func(string) bool { return true })
+	fw, err := readTree(string(d), "firmware", func(string) bool { return true })
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, err
 	}
@@ -62,23 +63,32 @@ func isModule(name string) bool {
 	return false
 }
 
-// readTree reads the regular files under dir that keep says to keep, with
-// slash-separated relative paths, in a stable order.
-func readTree(dir string, keep func(string) bool) ([]File, error) {
-	if _, err := os.Stat(dir); err != nil {
+// readTree reads the regular files under the directory dir of root that
+// keep says to keep, with slash-separated paths relative to dir, in a
+// stable order. dir is resolved beneath root, and nothing is read through
+// a link: a hostile builder image cannot make the assembler pack a file
+// from outside it.
+func readTree(root, dir string, keep func(string) bool) ([]File, error) {
+	t, err := safefs.Open(root)
+	if err != nil {
 		return nil, err
 	}
+	defer t.Close()
+	sub, err := t.Sub(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Close()
 	var out []File
-	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
-		if err != nil || !e.Type().IsRegular() || !keep(e.Name()) {
-			return err
+	err = sub.Walk(".", func(name string, e fs.DirEntry) error {
+		if !e.Type().IsRegular() || !keep(e.Name()) {
+			return nil
 		}
-		data, err := os.ReadFile(p)
+		data, err := sub.ReadFile(name)
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(dir, p)
-		out = append(out, File{Path: filepath.ToSlash(rel), Data: data})
+		out = append(out, File{Path: name, Data: data})
 		return nil
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
@@ -112,7 +122,7 @@ func (s imageSource) Files(ctx context.Context, req builder.Request) ([]File, []
 	if _, err := s.client.Extract(ctx, r, filepath.Join(tmp, "x"), registry.ExtractOptions{Dirs: []string{dir}}); err != nil {
 		return nil, nil, fmt.Errorf("reading modules from %s:%s: %w", r.Image, dir, err)
 	}
-	mods, err := readTree(filepath.Join(tmp, "x", filepath.FromSlash(dir)), isModule)
+	mods, err := readTree(filepath.Join(tmp, "x"), dir, isModule)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, fmt.Errorf("%s has no module files under %s", r.Image, dir)
 	}
@@ -166,7 +176,7 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	}
 	mods, fw, err := b.Source.Files(ctx, req)
 	if err != nil {
-		return failed(reason.BuildFailed, err)
+		return failed(errReason(err), err)
 	}
 	in := Input{KernelVersion: req.Kernel.Version, DirName: req.DirName, Modules: mods,
 		FirmwarePath: req.FirmwarePath, Firmware: fw, Log: log}
@@ -189,7 +199,7 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	push := registry.Request{Image: req.Image, TLS: req.RegistryTLS}
 	if b.Push != nil {
 		if push, err = b.Push(ctx, req); err != nil {
-			return failed(pushReason(err), err)
+			return failed(errReason(err), err)
 		}
 	}
 	if res, err := b.Client.Verify(ctx, push); err == nil && res.Exists && res.Digest == d.String() {
@@ -199,7 +209,7 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	digest, err := b.Client.Push(ctx, push, img)
 	if err != nil {
 		st.Final = false
-		st.Phase, st.Reason, st.Message = builder.PhaseFailed, pushReason(err), err.Error()
+		st.Phase, st.Reason, st.Message = builder.PhaseFailed, errReason(err), err.Error()
 		return st, err
 	}
 	log.Info("assembled and pushed", "image", req.Image, "digest", digest, "modules", len(mods))
@@ -207,9 +217,10 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	return st, nil
 }
 
-// pushReason is the registry's reason for a failed push (Unauthorized,
-// TLSError, …), or BuildFailed when it gives none.
-func pushReason(err error) reason.Reason {
+// errReason is the reason err carries: the registry's for a failed push
+// or pull (Unauthorized, TLSError, …), UnsafeImage or ImageCorrupt for a
+// builder image refused on extraction; BuildFailed when it carries none.
+func errReason(err error) reason.Reason {
 	if r := reason.Of(err); r != "" {
 		return r
 	}
