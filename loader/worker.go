@@ -124,7 +124,7 @@ func (w *Worker) Load(ctx context.Context, cfg *v1beta1.ModuleConfig, imageRoot 
 			}
 		}
 		if cfg.Modprobe.FirmwarePath != "" {
-			if _, err := CopyFirmware(filepath.Join(imageRoot, cfg.Modprobe.FirmwarePath), w.firmwareDir()); err != nil {
+			if _, err := CopyImageFirmware(imageRoot, cfg.Modprobe.FirmwarePath, w.firmwareDir()); err != nil {
 				return err
 			}
 		}
@@ -166,7 +166,7 @@ func (w *Worker) Unload(ctx context.Context, cfg *v1beta1.ModuleConfig, imageRoo
 		return res, errors.Join(errs...)
 	}
 	if cfg.Modprobe.FirmwarePath != "" {
-		if err := RemoveFirmware(filepath.Join(imageRoot, cfg.Modprobe.FirmwarePath), w.firmwareDir()); err != nil {
+		if err := RemoveImageFirmware(imageRoot, cfg.Modprobe.FirmwarePath, w.firmwareDir()); err != nil {
 			return res, err
 		}
 	}

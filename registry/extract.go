@@ -49,6 +49,11 @@ type ExtractResult struct {
 	// Files and Bytes count the regular files extracted.
 	Files int
 	Bytes int64
+	// Skipped names the absolute symbolic links that were not created
+	// (such as the build and source links of a copied /lib/modules tree):
+	// they point into the host, never into the image, so they are left
+	// out rather than failing the extraction.
+	Skipped []string
 }
 
 // ErrUnsafeEntry is wrapped by every error about an image entry that is
@@ -95,6 +100,8 @@ func (c *Client) Extract(ctx context.Context, req Request, dest string, opts Ext
 	if err != nil {
 		return nil, fmt.Errorf("extract %s: %w", req.Image, err)
 	}
+	ctx, cancel := deadline(ctx, "extract", c.transferTimeout)
+	defer cancel()
 	img, digest, err := c.image(ctx, req)
 	if err != nil {
 		return nil, err
@@ -141,7 +148,7 @@ func extractTo(ctx context.Context, tmp string, scope *extractScope, lim limits,
 	if err := x.extractLayers(ctx, layers); err != nil {
 		return nil, err
 	}
-	res := &ExtractResult{}
+	res := &ExtractResult{Skipped: x.skipped}
 	err = tree.Walk(".", func(_ string, d fs.DirEntry) error {
 		if d.Type().IsRegular() {
 			info, err := d.Info()

@@ -118,6 +118,8 @@ type extractor struct {
 	// layer holds the paths this layer created and their parents, which
 	// its own whiteouts leave alone (they apply to lower layers).
 	layer map[string]bool
+	// skipped are the absolute symbolic links left out.
+	skipped []string
 }
 
 func newExtractor(tree *safefs.Tree, scope *extractScope, lim limits) *extractor {
@@ -378,7 +380,10 @@ func (x *extractor) symlink(hdr *tar.Header, p string) error {
 	to := hdr.Linkname
 	switch {
 	case path.IsAbs(to):
-		return unsafeEntry(hdr.Name, "symlink to the absolute path %q", to)
+		// It can only point into the host (a copied tree's build link,
+		// say): leave it out, removing what lower layers had there.
+		x.skipped = append(x.skipped, hdr.Name)
+		return x.remove(hdr.Name, p)
 	case to == "" || len(to) > maxLinkTarget:
 		return unsafeEntry(hdr.Name, "symlink target of %d bytes", len(to))
 	case !x.scope.contains(path.Join(path.Dir(p), to)):

@@ -112,10 +112,14 @@ func pullImage(ctx context.Context, cfg *v1beta1.ModuleConfig, dir, dockerConfig
 		}
 		req.Auth = registry.AuthInfo{Keychain: kc, Secrets: []string{file}}
 	}
-	if _, err := client.Extract(ctx, req, dir, registry.ExtractOptions{
+	res, err := client.Extract(ctx, req, dir, registry.ExtractOptions{
 		DirName: cfg.Modprobe.DirName, KernelVersion: cfg.KernelVersion, FirmwarePath: cfg.Modprobe.FirmwarePath,
-	}); err != nil {
+	})
+	if err != nil {
 		return "", err
+	}
+	if len(res.Skipped) > 0 {
+		log.Info("left out absolute symbolic links of the image", "entries", res.Skipped)
 	}
 	return dir, nil
 }
