@@ -79,8 +79,9 @@ var ErrDigestMismatch = errors.New("corrupt layer")
 // descriptor of a fresh staging directory beside dest, resolved beneath it
 // by the kernel (internal/safefs), so no symbolic link (chained, absolute,
 // or with more ".." than it has parents), hard link or whiteout reaches
-// anything outside it; links that would lead out are refused, and so is
-// any link that does once all layers are applied. Each layer is read to
+// anything outside it; relative links that would lead out are refused, and
+// so is any link that does once all layers are applied. Absolute links can
+// only point into the host, so they are left out (ExtractResult.Skipped). Each layer is read to
 // its end and must match its digest and its diff ID. Only then is the
 // staging directory renamed into place: dest either keeps its previous
 // content or gets the new one whole, and a failure leaves nothing behind.
