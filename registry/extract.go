@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kmmkit/kmmkit/internal/safefs"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // ExtractOptions say what to take from a kernel-module image, and the
@@ -164,7 +165,6 @@ func extractTo(ctx context.Context, tmp string, scope *extractScope, lim limits,
 	return res, localFailure(err)
 }
 
-// image resolves req to one image, choosing from an index by platform.
 // Pull returns the image req names (for an index, the manifest for
 // req.Platform or this machine's platform) and its manifest digest. Layers
 // are fetched lazily, as they are read.
@@ -172,7 +172,27 @@ func (c *Client) Pull(ctx context.Context, req Request) (v1.Image, string, error
 	return c.image(ctx, req)
 }
 
+// image is resolve, refusing an image whose config blob is declared
+// larger than a manifest may be: go-containerregistry reads the config
+// whole, trusting the size the manifest gives.
 func (c *Client) image(ctx context.Context, req Request) (v1.Image, string, error) {
+	img, digest, err := c.resolve(ctx, req)
+	if err != nil {
+		return nil, "", err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, "", classify(req.Image, err, req.Auth)
+	}
+	if m.Config.Size > c.maxManifest || m.Config.Size < 0 {
+		return nil, "", &Error{Reason: reason.UnsafeImage, Image: req.Image,
+			Detail: fmt.Sprintf("its config blob %s is declared as %d bytes, more than the %d-byte limit (WithMaxManifestSize)", m.Config.Digest, m.Config.Size, c.maxManifest)}
+	}
+	return img, digest, nil
+}
+
+// resolve resolves req to one image, choosing from an index by platform.
+func (c *Client) resolve(ctx context.Context, req Request) (v1.Image, string, error) {
 	ref, err := ParseReference(req.Image, req.TLS)
 	if err != nil {
 		return nil, "", &Error{Reason: ReasonInvalid, Image: req.Image, Err: err}

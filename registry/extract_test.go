@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,9 +10,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -203,4 +207,38 @@ func TestExtractIndexAndMissing(t *testing.T) {
 	_, err = c.Extract(context.Background(), Request{Image: reg.host + "/kmm/multi:v1"}, dest, ExtractOptions{KernelVersion: "../x"})
 	assert.ErrorContains(t, err, "invalid kernel version")
 	assert.Equal(t, []string{mods + "/arch: arm64"}, listTree(t, dest), "failed runs keep the last good extraction")
+}
+
+// rawManifest pushes manifest bytes as they are.
+type rawManifest struct {
+	raw []byte
+	mt  types.MediaType
+}
+
+func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) { return m.mt, nil }
+
+// TestPullRefusesAHugeConfig: a manifest that declares a config blob of a
+// terabyte is refused before the config is read.
+func TestPullRefusesAHugeConfig(t *testing.T) {
+	reg := newTestRegistry(t, true, "", "")
+	c := newChecker(t, WithCABundle(reg.caPEM()))
+	req := pushTo(t, c, reg, "honest:v1", imageOf(t, layer(t, file("opt/lib/modules/6.1.0-1/a.ko", "a"))))
+	img, _, err := c.Pull(context.Background(), req)
+	require.NoError(t, err)
+	m, err := img.Manifest()
+	require.NoError(t, err)
+	m.Config.Size = 1 << 40
+	raw, err := json.Marshal(m)
+	require.NoError(t, err)
+	ref, err := name.ParseReference(reg.host + "/kmm/huge-config:v1")
+	require.NoError(t, err)
+	require.NoError(t, remote.Put(ref, rawManifest{raw, m.MediaType}, reg.pushOpts()...))
+
+	_, _, err = c.Pull(context.Background(), Request{Image: ref.String()})
+	require.Error(t, err)
+	assert.Equal(t, reason.UnsafeImage, reason.Of(err))
+	assert.Contains(t, err.Error(), "1099511627776 bytes, more than the 4194304-byte limit")
+	_, err = c.Extract(context.Background(), Request{Image: ref.String()}, filepath.Join(t.TempDir(), "x"), ExtractOptions{KernelVersion: "6.1.0-1"})
+	assert.Equal(t, reason.UnsafeImage, reason.Of(err), "%v", err)
 }
