@@ -154,8 +154,12 @@ func TestValidate(t *testing.T) {
 		{"rawArgs without unload", func(m *Module) {
 			container(m).Modprobe = ModprobeSpec{RawArgs: &ModprobeArgs{Load: []string{"x"}}}
 		}, []fieldErr{{field.ErrorTypeRequired, c + ".modprobe.rawArgs.unload", ""}}},
-		{"args with empty lists", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{} },
-			[]fieldErr{{field.ErrorTypeRequired, c + ".modprobe.args.load", ""}, {field.ErrorTypeRequired, c + ".modprobe.args.unload", ""}}},
+		{"args without lists", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{} }, nil},
+		{"args with load only", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"--first-time"}} }, nil},
+		{"args with empty lists", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{Load: []string{}, Unload: []string{}} },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load", "at least one item"}, {field.ErrorTypeInvalid, c + ".modprobe.args.unload", "at least one item"}}},
+		{"empty loading order", func(m *Module) { container(m).Modprobe.ModulesLoadingOrder = []string{} },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.modulesLoadingOrder", "at least two"}}},
 		{"moduleName is a path", func(m *Module) { container(m).Modprobe.ModuleName = "/opt/x.ko" },
 			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.moduleName", "not a path"}}},
 		{"valid loading order", func(m *Module) { container(m).Modprobe.ModulesLoadingOrder = []string{"mod_a", "mod_b"} }, nil},
