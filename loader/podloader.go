@@ -542,6 +542,21 @@ func (s *nodeSync) withPod(ctx context.Context, pod *corev1.Pod) error {
 	action := Action(pod.Labels[s.owner.ActionLabel()])
 	d := diagnose(pod, s.l.now(), s.l.stuckAfter)
 	if action == ActionUnload {
+		if pod.DeletionTimestamp == nil && s.obs != nil {
+			// An unloader runs what was loaded; its template changes only
+			// with the loader's options (a new worker image, say). As KMM
+			// does, one that fails with an outdated template is replaced.
+			want, err := s.podFor(ActionUnload, s.obs.Request())
+			if err != nil {
+				s.fail(ReasonInvalidRequest, err.Error())
+				return err
+			}
+			if outdated(pod, want, d) {
+				s.progress(PhaseUnloading, ReasonUnloading, fmt.Sprintf("replacing worker pod %s: its template is outdated", pod.Name), diagnosis{}, nil)
+				s.st.RequeueAfter = 2 * time.Second
+				return s.l.deletePod(ctx, s.owner, pod, true)
+			}
+		}
 		s.progress(PhaseUnloading, ReasonUnloading, fmt.Sprintf("worker pod %s is unloading the module", pod.Name), d, pod)
 		return nil
 	}
@@ -559,16 +574,23 @@ func (s *nodeSync) withPod(ctx context.Context, pod *corev1.Pod) error {
 		s.fail(ReasonInvalidRequest, err.Error())
 		return err
 	}
-	started := len(pod.Status.ContainerStatuses) > 0 && pod.Status.ContainerStatuses[0].State.Running != nil
-	if pod.Annotations[AnnotationWorkerHash] != want.Annotations[AnnotationWorkerHash] && (d.failing || d.stuck || !started) {
-		// KMM replaces an outdated worker only after its container
-		// restarted, so one that cannot even pull its image stays forever.
+	if outdated(pod, want, d) {
 		s.progress(PhaseLoading, ReasonLoading, fmt.Sprintf("replacing worker pod %s: the module's config changed", pod.Name), diagnosis{}, nil)
 		s.st.RequeueAfter = 2 * time.Second
 		return s.l.deletePod(ctx, s.owner, pod, true)
 	}
 	s.progress(PhaseLoading, ReasonLoading, fmt.Sprintf("worker pod %s is loading the module", pod.Name), d, pod)
 	return nil
+}
+
+// outdated reports whether a worker Pod is to be replaced by want: its
+// template differs and it is failing, stuck or has not started, so
+// nothing is cut short. KMM replaces an outdated worker only after its
+// container restarted, so one that cannot even pull its image stays
+// forever.
+func outdated(pod, want *corev1.Pod, d diagnosis) bool {
+	started := len(pod.Status.ContainerStatuses) > 0 && pod.Status.ContainerStatuses[0].State.Running != nil
+	return pod.Annotations[AnnotationWorkerHash] != want.Annotations[AnnotationWorkerHash] && (d.failing || d.stuck || !started)
 }
 
 func (s *nodeSync) withoutPod(ctx context.Context) error {
@@ -715,6 +737,9 @@ func (s *nodeSync) patchNode(ctx context.Context) error {
 		}
 	default:
 		s.labels[readyKey], s.labels[versionKey] = nil, nil
+	}
+	if old := deprecatedReadyLabel(s.owner); old != "" {
+		s.labels[old] = nil
 	}
 	labels := changes(s.node.Labels, s.labels)
 	annots := changes(s.node.Annotations, s.annots)
