@@ -426,3 +426,23 @@ func TestValidateSpecEmbedded(t *testing.T) {
 	require.Len(t, errs, 1)
 	assert.Equal(t, "spec.driver.moduleLoader.container.containerImage", errs[0].Field)
 }
+
+// TestValidateKubernetesVersion: WithKubernetesVersion gates spec.dra as
+// KMM's webhook does, and a version that does not parse says so rather
+// than passing.
+func TestValidateKubernetesVersion(t *testing.T) {
+	m := &Module{ObjectMeta: metav1.ObjectMeta{Name: "dra", Namespace: "ns"}, Spec: ModuleSpec{Selector: map[string]string{},
+		DRA: &DRASpec{DriverName: "gpu.example.com", Container: CommonContainerSpec{Image: "dra:v1"}}}}
+	assert.Empty(t, Validate(m), "no version: no gate")
+	assert.Empty(t, Validate(m, WithKubernetesVersion("v1.34.0-gke.1")))
+	errs := Validate(m, WithKubernetesVersion("v1.33.7"))
+	require.Len(t, errs, 1)
+	assert.Equal(t, "spec.dra", errs[0].Field)
+	assert.Contains(t, errs[0].Error(), "spec.dra requires Kubernetes 1.34 or later; the cluster runs 1.33")
+	errs = Validate(m, WithKubernetesVersion("latest"))
+	require.Len(t, errs, 1)
+	assert.Equal(t, field.ErrorTypeInternal, errs[0].Type)
+	assert.Contains(t, errs[0].Error(), `Kubernetes version "latest"`)
+	m.Spec.DRA = nil
+	assert.Empty(t, Validate(m, WithKubernetesVersion("v1.20.0")), "the gate concerns spec.dra only")
+}
