@@ -151,7 +151,11 @@ func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
 	volumes = append(volumes, corev1.Volume{Name: "host-modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
 		Path: hostModulesDir, Type: ptr.To(corev1.HostPathDirectory),
 	}}})
-	mounts = append(mounts, corev1.VolumeMount{Name: "host-modules", MountPath: hostModulesDir, ReadOnly: true})
+	mounts = append(mounts, corev1.VolumeMount{Name: "host-modules", MountPath: hostModulesDir, ReadOnly: true},
+		// Also where KMM's worker mounts them for images that link
+		// <dirName>/lib/modules/<kernel>/host to the node's in-tree
+		// modules (KMM's documented way to depend on them).
+		corev1.VolumeMount{Name: "host-modules", MountPath: "/host" + hostModulesDir, ReadOnly: true})
 	var pullSecrets []corev1.LocalObjectReference
 	if req.ImageRepoSecret != nil && req.ImageRepoSecret.Name != "" {
 		pullSecrets = []corev1.LocalObjectReference{*req.ImageRepoSecret}
