@@ -546,15 +546,8 @@ func (s *nodeSync) withPod(ctx context.Context, pod *corev1.Pod) error {
 			// An unloader runs what was loaded; its template changes only
 			// with the loader's options (a new worker image, say). As KMM
 			// does, one that fails with an outdated template is replaced.
-			want, err := s.podFor(ActionUnload, s.obs.Request())
-			if err != nil {
-				s.fail(ReasonInvalidRequest, err.Error())
+			if done, err := s.replaceOutdated(ctx, pod, ActionUnload, s.obs.Request(), d, "its template is outdated"); done {
 				return err
-			}
-			if outdated(pod, want, d) {
-				s.progress(PhaseUnloading, ReasonUnloading, fmt.Sprintf("replacing worker pod %s: its template is outdated", pod.Name), diagnosis{}, nil)
-				s.st.RequeueAfter = 2 * time.Second
-				return s.l.deletePod(ctx, s.owner, pod, true)
 			}
 		}
 		s.progress(PhaseUnloading, ReasonUnloading, fmt.Sprintf("worker pod %s is unloading the module", pod.Name), d, pod)
@@ -569,18 +562,37 @@ func (s *nodeSync) withPod(ctx context.Context, pod *corev1.Pod) error {
 		s.st.RequeueAfter = 2 * time.Second
 		return s.l.deletePod(ctx, s.owner, pod, true)
 	}
-	want, err := s.podFor(ActionLoad, *s.desired)
-	if err != nil {
-		s.fail(ReasonInvalidRequest, err.Error())
+	if done, err := s.replaceOutdated(ctx, pod, ActionLoad, *s.desired, d, "the module's config changed"); done {
 		return err
-	}
-	if outdated(pod, want, d) {
-		s.progress(PhaseLoading, ReasonLoading, fmt.Sprintf("replacing worker pod %s: the module's config changed", pod.Name), diagnosis{}, nil)
-		s.st.RequeueAfter = 2 * time.Second
-		return s.l.deletePod(ctx, s.owner, pod, true)
 	}
 	s.progress(PhaseLoading, ReasonLoading, fmt.Sprintf("worker pod %s is loading the module", pod.Name), d, pod)
 	return nil
+}
+
+// replaceOutdated deletes pod when it is outdated against the worker Pod
+// for action and r, saying why. done is set when it deleted pod or could
+// not tell (err says why); the caller then stops there.
+func (s *nodeSync) replaceOutdated(ctx context.Context, pod *corev1.Pod, action Action, r PodRequest, d diagnosis, why string) (done bool, err error) {
+	want, err := s.podFor(action, r)
+	if err != nil {
+		s.fail(ReasonInvalidRequest, err.Error())
+		return true, err
+	}
+	if !outdated(pod, want, d) {
+		return false, nil
+	}
+	phase, reason := phaseOf(action)
+	s.progress(phase, reason, fmt.Sprintf("replacing worker pod %s: %s", pod.Name, why), diagnosis{}, nil)
+	s.st.RequeueAfter = 2 * time.Second
+	return true, s.l.deletePod(ctx, s.owner, pod, true)
+}
+
+// phaseOf is the phase and reason of a node while a worker does action.
+func phaseOf(action Action) (Phase, string) {
+	if action == ActionUnload {
+		return PhaseUnloading, ReasonUnloading
+	}
+	return PhaseLoading, ReasonLoading
 }
 
 // outdated reports whether a worker Pod is to be replaced by want: its
@@ -635,10 +647,7 @@ func (s *nodeSync) podFor(action Action, r PodRequest) (*corev1.Pod, error) {
 }
 
 func (s *nodeSync) create(ctx context.Context, action Action, r PodRequest) error {
-	phase, reason := PhaseLoading, ReasonLoading
-	if action == ActionUnload {
-		phase, reason = PhaseUnloading, ReasonUnloading
-	}
+	phase, reason := phaseOf(action)
 	pod, err := s.podFor(action, r)
 	if err != nil {
 		s.fail(ReasonInvalidRequest, err.Error())
