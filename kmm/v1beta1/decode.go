@@ -24,6 +24,8 @@ var ErrNoModule = errors.New("no Module of kmm.sigs.x-k8s.io/v1beta1 in the mani
 const KubernetesAPIVersion = "1.34"
 
 // DecodeOption configures DecodeModules and DecodeModule.
+//
+// +kubebuilder:object:generate=false
 type DecodeOption func(*decodeOptions)
 
 type decodeOptions struct {

@@ -37,6 +37,8 @@ var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
 const MinDRAKubernetesVersion = "1.34"
 
 // ValidateOption configures Validate, ValidateUpdate and ValidateSpec.
+//
+// +kubebuilder:object:generate=false
 type ValidateOption func(*validateOptions)
 
 type validateOptions struct {
