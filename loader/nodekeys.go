@@ -3,6 +3,7 @@ package loader
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -23,6 +24,21 @@ func ReadyLabel(ns, name string) string { return kmmOwner(ns, name).ReadyLabel()
 // VersionReadyLabel is the node label that carries the loaded module
 // version: kmm.node.kubernetes.io/<ns>.<name>.version.ready.
 func VersionReadyLabel(ns, name string) string { return kmmOwner(ns, name).VersionReadyLabel() }
+
+// deprecatedName is a Module name KMM 1.x labelled nodes with.
+var deprecatedName = regexp.MustCompile(`^[a-zA-Z0-9-]+$`)
+
+// deprecatedReadyLabel is the node label KMM 1.x set for the Module o,
+// kmm.node.kubernetes.io/<name>.ready, which KMM removes from the nodes
+// it manages and so does the loader; "" for other identities, and for
+// names KMM never gave one (with a dot, the key would be another
+// Module's current one).
+func deprecatedReadyLabel(o identity.Owner) string {
+	if !o.Domain.IsKMM() || !deprecatedName.MatchString(o.Name) || len(o.Name)+len(".ready") > 63 {
+		return ""
+	}
+	return identity.KMMDomain + "/" + o.Name + ".ready"
+}
 
 // ObservedAnnotation is the node annotation in which the worker-pod loader
 // records what is loaded on the node for a module (KMM keeps this in the

@@ -542,6 +542,14 @@ func (s *nodeSync) withPod(ctx context.Context, pod *corev1.Pod) error {
 	action := Action(pod.Labels[s.owner.ActionLabel()])
 	d := diagnose(pod, s.l.now(), s.l.stuckAfter)
 	if action == ActionUnload {
+		if pod.DeletionTimestamp == nil && s.obs != nil {
+			// An unloader runs what was loaded; its template changes only
+			// with the loader's options (a new worker image, say). As KMM
+			// does, one that fails with an outdated template is replaced.
+			if done, err := s.replaceOutdated(ctx, pod, ActionUnload, s.obs.Request(), d, "its template is outdated"); done {
+				return err
+			}
+		}
 		s.progress(PhaseUnloading, ReasonUnloading, fmt.Sprintf("worker pod %s is unloading the module", pod.Name), d, pod)
 		return nil
 	}
@@ -554,21 +562,47 @@ func (s *nodeSync) withPod(ctx context.Context, pod *corev1.Pod) error {
 		s.st.RequeueAfter = 2 * time.Second
 		return s.l.deletePod(ctx, s.owner, pod, true)
 	}
-	want, err := s.podFor(ActionLoad, *s.desired)
-	if err != nil {
-		s.fail(ReasonInvalidRequest, err.Error())
+	if done, err := s.replaceOutdated(ctx, pod, ActionLoad, *s.desired, d, "the module's config changed"); done {
 		return err
-	}
-	started := len(pod.Status.ContainerStatuses) > 0 && pod.Status.ContainerStatuses[0].State.Running != nil
-	if pod.Annotations[AnnotationWorkerHash] != want.Annotations[AnnotationWorkerHash] && (d.failing || d.stuck || !started) {
-		// KMM replaces an outdated worker only after its container
-		// restarted, so one that cannot even pull its image stays forever.
-		s.progress(PhaseLoading, ReasonLoading, fmt.Sprintf("replacing worker pod %s: the module's config changed", pod.Name), diagnosis{}, nil)
-		s.st.RequeueAfter = 2 * time.Second
-		return s.l.deletePod(ctx, s.owner, pod, true)
 	}
 	s.progress(PhaseLoading, ReasonLoading, fmt.Sprintf("worker pod %s is loading the module", pod.Name), d, pod)
 	return nil
+}
+
+// replaceOutdated deletes pod when it is outdated against the worker Pod
+// for action and r, saying why. done is set when it deleted pod or could
+// not tell (err says why); the caller then stops there.
+func (s *nodeSync) replaceOutdated(ctx context.Context, pod *corev1.Pod, action Action, r PodRequest, d diagnosis, why string) (done bool, err error) {
+	want, err := s.podFor(action, r)
+	if err != nil {
+		s.fail(ReasonInvalidRequest, err.Error())
+		return true, err
+	}
+	if !outdated(pod, want, d) {
+		return false, nil
+	}
+	phase, reason := phaseOf(action)
+	s.progress(phase, reason, fmt.Sprintf("replacing worker pod %s: %s", pod.Name, why), diagnosis{}, nil)
+	s.st.RequeueAfter = 2 * time.Second
+	return true, s.l.deletePod(ctx, s.owner, pod, true)
+}
+
+// phaseOf is the phase and reason of a node while a worker does action.
+func phaseOf(action Action) (Phase, string) {
+	if action == ActionUnload {
+		return PhaseUnloading, ReasonUnloading
+	}
+	return PhaseLoading, ReasonLoading
+}
+
+// outdated reports whether a worker Pod is to be replaced by want: its
+// template differs and it is failing, stuck or has not started, so
+// nothing is cut short. KMM replaces an outdated worker only after its
+// container restarted, so one that cannot even pull its image stays
+// forever.
+func outdated(pod, want *corev1.Pod, d diagnosis) bool {
+	started := len(pod.Status.ContainerStatuses) > 0 && pod.Status.ContainerStatuses[0].State.Running != nil
+	return pod.Annotations[AnnotationWorkerHash] != want.Annotations[AnnotationWorkerHash] && (d.failing || d.stuck || !started)
 }
 
 func (s *nodeSync) withoutPod(ctx context.Context) error {
@@ -613,10 +647,7 @@ func (s *nodeSync) podFor(action Action, r PodRequest) (*corev1.Pod, error) {
 }
 
 func (s *nodeSync) create(ctx context.Context, action Action, r PodRequest) error {
-	phase, reason := PhaseLoading, ReasonLoading
-	if action == ActionUnload {
-		phase, reason = PhaseUnloading, ReasonUnloading
-	}
+	phase, reason := phaseOf(action)
 	pod, err := s.podFor(action, r)
 	if err != nil {
 		s.fail(ReasonInvalidRequest, err.Error())
@@ -715,6 +746,9 @@ func (s *nodeSync) patchNode(ctx context.Context) error {
 		}
 	default:
 		s.labels[readyKey], s.labels[versionKey] = nil, nil
+	}
+	if old := deprecatedReadyLabel(s.owner); old != "" {
+		s.labels[old] = nil
 	}
 	labels := changes(s.node.Labels, s.labels)
 	annots := changes(s.node.Annotations, s.annots)

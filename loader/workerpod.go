@@ -83,7 +83,18 @@ type PodOptions struct {
 	FirmwareHostPath string
 	// Resources of the worker; nil means small defaults.
 	Resources *corev1.ResourceRequirements
+	// RunAsUser is the worker's user ID; nil means 0 (root), the default
+	// of KMM's worker.runAsUser.
+	RunAsUser *int64
+	// SELinuxType is the SELinux type of a worker that is not privileged;
+	// "" means spc_t, the default of KMM's worker.seLinuxType: an SELinux
+	// node does not let a container_t process load modules.
+	SELinuxType string
 }
+
+// DefaultSELinuxType is the SELinux type of unprivileged workers unless
+// PodOptions.SELinuxType says otherwise.
+const DefaultSELinuxType = "spc_t"
 
 // WorkerPod returns the one-shot Pod that loads or unloads a module on a
 // node, shaped as KMM's (names, labels, annotations, nodeName, OnFailure)
@@ -140,7 +151,11 @@ func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
 	volumes = append(volumes, corev1.Volume{Name: "host-modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
 		Path: hostModulesDir, Type: ptr.To(corev1.HostPathDirectory),
 	}}})
-	mounts = append(mounts, corev1.VolumeMount{Name: "host-modules", MountPath: hostModulesDir, ReadOnly: true})
+	mounts = append(mounts, corev1.VolumeMount{Name: "host-modules", MountPath: hostModulesDir, ReadOnly: true},
+		// Also where KMM's worker mounts them for images that link
+		// <dirName>/lib/modules/<kernel>/host to the node's in-tree
+		// modules (KMM's documented way to depend on them).
+		corev1.VolumeMount{Name: "host-modules", MountPath: "/host" + hostModulesDir, ReadOnly: true})
 	var pullSecrets []corev1.LocalObjectReference
 	if req.ImageRepoSecret != nil && req.ImageRepoSecret.Name != "" {
 		pullSecrets = []corev1.LocalObjectReference{*req.ImageRepoSecret}
@@ -159,12 +174,17 @@ func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
 		}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: "firmware", MountPath: fwHost})
 	}
+	uid := ptr.To[int64](0)
+	if opts.RunAsUser != nil {
+		uid = ptr.To(*opts.RunAsUser)
+	}
 	sc := &corev1.SecurityContext{
-		RunAsUser:    ptr.To[int64](0),
-		Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_MODULE"}},
+		RunAsUser:      uid,
+		Capabilities:   &corev1.Capabilities{Add: []corev1.Capability{"SYS_MODULE"}},
+		SELinuxOptions: &corev1.SELinuxOptions{Type: firstNonEmpty(opts.SELinuxType, DefaultSELinuxType)},
 	}
 	if firmware && req.Action == ActionLoad {
-		sc = &corev1.SecurityContext{RunAsUser: ptr.To[int64](0), Privileged: ptr.To(true)}
+		sc = &corev1.SecurityContext{RunAsUser: uid, Privileged: ptr.To(true)}
 	}
 	resources := corev1.ResourceRequirements{
 		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -16,6 +17,35 @@ import (
 // ErrNoModule is returned by DecodeModules when a manifest holds no Module.
 var ErrNoModule = errors.New("no Module of kmm.sigs.x-k8s.io/v1beta1 in the manifest")
 
+// KubernetesAPIVersion is the Kubernetes release whose API types
+// (k8s.io/api) the Module types embed: volumes, volume mounts, env,
+// resources, tolerations, DRA device selectors and configs. Decoding knows
+// their fields as of this release.
+const KubernetesAPIVersion = "1.34"
+
+// DecodeOption configures DecodeModules and DecodeModule.
+//
+// +kubebuilder:object:generate=false
+type DecodeOption func(*decodeOptions)
+
+type decodeOptions struct {
+	// newerFields, when set, receives a warning for each field of an
+	// embedded Kubernetes type that KubernetesAPIVersion does not have;
+	// such a field is then dropped instead of failing the decode.
+	newerFields func(warning string)
+}
+
+// AcceptNewerKubernetesFields makes decoding accept a manifest written for
+// a newer Kubernetes: a field that an embedded Kubernetes type (a volume,
+// an env var, ...) does not have in KubernetesAPIVersion is dropped, and
+// warn is called with a message naming its path, as the API server does
+// with fieldValidation=Warn. The decoded Module then lacks that field:
+// kmmkit cannot carry it to the Pods it creates. An unknown field of
+// KMM's own types (a typo, most likely) is still an error.
+func AcceptNewerKubernetesFields(warn func(warning string)) DecodeOption {
+	return func(o *decodeOptions) { o.newerFields = warn }
+}
+
 // DecodeModules reads every Module from a YAML or JSON manifest: a single
 // object, a multi-document YAML stream, or a v1 List such as
 // `kubectl get modules -o yaml` prints. Objects of other kinds (the
@@ -23,8 +53,15 @@ var ErrNoModule = errors.New("no Module of kmm.sigs.x-k8s.io/v1beta1 in the mani
 //
 // Decoding is strict: an unknown field, a duplicated key, or a Module of
 // another API version is an error that names the document and the field
-// path. Defaults that KMM's CRD applies are set with [SetDefaults].
-func DecodeModules(data []byte) ([]Module, error) {
+// path. A field unknown to an embedded Kubernetes type (one of a
+// Kubernetes newer than KubernetesAPIVersion, say) is an error too, which
+// says so; AcceptNewerKubernetesFields drops it with a warning instead.
+// Defaults that KMM's CRD applies are set with [SetDefaults].
+func DecodeModules(data []byte, opts ...DecodeOption) ([]Module, error) {
+	var o decodeOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	var modules []Module
 	for doc := 1; ; doc++ {
@@ -35,7 +72,7 @@ func DecodeModules(data []byte) ([]Module, error) {
 		if err != nil {
 			return nil, fmt.Errorf("document %d: %w", doc, err)
 		}
-		found, err := decodeDocument(raw)
+		found, err := decodeDocument(raw, &o)
 		if err != nil {
 			return nil, fmt.Errorf("document %d: %w", doc, err)
 		}
@@ -48,8 +85,8 @@ func DecodeModules(data []byte) ([]Module, error) {
 }
 
 // DecodeModule reads a manifest that must hold exactly one Module.
-func DecodeModule(data []byte) (*Module, error) {
-	modules, err := DecodeModules(data)
+func DecodeModule(data []byte, opts ...DecodeOption) (*Module, error) {
+	modules, err := DecodeModules(data, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +107,7 @@ type typeHeader struct {
 
 // decodeDocument decodes one YAML or JSON document into the Modules it
 // holds: none, one, or the Module items of a List.
-func decodeDocument(raw []byte) ([]Module, error) {
+func decodeDocument(raw []byte, o *decodeOptions) ([]Module, error) {
 	if len(bytes.TrimSpace(stripComments(raw))) == 0 {
 		return nil, nil
 	}
@@ -87,17 +124,17 @@ func decodeDocument(raw []byte) ([]Module, error) {
 	}
 	switch {
 	case head.Kind == "List" && head.APIVersion == "v1":
-		return decodeList(js)
+		return decodeList(js, o)
 	case head.Kind == "ModuleList" && groupOf(head.APIVersion) == GroupName:
 		if err := checkAPIVersion(head); err != nil {
 			return nil, err
 		}
-		return decodeList(js)
+		return decodeList(js, o)
 	case head.Kind == Kind && groupOf(head.APIVersion) == GroupName:
 		if err := checkAPIVersion(head); err != nil {
 			return nil, err
 		}
-		m, err := decodeModuleJSON(js)
+		m, err := decodeModuleJSON(js, o)
 		if err != nil {
 			return nil, err
 		}
@@ -108,7 +145,7 @@ func decodeDocument(raw []byte) ([]Module, error) {
 }
 
 // decodeList decodes the Module items of a v1 List or a ModuleList.
-func decodeList(js []byte) ([]Module, error) {
+func decodeList(js []byte, o *decodeOptions) ([]Module, error) {
 	var list struct {
 		Items []jsonRaw `json:"items"`
 	}
@@ -117,7 +154,7 @@ func decodeList(js []byte) ([]Module, error) {
 	}
 	var modules []Module
 	for i, item := range list.Items {
-		found, err := decodeDocument(item)
+		found, err := decodeDocument(item, o)
 		if err != nil {
 			return nil, fmt.Errorf("items[%d]: %w", i, err)
 		}
@@ -136,17 +173,39 @@ func (r *jsonRaw) UnmarshalJSON(b []byte) error {
 }
 
 // decodeModuleJSON strictly decodes one Module object.
-func decodeModuleJSON(js []byte) (*Module, error) {
+func decodeModuleJSON(js []byte, o *decodeOptions) (*Module, error) {
 	var m Module
-	strictErrs, err := kjson.UnmarshalStrict(js, &m)
+	unknown, err := kjson.UnmarshalStrict(js, &m, kjson.DisallowUnknownFields)
 	if err != nil {
 		return nil, fmt.Errorf("Module: %w", err)
 	}
-	if len(strictErrs) > 0 {
-		msgs := make([]string, len(strictErrs))
-		for i, e := range strictErrs {
-			msgs[i] = e.Error()
+	duplicated, err := kjson.UnmarshalStrict(js, &Module{}, kjson.DisallowDuplicateFields)
+	if err != nil {
+		return nil, fmt.Errorf("Module: %w", err)
+	}
+	var msgs []string
+	for _, e := range unknown {
+		var fe kjson.FieldError
+		if !errors.As(e, &fe) {
+			msgs = append(msgs, e.Error())
+			continue
 		}
+		owner := fieldOwner(reflect.TypeOf(m), fe.FieldPath())
+		if owner == nil || !strings.HasPrefix(owner.PkgPath(), "k8s.io/api/") {
+			msgs = append(msgs, e.Error())
+			continue
+		}
+		why := fmt.Sprintf("%s: Kubernetes %s's %s has no such field (a field of a newer Kubernetes?)", e, KubernetesAPIVersion, owner.Name())
+		if o.newerFields != nil {
+			o.newerFields(why + "; dropped")
+			continue
+		}
+		msgs = append(msgs, why+"; kmmkit cannot carry it to the Pods it creates (see AcceptNewerKubernetesFields)")
+	}
+	for _, e := range duplicated {
+		msgs = append(msgs, e.Error())
+	}
+	if len(msgs) > 0 {
 		name := m.Name
 		if name == "" {
 			name = "(unnamed)"
@@ -155,6 +214,69 @@ func decodeModuleJSON(js []byte) (*Module, error) {
 	}
 	SetDefaults(&m)
 	return &m, nil
+}
+
+// fieldOwner returns the struct type that holds the last field of a JSON
+// field path of t ("spec.devicePlugin.volumes[0].projected.sources[0].x"
+// is held by VolumeProjection), or nil when the path does not lead
+// through t's fields.
+func fieldOwner(t reflect.Type, path string) reflect.Type {
+	segs := strings.Split(path, ".")
+	for _, seg := range segs[:len(segs)-1] {
+		name, _, _ := strings.Cut(seg, "[")
+		f, ok := jsonField(deref(t), name)
+		if !ok {
+			return nil
+		}
+		t = f.Type
+		// One level of slice, array or map per index in the segment.
+		for range strings.Count(seg, "[") {
+			t = deref(t)
+			switch t.Kind() {
+			case reflect.Slice, reflect.Array, reflect.Map:
+				t = t.Elem()
+			default:
+				return nil
+			}
+		}
+	}
+	t = deref(t)
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	return t
+}
+
+// deref strips pointers.
+func deref(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
+}
+
+// jsonField finds the field of struct t that JSON names name, looking
+// into inlined embedded structs.
+func jsonField(t reflect.Type, name string) (reflect.StructField, bool) {
+	if t.Kind() != reflect.Struct {
+		return reflect.StructField{}, false
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case tag == "-":
+		case tag == name:
+			return f, true
+		case tag == "" && f.Anonymous:
+			if inner, ok := jsonField(deref(f.Type), name); ok {
+				return inner, true
+			}
+		case tag == "" && f.Name == name:
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 // checkAPIVersion rejects a Module of the KMM group in another version.

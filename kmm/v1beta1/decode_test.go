@@ -3,6 +3,7 @@ package v1beta1
 import (
 	"encoding/json"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -229,4 +230,92 @@ func FuzzDecodeModules(f *testing.F) {
 			}
 		}
 	})
+}
+
+// newerFieldModule uses podCertificate.userAnnotations, a field that
+// k8s.io/api v0.35 (Kubernetes 1.35) added to projected volumes, in a
+// device plugin volume.
+const newerFieldModule = `apiVersion: kmm.sigs.x-k8s.io/v1beta1
+kind: Module
+metadata: {name: nic, namespace: drivers}
+spec:
+  selector: {}
+  devicePlugin:
+    container: {image: "dp:v1"}
+    volumes:
+    - name: cert
+      projected:
+        sources:
+        - podCertificate:
+            signerName: example.com/signer
+            keyType: ED25519
+            credentialBundlePath: bundle.pem
+            userAnnotations: {example.com/team: nic}
+`
+
+const newerFieldPath = "spec.devicePlugin.volumes[0].projected.sources[0].podCertificate.userAnnotations"
+
+// TestDecodeNewerKubernetesField: a field of a newer Kubernetes inside an
+// embedded Kubernetes type is refused with a message that says so, unless
+// AcceptNewerKubernetesFields drops it with a warning; an unknown field of
+// KMM's own types and a duplicated key stay errors either way.
+func TestDecodeNewerKubernetesField(t *testing.T) {
+	_, err := DecodeModule([]byte(newerFieldModule))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `Module nic: unknown field "`+newerFieldPath+`"`)
+	assert.Contains(t, err.Error(), "Kubernetes 1.34's PodCertificateProjection has no such field (a field of a newer Kubernetes?)")
+	assert.Contains(t, err.Error(), "AcceptNewerKubernetesFields")
+
+	var warnings []string
+	warn := AcceptNewerKubernetesFields(func(w string) { warnings = append(warnings, w) })
+	m, err := DecodeModule([]byte(newerFieldModule), warn)
+	require.NoError(t, err)
+	require.Len(t, warnings, 1)
+	assert.Contains(t, warnings[0], newerFieldPath)
+	assert.Contains(t, warnings[0], "dropped")
+	pc := m.Spec.DevicePlugin.Volumes[0].Projected.Sources[0].PodCertificate
+	require.NotNil(t, pc, "the fields 1.34 knows are kept")
+	assert.Equal(t, "example.com/signer", pc.SignerName)
+	assert.Empty(t, Validate(m))
+
+	typo := strings.Replace(newerFieldModule, "selector: {}", "selector: {}\n  imageRepoSecrets: {name: x}", 1)
+	_, err = DecodeModule([]byte(typo), warn)
+	assert.ErrorContains(t, err, `unknown field "spec.imageRepoSecrets"`, "a typo in KMM's own types is always an error")
+	assert.NotContains(t, err.Error(), "newer Kubernetes")
+
+	dup := `{"apiVersion":"kmm.sigs.x-k8s.io/v1beta1","kind":"Module","metadata":{"name":"nic"},
+		"spec":{"selector":{},"devicePlugin":{"container":{"image":"dp:v1"},"volumes":[{"name":"a","name":"b","emptyDir":{}}]}}}`
+	_, err = DecodeModule([]byte(dup), warn)
+	assert.ErrorContains(t, err, `key "name" already set`, "a duplicated key is always an error")
+
+	// A field unknown in a Kubernetes type the Module embeds at other
+	// places: a volume mount and a toleration.
+	for _, tc := range []struct{ doc, path, owner string }{
+		{strings.Replace(newerFieldModule, `container: {image: "dp:v1"}`, `container: {image: "dp:v1", volumeMounts: [{name: cert, mountPath: /c, fromTheFuture: true}]}`, 1),
+			"spec.devicePlugin.container.volumeMounts[0].fromTheFuture", "VolumeMount"},
+		{strings.Replace(newerFieldModule, "selector: {}", "selector: {}\n  tolerations: [{key: k, operator: Exists, fromTheFuture: 1}]", 1),
+			"spec.tolerations[0].fromTheFuture", "Toleration"},
+	} {
+		_, err := DecodeModule([]byte(tc.doc))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `unknown field "`+tc.path+`"`)
+		assert.Contains(t, err.Error(), "Kubernetes 1.34's "+tc.owner+" has no such field")
+	}
+}
+
+// TestKubernetesAPIVersionMatchesGoMod: KubernetesAPIVersion names the
+// k8s.io/api the module is built with.
+func TestKubernetesAPIVersionMatchesGoMod(t *testing.T) {
+	gomod, err := os.ReadFile("../../go.mod")
+	require.NoError(t, err)
+	found := false
+	for _, line := range strings.Split(string(gomod), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "k8s.io/api" {
+			found = true
+			assert.True(t, strings.HasPrefix(f[1], "v0."+strings.TrimPrefix(KubernetesAPIVersion, "1.")+"."),
+				"go.mod has k8s.io/api %s; KubernetesAPIVersion is %s", f[1], KubernetesAPIVersion)
+		}
+	}
+	assert.True(t, found, "k8s.io/api in go.mod")
 }

@@ -10,10 +10,13 @@
 // Three groups of functions work on the types:
 //
 //   - [DecodeModules] and [DecodeModule] read YAML or JSON manifests strictly:
-//     an unknown or duplicated field is an error that names its path.
+//     an unknown or duplicated field is an error that names its path. The
+//     embedded Kubernetes types know the fields of [KubernetesAPIVersion];
+//     [AcceptNewerKubernetesFields] drops a newer one with a warning.
 //   - [Validate], [ValidateUpdate] and [ValidateSpec] apply every rule that
 //     KMM's admission webhook and CRD schema apply, and report all problems at
-//     once with their field paths.
+//     once with their field paths; [WithKubernetesVersion] adds the rules
+//     that depend on the cluster's version.
 //   - [AddToScheme] registers Module and ModuleList with a runtime.Scheme.
 //
 // +kubebuilder:object:generate=true

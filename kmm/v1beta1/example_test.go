@@ -78,3 +78,36 @@ spec:
 	// spec.moduleLoader.container.kernelMappings[1].regexp: Forbidden: regexp and literal are mutually exclusive
 	// spec.moduleLoader.container.kernelMappings[1].containerImage: Invalid value: "registry.example.com/nic-driver:${KERNEL_RELEASE}": unknown variable "KERNEL_RELEASE" at offset 32 of "registry.example.com/nic-driver:${KERNEL_RELEASE}" (known variables: KERNEL_FULL_VERSION, KERNEL_VERSION, KERNEL_XYZ, KERNEL_X, KERNEL_Y, KERNEL_Z, MOD_NAME, MOD_NAMESPACE)
 }
+
+// A manifest written for a newer Kubernetes: by default decoding refuses
+// the field kmmkit's Kubernetes types do not have; with
+// AcceptNewerKubernetesFields it is dropped and reported.
+func ExampleAcceptNewerKubernetesFields() {
+	manifest := []byte(`
+apiVersion: kmm.sigs.x-k8s.io/v1beta1
+kind: Module
+metadata: {name: nic-driver, namespace: drivers}
+spec:
+  selector: {}
+  devicePlugin:
+    container: {image: "registry.example.com/nic-plugin:v1"}
+    volumes:
+    - name: cert
+      projected:
+        sources:
+        - podCertificate: {signerName: example.com/s, keyType: ED25519, credentialBundlePath: b.pem, userAnnotations: {example.com/team: nic}}
+`)
+	if _, err := v1beta1.DecodeModule(manifest); err != nil {
+		fmt.Println("refused")
+	}
+	m, err := v1beta1.DecodeModule(manifest, v1beta1.AcceptNewerKubernetesFields(func(w string) { fmt.Println("warning:", w) }))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(m.Spec.DevicePlugin.Volumes[0].Projected.Sources[0].PodCertificate.SignerName)
+	// Output:
+	// refused
+	// warning: unknown field "spec.devicePlugin.volumes[0].projected.sources[0].podCertificate.userAnnotations": Kubernetes 1.34's PodCertificateProjection has no such field (a field of a newer Kubernetes?); dropped
+	// example.com/s
+}

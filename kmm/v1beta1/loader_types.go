@@ -137,15 +137,18 @@ type ModprobeSpec struct {
 	ModulesLoadingOrder []string `json:"modulesLoadingOrder,omitempty"`
 }
 
-// ModprobeArgs are modprobe arguments for loading and for unloading.
+// ModprobeArgs are modprobe arguments for loading and for unloading. As in
+// KMM's CRD, each list is optional but, when present, not empty.
 type ModprobeArgs struct {
 	// Load are the arguments used to load.
+	// +optional
 	// +kubebuilder:validation:MinItems=1
-	Load []string `json:"load"`
+	Load []string `json:"load,omitempty"`
 
 	// Unload are the arguments used to unload.
+	// +optional
 	// +kubebuilder:validation:MinItems=1
-	Unload []string `json:"unload"`
+	Unload []string `json:"unload,omitempty"`
 }
 
 // Build describes how to build the module image from a Dockerfile.

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	utilversion "k8s.io/apimachinery/pkg/util/version"
 
 	"github.com/kmmkit/kmmkit/internal/envsubst"
 	"github.com/kmmkit/kmmkit/internal/kvars"
@@ -30,10 +31,43 @@ var hostPathPrefixes = []string{"/dev", "/sys", "/var", "/opt", "/run"}
 // tagPattern is the OCI distribution tag grammar.
 var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
 
+// MinDRAKubernetesVersion is the oldest Kubernetes whose API server
+// serves what spec.dra needs (resource.k8s.io/v1), as KMM's webhook
+// requires.
+const MinDRAKubernetesVersion = "1.34"
+
+// ValidateOption configures Validate, ValidateUpdate and ValidateSpec.
+//
+// +kubebuilder:object:generate=false
+type ValidateOption func(*validateOptions)
+
+type validateOptions struct {
+	kubeVersion string
+}
+
+// WithKubernetesVersion applies the rules that depend on the cluster's
+// Kubernetes version, as KMM's webhook does with the version of the
+// cluster it serves: spec.dra needs MinDRAKubernetesVersion or later. v is
+// the API server's version, as discovery reports it (version.Info's
+// GitVersion, such as "v1.33.4"), or "1.33". Without this option those
+// rules are skipped, as KMM's hub webhook skips them for a spoke it does
+// not know.
+func WithKubernetesVersion(v string) ValidateOption {
+	return func(o *validateOptions) { o.kubeVersion = v }
+}
+
+func collectValidateOptions(opts []ValidateOption) validateOptions {
+	var o validateOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
 // Validate applies to a Module every rule of KMM's admission webhook and of
 // its CRD schema, and returns all problems at once, each with its field
 // path. An empty list means the Module is valid.
-func Validate(m *Module) field.ErrorList {
+func Validate(m *Module, opts ...ValidateOption) field.ErrorList {
 	var errs field.ErrorList
 	meta := field.NewPath("metadata")
 	if m.Name == "" && m.GenerateName == "" {
@@ -43,13 +77,13 @@ func Validate(m *Module) field.ErrorList {
 		errs = append(errs, field.Invalid(meta.Child("name"), m.Name,
 			fmt.Sprintf("name and namespace together are %d characters; at most %d are allowed", n, MaxNameNamespaceLength)))
 	}
-	return append(errs, ValidateSpec(&m.Spec, field.NewPath("spec"))...)
+	return append(errs, ValidateSpec(&m.Spec, field.NewPath("spec"), opts...)...)
 }
 
 // ValidateUpdate validates newer as Validate does, and also the rules that
 // compare it with the stored older Module.
-func ValidateUpdate(older, newer *Module) field.ErrorList {
-	errs := Validate(newer)
+func ValidateUpdate(older, newer *Module, opts ...ValidateOption) field.ErrorList {
+	errs := Validate(newer, opts...)
 	var oldVersion, newVersion string
 	if older.Spec.ModuleLoader != nil {
 		oldVersion = older.Spec.ModuleLoader.Container.Version
@@ -67,7 +101,8 @@ func ValidateUpdate(older, newer *Module) field.ErrorList {
 
 // ValidateSpec validates a ModuleSpec found at fldPath. Operators that embed
 // ModuleSpec in their own resources call it with their own path.
-func ValidateSpec(spec *ModuleSpec, fldPath *field.Path) field.ErrorList {
+func ValidateSpec(spec *ModuleSpec, fldPath *field.Path, opts ...ValidateOption) field.ErrorList {
+	o := collectValidateOptions(opts)
 	var errs field.ErrorList
 	if spec.Selector == nil {
 		errs = append(errs, field.Required(fldPath.Child("selector"), "use {} to select every node"))
@@ -87,6 +122,7 @@ func ValidateSpec(spec *ModuleSpec, fldPath *field.Path) field.ErrorList {
 		errs = append(errs, validateDevicePlugin(spec.DevicePlugin, fldPath.Child("devicePlugin"))...)
 	}
 	if spec.DRA != nil {
+		errs = append(errs, validateDRAVersion(o.kubeVersion, fldPath.Child("dra"))...)
 		errs = append(errs, validateDRA(spec.DRA, fldPath.Child("dra"))...)
 	}
 	if spec.ModuleLoader != nil {
@@ -180,12 +216,20 @@ func validateModprobe(m *ModprobeSpec, p *field.Path) field.ErrorList {
 			errs = append(errs, field.Required(p.Child("rawArgs", "unload"), "rawArgs.unload is required when moduleName is not set"))
 		}
 	}
-	if m.Args != nil {
-		if len(m.Args.Load) == 0 {
-			errs = append(errs, field.Required(p.Child("args", "load"), "must have at least one item when args is set"))
+	// KMM's CRD: args and rawArgs are optional, and so is each of their
+	// lists, but a list that is present holds at least one item.
+	for _, a := range []struct {
+		name string
+		args *ModprobeArgs
+	}{{"args", m.Args}, {"rawArgs", m.RawArgs}} {
+		if a.args == nil {
+			continue
 		}
-		if len(m.Args.Unload) == 0 {
-			errs = append(errs, field.Required(p.Child("args", "unload"), "must have at least one item when args is set"))
+		if a.args.Load != nil && len(a.args.Load) == 0 {
+			errs = append(errs, field.Invalid(p.Child(a.name, "load"), a.args.Load, "must have at least one item when set"))
+		}
+		if a.args.Unload != nil && len(a.args.Unload) == 0 {
+			errs = append(errs, field.Invalid(p.Child(a.name, "unload"), a.args.Unload, "must have at least one item when set"))
 		}
 	}
 	if m.ModuleName != "" && strings.ContainsAny(m.ModuleName, "/ \t\n") {
@@ -199,14 +243,16 @@ func validateModprobe(m *ModprobeSpec, p *field.Path) field.ErrorList {
 	if (m.RawArgs != nil && len(m.RawArgs.Unload) > 0) || (m.RawArgs == nil && m.ModuleName != "") {
 		errs = append(errs, validateModprobeCommand(m, true, p)...)
 	}
-	if len(m.ModulesLoadingOrder) > 0 {
+	// An empty list that is present counts as set, as in KMM's webhook: it
+	// is refused for having fewer than two modules.
+	if m.ModulesLoadingOrder != nil {
 		lo := p.Child("modulesLoadingOrder")
 		if len(m.ModulesLoadingOrder) < 2 {
 			errs = append(errs, field.Invalid(lo, m.ModulesLoadingOrder, "must hold at least two modules: moduleName and what it depends on"))
 		}
 		if m.ModuleName == "" {
 			errs = append(errs, field.Required(p.Child("moduleName"), "moduleName is required when modulesLoadingOrder is set"))
-		} else if m.ModulesLoadingOrder[0] != m.ModuleName {
+		} else if len(m.ModulesLoadingOrder) > 0 && m.ModulesLoadingOrder[0] != m.ModuleName {
 			errs = append(errs, field.Invalid(lo.Index(0), m.ModulesLoadingOrder[0], fmt.Sprintf("the first entry must be moduleName %q", m.ModuleName)))
 		}
 		seen := sets.New[string]()
@@ -487,6 +533,22 @@ func validateDRA(d *DRASpec, p *field.Path) field.ErrorList {
 		}
 	}
 	return errs
+}
+
+// validateDRAVersion refuses spec.dra on a cluster older than
+// MinDRAKubernetesVersion; with no version it checks nothing.
+func validateDRAVersion(kubeVersion string, p *field.Path) field.ErrorList {
+	if kubeVersion == "" {
+		return nil
+	}
+	v, err := utilversion.ParseGeneric(kubeVersion)
+	if err != nil {
+		return field.ErrorList{field.InternalError(p, fmt.Errorf("cannot tell whether the cluster serves DRA: Kubernetes version %q: %w", kubeVersion, err))}
+	}
+	if !v.AtLeast(utilversion.MustParseGeneric(MinDRAKubernetesVersion)) {
+		return field.ErrorList{field.Forbidden(p, fmt.Sprintf("spec.dra requires Kubernetes %s or later; the cluster runs %d.%d", MinDRAKubernetesVersion, v.Major(), v.Minor()))}
+	}
+	return nil
 }
 
 // validatePluginContainer checks a device plugin or DRA container.

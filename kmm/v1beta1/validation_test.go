@@ -154,8 +154,12 @@ func TestValidate(t *testing.T) {
 		{"rawArgs without unload", func(m *Module) {
 			container(m).Modprobe = ModprobeSpec{RawArgs: &ModprobeArgs{Load: []string{"x"}}}
 		}, []fieldErr{{field.ErrorTypeRequired, c + ".modprobe.rawArgs.unload", ""}}},
-		{"args with empty lists", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{} },
-			[]fieldErr{{field.ErrorTypeRequired, c + ".modprobe.args.load", ""}, {field.ErrorTypeRequired, c + ".modprobe.args.unload", ""}}},
+		{"args without lists", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{} }, nil},
+		{"args with load only", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{Load: []string{"--first-time"}} }, nil},
+		{"args with empty lists", func(m *Module) { container(m).Modprobe.Args = &ModprobeArgs{Load: []string{}, Unload: []string{}} },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.args.load", "at least one item"}, {field.ErrorTypeInvalid, c + ".modprobe.args.unload", "at least one item"}}},
+		{"empty loading order", func(m *Module) { container(m).Modprobe.ModulesLoadingOrder = []string{} },
+			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.modulesLoadingOrder", "at least two"}}},
 		{"moduleName is a path", func(m *Module) { container(m).Modprobe.ModuleName = "/opt/x.ko" },
 			[]fieldErr{{field.ErrorTypeInvalid, c + ".modprobe.moduleName", "not a path"}}},
 		{"valid loading order", func(m *Module) { container(m).Modprobe.ModulesLoadingOrder = []string{"mod_a", "mod_b"} }, nil},
@@ -421,4 +425,24 @@ func TestValidateSpecEmbedded(t *testing.T) {
 	errs := ValidateSpec(&m.Spec, field.NewPath("spec", "driver"))
 	require.Len(t, errs, 1)
 	assert.Equal(t, "spec.driver.moduleLoader.container.containerImage", errs[0].Field)
+}
+
+// TestValidateKubernetesVersion: WithKubernetesVersion gates spec.dra as
+// KMM's webhook does, and a version that does not parse says so rather
+// than passing.
+func TestValidateKubernetesVersion(t *testing.T) {
+	m := &Module{ObjectMeta: metav1.ObjectMeta{Name: "dra", Namespace: "ns"}, Spec: ModuleSpec{Selector: map[string]string{},
+		DRA: &DRASpec{DriverName: "gpu.example.com", Container: CommonContainerSpec{Image: "dra:v1"}}}}
+	assert.Empty(t, Validate(m), "no version: no gate")
+	assert.Empty(t, Validate(m, WithKubernetesVersion("v1.34.0-gke.1")))
+	errs := Validate(m, WithKubernetesVersion("v1.33.7"))
+	require.Len(t, errs, 1)
+	assert.Equal(t, "spec.dra", errs[0].Field)
+	assert.Contains(t, errs[0].Error(), "spec.dra requires Kubernetes 1.34 or later; the cluster runs 1.33")
+	errs = Validate(m, WithKubernetesVersion("latest"))
+	require.Len(t, errs, 1)
+	assert.Equal(t, field.ErrorTypeInternal, errs[0].Type)
+	assert.Contains(t, errs[0].Error(), `Kubernetes version "latest"`)
+	m.Spec.DRA = nil
+	assert.Empty(t, Validate(m, WithKubernetesVersion("v1.20.0")), "the gate concerns spec.dra only")
 }
