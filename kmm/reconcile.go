@@ -46,7 +46,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, m *v1beta1.Module) (Result, 
 	if deleting && !slices.Contains(m.Finalizers, Finalizer) {
 		return Result{Status: m.Status, Done: true}, nil
 	}
-	invalid := v1beta1.Validate(m)
+	invalid := v1beta1.Validate(m, r.validateOptions(ctx)...)
 	if !deleting && len(invalid) == 0 && !slices.Contains(m.Finalizers, Finalizer) {
 		m.Finalizers = append(m.Finalizers, Finalizer)
 		updated, err := r.modules.Update(ctx, m)
@@ -119,7 +119,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, m *v1beta1.Module) (Result, 
 // nodes it could not report; kernels, images and builds are this pass's.
 // RequeueAfter is set as on success; Done is set only without error.
 func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (Result, error) {
-	return r.reconcile(ctx, obj, v1beta1.ValidateSpec(&obj.Spec, obj.specPath()))
+	return r.reconcile(ctx, obj, v1beta1.ValidateSpec(&obj.Spec, obj.specPath(), r.validateOptions(ctx)...))
 }
 
 // logger is the logger of a pass: WithLogger's, or the context's.

@@ -62,9 +62,12 @@ type Reconciler struct {
 	dtk           builder.DTKResolver
 	identity      identity.Domain
 
-	mu         sync.Mutex
-	signFailed map[string]failure   // image → last sign failure
-	verified   map[string]time.Time // image → last registry verification
+	mu sync.Mutex
+	// serverVersion is the API server's version, read at serverVersionAt.
+	serverVersion   string
+	serverVersionAt time.Time
+	signFailed      map[string]failure   // image → last sign failure
+	verified        map[string]time.Time // image → last registry verification
 }
 
 // failure is a remembered failure, for backoff.

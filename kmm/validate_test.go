@@ -9,8 +9,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apimachinery/pkg/version"
+	fakediscovery "k8s.io/client-go/discovery/fake"
 
 	"github.com/kmmkit/kmmkit/kmm"
 	"github.com/kmmkit/kmmkit/kmm/kmmtest"
@@ -206,4 +209,37 @@ func expectedErrors(errs field.ErrorList) string {
 		parts[i] = e.Error()
 	}
 	return fmt.Sprintf("%d error(s): %s", len(errs), strings.Join(parts, "; "))
+}
+
+// TestDRAVersionGate: the Reconciler validates with the API server's
+// version, so spec.dra on a cluster older than Kubernetes 1.34 is an
+// invalid spec, as KMM's webhook refuses it; on 1.34 it is not.
+func TestDRAVersionGate(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		version string
+		valid   bool
+	}{{"v1.33.4", false}, {"v1.34.0", true}} {
+		t.Run(tc.version, func(t *testing.T) {
+			h := cluster(t)
+			h.Clientset.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &version.Info{GitVersion: tc.version}
+			m := nicModule()
+			m.Spec.DRA = &v1beta1.DRASpec{DriverName: "gpu.example.com", Container: v1beta1.CommonContainerSpec{Image: "dra:v1"}}
+			require.NoError(t, h.CreateModule(ctx, m))
+			_, err := h.Reconcile(ctx, "drivers", "nic")
+			require.NoError(t, err)
+			got, err := h.Module(ctx, "drivers", "nic")
+			require.NoError(t, err)
+			valid := meta.FindStatusCondition(got.Status.Conditions, kmm.ConditionValid)
+			require.NotNil(t, valid)
+			if tc.valid {
+				assert.Equal(t, metav1.ConditionTrue, valid.Status, valid.Message)
+				return
+			}
+			assert.Equal(t, metav1.ConditionFalse, valid.Status)
+			assert.Equal(t, string(reason.InvalidSpec), valid.Reason)
+			assert.Contains(t, valid.Message, "spec.dra")
+			assert.Contains(t, valid.Message, "1.34")
+		})
+	}
 }
