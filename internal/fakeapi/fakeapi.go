@@ -46,7 +46,8 @@ func New(objs ...runtime.Object) (*Server, error) {
 
 // Client returns a new clientset on s, with its own record of actions.
 func (s *Server) Client() *k8sfake.Clientset {
-	cs := &k8sfake.Clientset{}
+	cs := k8sfake.NewClientset() // for its discovery; its own tracker is not used
+	cs.ReactionChain, cs.WatchReactionChain, cs.ProxyReactionChain = nil, nil, nil
 	cs.AddReactor("*", "*", k8stesting.ObjectReaction(s.tracker))
 	cs.AddWatchReactor("*", func(action k8stesting.Action) (bool, watch.Interface, error) {
 		var opts metav1.ListOptions
