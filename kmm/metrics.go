@@ -38,7 +38,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		modprobeArgs:    g("kmm_modprobe_args", "Number of Modules that set modprobe args."),
 		modprobeRawArgs: g("kmm_modprobe_raw_args", "Number of Modules that set modprobe raw args."),
 		nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kmmkit_module_nodes",
-			Help: "Nodes of a Module by state: desired, available."}, []string{"namespace", "module", "state"}),
+			Help: "Nodes of a Module (or an embedder's owner: the owner label names its kind and domain) by state: desired, available."},
+			[]string{"owner", "namespace", "module", "state"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kmmkit_reconcile_duration_seconds",
 			Help: "Duration of Reconcile passes.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"result"}),
 		buildPhases: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kmmkit_build_syncs_total",
@@ -78,7 +79,9 @@ func (m *Metrics) build(st builder.Status) {
 }
 
 // reconciled records a pass and the Module's gauges.
-func (m *Metrics) reconciled(obj Object, res Result, err error, d time.Duration) {
+// owner is the identity's kind and domain (identity.Domain.String), so
+// same-named owners of two embedders are two series.
+func (m *Metrics) reconciled(owner string, obj Object, res Result, err error, d time.Duration) {
 	if m == nil {
 		return
 	}
@@ -87,13 +90,13 @@ func (m *Metrics) reconciled(obj Object, res Result, err error, d time.Duration)
 		result = "error"
 	}
 	m.duration.WithLabelValues(result).Observe(d.Seconds())
-	key := obj.Namespace + "/" + obj.Name
+	key := owner + "\x00" + obj.Namespace + "/" + obj.Name
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if res.Done {
 		delete(m.known, key)
-		m.nodes.DeleteLabelValues(obj.Namespace, obj.Name, "desired")
-		m.nodes.DeleteLabelValues(obj.Namespace, obj.Name, "available")
+		m.nodes.DeleteLabelValues(owner, obj.Namespace, obj.Name, "desired")
+		m.nodes.DeleteLabelValues(owner, obj.Namespace, obj.Name, "available")
 	} else {
 		f := moduleFlags{devicePlugin: obj.Spec.DevicePlugin != nil}
 		if ml := obj.Spec.ModuleLoader; ml != nil {
@@ -107,8 +110,8 @@ func (m *Metrics) reconciled(obj Object, res Result, err error, d time.Duration)
 		}
 		m.known[key] = f
 		if s := res.Status.ModuleLoader; s != nil {
-			m.nodes.WithLabelValues(obj.Namespace, obj.Name, "desired").Set(float64(s.DesiredNumber))
-			m.nodes.WithLabelValues(obj.Namespace, obj.Name, "available").Set(float64(s.AvailableNumber))
+			m.nodes.WithLabelValues(owner, obj.Namespace, obj.Name, "desired").Set(float64(s.DesiredNumber))
+			m.nodes.WithLabelValues(owner, obj.Namespace, obj.Name, "available").Set(float64(s.AvailableNumber))
 		}
 	}
 	var n, b, s, dp, a, ra float64

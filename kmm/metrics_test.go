@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/kmm"
 )
 
@@ -25,10 +26,20 @@ func TestMetrics(t *testing.T) {
 	assert.Equal(t, 1.0, vals["kmm_module_num"])
 	assert.Equal(t, 1.0, vals["kmm_in_cluster_build_num"])
 	assert.Equal(t, 0.0, vals["kmm_in_cluster_sign_num"])
-	assert.Equal(t, 3.0, vals["kmmkit_module_nodes{module=nic,namespace=drivers,state=available}"])
+	assert.Equal(t, 3.0, vals[`kmmkit_module_nodes{module=nic,namespace=drivers,owner=Module (kmm.node.kubernetes.io),state=available}`])
 	assert.Greater(t, vals["kmmkit_reconcile_duration_seconds{result=ok}"], 0.0, "passes observed")
 	assert.Greater(t, vals["kmmkit_image_checks_total{result=missing}"], 0.0)
 	assert.Equal(t, 1.0, vals["kmmkit_build_syncs_total{phase=Succeeded}"])
+
+	// An embedder's owner of the same name is a series of its own.
+	acme := cluster(t, kmm.WithMetrics(m), kmm.WithIdentity(identity.Domain{Name: "nic.acme.io", Kind: "NICDriver"}))
+	require.NoError(t, acme.CreateModule(ctx, nicModule()))
+	_, err = acme.ReconcileUntilStable(ctx, "drivers", "nic", 10)
+	require.NoError(t, err)
+	vals = gather(t, reg)
+	assert.Equal(t, 3.0, vals[`kmmkit_module_nodes{module=nic,namespace=drivers,owner=NICDriver (nic.acme.io),state=available}`])
+	assert.Equal(t, 3.0, vals[`kmmkit_module_nodes{module=nic,namespace=drivers,owner=Module (kmm.node.kubernetes.io),state=available}`])
+	assert.Equal(t, 2.0, vals["kmm_module_num"])
 
 	// Registering twice on the same registry is an error, not a panic.
 	_, err = kmm.NewMetrics(reg)
@@ -39,8 +50,9 @@ func TestMetrics(t *testing.T) {
 	_, err = h.ReconcileUntilStable(ctx, "drivers", "nic", 10)
 	require.NoError(t, err)
 	vals = gather(t, reg)
-	assert.Equal(t, 0.0, vals["kmm_module_num"])
-	assert.NotContains(t, vals, "kmmkit_module_nodes{module=nic,namespace=drivers,state=available}")
+	assert.Equal(t, 1.0, vals["kmm_module_num"])
+	assert.NotContains(t, vals, `kmmkit_module_nodes{module=nic,namespace=drivers,owner=Module (kmm.node.kubernetes.io),state=available}`)
+	assert.Contains(t, vals, `kmmkit_module_nodes{module=nic,namespace=drivers,owner=NICDriver (nic.acme.io),state=available}`)
 }
 
 // gather flattens the registry: name{label=value,...} → value (a

@@ -139,7 +139,7 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 	log := r.logger(ctx).WithValues("namespace", obj.Namespace, "name", obj.Name)
 	ctx = logr.NewContext(ctx, log)
 	start := r.now()
-	defer func() { r.metrics.reconciled(obj, res, err, r.now().Sub(start)) }()
+	defer func() { r.metrics.reconciled(r.identity.String(), obj, res, err, r.now().Sub(start)) }()
 	if len(invalid) > 0 && !obj.Deleting {
 		log.V(1).Info("the spec is invalid: nothing is changed in the cluster", "errors", len(invalid), "first", invalid[0].Error())
 		return r.invalid(obj, invalid), nil
