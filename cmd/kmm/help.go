@@ -8,6 +8,7 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+	"slices"
 )
 
 // help is what -h prints for a command: how to call it, what it does and
@@ -56,6 +57,25 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code
 		return exitOK, false
 	case err != nil:
 		_, _ = stderr.Write(buf.Bytes())
+		return exitError, false
+	}
+	return exitOK, true
+}
+
+// subcommand checks the first argument of a command that has
+// subcommands: help prints h on stdout (exit 0); none or an unknown one
+// prints h on stderr (exit 2). ok says args[0] is one of subs.
+func subcommand(name string, h help, args []string, subs []string, stdout, stderr io.Writer) (code int, ok bool) {
+	switch {
+	case len(args) == 0:
+		h.write(stderr, nil)
+		return exitError, false
+	case isHelp(args[0]):
+		h.write(stdout, nil)
+		return exitOK, false
+	case !slices.Contains(subs, args[0]):
+		fmt.Fprintf(stderr, "%s: unknown command %q\n\n", name, args[0])
+		h.write(stderr, nil)
 		return exitError, false
 	}
 	return exitOK, true

@@ -30,17 +30,8 @@ var imageCheckHelp = help{
 
 // runImage implements "kmm image ...".
 func runImage(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	switch {
-	case len(args) == 0:
-		imageHelp.write(stderr, nil)
-		return exitError
-	case isHelp(args[0]):
-		imageHelp.write(stdout, nil)
-		return exitOK
-	case args[0] != "check":
-		fmt.Fprintf(stderr, "kmm image: unknown command %q\n\n", args[0])
-		imageHelp.write(stderr, nil)
-		return exitError
+	if code, ok := subcommand("kmm image", imageHelp, args, []string{"check"}, stdout, stderr); !ok {
+		return code
 	}
 	return runImageCheck(ctx, args[1:], stdout, stderr)
 }

@@ -25,17 +25,8 @@ var workerHelp = help{
 
 // runWorker implements "kmm worker load|unload": KMM's worker, natively.
 func runWorker(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	switch {
-	case len(args) == 0:
-		workerHelp.write(stderr, nil)
-		return exitError
-	case isHelp(args[0]):
-		workerHelp.write(stdout, nil)
-		return exitOK
-	case args[0] != "load" && args[0] != "unload":
-		fmt.Fprintf(stderr, "kmm worker: unknown command %q\n\n", args[0])
-		workerHelp.write(stderr, nil)
-		return exitError
+	if code, ok := subcommand("kmm worker", workerHelp, args, []string{"load", "unload"}, stdout, stderr); !ok {
+		return code
 	}
 	action := args[0]
 	h := workerHelp

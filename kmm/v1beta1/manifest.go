@@ -163,29 +163,33 @@ func (o *ManifestObject) Module() (*Module, field.ErrorList) {
 // (spec.module.moduleLoader…). at is the path as a field.Path, for
 // ValidateSpec, and nil when the object has nothing at path.
 func (o *ManifestObject) ModuleSpecAt(path string) (spec *ModuleSpec, at *field.Path, errs field.ErrorList) {
-	v, at := o.lookup(path)
-	if at == nil {
+	spec = &ModuleSpec{}
+	if at, errs = o.specAt(path, spec, &spec.ModuleLoader); at == nil {
 		return nil, nil, nil
 	}
-	spec = &ModuleSpec{}
-	errs = o.decode(v, at, spec)
-	m := Module{Spec: *spec}
-	SetDefaults(&m)
-	return &m.Spec, at, errs
+	return spec, at, errs
 }
 
 // EmbeddedSpecAt is ModuleSpecAt for an EmbeddedModuleSpec: devicePlugin
 // and dra are unknown fields there.
 func (o *ManifestObject) EmbeddedSpecAt(path string) (spec *EmbeddedModuleSpec, at *field.Path, errs field.ErrorList) {
-	v, at := o.lookup(path)
-	if at == nil {
+	spec = &EmbeddedModuleSpec{}
+	if at, errs = o.specAt(path, spec, &spec.ModuleLoader); at == nil {
 		return nil, nil, nil
 	}
-	spec = &EmbeddedModuleSpec{}
-	errs = o.decode(v, at, spec)
-	m := Module{Spec: ModuleSpec{ModuleLoader: spec.ModuleLoader}}
-	SetDefaults(&m)
 	return spec, at, errs
+}
+
+// specAt decodes the object at path into target, whose module loader is
+// *loader, and applies the CRD's defaults to it.
+func (o *ManifestObject) specAt(path string, target any, loader **ModuleLoaderSpec) (*field.Path, field.ErrorList) {
+	v, at := o.lookup(path)
+	if at == nil {
+		return nil, nil
+	}
+	errs := o.decode(v, at, target)
+	SetDefaults(&Module{Spec: ModuleSpec{ModuleLoader: *loader}})
+	return at, errs
 }
 
 // LineOf returns the line of the stream that the field at path (as a
