@@ -18,6 +18,8 @@ import (
 // ReadManifest finds it: a document of the stream, or an item of a List
 // in one. Its methods decode it strictly and report every problem with its
 // field path and line; LineOf finds where a field is in the stream.
+//
+// +kubebuilder:object:generate=false
 type ManifestObject struct {
 	// Document is the number of the object's document in the stream, from 1.
 	Document int
