@@ -257,8 +257,8 @@ func (o *ManifestObject) decode(v any, at *field.Path, target any) field.ErrorLi
 func typedPath(t reflect.Type, at *field.Path, segs []string) *field.Path {
 	p := at
 	for _, s := range segs {
-		for t != nil && t.Kind() == reflect.Pointer {
-			t = t.Elem()
+		if t != nil {
+			t = deref(t)
 		}
 		var next reflect.Type
 		switch {

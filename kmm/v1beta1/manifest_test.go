@@ -272,8 +272,15 @@ func TestUnknownFieldSuggestions(t *testing.T) {
 		assert.Equal(t, "spec."+key, errs[0].Field)
 		assert.Contains(t, errs[0].Detail, want, key)
 	}
-	objs := v1beta1.ReadManifest([]byte("apiVersion: kmm.sigs.x-k8s.io/v1beta1\nkind: Module\nmetadata: {nmae: m, " + strings.Repeat("a", 300) + ": 1}\n"))
+	objs := v1beta1.ReadManifest([]byte("apiVersion: kmm.sigs.x-k8s.io/v1beta1\nkind: Module\nmetadata: {name: m}\nspec: {selector: {}, tolerations: [{keyy: a}]}\n"))
 	_, errs := objs[0].Module()
+	require.Len(t, errs, 1)
+	assert.Equal(t, "spec.tolerations[0].keyy", errs[0].Field)
+	assert.Equal(t, `unknown field; did you mean "key"?; Kubernetes `+v1beta1.KubernetesAPIVersion+`'s Toleration has no such field (a field of a newer Kubernetes?)`, errs[0].Detail,
+		"an unknown field of a Kubernetes type may be a newer Kubernetes's, as DecodeModules says")
+
+	objs = v1beta1.ReadManifest([]byte("apiVersion: kmm.sigs.x-k8s.io/v1beta1\nkind: Module\nmetadata: {nmae: m, " + strings.Repeat("a", 300) + ": 1}\n"))
+	_, errs = objs[0].Module()
 	require.Len(t, errs, 2)
 	assert.Equal(t, "unknown field", errs[0].Detail, "ObjectMeta has too many fields to list")
 	assert.Equal(t, `unknown field; did you mean "name"?`, errs[1].Detail)

@@ -42,9 +42,7 @@ func (c *checker) check(v any, t reflect.Type, p *field.Path) {
 	if v == nil {
 		return // null decodes as the zero value anywhere
 	}
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
+	t = deref(t)
 	if decodesItself(t) {
 		c.leaf(v, t, p)
 		return
@@ -60,7 +58,11 @@ func (c *checker) check(v any, t reflect.Type, p *field.Path) {
 		for _, k := range sortedKeys(obj) {
 			f, ok := fields.byName[k]
 			if !ok {
-				c.errs = append(c.errs, field.Forbidden(childPath(p, k), unknownField(k, fields.names)))
+				detail := unknownField(k, fields.names)
+				if strings.HasPrefix(t.PkgPath(), "k8s.io/api/") {
+					detail += fmt.Sprintf("; Kubernetes %s's %s has no such field (a field of a newer Kubernetes?)", KubernetesAPIVersion, t.Name())
+				}
+				c.errs = append(c.errs, field.Forbidden(childPath(p, k), detail))
 				continue
 			}
 			c.check(obj[k], f, childPath(p, k))
@@ -180,11 +182,7 @@ func jsonFields(t reflect.Type) structFields {
 			continue
 		}
 		if f.Anonymous && name == "" {
-			et := f.Type
-			for et.Kind() == reflect.Pointer {
-				et = et.Elem()
-			}
-			if et.Kind() == reflect.Struct {
+			if et := deref(f.Type); et.Kind() == reflect.Struct {
 				embedded = append(embedded, et)
 				continue
 			}
