@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Regenerates, with controller-gen pinned in hack/tools/go.mod, the DeepCopy
-# methods of the API types and the Module CRD that kmm/v1beta1 embeds. With
-# --check, it fails when the committed files differ from what it writes.
+# methods of the API types and the Module CRD that kmm/v1beta1 embeds, and
+# the CRDs of kmm/v1beta1/internal/embedtest (an embedder's resources, whose
+# size the tests measure). With --check, it fails when the committed files
+# differ from what it writes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-generated=(kmm/v1beta1/zz_generated.deepcopy.go kmm/v1beta1/crd/kmm.sigs.x-k8s.io_modules.yaml)
+embedtest=kmm/v1beta1/internal/embedtest
+generated=(kmm/v1beta1/zz_generated.deepcopy.go kmm/v1beta1/crd/kmm.sigs.x-k8s.io_modules.yaml
+	"$embedtest/zz_generated.deepcopy.go" "$embedtest/crd/embedtest.kmmkit.io_nicdrivers.yaml"
+	"$embedtest/crd/embedtest.kmmkit.io_gpudrivers.yaml")
 
 gen() {
-	(cd hack/tools && go tool controller-gen \
-		object:headerFile="$root/hack/boilerplate.go.txt" \
-		crd:crdVersions=v1 output:crd:dir="$root/kmm/v1beta1/crd" \
-		paths="$root/kmm/v1beta1/...")
+	for pkg in kmm/v1beta1 "$embedtest"; do
+		(cd hack/tools && go tool controller-gen \
+			object:headerFile="$root/hack/boilerplate.go.txt" \
+			crd:crdVersions=v1 output:crd:dir="$root/$pkg/crd" \
+			paths="$root/$pkg")
+	done
 }
 
 if [[ "${1:-}" == "--check" ]]; then

@@ -107,7 +107,8 @@ func podLoaderCluster(t *testing.T) *kmmtest.Harness {
 	h := cluster(t)
 	pl, err := loader.NewPodLoader(h.Clientset, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:test"})
 	require.NoError(t, err)
-	require.NoError(t, h.RestartWith(kmm.WithNodeLoader(pl)))
+	_, err = h.RestartWith(kmm.WithNodeLoader(pl))
+	require.NoError(t, err)
 	return h
 }
 
@@ -155,7 +156,8 @@ func TestCrashAtEveryStep(t *testing.T) {
 			t.Logf("reaching the steady state takes %d API calls; the process was killed at each of them", n-1)
 			break
 		}
-		require.NoError(t, h.Restart())
+		_, err := h.Restart()
+		require.NoError(t, err)
 		settle(t, h)
 		assert.Equal(t, want, outcome(t, h), "crash at call %d", n)
 		pods, err := h.Clientset.CoreV1().Pods("drivers").List(ctx, metav1.ListOptions{})

@@ -155,7 +155,8 @@ func TestStatusImageNotFound(t *testing.T) {
 func TestStatusNoBuilder(t *testing.T) {
 	ctx := context.Background()
 	h := cluster(t)
-	require.NoError(t, h.RestartWith(kmm.WithBuilder(nil)))
+	_, err := h.RestartWith(kmm.WithBuilder(nil))
+	require.NoError(t, err)
 	require.NoError(t, h.CreateModule(ctx, nicModule()))
 	m := settled(t, h)
 	assertN3Fails(t, m, reason.NoBuilder, v1beta1.KernelStateMissing, "this reconciler has no builder")
@@ -189,7 +190,8 @@ func TestStatusBuildFailure(t *testing.T) {
 func TestStatusMissingDockerfile(t *testing.T) {
 	ctx := context.Background()
 	h := cluster(t)
-	require.NoError(t, h.RestartWith(kmm.WithBuilder(kaniko.New(h.Clientset, kaniko.Options{}))))
+	_, err := h.RestartWith(kmm.WithBuilder(kaniko.New(h.Clientset, kaniko.Options{})))
+	require.NoError(t, err)
 	require.NoError(t, h.Clientset.CoreV1().ConfigMaps("drivers").Delete(ctx, "nic-build", metav1.DeleteOptions{}))
 	require.NoError(t, h.CreateModule(ctx, nicModule()))
 	m := settled(t, h)
@@ -368,13 +370,14 @@ func TestResultOnErrorIsSafeToWrite(t *testing.T) {
 	require.NoError(t, h.CreateModule(ctx, nicModule()))
 	m := settled(t, h)
 	failing := kmm.WithNodeLister(func(context.Context) ([]*corev1.Node, error) { return nil, errors.New("nodes are forbidden") })
-	require.NoError(t, h.RestartWith(failing))
+	_, err := h.RestartWith(failing)
+	require.NoError(t, err)
 	obj := kmm.Object{Namespace: "drivers", Name: "nic", Spec: m.Spec, Status: m.Status, Generation: m.Generation}
-	res, err := h.Reconciler.ReconcileSpec(ctx, obj)
+	res, err := h.Reconciler().ReconcileSpec(ctx, obj)
 	require.ErrorContains(t, err, "nodes are forbidden")
 	assert.Equal(t, m.Status, res.Status)
 	obj.Name = ""
-	res, err = h.Reconciler.ReconcileSpec(ctx, obj)
+	res, err = h.Reconciler().ReconcileSpec(ctx, obj)
 	require.Error(t, err)
 	assert.Equal(t, m.Status, res.Status)
 }

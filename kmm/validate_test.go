@@ -178,7 +178,7 @@ func TestInvalidEmbeddedSpec(t *testing.T) {
 	obj := kmm.Object{Namespace: "drivers", Name: "nic", Spec: invalidModule().Spec, Generation: 3,
 		SpecPath: field.NewPath("spec", "module"), Ref: &corev1.ObjectReference{Kind: "NICDriver", Namespace: "drivers", Name: "nic"}}
 	before := snapshot(t, h)
-	res, err := h.Reconciler.ReconcileSpec(ctx, obj)
+	res, err := h.Reconciler().ReconcileSpec(ctx, obj)
 	require.NoError(t, err)
 	assert.Equal(t, before, snapshot(t, h))
 	m := &v1beta1.Module{ObjectMeta: metav1.ObjectMeta{Generation: 3}, Status: res.Status}
@@ -189,14 +189,14 @@ func TestInvalidEmbeddedSpec(t *testing.T) {
 
 	// The same pass again emits no second event.
 	obj.Status = res.Status
-	res2, err := h.Reconciler.ReconcileSpec(ctx, obj)
+	res2, err := h.Reconciler().ReconcileSpec(ctx, obj)
 	require.NoError(t, err)
 	assert.Equal(t, res.Status, res2.Status)
 	assert.Len(t, h.Events(), 1)
 
 	// Deleting: finished although the spec is invalid.
 	obj.Deleting = true
-	res, err = h.Reconciler.ReconcileSpec(ctx, obj)
+	res, err = h.Reconciler().ReconcileSpec(ctx, obj)
 	require.NoError(t, err)
 	assert.True(t, res.Done)
 }

@@ -40,6 +40,8 @@ Unlike kmod, the ten files are replaced together or not at all, and memory
 is bounded: a module over 512 MiB (on disk or decompressed), a zstd window
 or xz dictionary over 128 MiB is reported and skipped like any unreadable
 module, before anything it declares is allocated.
+
+Exit status: 0 on success (and for -h and -V), 1 on any failure, as kmod's depmod.
 `
 
 // depmodOption describes one flag: its short letter, long name and

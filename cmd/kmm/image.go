@@ -2,22 +2,36 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
+var imageHelp = help{
+	synopsis: "kmm image check REF [flags]",
+	about:    "Commands on kernel-module images. check: does the image exist in its registry? Run 'kmm image check -h'.",
+	exit:     "that of the command; 2 for an unknown one.",
+}
+
+var imageCheckHelp = help{
+	synopsis: "kmm image check REF [--insecure] [--skip-tls-verify] [--ca-file F] [--docker-config F] [--platform OS/ARCH]",
+	about: "Asks the registry whether the image and every blob of its manifest exist, for the node's platform, and\n" +
+		"prints its digest. REF must name a tag or a digest, as a Module's images must.",
+	exit: "0 when the image exists (the digest is printed), 1 when the registry said it does not (\"not found\"),\n" +
+		"2 with the reason and whose fault it is on any other answer or error (an untagged or invalid REF, refused\n" +
+		"credentials, TLS, an unreachable registry, …).",
+}
+
 // runImage implements "kmm image ...".
 func runImage(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "check" {
-		fmt.Fprintln(stderr, "usage: kmm image check REF [--insecure] [--skip-tls-verify] [--ca-file F] [--docker-config F] [--platform OS/ARCH]")
-		return exitError
+	if code, ok := subcommand("kmm image", imageHelp, args, []string{"check"}, stdout, stderr); !ok {
+		return code
 	}
 	return runImageCheck(ctx, args[1:], stdout, stderr)
 }
@@ -28,8 +42,7 @@ func runImage(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 // not, 2 and the reason (a reason constant and a message saying whose
 // fault it is) on any other answer or error.
 func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("kmm image check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("kmm image check", imageCheckHelp)
 	insecure := fs.Bool("insecure", false, "use plain HTTP (registryTLS.insecure)")
 	skipVerify := fs.Bool("skip-tls-verify", false, "accept any server certificate (registryTLS.insecureSkipTLSVerify)")
 	caFile := fs.String("ca-file", "", "PEM file of extra CA certificates")
@@ -37,15 +50,11 @@ func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 	platform := fs.String("platform", "", "platform of the node, such as linux/arm64; for an index, its manifest decides")
 	timeout := fs.Duration("timeout", registry.DefaultCheckTimeout, "give up after this long")
 	idle := fs.Duration("idle-timeout", registry.DefaultIdleTimeout, "give up when the registry sends nothing for this long")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: kmm image check REF [flags]\n\nExit status: 0 (prints the digest) when the image exists, 1 when it does not, 2 on errors.")
-		fs.PrintDefaults()
-	}
 	// Accept flags after the reference too.
 	var ref string
 	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return flagExit(err)
+		if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+			return code
 		}
 		args = fs.Args()
 		if len(args) > 0 {
@@ -57,7 +66,14 @@ func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 	}
 	if ref == "" {
-		fs.Usage()
+		fmt.Fprintln(stderr, "kmm image check: no image reference given")
+		imageCheckHelp.write(stderr, fs)
+		return exitError
+	}
+	if errs := v1beta1.ValidateImageReference(ref, field.NewPath("image")); len(errs) > 0 {
+		for _, e := range errs {
+			fmt.Fprintf(stderr, "kmm image check: %v\n", &registry.Error{Reason: registry.ReasonInvalid, Image: ref, Detail: e.Detail})
+		}
 		return exitError
 	}
 	if *timeout <= 0 || *idle <= 0 {

@@ -3,10 +3,12 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -130,4 +132,40 @@ func TestImageCheckHostileRegistries(t *testing.T) {
 			assert.Less(t, elapsed, tc.MaxTime)
 		})
 	}
+}
+
+// TestImageCheckRefusesUntaggedReferences: as validate does, and before
+// asking any registry (a registry would answer for :latest).
+func TestImageCheckRefusesUntaggedReferences(t *testing.T) {
+	var requests atomic.Int32
+	reg := ggcrregistry.New()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, err := random.Image(64, 1)
+	require.NoError(t, err)
+	ref, err := name.ParseReference(host+"/kmm/mod:latest", name.Insecure)
+	require.NoError(t, err)
+	require.NoError(t, remote.Write(ref, img))
+	requests.Store(0)
+
+	for _, untagged := range []string{host + "/kmm/mod", "registry:5000/kmm/mod", "mod"} {
+		code, out, stderr := runCmd(t, "", "image", "check", untagged, "--insecure")
+		assert.Equal(t, exitError, code, untagged)
+		assert.Empty(t, out)
+		assert.Equal(t, "kmm image check: "+untagged+": InvalidReference (container image must explicitly set a tag or digest)\n", stderr)
+	}
+	code, _, stderr := runCmd(t, "", "image", "check", host+"/kmm/mod:v1 x", "--insecure")
+	assert.Equal(t, exitError, code)
+	assert.Contains(t, stderr, "InvalidReference (must not contain whitespace)")
+	assert.Zero(t, requests.Load(), "no registry was asked")
+
+	code, out, stderr := runCmd(t, "", "image", "check", host+"/kmm/mod:latest", "--insecure")
+	assert.Equal(t, exitOK, code, stderr)
+	d, err := img.Digest()
+	require.NoError(t, err)
+	assert.Equal(t, d.String()+"\n", out, "an explicit :latest is checked")
 }

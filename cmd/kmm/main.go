@@ -1,19 +1,23 @@
-// Command kmm is kmmkit's command-line tool. Subcommands:
+// Command kmm is kmmkit's command-line tool. Commands:
 //
 //	kmm map -f MODULE.yaml --kernel VERSION [--kernel VERSION ...] [-o yaml|json]
-//	kmm validate -f MODULE.yaml
+//	kmm validate -f FILE [--path FIELD [--embedded]]
 //	kmm image check REF [--insecure] [--skip-tls-verify] [--ca-file F] [--docker-config F] [--platform OS/ARCH]
 //	kmm worker load|unload --config FILE [--image-dir DIR] [--firmware-host-path DIR] ...
 //	kmm sign-file HASH KEY CERT MODULE [DEST]
 //	kmm depmod [-aAenvw] [-b DIR] [-o DIR] [-C PATH] [-E FILE | -F FILE] [-P C] [VERSION [FILE...]]
+//	kmm version (or kmm --version)
+//	kmm help [COMMAND [SUBCOMMAND]]
 //
 // Installed or linked under the name "depmod", kmm is depmod: a kmod
 // image's final stage can run `depmod -b /opt ${KERNEL_FULL_VERSION}`
 // with no kmod in it.
 //
-// Exit status: 0 on success, 1 when the answer is "no" (no kernel mapping
-// matches, the manifest is invalid), 2 on any other error; kmm depmod
-// exits as kmod's depmod does (1 on any failure).
+// Every command and subcommand prints its flags and exit status with -h
+// (on standard output, exit 0). Exit status: 0 on success, 1 when the
+// answer is "no" (no kernel mapping matches, the manifest is invalid, the
+// image does not exist), 2 on usage and any other error; kmm depmod exits
+// as kmod's depmod does (1 on any failure).
 package main
 
 import (
@@ -38,17 +42,32 @@ type command struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int
+	// help, when set, is printed for -h or --help given alone; commands
+	// that parse their own flags print their own.
+	help *help
 }
 
 func commands() []command {
 	return []command{
 		{name: "map", summary: "resolve a Module for node kernels and print the per-kernel records", run: runMap},
-		{name: "validate", summary: "check Modules against every rule of KMM's admission webhook and CRD", run: runValidate},
+		{name: "validate", summary: "check Modules, or specs embedded in any resource, against every rule of KMM's webhook and CRD", run: runValidate},
 		{name: "image", summary: "image check REF: does a kernel-module image exist? (prints its digest)", run: runImage},
 		{name: "worker", summary: "load|unload --config F: KMM's worker on the node, natively (no kmod, no shell)", run: runWorker},
-		{name: "sign-file", summary: "HASH KEY CERT MODULE [DEST]: the kernel's sign-file, natively (byte-identical for RSA)", run: runSignFile},
+		{name: "sign-file", summary: "HASH KEY CERT MODULE [DEST]: the kernel's sign-file, natively (byte-identical for RSA)", run: runSignFile, help: &signFileHelp},
 		{name: "depmod", summary: "kmod's depmod, natively: same flags, byte-identical index files", run: runDepmod},
+		{name: "version", summary: "print kmm's version and the Go version it was built with", run: func(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+			return runVersion(args, stdout, stderr)
+		}},
 	}
+}
+
+// signFileHelp is the help of "kmm sign-file", which takes no flags.
+var signFileHelp = help{
+	synopsis: "kmm sign-file HASH KEY CERT MODULE [DEST]",
+	about: "Appends a PKCS#7 signature to a kernel module, as the kernel's scripts/sign-file does (byte-identical for RSA keys):\n" +
+		"HASH is the digest (sha256, sha512, …), KEY the PEM private key, CERT the PEM or DER certificate; the signed module\n" +
+		"replaces MODULE, or is written to DEST.",
+	exit: "0 when the module is signed, 2 on any error.",
 }
 
 func main() {
@@ -64,21 +83,54 @@ func main() {
 
 // run dispatches to a subcommand and returns the exit status.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch {
+	case len(args) == 0:
 		usage(stderr)
-		if len(args) == 0 {
-			return exitError
-		}
+		return exitError
+	case isHelp(args[0]):
+		usage(stdout)
+		return exitOK
+	case args[0] == "--version" || args[0] == "-version":
+		return runVersion(args[1:], stdout, stderr)
+	case args[0] == "help":
+		return runHelp(ctx, args[1:], stdin, stdout, stderr)
+	}
+	c, ok := lookup(args[0])
+	if !ok {
+		fmt.Fprintf(stderr, "kmm: unknown command %q\n\n", args[0])
+		usage(stderr)
+		return exitError
+	}
+	if c.help != nil && len(args) == 2 && isHelp(args[1]) {
+		c.help.write(stdout, nil)
 		return exitOK
 	}
+	return c.run(ctx, args[1:], stdin, stdout, stderr)
+}
+
+// runHelp implements "kmm help [COMMAND [SUBCOMMAND]]": the command's own
+// -h.
+func runHelp(ctx context.Context, topic []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(topic) == 0 || (len(topic) == 1 && topic[0] == "help") {
+		usage(stdout)
+		return exitOK
+	}
+	if _, ok := lookup(topic[0]); !ok {
+		fmt.Fprintf(stderr, "kmm help: unknown help topic %q\n\n", topic[0])
+		usage(stderr)
+		return exitError
+	}
+	return run(ctx, append(append([]string(nil), topic...), "-h"), stdin, stdout, stderr)
+}
+
+// lookup finds a command by name.
+func lookup(name string) (command, bool) {
 	for _, c := range commands() {
-		if c.name == args[0] {
-			return c.run(ctx, args[1:], stdin, stdout, stderr)
+		if c.name == name {
+			return c, true
 		}
 	}
-	fmt.Fprintf(stderr, "kmm: unknown command %q\n\n", args[0])
-	usage(stderr)
-	return exitError
+	return command{}, false
 }
 
 func usage(w io.Writer) {
@@ -86,5 +138,8 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'kmm <command> -h' for the flags of a command.")
+	fmt.Fprintf(w, "  %-10s %s\n", "help", "help COMMAND [SUBCOMMAND]: the flags and exit status of a command")
+	fmt.Fprintln(w, "\nexit status: 0 on success; 1 when the answer is no (no kernel mapping matches, a manifest is invalid,\n"+
+		"an image does not exist); 2 on usage and other errors. kmm depmod exits as kmod's depmod (0 or 1).\n\n"+
+		"Run 'kmm help <command>' or 'kmm <command> -h' for the flags and exit status of a command; 'kmm --version' for the version.")
 }

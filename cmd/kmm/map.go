@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -42,10 +41,15 @@ type mapResult struct {
 	Error     string            `json:"error,omitempty"`
 }
 
+var mapHelp = help{
+	synopsis: "kmm map -f MODULE.yaml --kernel VERSION [--kernel VERSION ...] [-o yaml|json]",
+	about:    "Finds the kernel mapping of the Module for each kernel as KMM does and prints the resolved record.",
+	exit:     "0 when every kernel has a mapping, 1 when some kernel has none, 2 on errors (an invalid Module, say).",
+}
+
 // runMap implements "kmm map".
 func runMap(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("kmm map", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("kmm map", mapHelp)
 	file := fs.String("f", "", "manifest holding the Module (YAML or JSON; - for standard input)")
 	moduleName := fs.String("module", "", "name of the Module to use when the manifest holds several")
 	output := fs.String("o", "yaml", "output format: yaml or json")
@@ -53,14 +57,8 @@ func runMap(_ context.Context, args []string, stdin io.Reader, stdout, stderr io
 	verbosity := fs.Int("v", 0, "log verbosity on standard error (2 logs each mapping decision)")
 	var kernels stringList
 	fs.Var(&kernels, "kernel", "node kernel version, as in node.status.nodeInfo.kernelVersion (repeatable, or comma-separated)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: kmm map -f MODULE.yaml --kernel VERSION [--kernel VERSION ...] [-o yaml|json]\n\n"+
-			"Finds the kernel mapping of the Module for each kernel as KMM does and prints the resolved record.\n"+
-			"Exit status: 0 when every kernel has a mapping, 1 when some kernel has none, 2 on errors.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return flagExit(err)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "kmm map: unexpected argument %q (give kernels with --kernel)\n", fs.Arg(0))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,16 +16,22 @@ import (
 	"github.com/kmmkit/kmmkit/registry"
 )
 
+var workerHelp = help{
+	synopsis: "kmm worker load|unload --config FILE [--image-dir DIR] [--firmware-host-path DIR] [--set-firmware-class-path] [--docker-config FILE] [--ca-file FILE]",
+	about: "KMM's worker on the node: reads the worker config KMM writes, pulls the image (or takes --image-dir), and\n" +
+		"loads or unloads the modules natively (finit_module; no kmod, no shell), with their firmware.",
+	exit: "0 when the modules are loaded (or unloaded), 2 on any error.",
+}
+
 // runWorker implements "kmm worker load|unload": KMM's worker, natively.
 func runWorker(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	usage := "usage: kmm worker load|unload --config FILE [--image-dir DIR] [--firmware-host-path DIR] [--set-firmware-class-path] [--docker-config FILE] [--ca-file FILE]"
-	if len(args) == 0 || (args[0] != "load" && args[0] != "unload") {
-		fmt.Fprintln(stderr, usage)
-		return exitError
+	if code, ok := subcommand("kmm worker", workerHelp, args, []string{"load", "unload"}, stdout, stderr); !ok {
+		return code
 	}
 	action := args[0]
-	fs := flag.NewFlagSet("kmm worker "+action, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	h := workerHelp
+	h.synopsis = strings.Replace(h.synopsis, "load|unload", action, 1)
+	fs := newFlagSet("kmm worker "+action, h)
 	configFile := fs.String("config", "/etc/kmm-worker/config.yaml", "the worker config file KMM writes (ModuleConfig YAML)")
 	imageDir := fs.String("image-dir", "", "directory holding the extracted image (<dir><dirName>/lib/modules/...), as KMM's init container leaves it in /tmp; when empty the image is pulled")
 	pullDir := fs.String("pull-dir", "/var/run/kmmkit/images", "where pulled images are extracted")
@@ -35,8 +40,8 @@ func runWorker(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	dockerConfig := fs.String("docker-config", "", "the pull secret's credentials: a Docker config.json or .dockercfg file, or the directory a pull secret is mounted at (holding .dockerconfigjson or .dockercfg)")
 	caFile := fs.String("ca-file", "", "PEM file of extra CA certificates for the registry")
 	verbose := fs.Int("v", 1, "log verbosity")
-	if err := fs.Parse(args[1:]); err != nil {
-		return flagExit(err)
+	if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "kmm worker %s: %v\n", action, err)

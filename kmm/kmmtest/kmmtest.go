@@ -1,23 +1,30 @@
 // Package kmmtest is a ready harness for unit tests of code that embeds
 // kmmkit: a kmm.Reconciler wired to fakes — client-go's fake clientset
 // with nodes of given kernels, a scriptable registry, builder, signer and
-// node loader — and helpers to create Modules, reconcile them to a steady
+// node loader — and helpers to create owners, reconcile them to a steady
 // state and read what happened. Nothing touches a cluster or the network.
+//
+// It settles KMM's own Modules (CreateModule, ReconcileUntilStable) and
+// any embedding operator's resource: give NewOwners how to read the
+// resource, what kmm.Object it stands for and how to write its status,
+// and the owner's identity, and it drives ReconcileSpec exactly as the
+// operator's controller would (see the NICDriver example).
 //
 // Every failure a user meets can be scripted, with the reason the real
 // component reports: a registry that refuses credentials, fails TLS or is
 // unreachable (FailImage), a build that fails (Builder.Fail), signing
 // that fails (Signer.Fail), a worker that fails on one node
 // (Loader.Fail), a loader that cannot sync at all (Loader.FailSync).
-// Writes lists what a pass wrote to the cluster.
+// Writes lists what a pass wrote to the cluster. Each fake is also
+// usable on its own, from its package: registry/fake, builder/fake,
+// builder/sign/fake and loader/fake.
 package kmmtest
 
 import (
 	"context"
-	"errors"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
-	"sort"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,33 +40,39 @@ import (
 	"github.com/kmmkit/kmmkit/builder"
 	builderfake "github.com/kmmkit/kmmkit/builder/fake"
 	"github.com/kmmkit/kmmkit/builder/sign"
+	signfake "github.com/kmmkit/kmmkit/builder/sign/fake"
 	"github.com/kmmkit/kmmkit/kmm"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	loaderfake "github.com/kmmkit/kmmkit/loader/fake"
-	"github.com/kmmkit/kmmkit/reason"
 	registryfake "github.com/kmmkit/kmmkit/registry/fake"
 )
+
+// Signer is the fake image signer of package builder/sign/fake.
+type Signer = signfake.Signer
 
 // Harness is a Reconciler on fakes. Its fields are the fakes, for tests
 // to script and inspect.
 type Harness struct {
-	Clientset  *k8sfake.Clientset
-	Dynamic    *dynfake.FakeDynamicClient
-	Modules    kmm.ModuleClient
-	Registry   *registryfake.Checker
-	Builder    *builderfake.Builder
-	Signer     *Signer
-	Loader     *loaderfake.NodeLoader
-	Recorder   *record.FakeRecorder
-	Reconciler *kmm.Reconciler
+	Clientset *k8sfake.Clientset
+	Dynamic   *dynfake.FakeDynamicClient
+	Modules   kmm.ModuleClient
+	Registry  *registryfake.Checker
+	Builder   *builderfake.Builder
+	Signer    *Signer
+	Loader    *loaderfake.NodeLoader
+	Recorder  *record.FakeRecorder
 
-	events []string
-	opts   []kmm.Option
+	reconciler *kmm.Reconciler
+	events     []string
+	opts       []kmm.Option
+	// owners rebuild the Reconcilers of NewOwners on a restart.
+	owners []func() error
 }
 
 // New returns a Harness whose builds succeed on the second pass and push
-// the image into the fake registry, and whose loads succeed at once. opts
-// are added to the Reconciler's (WithMetrics, WithClock, …).
+// the image into the fake registry, whose signing makes the signed image
+// exist there, and whose loads succeed at once. opts are added to the
+// Reconciler's (WithMetrics, WithClock, WithIdentity, …).
 func New(opts ...kmm.Option) (*Harness, error) {
 	scheme := runtime.NewScheme()
 	if err := v1beta1.AddToScheme(scheme); err != nil {
@@ -70,39 +83,57 @@ func New(opts ...kmm.Option) (*Harness, error) {
 		Dynamic:   dynfake.NewSimpleDynamicClientWithCustomListKinds(scheme, map[schema.GroupVersionResource]string{kmm.ModuleGVR: "ModuleList"}),
 		Registry:  registryfake.New(),
 		Builder:   builderfake.New(),
+		Signer:    signfake.New(),
 		Loader:    loaderfake.NewNodeLoader(),
 		Recorder:  record.NewFakeRecorder(10000),
 	}
 	h.Modules = kmm.NewModuleClient(h.Dynamic)
-	h.Signer = &Signer{registry: h.Registry}
 	h.Builder.OnSucceed(func(r builder.Request) { h.Registry.SetExists(r.Image, digestOf(r.Image)) })
+	h.Signer.OnSign(func(req sign.Request, res sign.Result) { h.Registry.SetExists(req.To.Image, res.Digest) })
 	h.opts = opts
-	if err := h.Restart(); err != nil {
+	if _, err := h.Restart(); err != nil {
 		return nil, err
 	}
 	return h, nil
 }
 
+// Reconciler returns the current Reconciler: the one the last Restart
+// made.
+func (h *Harness) Reconciler() *kmm.Reconciler { return h.reconciler }
+
 // RestartWith adds Reconciler options (a loader.PodLoader on Clientset,
-// say) and restarts.
-func (h *Harness) RestartWith(opts ...kmm.Option) error {
+// say), restarts, and returns the new Reconciler.
+func (h *Harness) RestartWith(opts ...kmm.Option) (*kmm.Reconciler, error) {
 	h.opts = append(h.opts, opts...)
 	return h.Restart()
 }
 
-// Restart replaces the Reconciler with a new one on the same fakes, as a
-// controller restart does: in-memory state is lost, the cluster's stays.
-func (h *Harness) Restart() error {
-	base := []kmm.Option{
+// Restart replaces the Reconciler, and those of every NewOwners, with new
+// ones on the same fakes, as a controller restart does: in-memory state
+// is lost, the cluster's stays. It returns the harness's new Reconciler.
+func (h *Harness) Restart() (*kmm.Reconciler, error) {
+	r, err := h.newReconciler()
+	if err != nil {
+		return nil, err
+	}
+	h.reconciler = r
+	for _, rebuild := range h.owners {
+		if err := rebuild(); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// newReconciler builds a Reconciler on the fakes with the harness's
+// options and then extra.
+func (h *Harness) newReconciler(extra ...kmm.Option) (*kmm.Reconciler, error) {
+	opts := []kmm.Option{
 		kmm.WithModuleClient(h.Modules), kmm.WithImageChecker(h.Registry), kmm.WithBuilder(h.Builder),
 		kmm.WithSigner(h.Signer), kmm.WithNodeLoader(h.Loader), kmm.WithEventRecorder(h.Recorder),
 	}
-	r, err := kmm.NewReconciler(h.Clientset, append(base, h.opts...)...)
-	if err != nil {
-		return err
-	}
-	h.Reconciler = r
-	return nil
+	opts = append(append(opts, h.opts...), extra...)
+	return kmm.NewReconciler(h.Clientset, opts...)
 }
 
 // AddNode adds a node with a kernel, labels and a boot ID.
@@ -125,56 +156,13 @@ func (h *Harness) SetKernel(ctx context.Context, name, kernel string) error {
 	return err
 }
 
-// CreateModule stores a Module.
-func (h *Harness) CreateModule(ctx context.Context, m *v1beta1.Module) error {
-	_, err := h.Modules.Create(ctx, m)
-	return err
-}
-
-// Module reads a Module back.
-func (h *Harness) Module(ctx context.Context, ns, name string) (*v1beta1.Module, error) {
-	return h.Modules.Get(ctx, ns, name)
-}
-
-// DeleteModule marks a Module deleted as the API server does while a
-// finalizer holds it; Reconcile finishes the deletion.
-func (h *Harness) DeleteModule(ctx context.Context, ns, name string) error {
-	m, err := h.Modules.Get(ctx, ns, name)
-	if err != nil {
-		return err
-	}
-	if len(m.Finalizers) == 0 {
-		return h.Dynamic.Resource(kmm.ModuleGVR).Namespace(ns).Delete(ctx, name, metav1.DeleteOptions{})
-	}
-	now := metav1.Now()
-	m.DeletionTimestamp = &now
-	_, err = h.Modules.Update(ctx, m)
-	return err
-}
-
-// Reconcile runs one pass on the stored Module, and removes it once a
-// deletion has released its finalizers.
-func (h *Harness) Reconcile(ctx context.Context, ns, name string) (kmm.Result, error) {
-	m, err := h.Modules.Get(ctx, ns, name)
-	if err != nil {
-		return kmm.Result{}, err
-	}
-	res, err := h.Reconciler.Reconcile(ctx, m)
-	if m.DeletionTimestamp != nil {
-		if cur, gerr := h.Modules.Get(ctx, ns, name); gerr == nil && len(cur.Finalizers) == 0 {
-			_ = h.Dynamic.Resource(kmm.ModuleGVR).Namespace(ns).Delete(ctx, name, metav1.DeleteOptions{})
-		}
-	}
-	return res, err
-}
-
-// ReconcileUntilStable reconciles until a pass asks for no quick requeue
-// (a requeue of a minute or more counts as stable), at most max passes.
-func (h *Harness) ReconcileUntilStable(ctx context.Context, ns, name string, max int) (kmm.Result, error) {
+// settle runs pass until it asks for no quick requeue (a requeue of a
+// minute or more counts as stable) or reports Done, at most max times.
+func settle(max int, what string, pass func() (kmm.Result, error)) (kmm.Result, error) {
 	var res kmm.Result
 	var err error
 	for i := 0; i < max; i++ {
-		res, err = h.Reconcile(ctx, ns, name)
+		res, err = pass()
 		if err != nil {
 			return res, err
 		}
@@ -182,38 +170,7 @@ func (h *Harness) ReconcileUntilStable(ctx context.Context, ns, name string, max
 			return res, nil
 		}
 	}
-	return res, fmt.Errorf("module %s/%s not stable after %d passes (requeue %s)", ns, name, max, res.RequeueAfter)
-}
-
-// RegistryError is a registry failure that carries a reason, as the
-// registry package's errors do (it implements reason.Carrier). Script it
-// with FailImage, or Registry.SetError for other errors.
-type RegistryError struct {
-	// Reason is what the registry answered: reason.Unauthorized,
-	// reason.TLSError, reason.RegistryUnavailable, reason.RegistryError, …
-	Reason reason.Reason
-	// Image is the image that was checked.
-	Image string
-	// Detail says more (which pull secret, which certificate).
-	Detail string
-}
-
-// Error implements error.
-func (e *RegistryError) Error() string {
-	msg := e.Image + ": " + string(e.Reason)
-	if e.Detail != "" {
-		msg += " (" + e.Detail + ")"
-	}
-	return msg
-}
-
-// ReasonOf implements reason.Carrier.
-func (e *RegistryError) ReasonOf() reason.Reason { return e.Reason }
-
-// FailImage makes every registry check of image fail with r and detail,
-// until Registry.SetExists or SetMissing is called for it.
-func (h *Harness) FailImage(image string, r reason.Reason, detail string) {
-	h.Registry.SetError(image, &RegistryError{Reason: r, Image: image, Detail: detail})
+	return res, fmt.Errorf("%s not stable after %d passes (requeue %s)", what, max, res.RequeueAfter)
 }
 
 // Writes returns every write made so far through Clientset and Dynamic,
@@ -266,54 +223,8 @@ func (h *Harness) Events() []string {
 	}
 }
 
-// Signer is a fake kmm.ImageSigner: it records requests and makes the
-// signed image exist in the fake registry, or fails where told.
-type Signer struct {
-	mu       sync.Mutex
-	registry *registryfake.Checker
-	requests []sign.Request
-	fail     map[string]error
-}
-
-// Fail makes signing into image fail with err (nil: succeed again).
-func (s *Signer) Fail(image string, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.fail == nil {
-		s.fail = map[string]error{}
-	}
-	if err == nil {
-		delete(s.fail, image)
-		return
-	}
-	s.fail[image] = err
-}
-
-// Requests returns the signing requests so far.
-func (s *Signer) Requests() []sign.Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]sign.Request(nil), s.requests...)
-}
-
-// Sign implements kmm.ImageSigner.
-func (s *Signer) Sign(ctx context.Context, req sign.Request) (sign.Result, error) {
-	if err := ctx.Err(); err != nil {
-		return sign.Result{}, err
-	}
-	s.mu.Lock()
-	s.requests = append(s.requests, req)
-	err := s.fail[req.To.Image]
-	s.mu.Unlock()
-	if err != nil {
-		return sign.Result{}, err
-	}
-	if req.From.Image == req.To.Image {
-		return sign.Result{}, errors.New("sign: unsigned and signed image are the same")
-	}
-	d := digestOf(req.To.Image + "+signed")
-	s.registry.SetExists(req.To.Image, d)
-	files := append([]string(nil), req.FilesToSign...)
-	sort.Strings(files)
-	return sign.Result{Digest: d, Signed: files}, nil
+// digestOf is a stable fake digest for an image.
+func digestOf(image string) string {
+	sum := sha256.Sum256([]byte(image))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }

@@ -399,15 +399,7 @@ func validateSign(s *Sign, dirName string, p *field.Path) field.ErrorList {
 // validateImage checks an image template: its variables and that it names
 // a tag or a digest.
 func validateImage(image string, p *field.Path) field.ErrorList {
-	errs := validateTemplate(image, p)
-	lastSegment := image[strings.LastIndexByte(image, '/')+1:]
-	if !strings.Contains(image, "@") && !strings.Contains(lastSegment, ":") {
-		errs = append(errs, field.Invalid(p, image, "container image must explicitly set a tag or digest"))
-	}
-	if strings.ContainsAny(image, " \t\n") {
-		errs = append(errs, field.Invalid(p, image, "must not contain whitespace"))
-	}
-	return errs
+	return append(validateTemplate(image, p), ValidateImageReference(image, p)...)
 }
 
 // validateTemplate checks that a template uses only known variables and is
