@@ -55,6 +55,7 @@ type Kubelet struct {
 	cond *sync.Cond
 	runs map[loader.Action]int
 	fail int
+	ran  []*corev1.Pod
 	errs []error
 }
 
@@ -63,12 +64,18 @@ type Kubelet struct {
 func Start(ctx context.Context, cs kubernetes.Interface, o Options) (*Kubelet, error) {
 	k := &Kubelet{cs: cs, o: o, runs: map[loader.Action]int{}}
 	k.cond = sync.NewCond(&k.mu)
-	req, err := labels.NewRequirement(o.Identity.Owner("", "x").ActionLabel(), selection.Exists, nil)
-	if err != nil {
-		return nil, fmt.Errorf("fakekubelet: %w", err)
+	// The action label is the domain's; the name label is the kind's.
+	id := o.Identity.Owner("", "x")
+	sel := labels.NewSelector()
+	for _, key := range []string{id.ActionLabel(), id.NameLabel()} {
+		req, err := labels.NewRequirement(key, selection.Exists, nil)
+		if err != nil {
+			return nil, fmt.Errorf("fakekubelet: %w", err)
+		}
+		sel = sel.Add(*req)
 	}
 	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(o.Namespace),
-		informers.WithTweakListOptions(func(l *metav1.ListOptions) { l.LabelSelector = req.String() }))
+		informers.WithTweakListOptions(func(l *metav1.ListOptions) { l.LabelSelector = sel.String() }))
 	inf := f.Core().V1().Pods().Informer()
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { k.run(ctx, obj) },
@@ -113,6 +120,9 @@ func (k *Kubelet) run(ctx context.Context, obj any) {
 	_, err := k.cs.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if err == nil {
+		k.ran = append(k.ran, pod)
+	}
 	switch {
 	case err == nil && msg == "":
 		k.runs[action]++
@@ -145,6 +155,18 @@ func (k *Kubelet) Runs(action loader.Action) int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.runs[action]
+}
+
+// Pods returns the worker Pods it finished, in order, as they were then
+// (kmmkit deletes a finished worker once it has read it).
+func (k *Kubelet) Pods() []*corev1.Pod {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]*corev1.Pod, len(k.ran))
+	for i, p := range k.ran {
+		out[i] = p.DeepCopy()
+	}
+	return out
 }
 
 // Failures returns how many workers Options.Fail made fail.

@@ -4,12 +4,14 @@
 package crtest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,8 +28,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/kmmkit/kmmkit/builder/assemble"
+	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/registry"
 )
 
 // Env is one test's share of the test API server.
@@ -135,4 +140,42 @@ func Eventually(t *testing.T, what string, cond func(ctx context.Context) (bool,
 func (e *Env) ReadyNode(t *testing.T, name string, labels map[string]string, kernel, bootID string) *corev1.Node {
 	t.Helper()
 	return testenv.ReadyNode(t, e.Clientset, name, labels, kernel, bootID)
+}
+
+// InstallCRDs installs every CustomResourceDefinition of a multi-document
+// manifest.
+func (e *Env) InstallCRDs(t *testing.T, manifest []byte) {
+	t.Helper()
+	for _, doc := range bytes.Split(manifest, []byte("\n---\n")) {
+		if len(bytes.TrimSpace(doc)) > 0 {
+			testenv.InstallCRD(t, e.Config, doc)
+		}
+	}
+}
+
+// PushModule assembles a kmod image holding one module (extra/<name>.ko)
+// for kernel and pushes it to image (on a plain-HTTP registry).
+func PushModule(t *testing.T, image, kernel, name string) {
+	t.Helper()
+	ctx := context.Background()
+	img, err := assemble.Assemble(ctx, assemble.Input{KernelVersion: kernel,
+		Modules: []assemble.File{{Path: "extra/" + name + ".ko", Data: elftest.Module{}.Bytes()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := registry.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.Push(ctx, registry.Request{Image: image, TLS: v1beta1.TLSOptions{Insecure: true}}, img); err != nil {
+		t.Fatalf("pushing %s: %v", image, err)
+	}
+}
+
+// Context is a context that carries the test's logger and ends with the
+// test.
+func Context(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(logr.NewContext(context.Background(), testr.New(t)))
+	t.Cleanup(cancel)
+	return ctx
 }
