@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
 # Regenerates, with controller-gen pinned in hack/tools/go.mod, the DeepCopy
-# methods of the API types and the Module CRD that kmm/v1beta1 embeds. With
-# --check, it fails when the committed files differ from what it writes.
+# methods of the API types and the Module CRD that kmm/v1beta1 embeds, and
+# the drop-in operator's roles (from the kubebuilder:rbac markers of
+# controllerruntime/operator and controllerruntime/cmd/kmm-operator) and its
+# copy of the CRD. With --check, it fails when the committed files differ
+# from what it writes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-generated=(kmm/v1beta1/zz_generated.deepcopy.go kmm/v1beta1/crd/kmm.sigs.x-k8s.io_modules.yaml)
+generated=(kmm/v1beta1/zz_generated.deepcopy.go kmm/v1beta1/crd/kmm.sigs.x-k8s.io_modules.yaml
+	controllerruntime/config/rbac/role.yaml controllerruntime/config/rbac/openshift_builds_role.yaml
+	controllerruntime/config/crd/kmm.sigs.x-k8s.io_modules.yaml)
 
 gen() {
 	(cd hack/tools && go tool controller-gen \
 		object:headerFile="$root/hack/boilerplate.go.txt" \
 		crd:crdVersions=v1 output:crd:dir="$root/kmm/v1beta1/crd" \
 		paths="$root/kmm/v1beta1/...")
+	local cr=$root/controllerruntime rbac
+	rbac=$(mktemp -d)
+	(cd hack/tools && go tool controller-gen rbac:roleName=kmm-operator output:rbac:dir="$cr/config/rbac" \
+		paths="$cr/operator/..." paths="$cr/cmd/kmm-operator/..." &&
+		go tool controller-gen rbac:roleName=kmm-operator-openshift-builds output:rbac:dir="$rbac" \
+			paths="$cr/internal/openshiftrbac/...")
+	mv "$rbac/role.yaml" "$cr/config/rbac/openshift_builds_role.yaml"
+	rmdir "$rbac"
+	cp kmm/v1beta1/crd/kmm.sigs.x-k8s.io_modules.yaml "$cr/config/crd/"
 }
 
 if [[ "${1:-}" == "--check" ]]; then
