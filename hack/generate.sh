@@ -2,15 +2,15 @@
 # Regenerates, with controller-gen pinned in hack/tools/go.mod, the DeepCopy
 # methods of the API types and the Module CRD that kmm/v1beta1 embeds, and
 # the drop-in operator's roles (from the kubebuilder:rbac markers of
-# controllerruntime/operator and controllerruntime/cmd/kmm-operator) and its
-# copy of the CRD. With --check, it fails when the committed files differ
+# controllerruntime/operator and controllerruntime/cmd/kmm-operator), its
+# copy of the CRD, and the role of examples/controller-runtime. With --check, it fails when the committed files differ
 # from what it writes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 generated=(kmm/v1beta1/zz_generated.deepcopy.go kmm/v1beta1/crd/kmm.sigs.x-k8s.io_modules.yaml
 	controllerruntime/config/rbac/role.yaml controllerruntime/config/rbac/openshift_builds_role.yaml
-	controllerruntime/config/crd/kmm.sigs.x-k8s.io_modules.yaml)
+	controllerruntime/config/crd/kmm.sigs.x-k8s.io_modules.yaml examples/controller-runtime/config/role.yaml)
 
 gen() {
 	(cd hack/tools && go tool controller-gen \
@@ -24,6 +24,9 @@ gen() {
 		go tool controller-gen rbac:roleName=kmm-operator-openshift-builds output:rbac:dir="$rbac" \
 			paths="$cr/internal/openshiftrbac/...")
 	mv "$rbac/role.yaml" "$cr/config/rbac/openshift_builds_role.yaml"
+	# The example embedder: its own rules plus kmmkit's.
+	(cd hack/tools && go tool controller-gen rbac:roleName=nicdriver-operator output:rbac:dir="$root/examples/controller-runtime/config" \
+		paths="$root/examples/controller-runtime" paths="$cr/operator/...")
 	rmdir "$rbac"
 	cp kmm/v1beta1/crd/kmm.sigs.x-k8s.io_modules.yaml "$cr/config/crd/"
 }
