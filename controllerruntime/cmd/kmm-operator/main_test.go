@@ -21,6 +21,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -28,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/clientcmd"
@@ -169,6 +171,25 @@ func TestOperator(t *testing.T) {
 	}
 	apply(t, ctx, env.Client, objs...)
 	require.NotNil(t, vwc)
+
+	// The operator's own Pod passes the restricted Pod Security level.
+	restrictedNS := env.Namespace(t, "restricted")
+	_, err = env.Clientset.CoreV1().Namespaces().Patch(ctx, restrictedNS, types.MergePatchType,
+		[]byte(`{"metadata":{"labels":{"pod-security.kubernetes.io/enforce":"restricted"}}}`), metav1.PatchOptions{})
+	require.NoError(t, err)
+	for _, u := range objs {
+		if u.GetKind() != "Deployment" {
+			continue
+		}
+		var dep appsv1.Deployment
+		require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &dep))
+		_, err = env.Clientset.CoreV1().ServiceAccounts(restrictedNS).Create(ctx,
+			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: dep.Spec.Template.Spec.ServiceAccountName}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "kmm-operator-", Labels: dep.Spec.Template.Labels}, Spec: dep.Spec.Template.Spec}
+		_, err = env.Clientset.CoreV1().Pods(restrictedNS).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		require.NoError(t, err, "the operator's Pod in a restricted namespace")
+	}
 	hooks, _, _ := unstructured.NestedSlice(vwc.Object, "webhooks")
 	require.Len(t, hooks, 1)
 	hook := hooks[0].(map[string]any)
