@@ -41,6 +41,19 @@ func loaderSpec(sel map[string]string, module, image string) v1beta1.ModuleSpec 
 	}}}
 }
 
+// cluster gives a test a namespace, a node labelled run=<env.Run> on kver,
+// and an image on the plain registry that holds module.
+func cluster(t *testing.T, suffix, module string) (env *crtest.Env, ns, node, image string) {
+	env = crtest.New(t)
+	regs := testenv.Registry(t)
+	ns = env.Namespace(t, suffix)
+	node = env.Run + "-node"
+	env.ReadyNode(t, node, map[string]string{"run": env.Run}, kver, "boot-1")
+	image = regs.Plain + "/" + env.Run + "/" + module + ":" + kver
+	crtest.PushModule(t, image, kver, module)
+	return env, ns, node, image
+}
+
 func condition(st v1beta1.ModuleStatus, typ string) *metav1.Condition {
 	return meta.FindStatusCondition(st.Conditions, typ)
 }
@@ -51,14 +64,8 @@ func condition(st v1beta1.ModuleStatus, typ string) *metav1.Condition {
 // event), an invalid Module is refused without a finalizer or a worker,
 // and a deleted Module unloads before it goes.
 func TestSetupModule(t *testing.T) {
-	env := crtest.New(t)
-	regs := testenv.Registry(t)
+	env, ns, node, image := cluster(t, "mod", "nic")
 	ctx := context.Background()
-	ns := env.Namespace(t, "mod")
-	node := env.Run + "-node"
-	env.ReadyNode(t, node, map[string]string{"op": env.Run}, kver, "boot-1")
-	image := regs.Plain + "/" + env.Run + "/nic:" + kver
-	crtest.PushModule(t, image, kver, "nic")
 
 	opts := env.Options(t, ns)
 	opts.Cache.ByObject = cached.ByObject(identity.Domain{})
@@ -70,7 +77,7 @@ func TestSetupModule(t *testing.T) {
 	require.NoError(t, err)
 	crtest.Start(t, mgr)
 
-	m := &v1beta1.Module{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "nic"}, Spec: loaderSpec(map[string]string{"op": env.Run}, "nic", image)}
+	m := &v1beta1.Module{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "nic"}, Spec: loaderSpec(map[string]string{"run": env.Run}, "nic", image)}
 	require.NoError(t, env.Client.Create(ctx, m))
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -99,7 +106,7 @@ func TestSetupModule(t *testing.T) {
 		return false, nil
 	})
 
-	bad := &v1beta1.Module{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bad"}, Spec: loaderSpec(map[string]string{"op": env.Run}, "", image)}
+	bad := &v1beta1.Module{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bad"}, Spec: loaderSpec(map[string]string{"run": env.Run}, "", image)}
 	require.NoError(t, env.Client.Create(ctx, bad))
 	crtest.Eventually(t, "the invalid Module got no Valid condition", func(ctx context.Context) (bool, error) {
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(bad), bad)
@@ -166,14 +173,8 @@ func testManager(t *testing.T, env *crtest.Env, namespaces ...string) ctrl.Manag
 // released after the unload; a namespaced Accel whose worker fails shows
 // WorkerFailed with the worker's message, naming the node.
 func TestSetupEmbedded(t *testing.T) {
-	env := crtest.New(t)
-	regs := testenv.Registry(t)
+	env, ns, node, image := cluster(t, "emb", "accel")
 	ctx := context.Background()
-	ns := env.Namespace(t, "emb")
-	node := env.Run + "-node"
-	env.ReadyNode(t, node, map[string]string{"accel": env.Run}, kver, "boot-1")
-	image := regs.Plain + "/" + env.Run + "/accel:" + kver
-	crtest.PushModule(t, image, kver, "accel")
 	mgr := testManager(t, env, ns)
 	workerImage := operator.Options{WorkerImage: "quay.io/kmmkit/kmm:test"}
 	require.NoError(t, operator.SetupEmbedded(mgr, clusterAccels(), workerImage))
@@ -187,7 +188,7 @@ func TestSetupEmbedded(t *testing.T) {
 	crtest.Start(t, mgr)
 
 	ca := &testapi.ClusterAccel{ObjectMeta: metav1.ObjectMeta{Name: env.Run + "-accel"},
-		Spec: testapi.AccelSpec{PodNamespace: ns, Driver: loaderSpec(map[string]string{"accel": env.Run}, "accel", image)}}
+		Spec: testapi.AccelSpec{PodNamespace: ns, Driver: loaderSpec(map[string]string{"run": env.Run}, "accel", image)}}
 	require.NoError(t, env.Client.Create(ctx, ca))
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), ca) })
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -210,7 +211,7 @@ func TestSetupEmbedded(t *testing.T) {
 	assert.Equal(t, ca.UID, ref.UID)
 
 	a := &testapi.Accel{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "failing"},
-		Spec: testapi.AccelSpec{Driver: loaderSpec(map[string]string{"accel": env.Run}, "accel", image)}}
+		Spec: testapi.AccelSpec{Driver: loaderSpec(map[string]string{"run": env.Run}, "accel", image)}}
 	require.NoError(t, env.Client.Create(ctx, a))
 	var degraded *metav1.Condition
 	crtest.Eventually(t, "the failing Accel never showed Degraded", func(ctx context.Context) (bool, error) {
