@@ -11,7 +11,8 @@
 // the API server whenever the cache contradicts its own writes (see
 // package loader), so a lagging cache is safe. ByObject limits the cached
 // Pods to those that carry an identity's owner-name label: kmmkit's
-// worker, build and device-plugin Pods, never every Pod of the cluster.
+// worker and build Pods (and KMM's device-plugin Pods), never every Pod
+// of the cluster.
 //
 // kmmkit reads Secrets (pull, build and signing secrets), ConfigMaps
 // (Dockerfiles) and Namespaces (is it terminating?) through its
@@ -75,8 +76,8 @@ func Pods(r client.Reader) loader.PodLister {
 	}
 }
 
-// PodSelector selects the Pods kmmkit runs for owners of d: every worker,
-// build and device-plugin Pod carries d's owner-name label
+// PodSelector selects the Pods kmmkit runs for owners of d: every worker
+// and build Pod (and KMM's device-plugin Pods) carries d's owner-name label
 // (identity.Owner.NameLabel: kmm.node.kubernetes.io/module.name for KMM's
 // Module).
 func PodSelector(d identity.Domain) labels.Selector {

@@ -70,7 +70,9 @@ type Embedded[T client.Object] struct {
 // and the Pods of the identity (watch.PodHandler).
 //
 // mgr's scheme must know T and T's CRD must be installed: whether T is
-// cluster-scoped is read from the API server.
+// cluster-scoped is read from the API server. On top of this package's
+// rules, the operator's role needs get, list, watch and patch on T's
+// resource, patch on its status and update on its finalizers.
 func SetupEmbedded[T client.Object](mgr ctrl.Manager, e Embedded[T], o Options) error {
 	c, err := newEmbedded(mgr, e)
 	if err != nil {
