@@ -57,3 +57,6 @@ buildah_tags='containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdr
 
 step "examples/controller-runtime (its own module, so the SDK does not depend on controller-runtime)"
 (cd examples/controller-runtime && go vet ./... && go test -race -count=1 ./...)
+
+step "controllerruntime (its own module: the controller-runtime integration and the drop-in kmm-operator)"
+(cd controllerruntime && go vet ./... && go test -race -count=1 ./...)

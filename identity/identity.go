@@ -192,6 +192,20 @@ func (o Owner) ReadyLabel() string { return o.NodeLabel(".ready") }
 // version: KMM's kmm.node.kubernetes.io/<ns>.<name>.version.ready.
 func (o Owner) VersionReadyLabel() string { return o.NodeLabel(".version.ready") }
 
+// IsStatusLabel reports whether key is a node label that kmmkit writes
+// for some owner of d: its .ready or .version.ready label (ReadyLabel,
+// VersionReadyLabel). Watchers use it to tell kmmkit's own writes from
+// changes made by others.
+func (d Domain) IsStatusLabel(key string) bool {
+	if !strings.HasSuffix(key, ".ready") {
+		return false
+	}
+	if d.IsKMM() {
+		return strings.HasPrefix(key, KMMDomain+"/")
+	}
+	return strings.HasPrefix(key, d.Name+"/"+d.lowerKind()+".")
+}
+
 // ObservedAnnotation is the node annotation in which the worker-pod loader
 // records what is loaded for o.
 func (o Owner) ObservedAnnotation() string {

@@ -207,3 +207,29 @@ func TestDomainValidate(t *testing.T) {
 	assert.NoError(t, identity.Domain{Name: "nic.acme.io", Kind: "NICDriver"}.Validate())
 	assert.Error(t, acme.Owner("drivers", "").Validate())
 }
+
+// TestIsStatusLabel tells the labels kmmkit writes for a domain's owners
+// (long, hashed keys included) from every other label, KMM's user-set
+// ordered-upgrade label and another domain's or kind's labels among them.
+func TestIsStatusLabel(t *testing.T) {
+	long := strings.Repeat("n", 70)
+	gpu := identity.Domain{Name: "nic.acme.io", Kind: "GPUDriver"}
+	for _, d := range []identity.Domain{kmm, acme, gpu} {
+		for _, o := range []identity.Owner{d.Owner("drivers", "nic"), d.Owner("drivers", long)} {
+			assert.True(t, d.IsStatusLabel(o.ReadyLabel()), o.ReadyLabel())
+			assert.True(t, d.IsStatusLabel(o.VersionReadyLabel()), o.VersionReadyLabel())
+			for _, other := range []identity.Domain{kmm, acme, gpu} {
+				if other != d {
+					assert.False(t, other.IsStatusLabel(o.ReadyLabel()), "%s sees %s", other, o.ReadyLabel())
+				}
+			}
+		}
+	}
+	assert.True(t, acme.IsStatusLabel(acme.Owner("", "nic").ReadyLabel()), "cluster-scoped")
+	for _, key := range []string{"kmm.node.kubernetes.io/version-module.drivers.nic", "example.com/ready",
+		"nic.acme.io/nicdriver.drivers.nic.loaded", "node-role.kubernetes.io/worker", "nic.acme.io/worker-action"} {
+		for _, d := range []identity.Domain{kmm, acme} {
+			assert.False(t, d.IsStatusLabel(key), "%s claims %s", d, key)
+		}
+	}
+}

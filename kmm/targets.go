@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/kmmkit/kmmkit/kernelmap"
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
 
 // targets is which nodes a Module is for.
@@ -66,24 +67,45 @@ func (t targets) kernels() []string {
 	return out
 }
 
+// Untolerated returns the NoSchedule and NoExecute taints of node that the
+// spec's tolerations, together with KMM's internal pressure tolerations, do
+// not tolerate. A node that the selector matches is targeted only while
+// there is none (otherwise it keeps what it has, see WithUnloadOnTaint), so
+// a watcher that compares the result before and after a node change knows
+// whether the change matters to the spec.
+func Untolerated(spec *v1beta1.ModuleSpec, node *corev1.Node) []corev1.Taint {
+	tolerations := append(append([]corev1.Toleration{}, spec.Tolerations...), kernelmap.InternalTolerations()...)
+	var out []corev1.Taint
+	for i := range node.Spec.Taints {
+		if !tolerated(&node.Spec.Taints[i], tolerations) {
+			out = append(out, node.Spec.Taints[i])
+		}
+	}
+	return out
+}
+
 // schedulable reports whether every NoSchedule and NoExecute taint of n
 // is tolerated.
 func schedulable(n *corev1.Node, tolerations []corev1.Toleration) bool {
 	for i := range n.Spec.Taints {
-		taint := &n.Spec.Taints[i]
-		if taint.Effect != corev1.TaintEffectNoSchedule && taint.Effect != corev1.TaintEffectNoExecute {
-			continue
-		}
-		ok := false
-		for j := range tolerations {
-			if tolerations[j].ToleratesTaint(taint) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
+		if !tolerated(&n.Spec.Taints[i], tolerations) {
 			return false
 		}
 	}
 	return true
+}
+
+// tolerated reports whether taint leaves a node schedulable for
+// tolerations: its effect is neither NoSchedule nor NoExecute, or one of
+// them tolerates it.
+func tolerated(taint *corev1.Taint, tolerations []corev1.Toleration) bool {
+	if taint.Effect != corev1.TaintEffectNoSchedule && taint.Effect != corev1.TaintEffectNoExecute {
+		return true
+	}
+	for j := range tolerations {
+		if tolerations[j].ToleratesTaint(taint) {
+			return true
+		}
+	}
+	return false
 }

@@ -11,18 +11,22 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kmmkit/kmmkit/builder/assemble"
+	"github.com/kmmkit/kmmkit/controllerruntime/fakekubelet"
 	"github.com/kmmkit/kmmkit/examples/controller-runtime/api"
 	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/internal/testenv"
@@ -34,8 +38,9 @@ import (
 )
 
 // TestOperator runs the example operator on the test kube-apiserver and
-// registry, playing the kubelet: a NICDriver's embedded module is loaded
-// on its node, its status filled, and unloaded when it is deleted.
+// registry, as its ServiceAccount bound to exactly config/role.yaml (the
+// generated role), playing the kubelet: a NICDriver's embedded module is
+// loaded on its node, its status filled, and unloaded when it is deleted.
 func TestOperator(t *testing.T) {
 	cfg := testenv.RESTConfig(t)
 	regs := testenv.Registry(t)
@@ -61,13 +66,37 @@ func TestOperator(t *testing.T) {
 	_, err = rc.Push(ctx, registry.Request{Image: image, TLS: v1beta1.TLSOptions{Insecure: true}}, img)
 	require.NoError(t, err)
 
-	mgr, err := NewManager(cfg, "quay.io/kmmkit/kmm:test", ctrl.Options{
+	// The operator runs as a ServiceAccount bound to config/role.yaml.
+	raw, err := os.ReadFile("config/role.yaml")
+	require.NoError(t, err)
+	var role rbacv1.ClusterRole
+	require.NoError(t, yaml.Unmarshal(raw, &role))
+	role.Name = "nicdriver-operator-" + run
+	_, err = cs.RbacV1().ClusterRoles().Create(ctx, &role, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cs.RbacV1().ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{}) })
+	_, err = cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "nicdriver-operator"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "nicdriver-operator", Namespace: ns}}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
+	})
+	asOperator := rest.CopyConfig(cfg)
+	asOperator.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":nicdriver-operator",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}}
+
+	mgr, err := NewManager(asOperator, "quay.io/kmmkit/kmm:test", ctrl.Options{
 		Logger:                 testr.New(t),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}, ByObject: map[client.Object]cache.ByObject{&corev1.Node{}: {}}},
 		Controller:             config.Controller{SkipNameValidation: ptrTrue()},
 	})
+	require.NoError(t, err)
+	kubelet, err := fakekubelet.Start(ctx, cs, fakekubelet.Options{Namespace: ns, Identity: Identity})
 	require.NoError(t, err)
 	go func() { _ = mgr.Start(ctx) }()
 
@@ -83,19 +112,9 @@ func TestOperator(t *testing.T) {
 	}}}
 	require.NoError(t, c.Create(ctx, d))
 
-	kubeletRuns := func(action string) {
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			p, err := cs.CoreV1().Pods(ns).Get(ctx, loader.WorkerPodName(node, "nic"), metav1.GetOptions{})
-			if err != nil || p.Labels[loader.LabelWorkerAction] != action || p.Status.Phase == corev1.PodSucceeded {
-				return false, nil
-			}
-			p.Status.Phase = corev1.PodSucceeded
-			_, err = cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-			return err == nil, nil
-		})
-		require.NoError(t, err, "no %s worker Pod", action)
-	}
-	kubeletRuns("Load")
+	wctx, stop := context.WithTimeout(ctx, 30*time.Second)
+	defer stop()
+	require.NoError(t, kubelet.Wait(wctx, loader.ActionLoad, 1), "no Load worker Pod")
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		var got api.NICDriver
 		if err := c.Get(ctx, client.ObjectKeyFromObject(d), &got); err != nil {
@@ -130,15 +149,16 @@ func TestOperator(t *testing.T) {
 	require.Equal(t, metav1.ConditionFalse, valid.Status)
 	require.Equal(t, string(reason.InvalidSpec), valid.Reason)
 	require.Contains(t, valid.Message, "spec.module.moduleLoader.container.modprobe.")
-	_, err = cs.CoreV1().Pods(ns).Get(ctx, loader.WorkerPodName(node, "bad"), metav1.GetOptions{})
+	_, err = cs.CoreV1().Pods(ns).Get(ctx, Identity.Owner(ns, "bad").WorkerPodName(node), metav1.GetOptions{})
 	require.True(t, apierrors.IsNotFound(err), "no worker Pod for the invalid NICDriver: %v", err)
 	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	require.NoError(t, err)
-	require.NotContains(t, n.Labels, loader.ReadyLabel(ns, "bad"))
+	require.Contains(t, n.Labels, Identity.Owner(ns, "nic").ReadyLabel(), "the NICDriver's own label")
+	require.NotContains(t, n.Labels, Identity.Owner(ns, "bad").ReadyLabel())
 	require.NoError(t, c.Delete(ctx, bad))
 
 	require.NoError(t, c.Delete(ctx, d))
-	kubeletRuns("Unload")
+	require.NoError(t, kubelet.Wait(wctx, loader.ActionUnload, 1), "no Unload worker Pod")
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		var got api.NICDriver
 		return client.IgnoreNotFound(c.Get(ctx, client.ObjectKeyFromObject(d), &got)) == nil && got.Name == "", nil
