@@ -36,6 +36,8 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kmmkit/kmmkit/builder/assemble"
@@ -136,7 +138,6 @@ func (l *operatorLog) matching(word string) []string {
 // test's CA, and only for the test's namespaces; the operator watches
 // only those namespaces, since other tests share the API server.
 func TestOperator(t *testing.T) {
-	kubectl := testenv.LookPath(t, "kubectl", "apt-get install kubectl (it renders config/ with kubectl kustomize)")
 	env := crtest.New(t)
 	regs := testenv.Registry(t)
 	ctx := crtest.Context(t)
@@ -149,8 +150,7 @@ func TestOperator(t *testing.T) {
 	}
 
 	// The manifests, as kubectl apply -k would send them.
-	rendered, err := exec.Command(kubectl, "kustomize", "../../config").Output()
-	require.NoError(t, err, "kubectl kustomize ../../config")
+	rendered := kustomize(t, "../../config")
 	dir := t.TempDir()
 	caPEM := certtest.Write(t, dir)
 	webhookPort := freePort(t)
@@ -174,7 +174,7 @@ func TestOperator(t *testing.T) {
 
 	// The operator's own Pod passes the restricted Pod Security level.
 	restrictedNS := env.Namespace(t, "restricted")
-	_, err = env.Clientset.CoreV1().Namespaces().Patch(ctx, restrictedNS, types.MergePatchType,
+	_, err := env.Clientset.CoreV1().Namespaces().Patch(ctx, restrictedNS, types.MergePatchType,
 		[]byte(`{"metadata":{"labels":{"pod-security.kubernetes.io/enforce":"restricted"}}}`), metav1.PatchOptions{})
 	require.NoError(t, err)
 	for _, u := range objs {
@@ -479,4 +479,19 @@ func TestOperator(t *testing.T) {
 		}
 	}
 	assert.NotEmpty(t, logs.matching("successfully acquired lease"), "leader election under the leader-election role")
+}
+
+// kustomize renders dir as `kubectl kustomize` does, with kustomize's own
+// library (the one kubectl embeds).
+func kustomize(t *testing.T, dir string) []byte {
+	t.Helper()
+	abs, err := filepath.Abs(dir)
+	require.NoError(t, err)
+	opts := krusty.MakeDefaultOptions()
+	opts.Reorder = krusty.ReorderOptionLegacy // kubectl's order: namespaces and CRDs first
+	res, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), abs)
+	require.NoError(t, err, "kustomize %s", dir)
+	out, err := res.AsYaml()
+	require.NoError(t, err)
+	return out
 }
