@@ -120,8 +120,8 @@ func (l *operatorLog) matching(word string) []string {
 }
 
 // TestOperator deploys the drop-in operator as its manifests describe it
-// on the test kube-apiserver: it applies config/ (rendered by kubectl
-// kustomize) — the CRD, the Namespace, the ServiceAccount, the generated
+// on the test kube-apiserver: it applies config/ (rendered as kubectl
+// kustomize renders it) — the CRD, the Namespace, the ServiceAccount, the generated
 // role and its binding, the leader-election role, the Deployment, the
 // webhook Service and ValidatingWebhookConfiguration — and, as there is
 // no kubelet to run the Deployment, runs the operator binary with the
