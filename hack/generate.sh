@@ -5,7 +5,7 @@
 # size the tests measure), the drop-in operator's roles (from the
 # kubebuilder:rbac markers of controllerruntime/operator and
 # controllerruntime/cmd/kmm-operator), its copy of the CRD, and the role of
-# examples/controller-runtime. With --check, it fails when the committed
+# examples/controller-runtime and its CRD. With --check, it fails when the committed
 # files differ from what it writes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,7 +15,8 @@ generated=(kmm/v1beta1/zz_generated.deepcopy.go kmm/v1beta1/crd/kmm.sigs.x-k8s.i
 	"$embedtest/zz_generated.deepcopy.go" "$embedtest/crd/embedtest.kmmkit.io_nicdrivers.yaml"
 	"$embedtest/crd/embedtest.kmmkit.io_gpudrivers.yaml"
 	controllerruntime/config/rbac/role.yaml controllerruntime/config/rbac/openshift_builds_role.yaml
-	controllerruntime/config/crd/kmm.sigs.x-k8s.io_modules.yaml examples/controller-runtime/config/role.yaml)
+	controllerruntime/config/crd/kmm.sigs.x-k8s.io_modules.yaml examples/controller-runtime/config/role.yaml
+	examples/controller-runtime/config/example.kmmkit.io_nicdrivers.yaml)
 
 gen() {
 	for pkg in kmm/v1beta1 "$embedtest"; do
@@ -35,6 +36,9 @@ gen() {
 	(cd hack/tools && go tool controller-gen rbac:roleName=nicdriver-operator output:rbac:dir="$root/examples/controller-runtime/config" \
 		paths="$root/examples/controller-runtime" paths="$cr/operator/...")
 	rmdir "$rbac"
+	# The example embedder's CRD: a NICDriver with the small embedded spec.
+	(cd hack/tools && go tool controller-gen crd:crdVersions=v1 output:crd:dir="$root/examples/controller-runtime/config" \
+		paths="$root/examples/controller-runtime/api/...")
 	cp kmm/v1beta1/crd/kmm.sigs.x-k8s.io_modules.yaml "$cr/config/crd/"
 }
 

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -91,8 +92,9 @@ func asModule(obj runtime.Object) (*v1beta1.Module, error) {
 type SpecValidator[T client.Object] struct {
 	// Kind is T's group and kind, for the error the API server returns.
 	Kind schema.GroupKind
-	// Spec returns the embedded spec of an object: &d.Spec.Module.
-	Spec func(T) *v1beta1.ModuleSpec
+	// Spec returns the embedded spec of an object: d.Spec.Module, or
+	// d.Spec.Module.ModuleSpec() for a v1beta1.EmbeddedModuleSpec.
+	Spec func(T) v1beta1.ModuleSpec
 	// Path is where Spec sits: field.NewPath("spec", "module"). Nil
 	// means "spec".
 	Path *field.Path
@@ -104,7 +106,7 @@ func (v SpecValidator[T]) ValidateCreate(_ context.Context, obj runtime.Object) 
 	if err != nil {
 		return nil, err
 	}
-	return nil, invalid(v.Kind, o.GetName(), v1beta1.ValidateSpec(v.Spec(o), v.path()))
+	return nil, invalid(v.Kind, o.GetName(), v1beta1.ValidateSpec(ptr.To(v.Spec(o)), v.path()))
 }
 
 // ValidateUpdate implements admission.CustomValidator.
@@ -117,7 +119,7 @@ func (v SpecValidator[T]) ValidateUpdate(_ context.Context, oldObj, newObj runti
 	if err != nil {
 		return nil, err
 	}
-	errs := v1beta1.ValidateSpec(v.Spec(newer), v.path())
+	errs := v1beta1.ValidateSpec(ptr.To(v.Spec(newer)), v.path())
 	if newer.GetDeletionTimestamp() != nil || equality.Semantic.DeepEqual(v.Spec(older), v.Spec(newer)) {
 		return warnings(errs), nil
 	}

@@ -83,7 +83,7 @@ func TestModuleValidator(t *testing.T) {
 
 func accelValidator() admission.SpecValidator[*testapi.Accel] {
 	return admission.SpecValidator[*testapi.Accel]{
-		Spec: func(a *testapi.Accel) *v1beta1.ModuleSpec { return &a.Spec.Driver },
+		Spec: func(a *testapi.Accel) v1beta1.ModuleSpec { return a.Spec.Driver },
 		Path: field.NewPath("spec", "driver"),
 	}
 }

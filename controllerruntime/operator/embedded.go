@@ -40,10 +40,13 @@ type Embedded[T client.Object] struct {
 	New func() T
 	// NewList returns an empty list of the kind: &api.NICDriverList{}.
 	NewList func() client.ObjectList
-	// Spec and Status return pointers to the ModuleSpec and ModuleStatus
-	// embedded in an object: &d.Spec.Module, &d.Status.Module. The status
-	// is written through the status subresource, which the CRD must have.
-	Spec   func(T) *v1beta1.ModuleSpec
+	// Spec returns the ModuleSpec embedded in an object: d.Spec.Module, or
+	// d.Spec.Module.ModuleSpec() for a v1beta1.EmbeddedModuleSpec (the
+	// small schema without devicePlugin and dra).
+	Spec func(T) v1beta1.ModuleSpec
+	// Status returns a pointer to the ModuleStatus embedded in an object:
+	// &d.Status.Module. The status is written through the status
+	// subresource, which the CRD must have.
 	Status func(T) *v1beta1.ModuleStatus
 	// SpecPath is where Spec sits in the object, so that validation
 	// errors name the operator's own field: field.NewPath("spec",
@@ -160,14 +163,14 @@ func (c *embedded[T]) Reconcile(ctx context.Context, req reconcile.Request) (rec
 	spec := c.e.Spec(obj)
 	// As kmm.Reconciler.Reconcile does for a Module: no finalizer while the
 	// spec is invalid, since nothing is loaded for it that one would wait for.
-	if !deleting && !held && len(v1beta1.ValidateSpec(spec, c.specPath)) == 0 {
+	if !deleting && !held && len(v1beta1.ValidateSpec(&spec, c.specPath)) == 0 {
 		if err := c.patchFinalizer(ctx, obj, controllerutil.AddFinalizer); err != nil {
 			return reconcile.Result{}, fmt.Errorf("adding finalizer %s to %s: %w", c.finalizer, what, err)
 		}
 		held = true
 	}
 	kobj := kmm.Object{
-		Namespace: obj.GetNamespace(), Name: obj.GetName(), Spec: *spec, Status: *c.e.Status(obj),
+		Namespace: obj.GetNamespace(), Name: obj.GetName(), Spec: spec, Status: *c.e.Status(obj),
 		Generation: obj.GetGeneration(), Deleting: deleting, SpecPath: c.specPath,
 		Owner: &metav1.OwnerReference{APIVersion: c.gvk.GroupVersion().String(), Kind: c.gvk.Kind, Name: obj.GetName(),
 			UID: obj.GetUID(), Controller: ptr.To(true)},

@@ -48,7 +48,7 @@ func ExampleSetupEmbedded() {
 		Identity: id,
 		New:      func() *testapi.Accel { return &testapi.Accel{} },
 		NewList:  func() client.ObjectList { return &testapi.AccelList{} },
-		Spec:     func(a *testapi.Accel) *v1beta1.ModuleSpec { return &a.Spec.Driver },
+		Spec:     func(a *testapi.Accel) v1beta1.ModuleSpec { return a.Spec.Driver },
 		Status:   func(a *testapi.Accel) *v1beta1.ModuleStatus { return &a.Status.Driver },
 		SpecPath: field.NewPath("spec", "driver"),
 	}, operator.Options{WorkerImage: "quay.io/acme/kmm-worker:v1"})

@@ -141,7 +141,7 @@ func accels() operator.Embedded[*testapi.Accel] {
 		Identity: accelID,
 		New:      func() *testapi.Accel { return &testapi.Accel{} },
 		NewList:  func() client.ObjectList { return &testapi.AccelList{} },
-		Spec:     func(a *testapi.Accel) *v1beta1.ModuleSpec { return &a.Spec.Driver },
+		Spec:     func(a *testapi.Accel) v1beta1.ModuleSpec { return a.Spec.Driver },
 		Status:   func(a *testapi.Accel) *v1beta1.ModuleStatus { return &a.Status.Driver },
 		SpecPath: field.NewPath("spec", "driver"),
 	}
@@ -152,7 +152,7 @@ func clusterAccels() operator.Embedded[*testapi.ClusterAccel] {
 		Identity:     clusterAccelID,
 		New:          func() *testapi.ClusterAccel { return &testapi.ClusterAccel{} },
 		NewList:      func() client.ObjectList { return &testapi.ClusterAccelList{} },
-		Spec:         func(a *testapi.ClusterAccel) *v1beta1.ModuleSpec { return &a.Spec.Driver },
+		Spec:         func(a *testapi.ClusterAccel) v1beta1.ModuleSpec { return a.Spec.Driver },
 		Status:       func(a *testapi.ClusterAccel) *v1beta1.ModuleStatus { return &a.Status.Driver },
 		SpecPath:     field.NewPath("spec", "driver"),
 		PodNamespace: func(a *testapi.ClusterAccel) string { return a.Spec.PodNamespace },

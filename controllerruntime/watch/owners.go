@@ -69,7 +69,7 @@ func Modules(r client.Reader) OwnerLister {
 // Objects lists the objects of an operator's own kind from r (the
 // manager's cache): newList returns an empty list of the kind (say
 // &api.NICDriverList{}), spec the ModuleSpec embedded in one object.
-func Objects[T client.Object](r client.Reader, newList func() client.ObjectList, spec func(T) *v1beta1.ModuleSpec) OwnerLister {
+func Objects[T client.Object](r client.Reader, newList func() client.ObjectList, spec func(T) v1beta1.ModuleSpec) OwnerLister {
 	return func(ctx context.Context) ([]Owner, error) {
 		list := newList()
 		if err := r.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
@@ -81,7 +81,8 @@ func Objects[T client.Object](r client.Reader, newList func() client.ObjectList,
 			if !ok {
 				return fmt.Errorf("%T holds a %T, not a %T", list, o, *new(T))
 			}
-			out = append(out, Owner{Key: client.ObjectKeyFromObject(obj), Spec: spec(obj)})
+			s := spec(obj)
+			out = append(out, Owner{Key: client.ObjectKeyFromObject(obj), Spec: &s})
 			return nil
 		})
 		return out, err

@@ -66,7 +66,7 @@ func NewManager(cfg *rest.Config, workerImage string, opts ctrl.Options) (ctrl.M
 		Identity: Identity,
 		New:      func() *api.NICDriver { return &api.NICDriver{} },
 		NewList:  func() client.ObjectList { return &api.NICDriverList{} },
-		Spec:     func(d *api.NICDriver) *v1beta1.ModuleSpec { return &d.Spec.Module },
+		Spec:     func(d *api.NICDriver) v1beta1.ModuleSpec { return d.Spec.Module.ModuleSpec() },
 		Status:   func(d *api.NICDriver) *v1beta1.ModuleStatus { return &d.Status.Module },
 		// No webhook guards the embedded spec: kmmkit validates it and
 		// reports errors under this path (status condition Valid).

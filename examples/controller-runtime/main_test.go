@@ -102,7 +102,7 @@ func TestOperator(t *testing.T) {
 
 	c, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme()})
 	require.NoError(t, err)
-	d := &api.NICDriver{ObjectMeta: metav1.ObjectMeta{Name: "nic", Namespace: ns}, Spec: api.NICDriverSpec{QueuesPerPort: 4, Module: v1beta1.ModuleSpec{
+	d := &api.NICDriver{ObjectMeta: metav1.ObjectMeta{Name: "nic", Namespace: ns}, Spec: api.NICDriverSpec{QueuesPerPort: 4, Module: v1beta1.EmbeddedModuleSpec{
 		Selector: map[string]string{"example": run},
 		ModuleLoader: &v1beta1.ModuleLoaderSpec{Container: v1beta1.ModuleLoaderContainerSpec{
 			Modprobe:       v1beta1.ModprobeSpec{ModuleName: "nic"},
@@ -128,7 +128,7 @@ func TestOperator(t *testing.T) {
 	// No webhook guards the embedded spec, so the API server stores an
 	// invalid one; kmmkit refuses it, naming the operator's own field, and
 	// creates no worker.
-	bad := &api.NICDriver{ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: ns}, Spec: api.NICDriverSpec{Module: v1beta1.ModuleSpec{
+	bad := &api.NICDriver{ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: ns}, Spec: api.NICDriverSpec{Module: v1beta1.EmbeddedModuleSpec{
 		Selector: map[string]string{"example": run},
 		ModuleLoader: &v1beta1.ModuleLoaderSpec{Container: v1beta1.ModuleLoaderContainerSpec{
 			RegistryTLS:    v1beta1.TLSOptions{Insecure: true},
