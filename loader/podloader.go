@@ -672,6 +672,9 @@ func (s *nodeSync) create(ctx context.Context, action Action, r PodRequest) erro
 		s.set(phase, metav1.ConditionFalse, reason, fmt.Sprintf("waiting for worker pod %s", pod.Name))
 		s.st.RequeueAfter = 2 * time.Second
 		return nil
+	case apierrors.IsForbidden(err) || apierrors.IsInvalid(err):
+		s.fail(ReasonPodRejected, fmt.Sprintf("the API server refused worker pod %s: %v", pod.Name, err))
+		return fmt.Errorf("creating worker pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	case err != nil:
 		s.fail(ReasonWorkerFailed, fmt.Sprintf("creating worker pod %s: %v", pod.Name, err))
 		return fmt.Errorf("creating worker pod %s/%s: %w", pod.Namespace, pod.Name, err)

@@ -2,6 +2,7 @@ package loader_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -12,11 +13,15 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/kubernetes/scheme"
+	k8stesting "k8s.io/client-go/testing"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
@@ -24,6 +29,7 @@ import (
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // cluster is what the pod loader scenario runs against: a client, and a
@@ -441,4 +447,23 @@ func FuzzObservedOn(f *testing.F) {
 			t.Fatal("a readable annotation gave no record")
 		}
 	})
+}
+
+// TestPodLoaderWorkerPodRejected: a worker Pod the API server refuses
+// (Pod Security admission answers 403) is reported with its own reason
+// and the server's answer, not as a worker that ran and failed.
+func TestPodLoaderWorkerPodRejected(t *testing.T) {
+	e := newNMCEnv(t)
+	e.addNode(t, "n1", "boot-1")
+	e.cs.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "kmm-worker-n1-nic",
+			errors.New(`violates PodSecurity "baseline:latest": hostPath volumes (volume "firmware")`))
+	})
+	st, err := e.trySync(t, "nic", map[string]*loader.PodRequest{"n1": desiredConfig(kver, "registry.example.com/nic:v1")})
+	require.Error(t, err)
+	s := stateOf(t, st, "n1")
+	assert.Equal(t, loader.PhaseFailed, s.Phase)
+	assert.Equal(t, string(reason.WorkerPodRejected), s.Condition.Reason)
+	assert.Contains(t, s.Condition.Message, "the API server refused worker pod kmm-worker-n1-nic")
+	assert.Contains(t, s.Condition.Message, `violates PodSecurity "baseline:latest"`)
 }

@@ -21,6 +21,7 @@ const (
 	ReasonWorkerFailed   = string(reason.WorkerFailed)
 	ReasonWorkerStuck    = string(reason.WorkerStuck)
 	ReasonPodFailed      = string(reason.WorkerPodFailed)
+	ReasonPodRejected    = string(reason.WorkerPodRejected)
 	ReasonNodeTainted    = string(reason.NodeTaintNotTolerated)
 	ReasonNodeNotReady   = string(reason.NodeNotReady)
 	ReasonInvalidRequest = string(reason.InvalidRequest)

@@ -104,6 +104,10 @@ const (
 	WorkerFailed Reason = "WorkerFailed"
 	// WorkerStuck: a worker has been pending or running too long.
 	WorkerStuck Reason = "WorkerStuck"
+	// WorkerPodRejected: the API server refused to create the worker Pod
+	// (Pod Security admission — workers need the privileged level —, a
+	// quota, a webhook); the message has its answer.
+	WorkerPodRejected Reason = "WorkerPodRejected"
 	// WorkerPodFailed: the worker Pod failed as a whole (evicted, say);
 	// it is replaced.
 	WorkerPodFailed Reason = "WorkerPodFailed"

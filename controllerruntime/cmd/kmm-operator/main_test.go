@@ -413,9 +413,9 @@ func TestOperator(t *testing.T) {
 		return degraded != nil && degraded.Status == metav1.ConditionTrue, nil
 	})
 	require.NoError(t, err, "the Module in the baseline namespace never said why it does not load: %+v", restricted.Status.Conditions)
-	assert.Equal(t, string(reason.WorkerFailed), degraded.Reason)
+	assert.Equal(t, string(reason.WorkerPodRejected), degraded.Reason)
 	for _, n := range []string{w1, w2} {
-		assert.Contains(t, degraded.Message, "node "+n+": WorkerFailed: creating worker pod")
+		assert.Contains(t, degraded.Message, "node "+n+": WorkerPodRejected: the API server refused worker pod")
 	}
 	assert.Contains(t, degraded.Message, `violates PodSecurity "baseline:latest": hostPath volumes`)
 	loaded := meta.FindStatusCondition(restricted.Status.Conditions, kmm.ConditionLoaded)
