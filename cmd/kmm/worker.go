@@ -12,7 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
-	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/loader/node"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
@@ -69,12 +69,12 @@ func runWorker(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 			return fail(err)
 		}
 	}
-	native, err := loader.NewNative(loader.LinuxKernel{}, log)
+	native, err := node.NewNative(node.LinuxKernel{}, log)
 	if err != nil {
 		return fail(err)
 	}
-	w := &loader.Worker{Native: native, FirmwareHostPath: *firmwareHost, SetFirmwareClassPath: *setFirmwarePath}
-	var res *loader.Result
+	w := &node.Worker{Native: native, FirmwareHostPath: *firmwareHost, SetFirmwareClassPath: *setFirmwarePath}
+	var res *node.Result
 	if action == "load" {
 		res, err = w.Load(ctx, cfg, root)
 	} else {

@@ -1,4 +1,4 @@
-package loader_test
+package node_test
 
 import (
 	"os"
@@ -11,7 +11,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/internal/imagetest"
 	"github.com/kmmkit/kmmkit/internal/safefs"
-	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/loader/node"
 )
 
 // firmwareSetup lays out an image (image/firmware/acme/nic.bin, and links
@@ -34,7 +34,7 @@ func firmwareSetup(t *testing.T) (base, image, hostFW, host string) {
 func TestCopyFirmwareCopiesOnlyTheImagesFiles(t *testing.T) {
 	base, image, hostFW, _ := firmwareSetup(t)
 	before := imagetest.Snapshot(t, base, "lib")
-	copied, err := loader.CopyImageFirmware(image, "/firmware", hostFW)
+	copied, err := node.CopyImageFirmware(image, "/firmware", hostFW)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"acme/nic.bin"}, copied, "links are neither copied nor followed")
 	assert.Equal(t, []string{
@@ -43,11 +43,11 @@ func TestCopyFirmwareCopiesOnlyTheImagesFiles(t *testing.T) {
 	assert.Equal(t, before, imagetest.Snapshot(t, base, "lib"))
 
 	// The old signature does the same.
-	copied, err = loader.CopyFirmware(filepath.Join(image, "firmware"), hostFW)
+	copied, err = node.CopyFirmware(filepath.Join(image, "firmware"), hostFW)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"acme/nic.bin"}, copied)
 
-	require.NoError(t, loader.RemoveImageFirmware(image, "firmware", hostFW))
+	require.NoError(t, node.RemoveImageFirmware(image, "firmware", hostFW))
 	assert.Equal(t, []string{". drwxr-xr-x", "acme drwxr-xr-x"}, imagetest.Snapshot(t, hostFW))
 	assert.Equal(t, before, imagetest.Snapshot(t, base, "lib"))
 }
@@ -60,10 +60,10 @@ func TestCopyImageFirmwareRefusesAFirmwareDirectoryOutside(t *testing.T) {
 	require.NoError(t, os.Symlink(strings.Repeat("../", 40)+strings.TrimPrefix(filepath.Join(base, "host"), "/"), filepath.Join(image, "fw-clamped")))
 	before := imagetest.Snapshot(t, base)
 	for _, p := range []string{"/fw-out", "fw-clamped", "/firmware/acme/hostdir"} {
-		_, err := loader.CopyImageFirmware(image, p, hostFW)
+		_, err := node.CopyImageFirmware(image, p, hostFW)
 		assert.ErrorIs(t, err, safefs.ErrEscapes, p)
 		assert.ErrorContains(t, err, "copying firmware from "+filepath.Join(image, p))
-		assert.ErrorIs(t, loader.RemoveImageFirmware(image, p, hostFW), safefs.ErrEscapes, p)
+		assert.ErrorIs(t, node.RemoveImageFirmware(image, p, hostFW), safefs.ErrEscapes, p)
 	}
 	assert.Equal(t, before, imagetest.Snapshot(t, base))
 }
@@ -77,15 +77,15 @@ func TestRemoveFirmwareStaysInTheHostDirectory(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(image, "firmware", "out", "secret"), []byte("x"), 0o644))
 	require.NoError(t, os.Symlink("../../host", filepath.Join(hostFW, "out")))
 	before := imagetest.Snapshot(t, base)
-	err := loader.RemoveFirmware(filepath.Join(image, "firmware"), hostFW)
+	err := node.RemoveFirmware(filepath.Join(image, "firmware"), hostFW)
 	assert.ErrorIs(t, err, safefs.ErrEscapes)
 	assert.Equal(t, before, imagetest.Snapshot(t, base))
 
-	_, err = loader.CopyFirmware(filepath.Join(image, "firmware"), hostFW)
+	_, err = node.CopyFirmware(filepath.Join(image, "firmware"), hostFW)
 	assert.ErrorIs(t, err, safefs.ErrEscapes, "nor is anything written through it")
 	secret, err := os.ReadFile(filepath.Join(base, "host", "secret"))
 	require.NoError(t, err)
 	assert.Equal(t, "secret", string(secret))
 
-	assert.NoError(t, loader.RemoveFirmware(filepath.Join(image, "firmware"), filepath.Join(base, "missing")), "nothing to remove")
+	assert.NoError(t, node.RemoveFirmware(filepath.Join(image, "firmware"), filepath.Join(base, "missing")), "nothing to remove")
 }

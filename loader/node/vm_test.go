@@ -1,4 +1,4 @@
-package loader_test
+package node_test
 
 import (
 	"bytes"

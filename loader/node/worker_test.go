@@ -1,4 +1,4 @@
-package loader_test
+package node_test
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
-	"github.com/kmmkit/kmmkit/loader"
-	"github.com/kmmkit/kmmkit/loader/fake"
+	"github.com/kmmkit/kmmkit/loader/node"
+	"github.com/kmmkit/kmmkit/loader/node/fake"
 )
 
 // imageWithTree lays out an extracted image: the tree of chainTree under
@@ -50,7 +50,7 @@ func TestWorkerLoadUnload(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(hostFW, "other"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(hostFW, "other", "keep.bin"), []byte("K"), 0o644))
 
-	w := &loader.Worker{Native: newNative(t, k), FirmwareHostPath: hostFW, SetFirmwareClassPath: true, SysRoot: sys}
+	w := &node.Worker{Native: newNative(t, k), FirmwareHostPath: hostFW, SetFirmwareClassPath: true, SysRoot: sys}
 	res, err := w.Load(context.Background(), cfg, image)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"old_nic", "core", "helper", "crc", "nic_drv", "post_mod"}, res.Changed)
@@ -74,7 +74,7 @@ func TestWorkerBadInput(t *testing.T) {
 	image, cfg := imageWithTree(t)
 	k := fake.NewKernel(kver)
 	hostFW := t.TempDir()
-	w := &loader.Worker{Native: newNative(t, k), FirmwareHostPath: hostFW}
+	w := &node.Worker{Native: newNative(t, k), FirmwareHostPath: hostFW}
 
 	var err error
 	// A module file that is not ELF: a clear error, nothing loaded.
@@ -113,12 +113,12 @@ func TestWorkerPathsStayInTheImage(t *testing.T) {
 	param := filepath.Join(sys, "module", "firmware_class", "parameters", "path")
 	require.NoError(t, os.MkdirAll(filepath.Dir(param), 0o755))
 	require.NoError(t, os.WriteFile(param, []byte("\n"), 0o644))
-	w := &loader.Worker{Native: newNative(t, k), FirmwareHostPath: hostFW, SetFirmwareClassPath: true, SysRoot: sys}
+	w := &node.Worker{Native: newNative(t, k), FirmwareHostPath: hostFW, SetFirmwareClassPath: true, SysRoot: sys}
 
 	bad := *cfg
 	bad.Modprobe.FirmwarePath = "/" + rel
 	_, err = w.Unload(context.Background(), &bad, image)
-	require.ErrorIs(t, err, loader.ErrConfig)
+	require.ErrorIs(t, err, node.ErrConfig)
 	assert.Contains(t, err.Error(), `modprobe.firmwarePath: Invalid value: "/`+rel+`": must not contain "..": the path must stay inside the image`)
 	_, err = os.Stat(filepath.Join(hostFW, "other.bin"))
 	assert.NoError(t, err, "the host's firmware is untouched")
@@ -126,7 +126,7 @@ func TestWorkerPathsStayInTheImage(t *testing.T) {
 	bad = *cfg
 	bad.Modprobe.DirName = "/opt/../../lib"
 	_, err = w.Load(context.Background(), &bad, image)
-	require.ErrorIs(t, err, loader.ErrConfig)
+	require.ErrorIs(t, err, node.ErrConfig)
 	assert.Contains(t, err.Error(), `modprobe.dirName: Invalid value: "/opt/../../lib": must not contain ".."`)
 	bad = *cfg
 	bad.Modprobe.FirmwarePath = "firmware"
@@ -146,9 +146,9 @@ func TestWorkerModprobeArgs(t *testing.T) {
 	base.InTreeModuleToRemove = ""
 	base.Modprobe.FirmwarePath = ""
 	host := chainTree(t) // the host's own /lib/modules/<kver>, for rawArgs without -d
-	newWorker := func() (*loader.Worker, *fake.Kernel) {
+	newWorker := func() (*node.Worker, *fake.Kernel) {
 		k := fake.NewKernel(kver)
-		return &loader.Worker{Native: newNative(t, k), FirmwareHostPath: t.TempDir(), HostRoot: host.Root}, k
+		return &node.Worker{Native: newNative(t, k), FirmwareHostPath: t.TempDir(), HostRoot: host.Root}, k
 	}
 	with := func(f func(c *v1beta1.ModuleConfig)) *v1beta1.ModuleConfig {
 		c := *base
@@ -164,12 +164,12 @@ func TestWorkerModprobeArgs(t *testing.T) {
 		_, err := w.Load(ctx, cfg, image)
 		require.NoError(t, err)
 		_, err = w.Load(ctx, cfg, image)
-		require.ErrorIs(t, err, loader.ErrFirstTime, "a second load has nothing to do")
+		require.ErrorIs(t, err, node.ErrFirstTime, "a second load has nothing to do")
 		assert.Contains(t, err.Error(), "load nic_drv")
 		_, err = w.Unload(ctx, cfg, image)
 		require.NoError(t, err)
 		_, err = w.Unload(ctx, cfg, image)
-		require.ErrorIs(t, err, loader.ErrFirstTime)
+		require.ErrorIs(t, err, node.ErrFirstTime)
 		assert.Contains(t, err.Error(), "unload nic_drv: not in the kernel (modprobe --first-time)")
 		assert.Len(t, k.Events(), 10, "5 loads and 5 unloads: %v", k.Events())
 	})
@@ -237,7 +237,7 @@ func TestWorkerModprobeArgs(t *testing.T) {
 			c.Modprobe = v1beta1.ModprobeSpec{DirName: "/opt", RawArgs: &v1beta1.ModprobeArgs{Load: []string{"-n", "nic-drv"}, Unload: []string{"nic-drv"}}}
 		})
 		_, err := w.Load(ctx, cfg, image)
-		require.ErrorIs(t, err, loader.ErrConfig)
+		require.ErrorIs(t, err, node.ErrConfig)
 		assert.Contains(t, err.Error(), `modprobe.rawArgs.load[0]: Invalid value: "-n": modprobe option -n: it only prints or looks up`)
 		_, err = w.Unload(ctx, cfg, image)
 		assert.ErrorContains(t, err, `modprobe.rawArgs.unload: Invalid value: ["nic-drv"]: the unload arguments must remove modules: add -r`)

@@ -1,4 +1,4 @@
-package loader_test
+package node_test
 
 import (
 	"bytes"
@@ -20,8 +20,8 @@ import (
 	"github.com/kmmkit/kmmkit/depmod/modfile"
 	"github.com/kmmkit/kmmkit/internal/bombtest"
 	"github.com/kmmkit/kmmkit/internal/elftest"
-	"github.com/kmmkit/kmmkit/loader"
-	"github.com/kmmkit/kmmkit/loader/fake"
+	"github.com/kmmkit/kmmkit/loader/node"
+	"github.com/kmmkit/kmmkit/loader/node/fake"
 )
 
 const kver = "6.1.0-56-amd64"
@@ -36,7 +36,7 @@ type mod struct {
 }
 
 // buildTree writes modules, runs our depmod on them and opens the tree.
-func buildTree(t *testing.T, mods []mod, extra map[string]string) *loader.Tree {
+func buildTree(t *testing.T, mods []mod, extra map[string]string) *node.Tree {
 	t.Helper()
 	root := t.TempDir()
 	dir := filepath.Join(root, "lib", "modules", kver)
@@ -79,14 +79,14 @@ func buildTree(t *testing.T, mods []mod, extra map[string]string) *loader.Tree {
 	}
 	_, err := depmod.Run(context.Background(), depmod.Options{BaseDir: root, KernelVersion: kver, ConfigPaths: []string{}})
 	require.NoError(t, err)
-	tree, err := loader.OpenTree(root, kver)
+	tree, err := node.OpenTree(root, kver)
 	require.NoError(t, err)
 	return tree
 }
 
 // chainTree: nic-drv needs helper and core; helper needs core; a softdep
 // brings crc in before and post-mod after.
-func chainTree(t *testing.T) *loader.Tree {
+func chainTree(t *testing.T) *node.Tree {
 	return buildTree(t, []mod{
 		{path: "kernel/core.ko", exports: []string{"core_fn"}},
 		{path: "kernel/helper.ko", exports: []string{"helper_fn"}, needs: []string{"core_fn"}},
@@ -99,7 +99,7 @@ func chainTree(t *testing.T) *loader.Tree {
 	}, nil)
 }
 
-func names(steps []loader.Step) []string {
+func names(steps []node.Step) []string {
 	var out []string
 	for _, s := range steps {
 		out = append(out, s.Name)
@@ -127,12 +127,12 @@ func TestPlan(t *testing.T) {
 		"modulesLoadingOrder: the last entry first; as a modprobe.d softdep it replaces the module's own")
 
 	_, err = tree.Plan("nope", nil, nil)
-	assert.ErrorIs(t, err, loader.ErrModuleNotFound)
+	assert.ErrorIs(t, err, node.ErrModuleNotFound)
 }
 
-func newNative(t *testing.T, k loader.Kernel) *loader.Native {
+func newNative(t *testing.T, k node.Kernel) *node.Native {
 	t.Helper()
-	n, err := loader.NewNative(k, logr.Discard())
+	n, err := node.NewNative(k, logr.Discard())
 	require.NoError(t, err)
 	return n
 }
@@ -142,21 +142,21 @@ func TestLoadAndUnload(t *testing.T) {
 	k := fake.NewKernel(kver)
 	n := newNative(t, k)
 	ctx := context.Background()
-	res, err := n.Load(ctx, loader.Request{Tree: tree, Module: "nic-drv", Parameters: []string{"debug=1", "mode=fast"}})
+	res, err := n.Load(ctx, node.Request{Tree: tree, Module: "nic-drv", Parameters: []string{"debug=1", "mode=fast"}})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"core", "helper", "crc", "nic_drv", "post_mod"}, res.Changed)
 	assert.Equal(t, []string{"load core", "load helper", "load crc", "load nic_drv debug=1 mode=fast", "load post_mod"}, k.Events())
 
-	res, err = n.Load(ctx, loader.Request{Tree: tree, Module: "nic-drv"})
+	res, err = n.Load(ctx, node.Request{Tree: tree, Module: "nic-drv"})
 	require.NoError(t, err)
 	assert.Empty(t, res.Changed, "loading twice changes nothing")
 	assert.Len(t, res.Skipped, 5)
 
 	// Someone else's module uses core: unloading ours must keep it.
-	_, err = n.Load(ctx, loader.Request{Tree: tree, Module: "other"})
+	_, err = n.Load(ctx, node.Request{Tree: tree, Module: "other"})
 	require.NoError(t, err)
 	before := len(k.Events())
-	res, err = n.Unload(ctx, loader.Request{Tree: tree, Module: "nic-drv"})
+	res, err = n.Unload(ctx, node.Request{Tree: tree, Module: "nic-drv"})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"unload post_mod", "unload nic_drv", "unload crc", "unload helper"}, k.Events()[before:])
 	assert.Contains(t, res.Skipped, "core")
@@ -164,8 +164,8 @@ func TestLoadAndUnload(t *testing.T) {
 	assert.Contains(t, loaded, "core")
 	assert.Contains(t, loaded, "other")
 
-	_, err = n.Unload(ctx, loader.Request{Tree: tree, Module: "core"})
-	var le *loader.Error
+	_, err = n.Unload(ctx, node.Request{Tree: tree, Module: "core"})
+	var le *node.Error
 	require.ErrorAs(t, err, &le)
 	assert.Contains(t, err.Error(), "still used by other")
 }
@@ -178,7 +178,7 @@ func TestLoadSkipsBuiltinAndRemovesInTree(t *testing.T) {
 	k.Preload("intree_nic")
 	k.Preload("intree_lib", "intree_nic")
 	n := newNative(t, k)
-	_, err := n.Load(context.Background(), loader.Request{Tree: tree, Module: "helper", InTreeModulesToRemove: []string{"intree-nic"}})
+	_, err := n.Load(context.Background(), node.Request{Tree: tree, Module: "helper", InTreeModulesToRemove: []string{"intree-nic"}})
 	require.Error(t, err, "helper needs core, which the fake does not load because it is built in")
 	assert.Equal(t, []string{"unload intree_nic", "unload intree_lib"}, k.Events()[:2])
 }
@@ -193,21 +193,21 @@ func TestLoadErrors(t *testing.T) {
 	n := newNative(t, k)
 	ctx := context.Background()
 
-	_, err := n.Load(ctx, loader.Request{Tree: tree, Module: "old"})
-	require.ErrorIs(t, err, loader.ErrVermagic)
+	_, err := n.Load(ctx, node.Request{Tree: tree, Module: "old"})
+	require.ErrorIs(t, err, node.ErrVermagic)
 	assert.Contains(t, err.Error(), `built for "5.14.0-1", running "6.1.0-56-amd64"`)
 	assert.Contains(t, err.Error(), "kernelMappings")
-	_, err = n.Load(ctx, loader.Request{Tree: tree, Module: "old", SkipVermagicCheck: true})
+	_, err = n.Load(ctx, node.Request{Tree: tree, Module: "old", SkipVermagicCheck: true})
 	require.NoError(t, err)
 
-	_, err = n.Load(ctx, loader.Request{Tree: tree, Module: "unsigned"})
+	_, err = n.Load(ctx, node.Request{Tree: tree, Module: "unsigned"})
 	require.ErrorIs(t, err, syscall.ENOKEY)
 	assert.Contains(t, err.Error(), "sign it with spec.moduleLoader.container.sign")
 
-	_, err = n.Unload(ctx, loader.Request{Tree: tree, Module: "unsigned"})
+	_, err = n.Unload(ctx, node.Request{Tree: tree, Module: "unsigned"})
 	require.NoError(t, err, "unloading what is not loaded is a no-op")
 
-	_, err = loader.OpenTree(t.TempDir(), kver)
+	_, err = node.OpenTree(t.TempDir(), kver)
 	assert.ErrorContains(t, err, "kmm depmod -b")
 }
 
@@ -218,7 +218,7 @@ func TestLoadCompressed(t *testing.T) {
 		if noDecompress {
 			k.RefuseCompressed()
 		}
-		res, err := newNative(t, k).Load(context.Background(), loader.Request{Tree: tree, Module: "zmod"})
+		res, err := newNative(t, k).Load(context.Background(), node.Request{Tree: tree, Module: "zmod"})
 		require.NoError(t, err, "kernel decompression %v", !noDecompress)
 		assert.Equal(t, []string{"zmod"}, res.Changed)
 	}
@@ -232,7 +232,7 @@ func TestLoadRefusesHostileFiles(t *testing.T) {
 	dir := filepath.Join(tree.Root, "lib", "modules", kver, "extra")
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "zmod.ko.zst"), bombtest.ZstdWindow(31, []byte("x")), 0o644))
 	k := fake.NewKernel(kver)
-	_, err := newNative(t, k).Load(context.Background(), loader.Request{Tree: tree, Module: "big"})
+	_, err := newNative(t, k).Load(context.Background(), node.Request{Tree: tree, Module: "big"})
 	var limit *modfile.LimitError
 	require.ErrorAs(t, err, &limit)
 	assert.Contains(t, err.Error(), "zmod.ko.zst")
@@ -242,7 +242,7 @@ func TestLoadRefusesHostileFiles(t *testing.T) {
 
 	tree = buildTree(t, []mod{{path: "extra/big.ko"}}, nil)
 	bombtest.Sparse(t, filepath.Join(tree.Root, "lib", "modules", kver, "extra", "big.ko"), 6<<30, []byte("\x7fELF"))
-	_, err = newNative(t, k).Load(context.Background(), loader.Request{Tree: tree, Module: "big"})
+	_, err = newNative(t, k).Load(context.Background(), node.Request{Tree: tree, Module: "big"})
 	require.ErrorAs(t, err, &limit)
 	assert.Contains(t, err.Error(), "big.ko")
 	assert.Empty(t, k.Events())
@@ -257,10 +257,10 @@ func TestLoadRollsBack(t *testing.T) {
 
 	k := fake.NewKernel(kver)
 	k.FailLoad("nic_drv", syscall.ENOKEY)
-	res, err := newNative(t, k).Load(ctx, loader.Request{Tree: tree, Module: "nic-drv"})
+	res, err := newNative(t, k).Load(ctx, node.Request{Tree: tree, Module: "nic-drv"})
 	require.ErrorIs(t, err, syscall.ENOKEY)
 	assert.Equal(t, "load nic_drv ("+path+"): required key not available: the module is unsigned or signed by a key the kernel does not trust (Secure Boot or module.sig_enforce); sign it with spec.moduleLoader.container.sign and enroll the key; rolled back: crc, helper, core", err.Error())
-	var le *loader.Error
+	var le *node.Error
 	require.ErrorAs(t, err, &le)
 	assert.Equal(t, []string{"crc", "helper", "core"}, le.RolledBack)
 	assert.Empty(t, le.NotRolledBack)
@@ -273,7 +273,7 @@ func TestLoadRollsBack(t *testing.T) {
 	k = fake.NewKernel(kver)
 	k.Preload("core")
 	k.FailLoad("nic_drv", syscall.EINVAL)
-	_, err = newNative(t, k).Load(ctx, loader.Request{Tree: tree, Module: "nic-drv"})
+	_, err = newNative(t, k).Load(ctx, node.Request{Tree: tree, Module: "nic-drv"})
 	require.ErrorAs(t, err, &le)
 	assert.Equal(t, []string{"crc", "helper"}, le.RolledBack)
 	loaded, _ = k.Loaded()
@@ -283,7 +283,7 @@ func TestLoadRollsBack(t *testing.T) {
 	k = fake.NewKernel(kver)
 	k.FailLoad("nic_drv", syscall.ENOENT)
 	k.FailUnload("helper", syscall.EAGAIN)
-	res, err = newNative(t, k).Load(ctx, loader.Request{Tree: tree, Module: "nic-drv"})
+	res, err = newNative(t, k).Load(ctx, node.Request{Tree: tree, Module: "nic-drv"})
 	require.ErrorAs(t, err, &le)
 	assert.Equal(t, []string{"crc"}, le.RolledBack)
 	assert.Equal(t, "load nic_drv ("+path+"): unknown symbol or parameter (no such file or directory): the module uses a symbol or a parameter the kernel does not know (see dmesg); it was built against another kernel, or a dependency is missing; rolled back: crc; "+
@@ -295,7 +295,7 @@ func TestLoadRollsBack(t *testing.T) {
 	k = fake.NewKernel(kver)
 	k.Preload("intree_nic")
 	k.FailLoad("helper", syscall.ENOKEY)
-	res, err = newNative(t, k).Load(ctx, loader.Request{Tree: tree, Module: "nic-drv", InTreeModulesToRemove: []string{"intree_nic"}})
+	res, err = newNative(t, k).Load(ctx, node.Request{Tree: tree, Module: "nic-drv", InTreeModulesToRemove: []string{"intree_nic"}})
 	require.ErrorAs(t, err, &le)
 	assert.Equal(t, []string{"core"}, le.RolledBack)
 	assert.Equal(t, []string{"intree_nic"}, res.Changed)
@@ -324,7 +324,7 @@ func TestLoadCancelledRollsBack(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	k := fake.NewKernel(kver)
-	_, err := newNative(t, cancelOnLoad{Kernel: k, name: "helper", cancel: cancel}).Load(ctx, loader.Request{Tree: tree, Module: "nic-drv"})
+	_, err := newNative(t, cancelOnLoad{Kernel: k, name: "helper", cancel: cancel}).Load(ctx, node.Request{Tree: tree, Module: "nic-drv"})
 	require.ErrorIs(t, err, context.Canceled)
 	assert.Contains(t, err.Error(), "load crc")
 	assert.Contains(t, err.Error(), "stopped before loading it; rolled back: helper, core")
@@ -348,33 +348,33 @@ func TestLoadFirstTimeAndAll(t *testing.T) {
 	k := fake.NewKernel(kver)
 	k.Preload("core")
 	n := newNative(t, k)
-	res, err := n.Load(ctx, loader.Request{Tree: tree, Module: "helper", FirstTime: true})
+	res, err := n.Load(ctx, node.Request{Tree: tree, Module: "helper", FirstTime: true})
 	require.NoError(t, err, "a dependency already loaded is fine")
 	assert.Equal(t, []string{"helper"}, res.Changed)
-	_, err = n.Load(ctx, loader.Request{Tree: tree, Module: "helper", FirstTime: true})
-	require.ErrorIs(t, err, loader.ErrFirstTime)
+	_, err = n.Load(ctx, node.Request{Tree: tree, Module: "helper", FirstTime: true})
+	require.ErrorIs(t, err, node.ErrFirstTime)
 	assert.Contains(t, err.Error(), "load helper ("+filepath.Join(tree.Root, "lib/modules", kver, "kernel/helper.ko")+"): already in the kernel (modprobe --first-time)")
 	k.SetBuiltin("crc")
-	_, err = n.Load(ctx, loader.Request{Tree: tree, Module: "crc-alias", FirstTime: true})
-	require.ErrorIs(t, err, loader.ErrFirstTime, "a built-in module is in the kernel too")
+	_, err = n.Load(ctx, node.Request{Tree: tree, Module: "crc-alias", FirstTime: true})
+	require.ErrorIs(t, err, node.ErrFirstTime, "a built-in module is in the kernel too")
 	assert.Equal(t, []string{"load helper"}, k.Events(), "nothing else happened")
 
-	_, err = n.Unload(ctx, loader.Request{Tree: tree, Module: "other", FirstTime: true})
-	require.ErrorIs(t, err, loader.ErrFirstTime)
+	_, err = n.Unload(ctx, node.Request{Tree: tree, Module: "other", FirstTime: true})
+	require.ErrorIs(t, err, node.ErrFirstTime)
 	assert.EqualError(t, err, "unload other: not in the kernel (modprobe --first-time)")
-	_, err = n.Unload(ctx, loader.Request{Tree: tree, Module: "helper", FirstTime: true})
+	_, err = n.Unload(ctx, node.Request{Tree: tree, Module: "helper", FirstTime: true})
 	require.NoError(t, err)
 
 	// modprobe -a: several modules in one call; a failure rolls all back.
 	k = fake.NewKernel(kver)
 	n = newNative(t, k)
-	res, err = n.Load(ctx, loader.Request{Tree: tree, Module: "post_mod", Modules: []string{"other", "core"}, Parameters: []string{"who=big world"}})
+	res, err = n.Load(ctx, node.Request{Tree: tree, Module: "post_mod", Modules: []string{"other", "core"}, Parameters: []string{"who=big world"}})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"post_mod", "core", "other"}, res.Changed)
 	assert.Equal(t, []string{"load post_mod who=\"big world\"", "load core", "load other"}, k.Events(), "parameters go to the first module, quoted as modprobe quotes them")
 	k = fake.NewKernel(kver)
 	k.FailLoad("other", syscall.ENOKEY)
-	_, err = newNative(t, k).Load(ctx, loader.Request{Tree: tree, Module: "post_mod", Modules: []string{"other"}})
+	_, err = newNative(t, k).Load(ctx, node.Request{Tree: tree, Module: "post_mod", Modules: []string{"other"}})
 	assert.ErrorContains(t, err, "rolled back: core, post_mod")
 }
 
@@ -398,22 +398,22 @@ func TestLoadVermagicFlags(t *testing.T) {
 	ctx := context.Background()
 
 	k := fake.NewKernel(kver)
-	_, err = newNative(t, k).Load(ctx, loader.Request{Tree: tree, Module: "nopreempt"})
-	require.ErrorIs(t, err, loader.ErrVermagic)
+	_, err = newNative(t, k).Load(ctx, node.Request{Tree: tree, Module: "nopreempt"})
+	require.ErrorIs(t, err, node.ErrVermagic)
 	assert.Equal(t, "load nopreempt ("+p+`): vermagic mismatch: module vermagic "6.1.0-56-amd64 SMP mod_unload modversions ", kernel vermagic "6.1.0-56-amd64 SMP preempt mod_unload modversions ": same release, other flags (the module lacks preempt): the module was built with another kernel configuration: build it against the headers of 6.1.0-56-amd64`, err.Error())
 	assert.Empty(t, k.Events(), "base was not loaded either")
 
 	k = fake.NewKernel(kver)
 	k.HideVermagic()
 	var logs strings.Builder
-	n, err := loader.NewNative(k, funcr.New(func(prefix, args string) { logs.WriteString(args + "\n") }, funcr.Options{}))
+	n, err := node.NewNative(k, funcr.New(func(prefix, args string) { logs.WriteString(args + "\n") }, funcr.Options{}))
 	require.NoError(t, err)
-	_, err = n.Load(ctx, loader.Request{Tree: tree, Module: "nopreempt"})
+	_, err = n.Load(ctx, node.Request{Tree: tree, Module: "nopreempt"})
 	require.ErrorIs(t, err, syscall.ENOEXEC, "the kernel refuses it itself")
 	assert.Contains(t, err.Error(), "invalid module format")
 	assert.Contains(t, err.Error(), "rolled back: base")
 	assert.Contains(t, logs.String(), `"msg"="cannot learn the running kernel's vermagic; checking only that modules are built for its release" "release"="6.1.0-56-amd64" "reason"="fake kernel: vermagic hidden"`)
 
-	_, err = newNative(t, fake.NewKernel(kver)).Load(ctx, loader.Request{Tree: tree, Module: "nopreempt", SkipVermagicCheck: true})
+	_, err = newNative(t, fake.NewKernel(kver)).Load(ctx, node.Request{Tree: tree, Module: "nopreempt", SkipVermagicCheck: true})
 	require.ErrorIs(t, err, syscall.ENOEXEC, "skipping our check leaves the kernel's")
 }

@@ -1,4 +1,4 @@
-package loader
+package node
 
 import (
 	"bufio"

@@ -12,8 +12,8 @@ import (
 
 	"github.com/kmmkit/kmmkit/depmod"
 	"github.com/kmmkit/kmmkit/internal/elftest"
-	"github.com/kmmkit/kmmkit/loader"
-	"github.com/kmmkit/kmmkit/loader/fake"
+	"github.com/kmmkit/kmmkit/loader/node"
+	"github.com/kmmkit/kmmkit/loader/node/fake"
 )
 
 // exampleTree writes a module tree where a needs b, indexed, and returns
@@ -32,18 +32,18 @@ func exampleTree() (root, kver string) {
 	return root, kver
 }
 
-// Test code that loads modules without a kernel: give loader.Native a
+// Test code that loads modules without a kernel: give node.Native a
 // fake.Kernel and check what it did.
 func ExampleKernel() {
 	root, kver := exampleTree()
 	defer os.RemoveAll(root)
 
 	k := fake.NewKernel(kver)
-	native, _ := loader.NewNative(k, logr.Discard())
-	tree, _ := loader.OpenTree(root, kver)
-	_, err := native.Load(context.Background(), loader.Request{Tree: tree, Module: "a", Parameters: []string{"debug=1"}})
+	native, _ := node.NewNative(k, logr.Discard())
+	tree, _ := node.OpenTree(root, kver)
+	_, err := native.Load(context.Background(), node.Request{Tree: tree, Module: "a", Parameters: []string{"debug=1"}})
 	fmt.Println(err, k.Events())
-	_, err = native.Unload(context.Background(), loader.Request{Tree: tree, Module: "a"})
+	_, err = native.Unload(context.Background(), node.Request{Tree: tree, Module: "a"})
 	fmt.Println(err, k.Events()[2:])
 	// Output:
 	// <nil> [load b load a debug=1]
@@ -58,10 +58,10 @@ func ExampleKernel_FailLoad() {
 
 	k := fake.NewKernel(kver)
 	k.FailLoad("a", syscall.ENODEV)
-	native, _ := loader.NewNative(k, logr.Discard())
-	tree, _ := loader.OpenTree(root, kver)
-	_, err := native.Load(context.Background(), loader.Request{Tree: tree, Module: "a"})
-	var le *loader.Error
+	native, _ := node.NewNative(k, logr.Discard())
+	tree, _ := node.OpenTree(root, kver)
+	_, err := native.Load(context.Background(), node.Request{Tree: tree, Module: "a"})
+	var le *node.Error
 	errors.As(err, &le)
 	fmt.Println(le.RolledBack, k.Events())
 	// Output:

@@ -1,5 +1,5 @@
 // Command vminit is /init of the test VMs: it mounts /proc, /sys and /dev,
-// preloads modules if asked, runs the native worker (loader.Worker) on a
+// preloads modules if asked, runs the native worker (node.Worker) on a
 // ModuleConfig for each action, reports what the kernel shows after each
 // one, and powers the VM off. Lines it prints start with "KMMKIT ".
 package main
@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
-	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/loader/node"
 )
 
 // config is /kmmkit.json.
@@ -67,7 +67,7 @@ func main() {
 }
 
 func run(cfg config) {
-	k := loader.LinuxKernel{}
+	k := node.LinuxKernel{}
 	rel, _ := k.Release()
 	fmt.Printf("KMMKIT kernel: %s\n", rel)
 	for _, p := range cfg.Preload {
@@ -81,12 +81,12 @@ func run(cfg config) {
 	report("start", cfg)
 	// The worker's log, as its container log would show it.
 	log := funcr.New(func(prefix, args string) { fmt.Printf("KMMKIT log: %s\n", args) }, funcr.Options{})
-	n, err := loader.NewNative(k, log)
+	n, err := node.NewNative(k, log)
 	if err != nil {
 		fmt.Printf("KMMKIT error: %v\n", err)
 		return
 	}
-	w := &loader.Worker{Native: n, FirmwareHostPath: cfg.FirmwareHostPath, SetFirmwareClassPath: cfg.FirmwareHostPath != ""}
+	w := &node.Worker{Native: n, FirmwareHostPath: cfg.FirmwareHostPath, SetFirmwareClassPath: cfg.FirmwareHostPath != ""}
 	ctx := context.Background()
 	seen := map[string]bool{}
 	for i, action := range cfg.Actions {
@@ -94,7 +94,7 @@ func run(cfg config) {
 		if i < len(cfg.Workers) {
 			wc = &cfg.Workers[i]
 		}
-		var res *loader.Result
+		var res *node.Result
 		if action == "load" {
 			res, err = w.Load(ctx, wc, cfg.ImageRoot)
 		} else {

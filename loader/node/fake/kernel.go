@@ -1,7 +1,7 @@
 // Package fake holds test doubles for the loader, for users' unit tests:
-// Kernel, an in-memory kernel that the native loader (loader.Native,
-// loader.Worker) loads modules into, and NodeLoader, an in-memory
-// loader.NodeLoader that records which module is loaded on which node.
+// Kernel, an in-memory kernel that the native loader (node.Native,
+// node.Worker) loads modules into, and NodeLoader, an in-memory
+// node.NodeLoader that records which module is loaded on which node.
 package fake
 
 import (
@@ -13,10 +13,10 @@ import (
 	"syscall"
 
 	"github.com/kmmkit/kmmkit/depmod/modfile"
-	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/loader/node"
 )
 
-// Kernel is an in-memory loader.Kernel. It loads a module file by reading
+// Kernel is an in-memory node.Kernel. It loads a module file by reading
 // its .modinfo: the name from "name=", its dependencies from "depends=",
 // as the kernel does from the module's symbols. As in Linux, loading a
 // module whose dependencies are not loaded fails with ENOENT (unknown
@@ -27,7 +27,7 @@ type Kernel struct {
 	mu           sync.Mutex
 	release      string
 	vermagic     string
-	loaded       map[string]*loader.LoadedModule
+	loaded       map[string]*node.LoadedModule
 	deps         map[string][]string
 	builtin      map[string]bool
 	fail         map[string]error
@@ -37,7 +37,7 @@ type Kernel struct {
 	events       []string
 }
 
-var _ loader.Kernel = (*Kernel)(nil)
+var _ node.Kernel = (*Kernel)(nil)
 
 // DefaultFlags are the vermagic flags of a NewKernel, Debian's amd64
 // kernels' (with the trailing space the kernel's own string has).
@@ -47,7 +47,7 @@ const DefaultFlags = "SMP preempt mod_unload modversions "
 // release+" "+DefaultFlags, and nothing loaded.
 func NewKernel(release string) *Kernel {
 	return &Kernel{release: release, vermagic: release + " " + DefaultFlags,
-		loaded: map[string]*loader.LoadedModule{}, deps: map[string][]string{},
+		loaded: map[string]*node.LoadedModule{}, deps: map[string][]string{},
 		builtin: map[string]bool{}, fail: map[string]error{}, failUnload: map[string]error{}}
 }
 
@@ -101,7 +101,7 @@ func (k *Kernel) RefuseCompressed() {
 func (k *Kernel) Preload(name string, usedBy ...string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.loaded[name] = &loader.LoadedModule{Name: name, RefCount: len(usedBy), UsedBy: usedBy}
+	k.loaded[name] = &node.LoadedModule{Name: name, RefCount: len(usedBy), UsedBy: usedBy}
 	for _, u := range usedBy {
 		k.deps[u] = append(k.deps[u], name)
 	}
@@ -115,10 +115,10 @@ func (k *Kernel) Events() []string {
 	return append([]string(nil), k.events...)
 }
 
-// Release implements loader.Kernel.
+// Release implements node.Kernel.
 func (k *Kernel) Release() (string, error) { return k.release, nil }
 
-// Vermagic implements loader.Kernel.
+// Vermagic implements node.Kernel.
 func (k *Kernel) Vermagic() (string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -128,11 +128,11 @@ func (k *Kernel) Vermagic() (string, error) {
 	return k.vermagic, nil
 }
 
-// Loaded implements loader.Kernel.
-func (k *Kernel) Loaded() (map[string]loader.LoadedModule, error) {
+// Loaded implements node.Kernel.
+func (k *Kernel) Loaded() (map[string]node.LoadedModule, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	out := make(map[string]loader.LoadedModule, len(k.loaded))
+	out := make(map[string]node.LoadedModule, len(k.loaded))
 	for n, m := range k.loaded {
 		c := *m
 		c.UsedBy = append([]string(nil), m.UsedBy...)
@@ -141,14 +141,14 @@ func (k *Kernel) Loaded() (map[string]loader.LoadedModule, error) {
 	return out, nil
 }
 
-// Builtin implements loader.Kernel.
+// Builtin implements node.Kernel.
 func (k *Kernel) Builtin(name string) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.builtin[name]
 }
 
-// Load implements loader.Kernel. Like finit_module, it reads the whole
+// Load implements node.Kernel. Like finit_module, it reads the whole
 // file from offset 0.
 func (k *Kernel) Load(f *os.File, params string, compressed bool) error {
 	data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<31))
@@ -210,7 +210,7 @@ func (k *Kernel) Load(f *os.File, params string, compressed bool) error {
 		m.RefCount++
 		m.UsedBy = append(m.UsedBy, name)
 	}
-	k.loaded[name] = &loader.LoadedModule{Name: name}
+	k.loaded[name] = &node.LoadedModule{Name: name}
 	k.deps[name] = deps
 	ev := "load " + name
 	if params != "" {
@@ -220,7 +220,7 @@ func (k *Kernel) Load(f *os.File, params string, compressed bool) error {
 	return nil
 }
 
-// Unload implements loader.Kernel.
+// Unload implements node.Kernel.
 func (k *Kernel) Unload(name string) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
