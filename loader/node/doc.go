@@ -1,7 +1,10 @@
 // Package node is the node side of the loader: what runs on a node to
-// load and unload kernel modules, with no Kubernetes client in it: it
-// links none of client-go's clientsets, informers or event recorders. The
-// cluster side, which runs worker Pods on nodes, is package loader.
+// load and unload kernel modules, with no Kubernetes client in it. The
+// worker binary (cmd/kmm-worker, /kmm in the worker image) links this
+// package, package registry for its pulls and kmm/v1beta1 for its config,
+// and none of client-go's clientsets, informers or event recorders: a test
+// (cmd/kmm-worker's TestNodeSideLinksNoKubernetesClient) holds that rule.
+// The cluster side, which runs worker Pods on nodes, is package loader.
 //
 // [Native] is the in-node loader: given a module tree ([Tree]:
 // <dirName>/lib/modules/<kver>, as a kmod image holds it) and a module
@@ -22,7 +25,8 @@
 // command KMM's worker would (args, rawArgs) with kmod's meaning of its
 // options. `kmm worker load|unload --config F` runs it, pulling and
 // extracting the image itself or using a directory an init container
-// filled.
+// filled; `kmm worker kmod load|unload F [--firmware-path P]` is KMM's own
+// worker command line, for KMM's operator running kmmkit's worker image.
 //
 // loader/node/fake holds an in-memory Kernel for tests of code that loads
 // modules.

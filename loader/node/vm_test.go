@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kmmkit/kmmkit/depmod"
 	"github.com/kmmkit/kmmkit/internal/elftest"
@@ -41,6 +43,13 @@ type vmScenario struct {
 	// /lib/modules: the worker learns the kernel's vermagic there.
 	noHostModules bool
 	dmesg         string // kernel log lines holding it are reported
+	// commands run the worker binary (cmd/kmm-worker, at /kmm) after the
+	// actions, as a worker Pod's container would. configFile is where
+	// config is written for them (YAML), imageRoot where the image
+	// content is ("" means /image, where the actions read it).
+	commands   [][]string
+	configFile string
+	imageRoot  string
 }
 
 // bootWorker indexes the image's module tree with our depmod, packs it
@@ -69,7 +78,7 @@ func bootWorker(t *testing.T, s vmScenario) map[string]string {
 			return err
 		}
 		rel, _ := filepath.Rel(imageDir, p)
-		files["/image/"+rel] = vmtest.File{Data: data}
+		files[filepath.Join(cmp.Or(s.imageRoot, "/image"), rel)] = vmtest.File{Data: data}
 		return nil
 	}))
 	if !s.noHostModules {
@@ -98,21 +107,20 @@ func bootWorker(t *testing.T, s vmScenario) map[string]string {
 		files["/host/"+p] = vmtest.File{Data: data}
 		preload = append(preload, "/host/"+p)
 	}
-	initBin := filepath.Join(t.TempDir(), "init")
-	build := exec.Command("go", "build", "-o", initBin, "./internal/vminit")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	initData, err := os.ReadFile(initBin)
-	require.NoError(t, err)
-	files["/init"] = vmtest.File{Data: initData, Mode: 0o755}
+	files["/init"] = vmtest.File{Data: buildStatic(t, "./internal/vminit"), Mode: 0o755}
 	s.config.KernelVersion = kver
 	for i := range s.configs {
 		s.configs[i].KernelVersion = kver
 	}
+	if len(s.commands) > 0 {
+		files["/kmm"] = vmtest.File{Data: buildStatic(t, "../../cmd/kmm-worker"), Mode: 0o755}
+		data, err := yaml.Marshal(s.config)
+		require.NoError(t, err)
+		files[s.configFile] = vmtest.File{Data: data}
+	}
 	cfg, err := json.Marshal(map[string]any{
 		"preload": preload, "worker": s.config, "workers": s.configs, "imageRoot": "/image", "firmwareHostPath": s.firmware,
-		"actions": s.actions, "params": s.params, "files": s.files, "dmesg": s.dmesg,
+		"actions": s.actions, "commands": s.commands, "params": s.params, "files": s.files, "dmesg": s.dmesg,
 	})
 	require.NoError(t, err)
 	files["/kmmkit.json"] = vmtest.File{Data: cfg}
@@ -133,6 +141,20 @@ func bootWorker(t *testing.T, s vmScenario) map[string]string {
 	require.Contains(t, results, "done", "console:\n%s", console)
 	t.Logf("VM said: %v", results)
 	return results
+}
+
+// buildStatic builds the command pkg (a path relative to this package)
+// as a static linux/amd64 binary and returns it.
+func buildStatic(t *testing.T, pkg string) []byte {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "bin")
+	build := exec.Command("go", "build", "-o", bin, pkg)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	data, err := os.ReadFile(bin)
+	require.NoError(t, err)
+	return data
 }
 
 // buildTestModules compiles, against Debian's headers, kmmkit_a (needs
@@ -207,6 +229,50 @@ func TestVMWorkerOutOfTreePair(t *testing.T) {
 	assert.Equal(t, "kmmkit_a,kmmkit_b", res["unload2-changed"])
 	assert.Equal(t, "", res["unload2-modules"])
 	assert.Equal(t, "absent", res["unload2-file /lib/firmware-kmm/kmmkit/test.bin"], "the firmware we copied is removed")
+}
+
+// TestVMKMMWorkerCommandLine runs the worker binary with the command
+// line KMM's operator gives its worker container (the image's entrypoint,
+// /kmm worker, then LoaderPodTemplate's and UnloaderPodTemplate's args),
+// on the files as KMM's worker Pod has them: the config at
+// /etc/kmm-worker/config.yaml, the image's modules and firmware copied to
+// /tmp by KMM's init container. It does the whole job of
+// TestVMWorkerOutOfTreePair on a real kernel.
+func TestVMKMMWorkerCommandLine(t *testing.T) {
+	_, kver := testenv.KernelTree(t)
+	a, b, _ := buildTestModules(t, kver)
+	mods := "opt/lib/modules/" + kver + "/extra/"
+	kmmArgs := func(action string) []string {
+		return []string{"/kmm", "worker", "kmod", action, "/etc/kmm-worker/config.yaml", "--firmware-path", "/lib/firmware-kmm"}
+	}
+	res := bootWorker(t, vmScenario{
+		image:   vmImage{mods + "kmmkit_a.ko": a, mods + "kmmkit_b.ko": b, "firmware/kmmkit/test.bin": bytes.Repeat([]byte{0xfa}, 1234)},
+		preload: []string{"kernel/lib/crc7.ko"},
+		config: v1beta1.ModuleConfig{
+			ContainerImage:        "registry.example.com/kmmkit/test:" + kver,
+			InTreeModulesToRemove: []string{"crc7"},
+			Modprobe: v1beta1.ModprobeSpec{
+				ModuleName: "kmmkit_a", DirName: "/opt", Parameters: []string{"who=kmm"}, FirmwarePath: "/firmware",
+			},
+		},
+		configFile: "/etc/kmm-worker/config.yaml",
+		imageRoot:  "/tmp",
+		commands:   [][]string{kmmArgs("load"), kmmArgs("unload")},
+		params:     []string{"kmmkit_a/who", "kmmkit_b/fw_size", "firmware_class/path"},
+		files:      []string{"/lib/firmware-kmm/kmmkit/test.bin"},
+	})
+	assert.Equal(t, "0", res["cmd0-exit"], res["cmd0-output"])
+	assert.Contains(t, res["cmd0-output"], "\nloaded: crc7,kmmkit_b,kmmkit_a; unchanged:")
+	assert.Contains(t, res["cmd0-output"], `"msg"="insmod" "module"="kmmkit_a" "path"="/tmp/`+mods+`kmmkit_a.ko" "params"="who=kmm"`,
+		"the image content is read where KMM's init container copies it; modprobe -v's lines go to the container log")
+	assert.Equal(t, "kmmkit_a,kmmkit_b", res["cmd0-modules"])
+	assert.Equal(t, "kmm", res["cmd0-param kmmkit_a/who"])
+	assert.Equal(t, "1234", res["cmd0-param kmmkit_b/fw_size"], "kmmkit_b read the firmware the worker copied")
+	assert.Equal(t, "/lib/firmware-kmm", res["cmd0-param firmware_class/path"])
+	assert.Equal(t, "0", res["cmd1-exit"], res["cmd1-output"])
+	assert.Contains(t, res["cmd1-output"], "\nunloaded: kmmkit_a,kmmkit_b; unchanged:")
+	assert.Equal(t, "", res["cmd1-modules"])
+	assert.Equal(t, "absent", res["cmd1-file /lib/firmware-kmm/kmmkit/test.bin"])
 }
 
 // TestVMWorkerErrors shows the errors a user gets on a real kernel: a

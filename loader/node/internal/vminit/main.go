@@ -1,14 +1,19 @@
 // Command vminit is /init of the test VMs: it mounts /proc, /sys and /dev,
 // preloads modules if asked, runs the native worker (node.Worker) on a
-// ModuleConfig for each action, reports what the kernel shows after each
-// one, and powers the VM off. Lines it prints start with "KMMKIT ".
+// ModuleConfig for each action, or runs each command (the worker binary,
+// /kmm, as a worker Pod's container would), reports what the kernel shows
+// after each one, and powers the VM off. Lines it prints start with
+// "KMMKIT ".
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 
 	"github.com/go-logr/logr/funcr"
@@ -33,6 +38,8 @@ type config struct {
 	FirmwareHostPath string `json:"firmwareHostPath"`
 	// Actions are "load" and "unload", run in order.
 	Actions []string `json:"actions"`
+	// Commands are run in order after the actions, each an argv.
+	Commands [][]string `json:"commands"`
 	// Params ("module/param") and Files are reported after each action.
 	Params []string `json:"params"`
 	Files  []string `json:"files"`
@@ -105,6 +112,29 @@ func run(cfg config) {
 			fmt.Printf("KMMKIT %s-error: %v\n", tag, err)
 		} else {
 			fmt.Printf("KMMKIT %s-changed: %s\n", tag, strings.Join(res.Changed, ","))
+		}
+		report(tag, cfg)
+		if cfg.Dmesg != "" {
+			dmesg(tag, cfg.Dmesg, seen)
+		}
+	}
+	for i, argv := range cfg.Commands {
+		tag := fmt.Sprintf("cmd%d", i)
+		var out bytes.Buffer
+		c := exec.Command(argv[0], argv[1:]...)
+		c.Stdout, c.Stderr = &out, &out
+		err := c.Run()
+		code := 0
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			fmt.Printf("KMMKIT %s-error: %v\n", tag, err)
+			code = -1
+		}
+		fmt.Printf("KMMKIT %s-exit: %d\n", tag, code)
+		for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			fmt.Printf("KMMKIT %s-output: %s\n", tag, l)
 		}
 		report(tag, cfg)
 		if cfg.Dmesg != "" {

@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kmmkit/kmmkit/depmod"
+	"github.com/kmmkit/kmmkit/internal/cli"
 	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 )
@@ -78,9 +79,9 @@ func TestWorkerPullsWithEitherPullSecretFormat(t *testing.T) {
 		for k, v := range keys {
 			require.NoError(t, os.WriteFile(filepath.Join(secretDir, k), []byte(v), 0o600))
 		}
-		code, _, stderr := runCmd(t, "", "worker", "load", "--config", cfgFile, "--pull-dir", filepath.Join(dir, "pull-"+name),
+		code, _, stderr := runWorker(t, Env{}, "load", "--config", cfgFile, "--pull-dir", filepath.Join(dir, "pull-"+name),
 			"--docker-config", secretDir, "--ca-file", regs.CAFile)
-		assert.Equal(t, exitError, code)
+		assert.Equal(t, cli.ExitError, code)
 		results[name] = stderr
 	}
 	t.Logf("worker said: %q", results)

@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"os"
@@ -35,34 +35,34 @@ func TestDepmodCommand(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "kernel", "broken.ko"), []byte("not an ELF file"), 0o644))
 	conf := t.TempDir()
 
-	code, _, stderr := runCmd(t, "", "depmod", "-C", conf, "-b", base, "6.1.0-1-test")
+	code, _, stderr := runDepmod(t, "-C", conf, "-b", base, "6.1.0-1-test")
 	assert.Equal(t, 0, code, stderr)
 	assert.Contains(t, stderr, "depmod: ERROR: failed to load symbols from "+dir+"/kernel/broken.ko: not an ELF file")
 	dep, err := os.ReadFile(filepath.Join(dir, "modules.dep"))
 	require.NoError(t, err)
 	assert.Equal(t, "kernel/broken.ko:\n", string(dep), "a broken module keeps its line, as in kmod")
 
-	code, stdout, _ := runCmd(t, "", "depmod", "-n", "-C", conf, "-b", base, "6.1.0-1-test")
+	code, stdout, _ := runDepmod(t, "-n", "-C", conf, "-b", base, "6.1.0-1-test")
 	assert.Equal(t, 0, code)
 	assert.Contains(t, stdout, "kernel/broken.ko:\n# Aliases extracted from modules themselves.\n")
 
-	code, _, stderr = runCmd(t, "", "depmod", "-b", base, "nonsense")
+	code, _, stderr = runDepmod(t, "-b", base, "nonsense")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "depmod: ERROR: Bad version passed nonsense")
 
-	code, _, stderr = runCmd(t, "", "depmod", "-b", filepath.Join(base, "missing"), "6.1.0-1-test")
+	code, _, stderr = runDepmod(t, "-b", filepath.Join(base, "missing"), "6.1.0-1-test")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "depmod: FATAL: could not open directory")
 
-	code, _, stderr = runCmd(t, "", "depmod", "-P", "ab", "6.1.0-1")
+	code, _, stderr = runDepmod(t, "-P", "ab", "6.1.0-1")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "-P only takes a single char")
 
-	code, stdout, _ = runCmd(t, "", "depmod", "-V")
+	code, stdout, _ = runDepmod(t, "-V")
 	assert.Equal(t, 0, code)
 	assert.Contains(t, stdout, "kmod version 30")
 
-	code, _, stderr = runCmd(t, "", "depmod", "-q", "-C", conf, "-b", base, "6.1.0-1-test")
+	code, _, stderr = runDepmod(t, "-q", "-C", conf, "-b", base, "6.1.0-1-test")
 	assert.Equal(t, 0, code)
 	assert.Contains(t, stderr, "WARNING: Ignored deprecated option -q")
 }

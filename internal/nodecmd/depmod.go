@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/kmmkit/kmmkit/depmod"
+	"github.com/kmmkit/kmmkit/loader/node"
 )
 
 const depmodUsage = `Usage: kmm depmod [options] [forced_version] [module files...]
@@ -130,8 +131,10 @@ func parseDepmodArgs(args []string) ([]parsedOption, []string, error) {
 	return opts, operands, nil
 }
 
-// runDepmod implements "kmm depmod".
-func runDepmod(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+// Depmod runs "kmm depmod ARGS" (and kmm installed as depmod): kmod's
+// depmod, with its flags, output files and exit statuses (1 on any
+// failure).
+func Depmod(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	parsed, operands, err := parseDepmodArgs(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "kmm depmod: %v\n%s", err, depmodUsage)
@@ -191,7 +194,7 @@ func runDepmod(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		o.KernelVersion = operands[0]
 		operands = operands[1:]
 	} else {
-		rel, err := unameRelease()
+		rel, err := node.LinuxKernel{}.Release()
 		if err != nil {
 			fmt.Fprintf(stderr, "depmod: FATAL: uname: %v\n", err)
 			return 1

@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"fmt"
@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kmmkit/kmmkit/internal/cli"
 	"github.com/kmmkit/kmmkit/internal/imagetest"
 )
 
@@ -79,8 +80,8 @@ func TestWorkerLoadHostileImage(t *testing.T) {
 				kernel, tag, firmware)), 0o644))
 			before := imagetest.Snapshot(t, base, "pull")
 
-			code, _, stderr := runCmd(t, "", "worker", "load", "--config", cfg, "--pull-dir", pull, "--firmware-host-path", fwHost)
-			assert.Equal(t, exitError, code)
+			code, _, stderr := runWorker(t, Env{}, "load", "--config", cfg, "--pull-dir", pull, "--firmware-host-path", fwHost)
+			assert.Equal(t, cli.ExitError, code)
 			assert.Contains(t, stderr, "kmm worker load: extract "+tag)
 			for _, w := range tc.want {
 				assert.Contains(t, stderr, w)
