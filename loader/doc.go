@@ -5,13 +5,13 @@
 //
 // [WorkerPod] builds the one-shot Pod that runs the worker on a node
 // (`/kmm worker load|unload` from PodOptions.WorkerImage, whose /kmm is
-// the worker binary, cmd/kmm-worker), and [PodLoader], the Kubernetes
-// [NodeLoader], drives those Pods: per node and Module it compares the
-// desired config with the one recorded as loaded (KMM's
-// NodeModulesConfig, kept here in a node annotation), and loads, unloads
-// then reloads on a config change, loads directly on a new kernel,
-// reloads after a reboot (bootID) and unloads where the Module is no
-// longer wanted. It sets KMM's .ready and .version.ready node labels,
+// the worker binary, cmd/kmm-worker, as `kmm image worker` builds it),
+// and [PodLoader], the Kubernetes [NodeLoader], drives those Pods: per
+// node and Module it compares the desired config with the one recorded as
+// loaded (KMM's NodeModulesConfig, kept here in a node annotation), and
+// loads, unloads then reloads on a config change, loads directly on a new
+// kernel, reloads after a reboot (bootID) and unloads where the Module is
+// no longer wanted. It sets KMM's .ready and .version.ready node labels,
 // emits ModuleLoaded and ModuleUnloaded events, and reports a worker that
 // cannot pull its image, fails or is stuck as a condition with the
 // reason.

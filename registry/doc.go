@@ -28,7 +28,7 @@
 // tree and firmware: every path is resolved beneath a staging directory by
 // the kernel (no link leads out), every layer is checked against its
 // digest and diff ID, and only then is the result renamed into place;
-// [Client.Push] publishes built images.
+// [Client.Push] and [Client.PushIndex] publish built images.
 //
 // registry/fake holds an in-memory ImageChecker for tests.
 package registry

@@ -23,8 +23,9 @@ var helpCases = []struct {
 }{
 	{[]string{"map"}, []string{"usage: kmm map -f MODULE.yaml", "-kernel value", "-skip-validation", "exit status: 0 when every kernel has a mapping, 1 when"}},
 	{[]string{"validate"}, []string{"usage: kmm validate -f FILE", "-path string", "-embedded", "exit status: 0 when every object checked is valid, 1 when"}},
-	{[]string{"image"}, []string{"usage: kmm image check REF", "exit status:"}},
+	{[]string{"image"}, []string{"usage: kmm image check REF", "kmm image worker REF", "exit status:"}},
 	{[]string{"image", "check"}, []string{"usage: kmm image check REF", "-insecure", "-platform string", "-idle-timeout duration", "exit status: 0 when the image exists", "1 when the registry said it does not", "2 with the reason"}},
+	{[]string{"image", "worker"}, []string{"usage: kmm image worker REF", "-platform string", "-source string", "exit status: 0 when the index is pushed"}},
 	{[]string{"worker"}, []string{"usage: kmm worker load|unload --config FILE", "exit status: 0 when the modules are loaded"}},
 	{[]string{"worker", "load"}, []string{"usage: kmm worker load --config FILE", "-image-dir string", "-firmware-host-path string", "exit status: 0 when the modules are loaded"}},
 	{[]string{"worker", "unload"}, []string{"usage: kmm worker unload --config FILE", "-config string", "exit status:"}},

@@ -15,9 +15,10 @@ import (
 )
 
 var imageHelp = help{
-	Synopsis: "kmm image check REF [flags]",
-	About:    "Commands on kernel-module images. check: does the image exist in its registry? Run 'kmm image check -h'.",
-	Exit:     "that of the command; 2 for an unknown one.",
+	Synopsis: "kmm image check REF [flags]\n       kmm image worker REF [flags]",
+	About: "Commands on images. check: does a kernel-module image exist in its registry? worker: build and push\n" +
+		"kmmkit's worker image. Run 'kmm image check -h' or 'kmm image worker -h'.",
+	Exit: "that of the command; 2 for an unknown one.",
 }
 
 var imageCheckHelp = help{
@@ -31,8 +32,11 @@ var imageCheckHelp = help{
 
 // runImage implements "kmm image ...".
 func runImage(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if code, ok := cli.Subcommand("kmm image", imageHelp, args, []string{"check"}, stdout, stderr); !ok {
+	if code, ok := cli.Subcommand("kmm image", imageHelp, args, []string{"check", "worker"}, stdout, stderr); !ok {
 		return code
+	}
+	if args[0] == "worker" {
+		return runImageWorker(ctx, args[1:], stdout, stderr)
 	}
 	return runImageCheck(ctx, args[1:], stdout, stderr)
 }
