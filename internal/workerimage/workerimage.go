@@ -24,14 +24,14 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/go-logr/logr"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/kmmkit/kmmkit/internal/ociimage"
 )
 
 // Module is kmmkit's module path, which the source must hold.
@@ -236,9 +236,6 @@ func CheckStatic(bin []byte, p v1.Platform) error {
 	return nil
 }
 
-// epoch is every timestamp of the image.
-var epoch = time.Unix(0, 0).UTC()
-
 // Image returns the FROM-scratch image of the worker binary bin for p: bin
 // at /kmm (root-owned, mode 0755), an empty /tmp (mode 1777), and the
 // entrypoint "/kmm worker", with every timestamp at the Unix epoch.
@@ -249,7 +246,7 @@ func Image(p v1.Platform, bin []byte) (v1.Image, error) {
 		{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777},
 		{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(Binary, "/"), Mode: 0o755, Size: int64(len(bin))},
 	} { // sorted by name
-		h.ModTime, h.Format = epoch, tar.FormatPAX
+		h.ModTime, h.Format = ociimage.Epoch, tar.FormatPAX
 		if err := tw.WriteHeader(h); err != nil {
 			return nil, err
 		}
@@ -262,29 +259,11 @@ func Image(p v1.Platform, bin []byte) (v1.Image, error) {
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
-	layerTar := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	}, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		return nil, err
-	}
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.OCILayer,
-		History: v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "kmm image worker: " + Binary, Comment: "kmmkit's worker binary"}})
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cfg = cfg.DeepCopy()
-	cfg.OS, cfg.Architecture, cfg.Variant = p.OS, p.Architecture, p.Variant
-	cfg.Created = v1.Time{Time: epoch}
-	cfg.Config = v1.Config{Entrypoint: Entrypoint, WorkingDir: "/"}
-	return mutate.ConfigFile(img, cfg)
+	return ociimage.Image(ociimage.Spec{
+		Layer: buf.Bytes(), Platform: p,
+		History: v1.History{Author: "kmmkit", CreatedBy: "kmm image worker: " + Binary, Comment: "kmmkit's worker binary"},
+		Config:  func(c *v1.Config) { *c = v1.Config{Entrypoint: Entrypoint, WorkingDir: "/"} },
+	})
 }
 
 // findSource returns the root of kmmkit's source: the directory, at or
