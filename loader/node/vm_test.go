@@ -195,29 +195,39 @@ func withVermagic(t *testing.T, ko []byte, old, v string) []byte {
 	return bytes.Replace(ko, from, to, 1)
 }
 
-// TestVMWorkerOutOfTreePair is the worker's whole job on a real kernel:
-// remove an in-tree module, copy firmware and point the kernel at it,
-// load a module that needs another with a parameter, then unload and
-// remove the firmware.
-func TestVMWorkerOutOfTreePair(t *testing.T) {
+// outOfTreePair is the worker's whole job: an image with kmmkit_a (which
+// needs kmmkit_b and takes who=<who>) and kmmkit_b (which reads its
+// firmware), crc7 loaded first and removed as in-tree; the parameters and
+// the copied firmware are reported.
+func outOfTreePair(t *testing.T, who string) vmScenario {
+	t.Helper()
 	_, kver := testenv.KernelTree(t)
 	a, b, _ := buildTestModules(t, kver)
 	mods := "opt/lib/modules/" + kver + "/extra/"
-	res := bootWorker(t, vmScenario{
+	return vmScenario{
 		image:   vmImage{mods + "kmmkit_a.ko": a, mods + "kmmkit_b.ko": b, "firmware/kmmkit/test.bin": bytes.Repeat([]byte{0xfa}, 1234)},
 		preload: []string{"kernel/lib/crc7.ko"},
 		config: v1beta1.ModuleConfig{
 			ContainerImage:        "registry.example.com/kmmkit/test:" + kver,
 			InTreeModulesToRemove: []string{"crc7"},
 			Modprobe: v1beta1.ModprobeSpec{
-				ModuleName: "kmmkit_a", DirName: "/opt", Parameters: []string{"who=kmmkit"}, FirmwarePath: "/firmware",
+				ModuleName: "kmmkit_a", DirName: "/opt", Parameters: []string{"who=" + who}, FirmwarePath: "/firmware",
 			},
 		},
-		firmware: "/lib/firmware-kmm",
-		actions:  []string{"load", "load", "unload"},
-		params:   []string{"kmmkit_a/who", "kmmkit_b/fw_size", "firmware_class/path"},
-		files:    []string{"/lib/firmware-kmm/kmmkit/test.bin"},
-	})
+		params: []string{"kmmkit_a/who", "kmmkit_b/fw_size", "firmware_class/path"},
+		files:  []string{"/lib/firmware-kmm/kmmkit/test.bin"},
+	}
+}
+
+// TestVMWorkerOutOfTreePair is the worker's whole job on a real kernel:
+// remove an in-tree module, copy firmware and point the kernel at it,
+// load a module that needs another with a parameter, then unload and
+// remove the firmware.
+func TestVMWorkerOutOfTreePair(t *testing.T) {
+	s := outOfTreePair(t, "kmmkit")
+	s.firmware = "/lib/firmware-kmm"
+	s.actions = []string{"load", "load", "unload"}
+	res := bootWorker(t, s)
 	assert.Equal(t, "crc7", res["start-modules"], "the in-tree module is loaded first")
 	assert.Equal(t, "crc7,kmmkit_b,kmmkit_a", res["load0-changed"], "in-tree module removed, then b before a")
 	assert.Equal(t, "kmmkit_a,kmmkit_b", res["load0-modules"])
@@ -240,27 +250,14 @@ func TestVMWorkerOutOfTreePair(t *testing.T) {
 // TestVMWorkerOutOfTreePair on a real kernel.
 func TestVMKMMWorkerCommandLine(t *testing.T) {
 	_, kver := testenv.KernelTree(t)
-	a, b, _ := buildTestModules(t, kver)
 	mods := "opt/lib/modules/" + kver + "/extra/"
 	kmmArgs := func(action string) []string {
 		return []string{"/kmm", "worker", "kmod", action, "/etc/kmm-worker/config.yaml", "--firmware-path", "/lib/firmware-kmm"}
 	}
-	res := bootWorker(t, vmScenario{
-		image:   vmImage{mods + "kmmkit_a.ko": a, mods + "kmmkit_b.ko": b, "firmware/kmmkit/test.bin": bytes.Repeat([]byte{0xfa}, 1234)},
-		preload: []string{"kernel/lib/crc7.ko"},
-		config: v1beta1.ModuleConfig{
-			ContainerImage:        "registry.example.com/kmmkit/test:" + kver,
-			InTreeModulesToRemove: []string{"crc7"},
-			Modprobe: v1beta1.ModprobeSpec{
-				ModuleName: "kmmkit_a", DirName: "/opt", Parameters: []string{"who=kmm"}, FirmwarePath: "/firmware",
-			},
-		},
-		configFile: "/etc/kmm-worker/config.yaml",
-		imageRoot:  "/tmp",
-		commands:   [][]string{kmmArgs("load"), kmmArgs("unload")},
-		params:     []string{"kmmkit_a/who", "kmmkit_b/fw_size", "firmware_class/path"},
-		files:      []string{"/lib/firmware-kmm/kmmkit/test.bin"},
-	})
+	s := outOfTreePair(t, "kmm")
+	s.configFile, s.imageRoot = "/etc/kmm-worker/config.yaml", "/tmp"
+	s.commands = [][]string{kmmArgs("load"), kmmArgs("unload")}
+	res := bootWorker(t, s)
 	assert.Equal(t, "0", res["cmd0-exit"], res["cmd0-output"])
 	assert.Contains(t, res["cmd0-output"], "\nloaded: crc7,kmmkit_b,kmmkit_a; unchanged:")
 	assert.Contains(t, res["cmd0-output"], `"msg"="insmod" "module"="kmmkit_a" "path"="/tmp/`+mods+`kmmkit_a.ko" "params"="who=kmm"`,
