@@ -13,7 +13,10 @@
 // second is KMM's worker's, which KMM's operator passes to its worker
 // image as arguments of the image's entrypoint (/kmm worker), so KMM's
 // operator runs this image unchanged. Installed or linked under the name
-// "depmod", it is depmod.
+// "depmod", it is depmod. It trusts the system's root CAs, or, where there
+// are none (as in the FROM-scratch worker image), Mozilla's, built in
+// (golang.org/x/crypto/x509roots/fallback), plus those the image holds at
+// /etc/kmmkit/ca-bundle.crt (kmm image worker --ca-bundle).
 //
 // Exit status: 0 on success, 2 on any error; depmod exits as kmod's does.
 package main
@@ -26,6 +29,10 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+
+	// Mozilla's root CAs, for when the system has none (the worker image
+	// is FROM scratch): the worker pulls kmod images over TLS.
+	_ "golang.org/x/crypto/x509roots/fallback"
 
 	"github.com/kmmkit/kmmkit/internal/cli"
 	"github.com/kmmkit/kmmkit/internal/nodecmd"

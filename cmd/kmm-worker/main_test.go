@@ -3,9 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func runAs(name string, args ...string) (int, string, string) {
@@ -46,4 +54,27 @@ func TestCommands(t *testing.T) {
 	code, stdout, _ = runAs("kmm", "--version")
 	assert.Equal(t, 0, code)
 	assert.Regexp(t, `^kmm-worker \S+ \(go1\.\S+ linux/\w+\)\n$`, stdout)
+}
+
+// TestBuiltInRootCAs: where the system has no root CAs (the FROM-scratch
+// worker image), the worker still trusts Mozilla's, built in.
+func TestBuiltInRootCAs(t *testing.T) {
+	if os.Getenv("KMMKIT_WORKER_ROOTS") == "1" {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			fmt.Println("error:", err)
+			return
+		}
+		//nolint:staticcheck // Subjects lists the fallback roots, which are not the system's.
+		fmt.Println(len(pool.Subjects()))
+		return
+	}
+	empty := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBuiltInRootCAs$")
+	cmd.Env = append(os.Environ(), "KMMKIT_WORKER_ROOTS=1", "SSL_CERT_FILE="+filepath.Join(empty, "none.crt"), "SSL_CERT_DIR="+empty)
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	n, err := strconv.Atoi(strings.SplitN(string(out), "\n", 2)[0])
+	require.NoError(t, err, "%s", out)
+	assert.Greater(t, n, 100, "Mozilla's roots")
 }

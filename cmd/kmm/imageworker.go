@@ -12,17 +12,19 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/kmmkit/kmmkit/internal/cli"
+	"github.com/kmmkit/kmmkit/internal/nodecmd"
 	"github.com/kmmkit/kmmkit/internal/workerimage"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
 var imageWorkerHelp = help{
-	Synopsis: "kmm image worker REF [--platform linux/amd64,linux/arm64] [--insecure] [--skip-tls-verify] [--ca-file F] [--docker-config F] [--source DIR] [--go PATH]",
+	Synopsis: "kmm image worker REF [--platform linux/amd64,linux/arm64] [--insecure] [--skip-tls-verify] [--ca-file F] [--docker-config F] [--ca-bundle F] [--source DIR] [--go PATH]",
 	About: "Builds kmmkit's worker image and pushes it to REF as an OCI image index, with no container daemon: for each\n" +
 		"platform the static worker binary (cmd/kmm-worker), cross-compiled with the Go toolchain from kmmkit's source\n" +
 		"(the checkout at or above the working directory, --source, or a go-installed release in the module cache), at\n" +
-		"/kmm in a FROM-scratch image whose entrypoint is \"/kmm worker\". The same source and toolchain give the same\n" +
+		"/kmm in a FROM-scratch image whose entrypoint is \"/kmm worker\" (the worker trusts Mozilla's root CAs, built in,\n" +
+		"and those of --ca-bundle). The same source and toolchain give the same\n" +
 		"digest, which it prints. Use REF as loader.PodOptions.WorkerImage, or as KMM's RELATED_IMAGE_WORKER.",
 	Exit: "0 when the index is pushed (its digest is printed), 2 on any error (no Go toolchain or source, a failed build,\n" +
 		"refused credentials, TLS, an unreachable registry, …).",
@@ -36,6 +38,7 @@ func runImageWorker(ctx context.Context, args []string, stdout, stderr io.Writer
 	skipVerify := fs.Bool("skip-tls-verify", false, "accept any server certificate")
 	caFile := fs.String("ca-file", "", "PEM file of extra CA certificates")
 	dockerConfig := fs.String("docker-config", "", "Docker config.json (or .dockercfg) with the credentials to push")
+	caBundle := fs.String("ca-bundle", "", "PEM file of CA certificates the worker trusts besides its built-in roots (a private registry's CA), laid at "+nodecmd.ImageCABundle+" in the image")
 	source := fs.String("source", "", "kmmkit's source (the directory of its go.mod); default: found at or above the working directory")
 	goTool := fs.String("go", "go", "the go command")
 	verbose := fs.Int("v", 1, "log verbosity")
@@ -96,6 +99,13 @@ func runImageWorker(ctx context.Context, args []string, stdout, stderr io.Writer
 			return fail(fmt.Errorf("%s: %w", *dockerConfig, err))
 		}
 		req.Auth = registry.AuthInfo{Keychain: kc, Secrets: []string{*dockerConfig}}
+	}
+	if *caBundle != "" {
+		data, err := os.ReadFile(*caBundle)
+		if err != nil {
+			return fail(fmt.Errorf("--ca-bundle: %w", err))
+		}
+		opts.CABundle = data
 	}
 	client, err := registry.NewClient(clientOpts...)
 	if err != nil {

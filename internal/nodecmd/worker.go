@@ -39,6 +39,12 @@ var kmodHelp = cli.Help{
 	Exit: "0 when the modules are loaded (or unloaded), 2 on any error.",
 }
 
+// ImageCABundle is where the worker image holds the extra CA certificates
+// `kmm image worker --ca-bundle` lays in it, a private registry's CA say:
+// the worker trusts them besides its built-in roots, unless --ca-file
+// names other ones.
+const ImageCABundle = "/etc/kmmkit/ca-bundle.crt"
+
 // kmmSharedDir is where KMM's image-extractor init container copies the
 // image's module tree and firmware, and KMM's worker reads them.
 const kmmSharedDir = "/tmp"
@@ -61,7 +67,7 @@ func Worker(ctx context.Context, env Env, args []string, stdout, stderr io.Write
 	firmwareHost := fs.String("firmware-host-path", "/lib/firmware", "host directory firmware is copied to")
 	setFirmwarePath := fs.Bool("set-firmware-class-path", false, "also point /sys/module/firmware_class/parameters/path at --firmware-host-path")
 	dockerConfig := fs.String("docker-config", "", "the pull secret's credentials: a Docker config.json or .dockercfg file, or the directory a pull secret is mounted at (holding .dockerconfigjson or .dockercfg)")
-	caFile := fs.String("ca-file", "", "PEM file of extra CA certificates for the registry")
+	caFile := fs.String("ca-file", "", "PEM file of extra CA certificates for the registry; default: "+ImageCABundle+" when the image has it")
 	verbose := fs.Int("v", 1, "log verbosity")
 	if code, ok := cli.ParseFlags(fs, args[1:], stdout, stderr); !ok {
 		return code
@@ -81,6 +87,11 @@ func Worker(ctx context.Context, env Env, args []string, stdout, stderr io.Write
 	cfg, err := j.config()
 	if err != nil {
 		return j.fail(stderr, err)
+	}
+	if *caFile == "" {
+		if _, err := os.Stat(env.path(ImageCABundle)); err == nil {
+			*caFile = ImageCABundle
+		}
 	}
 	root := env.path(*imageDir)
 	if root == "" {

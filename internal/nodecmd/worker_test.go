@@ -91,3 +91,37 @@ func TestWorkerPullsWithEitherPullSecretFormat(t *testing.T) {
 	assert.Contains(t, results["wrong password"], "Unauthorized")
 	assert.Contains(t, results["no key"], "has neither .dockerconfigjson nor .dockercfg: it must be of type kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg")
 }
+
+// TestWorkerTrustsTheImageCABundle: the CA bundle `kmm image worker
+// --ca-bundle` lays in the worker image lets the worker pull from a
+// registry that CA signed, with no --ca-file; without it the pull fails on
+// TLS and says so.
+func TestWorkerTrustsTheImageCABundle(t *testing.T) {
+	regs := testenv.Registry(t)
+	const kver = "6.1.0-57-amd64"
+	ref := pushModuleImage(t, regs, kver)
+	auth := base64.StdEncoding.EncodeToString([]byte(regs.User + ":" + regs.Password))
+	ca, err := os.ReadFile(regs.CAFile)
+	require.NoError(t, err)
+	for _, withBundle := range []bool{true, false} {
+		root := t.TempDir()
+		write := func(p string, data []byte) {
+			require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(root, p), data, 0o644))
+		}
+		write("etc/kmm-worker/config.yaml", []byte("kernelVersion: "+kver+"\ncontainerImage: "+ref+"\nmodprobe: {moduleName: kmmkit_pull}\n"))
+		write("var/run/kmmkit/pull-secret/.dockerconfigjson", fmt.Appendf(nil, `{"auths":{%q:{"auth":%q}}}`, regs.TLS, auth))
+		if withBundle {
+			write(ImageCABundle, ca)
+		}
+		code, _, stderr := runWorker(t, Env{Root: root}, "load", "--config", "/etc/kmm-worker/config.yaml", "--pull-dir", "/var/run/kmmkit/images",
+			"--docker-config", "/var/run/kmmkit/pull-secret")
+		assert.Equal(t, cli.ExitError, code)
+		if withBundle {
+			assert.Contains(t, stderr, "this kernel cannot load modules", "pulled, then the loader ran: %s", stderr)
+			continue
+		}
+		assert.Contains(t, stderr, "TLSError", stderr)
+		assert.Contains(t, stderr, "certificate signed by unknown authority")
+	}
+}

@@ -14,12 +14,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"debug/elf"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
@@ -31,6 +34,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/kmmkit/kmmkit/internal/nodecmd"
 	"github.com/kmmkit/kmmkit/internal/ociimage"
 )
 
@@ -61,6 +65,11 @@ type Options struct {
 	Platforms []v1.Platform
 	// Go is the go command; "" means "go" on PATH.
 	Go string
+	// CABundle, when set, is PEM certificates the worker trusts besides
+	// the roots built into it (Mozilla's, golang.org/x/crypto/x509roots/
+	// fallback), such as a private registry's CA: it is laid at
+	// nodecmd.ImageCABundle, which the worker reads.
+	CABundle []byte
 	// Log receives a line per platform built.
 	Log logr.Logger
 }
@@ -71,6 +80,11 @@ func Build(ctx context.Context, opts Options) (v1.ImageIndex, error) {
 	platforms, err := normalize(opts.Platforms)
 	if err != nil {
 		return nil, err
+	}
+	if opts.CABundle != nil {
+		if err := checkCABundle(opts.CABundle); err != nil {
+			return nil, err
+		}
 	}
 	goTool := opts.Go
 	if goTool == "" {
@@ -98,7 +112,7 @@ func Build(ctx context.Context, opts Options) (v1.ImageIndex, error) {
 		if err != nil {
 			return nil, err
 		}
-		img, err := Image(p, bin)
+		img, err := Image(p, bin, opts.CABundle)
 		if err != nil {
 			return nil, fmt.Errorf("worker image for %s: %w", p, err)
 		}
@@ -237,23 +251,36 @@ func CheckStatic(bin []byte, p v1.Platform) error {
 }
 
 // Image returns the FROM-scratch image of the worker binary bin for p: bin
-// at /kmm (root-owned, mode 0755), an empty /tmp (mode 1777), and the
-// entrypoint "/kmm worker", with every timestamp at the Unix epoch.
-func Image(p v1.Platform, bin []byte) (v1.Image, error) {
+// at /kmm (root-owned, mode 0755), an empty /tmp (mode 1777), caBundle (if
+// any) at nodecmd.ImageCABundle, and the entrypoint "/kmm worker", with
+// every timestamp at the Unix epoch.
+func Image(p v1.Platform, bin, caBundle []byte) (v1.Image, error) {
+	type entry struct {
+		hdr  tar.Header
+		body []byte
+	}
+	entries := []entry{
+		{tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(Binary, "/"), Mode: 0o755}, bin},
+		{tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777}, nil},
+	}
+	if caBundle != nil {
+		file := strings.TrimPrefix(nodecmd.ImageCABundle, "/")
+		for d := path.Dir(file); d != "."; d = path.Dir(d) {
+			entries = append(entries, entry{tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755}, nil})
+		}
+		entries = append(entries, entry{tar.Header{Typeflag: tar.TypeReg, Name: file, Mode: 0o644}, caBundle})
+	}
+	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.hdr.Name, b.hdr.Name) })
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	for _, h := range []*tar.Header{
-		{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777},
-		{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(Binary, "/"), Mode: 0o755, Size: int64(len(bin))},
-	} { // sorted by name
-		h.ModTime, h.Format = ociimage.Epoch, tar.FormatPAX
-		if err := tw.WriteHeader(h); err != nil {
+	for _, e := range entries {
+		h := e.hdr
+		h.ModTime, h.Format, h.Size = ociimage.Epoch, tar.FormatPAX, int64(len(e.body))
+		if err := tw.WriteHeader(&h); err != nil {
 			return nil, err
 		}
-		if h.Typeflag == tar.TypeReg {
-			if _, err := tw.Write(bin); err != nil {
-				return nil, err
-			}
+		if _, err := tw.Write(e.body); err != nil {
+			return nil, err
 		}
 	}
 	if err := tw.Close(); err != nil {
@@ -264,6 +291,31 @@ func Image(p v1.Platform, bin []byte) (v1.Image, error) {
 		History: v1.History{Author: "kmmkit", CreatedBy: "kmm image worker: " + Binary, Comment: "kmmkit's worker binary"},
 		Config:  func(c *v1.Config) { *c = v1.Config{Entrypoint: Entrypoint, WorkingDir: "/"} },
 	})
+}
+
+// checkCABundle checks that data is PEM holding only certificates, at
+// least one.
+func checkCABundle(data []byte) error {
+	n := 0
+	for rest := data; ; n++ {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			if len(bytes.TrimSpace(rest)) > 0 {
+				return fmt.Errorf("CA bundle: certificate %d is not PEM", n+1)
+			}
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return fmt.Errorf("CA bundle: block %d is a %s, not a CERTIFICATE", n+1, block.Type)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Errorf("CA bundle: certificate %d: %w", n+1, err)
+		}
+	}
+	if n == 0 {
+		return errors.New("CA bundle holds no PEM certificate")
+	}
+	return nil
 }
 
 // findSource returns the root of kmmkit's source: the directory, at or

@@ -3,10 +3,19 @@ package workerimage
 import (
 	"archive/tar"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
+	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,21 +35,21 @@ var amd64 = v1.Platform{OS: "linux", Architecture: "amd64"}
 // types; the same binary gives the same digest, another binary another.
 func TestImage(t *testing.T) {
 	bin := []byte("\x7fELF a worker binary")
-	img, err := Image(amd64, bin)
+	img, err := Image(amd64, bin, nil)
 	require.NoError(t, err)
-	again, err := Image(amd64, bin)
+	again, err := Image(amd64, bin, nil)
 	require.NoError(t, err)
 	d1, err := img.Digest()
 	require.NoError(t, err)
 	d2, err := again.Digest()
 	require.NoError(t, err)
 	assert.Equal(t, d1, d2, "the same binary, the same image")
-	other, err := Image(amd64, []byte("\x7fELF another binary"))
+	other, err := Image(amd64, []byte("\x7fELF another binary"), nil)
 	require.NoError(t, err)
 	d3, err := other.Digest()
 	require.NoError(t, err)
 	assert.NotEqual(t, d1, d3)
-	arm, err := Image(v1.Platform{OS: "linux", Architecture: "arm64"}, bin)
+	arm, err := Image(v1.Platform{OS: "linux", Architecture: "arm64"}, bin, nil)
 	require.NoError(t, err)
 	d4, err := arm.Digest()
 	require.NoError(t, err)
@@ -90,7 +99,71 @@ func TestImage(t *testing.T) {
 		require.NoError(t, err)
 		got = append(got, entry{h.Name, h.Mode, h.Uid, h.Gid, h.ModTime.Unix(), string(body)})
 	}
-	assert.Equal(t, []entry{{"tmp/", 0o1777, 0, 0, 0, ""}, {"kmm", 0o755, 0, 0, 0, string(bin)}}, got)
+	assert.Equal(t, []entry{{"kmm", 0o755, 0, 0, 0, string(bin)}, {"tmp/", 0o1777, 0, 0, 0, ""}}, got)
+
+	withCA, err := Image(amd64, bin, []byte(testCA))
+	require.NoError(t, err)
+	d5, err := withCA.Digest()
+	require.NoError(t, err)
+	assert.NotEqual(t, d1, d5)
+	assert.Equal(t, []string{"etc/ 0755", "etc/kmmkit/ 0755", "etc/kmmkit/ca-bundle.crt 0644 " + strings.TrimSpace(testCA), "kmm 0755 " + string(bin), "tmp/ 1777"},
+		layerEntries(t, withCA), "sorted, with the directories of the CA bundle")
+}
+
+// layerEntries lists the entries of the image's one layer: name, mode and
+// content.
+func layerEntries(t *testing.T, img v1.Image) []string {
+	t.Helper()
+	layers, err := img.Layers()
+	require.NoError(t, err)
+	require.Len(t, layers, 1)
+	rc, err := layers[0].Uncompressed()
+	require.NoError(t, err)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	var out []string
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		require.NoError(t, err)
+		body, err := io.ReadAll(tr)
+		require.NoError(t, err)
+		out = append(out, strings.TrimSpace(fmt.Sprintf("%s %04o %s", h.Name, h.Mode, body)))
+	}
+}
+
+// testCA is a self-signed CA certificate.
+var testCA = func() string {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kmmkit test CA"}, IsCA: true,
+		NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<32, 0), BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}()
+
+// TestCABundle: Build refuses a CA bundle that is not PEM certificates
+// before it builds anything.
+func TestCABundle(t *testing.T) {
+	require.NoError(t, checkCABundle([]byte(testCA+testCA)))
+	for bundle, want := range map[string]string{
+		"":              "CA bundle holds no PEM certificate",
+		"not pem":       "CA bundle: certificate 1 is not PEM",
+		testCA + "junk": "CA bundle: certificate 2 is not PEM",
+		"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n": "CA bundle: block 1 is a PRIVATE KEY, not a CERTIFICATE",
+		"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n": "CA bundle: certificate 1: x509: ",
+	} {
+		assert.ErrorContains(t, checkCABundle([]byte(bundle)), want, "%q", bundle)
+		_, err := Build(context.Background(), Options{CABundle: []byte(bundle), Log: logr.Discard()})
+		assert.ErrorContains(t, err, want)
+	}
 }
 
 func TestPlatforms(t *testing.T) {
