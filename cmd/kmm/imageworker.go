@@ -24,8 +24,8 @@ var imageWorkerHelp = help{
 		"platform the static worker binary (cmd/kmm-worker), cross-compiled with the Go toolchain from kmmkit's source\n" +
 		"(the checkout at or above the working directory, --source, or a go-installed release in the module cache), at\n" +
 		"/kmm in a FROM-scratch image whose entrypoint is \"/kmm worker\" (the worker trusts Mozilla's root CAs, built in,\n" +
-		"and those of --ca-bundle). The same source and toolchain give the same\n" +
-		"digest, which it prints. Use REF as loader.PodOptions.WorkerImage, or as KMM's RELATED_IMAGE_WORKER.",
+		"and those of --ca-bundle). The same source and toolchain give the same digest, which it prints. Use REF as\n" +
+		"loader.PodOptions.WorkerImage, or as KMM's RELATED_IMAGE_WORKER.",
 	Exit: "0 when the index is pushed (its digest is printed), 2 on any error (no Go toolchain or source, a failed build,\n" +
 		"refused credentials, TLS, an unreachable registry, …).",
 }
@@ -36,7 +36,7 @@ func runImageWorker(ctx context.Context, args []string, stdout, stderr io.Writer
 	platforms := fs.String("platform", "linux/amd64,linux/arm64", "comma-separated platforms to build")
 	insecure := fs.Bool("insecure", false, "push over plain HTTP")
 	skipVerify := fs.Bool("skip-tls-verify", false, "accept any server certificate")
-	caFile := fs.String("ca-file", "", "PEM file of extra CA certificates")
+	caFile := fs.String("ca-file", "", "PEM file of extra CA certificates to trust when pushing")
 	dockerConfig := fs.String("docker-config", "", "Docker config.json (or .dockercfg) with the credentials to push")
 	caBundle := fs.String("ca-bundle", "", "PEM file of CA certificates the worker trusts besides its built-in roots (a private registry's CA), laid at "+nodecmd.ImageCABundle+" in the image")
 	source := fs.String("source", "", "kmmkit's source (the directory of its go.mod); default: found at or above the working directory")
