@@ -2,7 +2,7 @@
 
 GO ?= go
 
-.PHONY: test unit generate bench bench-depmod bench-sign bench-reconcile fuzz kmm quickstart
+.PHONY: test unit generate bench bench-depmod bench-sign bench-reconcile fuzz kmm kmm-worker worker-image quickstart
 
 ## test: install test dependencies, start servers, vet, and run every test with -race
 test:
@@ -40,6 +40,15 @@ bench-reconcile:
 ## kmm: the static kmm binary (also a drop-in depmod: `kmm depmod ...`) in bin/
 kmm:
 	CGO_ENABLED=0 $(GO) build -o bin/kmm ./cmd/kmm
+
+## kmm-worker: the static worker binary (worker and depmod only, no Kubernetes client) in bin/
+kmm-worker:
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags='-s -w -buildid=' -o bin/kmm-worker ./cmd/kmm-worker
+
+## worker-image: build the worker image (linux/amd64 and linux/arm64, FROM scratch, no daemon, reproducible) and push it: make worker-image REF=registry.example.com/kmm-worker:v1 [WORKER_IMAGE_FLAGS='--platform linux/amd64 --insecure']
+worker-image:
+	@test -n "$(REF)" || { echo "usage: make worker-image REF=registry.example.com/kmm-worker:v1 [WORKER_IMAGE_FLAGS=...]" >&2; exit 2; }
+	$(GO) run ./cmd/kmm image worker $(REF) --go $(GO) $(WORKER_IMAGE_FLAGS)
 
 ## bench-sign: sign the Debian tree in-process and with one sign-file process per module
 bench-sign:

@@ -43,7 +43,7 @@ step "generated code"
 hack/generate.sh --check
 
 step "cgo-free packages"
-CGO_ENABLED=0 go build ./kmm/... ./kernelmap/... ./registry/... ./depmod/... ./loader/... ./builder/... ./examples/... ./cmd/kmm
+CGO_ENABLED=0 go build ./kmm/... ./kernelmap/... ./registry/... ./depmod/... ./loader/... ./builder/... ./examples/... ./cmd/kmm ./cmd/kmm-worker
 
 step "go vet"
 go vet ./...

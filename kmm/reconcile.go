@@ -23,6 +23,7 @@ import (
 	"github.com/kmmkit/kmmkit/loader"
 	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
+	"github.com/kmmkit/kmmkit/registry/pullsecret"
 )
 
 // Reconcile makes one level-triggered pass over a Module: it holds the
@@ -309,7 +310,7 @@ func (r *Reconciler) auth(ctx context.Context, obj Object) (registry.AuthInfo, e
 	if s == nil || s.Name == "" {
 		return registry.AuthInfo{}, nil
 	}
-	return registry.SecretKeychain(ctx, r.client, obj.podNamespace(), s.Name)
+	return pullsecret.Keychain(ctx, r.client, obj.podNamespace(), s.Name)
 }
 
 // dueForVerify reports whether image should be asked from the registry

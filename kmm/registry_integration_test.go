@@ -19,6 +19,7 @@ import (
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
+	"github.com/kmmkit/kmmkit/registry/pullsecret"
 )
 
 // TestStatusRealRegistry: the status scenarios of a refused credential,
@@ -61,7 +62,7 @@ func TestStatusRealRegistry(t *testing.T) {
 		h := cluster(t, kmm.WithImageChecker(trusting))
 		_, err := h.Clientset.CoreV1().Secrets("drivers").Create(ctx, secret(regs.Password), metav1.CreateOptions{})
 		require.NoError(t, err)
-		auth, err := registry.SecretKeychain(ctx, h.Clientset, "drivers", "pull")
+		auth, err := pullsecret.Keychain(ctx, h.Clientset, "drivers", "pull")
 		require.NoError(t, err)
 		_, err = trusting.Push(ctx, registry.Request{Image: secure, Auth: auth}, img)
 		require.NoError(t, err)

@@ -74,9 +74,10 @@ type PodRequest struct {
 
 // PodOptions are the operator-wide settings of worker Pods.
 type PodOptions struct {
-	// WorkerImage holds the kmm binary at Binary.
+	// WorkerImage holds the worker binary (cmd/kmm-worker, or kmm) at
+	// Binary: `kmm image worker REF` builds and pushes such an image.
 	WorkerImage string
-	// Binary is the kmm binary's path in WorkerImage; "" means /kmm.
+	// Binary is the worker binary's path in WorkerImage; "" means /kmm.
 	Binary string
 	// FirmwareHostPath is the host firmware directory; "" means
 	// /lib/firmware (use /var/lib/firmware where /lib is read-only).

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -12,10 +11,6 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 )
 
 // AuthInfo is how a request authenticates: a keychain, and the names of
@@ -28,7 +23,7 @@ type AuthInfo struct {
 	// Key identifies the credentials by what they are (a hash, never the
 	// credentials themselves): requests with the same Key share cached
 	// answers and connections, however often the keychain is rebuilt.
-	// SecretKeychain fills it. When it is empty, a KeyedKeychain's Key is
+	// pullsecret.Keychain fills it. When it is empty, a KeyedKeychain's Key is
 	// used (DockerConfigKeychain returns one); any other keychain is told
 	// apart by its identity, so rebuilding it for every call makes every
 	// call ask the registry.
@@ -68,12 +63,23 @@ func (k *configKeychain) Key() string {
 	return "dockerconfig:sha256:" + hex.EncodeToString(k.sum.Sum(nil))
 }
 
-// DockerConfigKeychain reads a Docker config.json ({"auths": {...}}) or a
-// legacy .dockercfg (the map alone) into a keychain.
-func DockerConfigKeychain(data []byte) (authn.Keychain, error) {
+// DockerConfigKeychain reads Docker config documents, each a
+// config.json ({"auths": {...}}) or a legacy .dockercfg (the map alone),
+// into one keychain: for the same registry key an earlier document's
+// entry wins, and a more specific key (host/path) wins over a shorter
+// one whichever document holds it. Its Key is a hash of the documents in
+// order. An error names the document by its position (from 1) when there
+// are several. Package registry/pullsecret reads Kubernetes pull secrets
+// into it.
+func DockerConfigKeychain(docs ...[]byte) (KeyedKeychain, error) {
 	kc := newConfigKeychain()
-	if err := kc.add(data); err != nil {
-		return nil, err
+	for i, data := range docs {
+		if err := kc.add(data); err != nil {
+			if len(docs) > 1 {
+				return nil, fmt.Errorf("document %d: %w", i+1, err)
+			}
+			return nil, err
+		}
 	}
 	return kc, nil
 }
@@ -151,39 +157,4 @@ func (k *configKeychain) Resolve(target authn.Resource) (authn.Authenticator, er
 		Username: best.Username, Password: best.Password,
 		IdentityToken: best.IdentityToken, RegistryToken: best.RegistryToken,
 	}), nil
-}
-
-// SecretKeychain reads pull secrets with client-go: kubernetes.io/dockerconfigjson
-// (key .dockerconfigjson) and the legacy kubernetes.io/dockercfg (key
-// .dockercfg). A missing or malformed secret is an error naming it. The
-// AuthInfo's Key is a hash of the secrets' content, so a Reconciler that
-// reads the secrets on every pass still hits the Client's cache.
-func SecretKeychain(ctx context.Context, client kubernetes.Interface, namespace string, names ...string) (AuthInfo, error) {
-	kc := newConfigKeychain()
-	info := AuthInfo{Keychain: kc}
-	for _, name := range names {
-		id := namespace + "/" + name
-		info.Secrets = append(info.Secrets, id)
-		s, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return info, &Error{Reason: ReasonUnauthorized, Image: "pull secret " + id, Detail: "the pull secret does not exist", Err: err}
-		}
-		if err != nil {
-			return info, fmt.Errorf("reading pull secret %s: %w", id, err)
-		}
-		var data []byte
-		switch {
-		case s.Type == corev1.SecretTypeDockerConfigJson || s.Data[corev1.DockerConfigJsonKey] != nil:
-			data = s.Data[corev1.DockerConfigJsonKey]
-		case s.Type == corev1.SecretTypeDockercfg || s.Data[corev1.DockerConfigKey] != nil:
-			data = s.Data[corev1.DockerConfigKey]
-		default:
-			return info, fmt.Errorf("pull secret %s has type %q and no %s or %s key", id, s.Type, corev1.DockerConfigJsonKey, corev1.DockerConfigKey)
-		}
-		if err := kc.add(data); err != nil {
-			return info, fmt.Errorf("pull secret %s: %w", id, err)
-		}
-	}
-	info.Key = kc.Key()
-	return info, nil
 }

@@ -9,42 +9,38 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8sfake "k8s.io/client-go/kubernetes/fake"
+
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
 
-func pullSecret(ns, name, host, user, pass string) *corev1.Secret {
-	cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))
-	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Type: corev1.SecretTypeDockerConfigJson,
-		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(cfg)}}
+// dockerConfig is a config.json with Basic credentials for host.
+func dockerConfig(host, user, pass string) []byte {
+	return fmt.Appendf(nil, `{"auths":{%q:{"auth":%q}}}`, host, base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))
 }
 
 // TestCacheKeyedByCredentialContent: a keychain rebuilt from the same
-// pull secret on every pass hits the cache and the puller pool; other
-// credentials do not share its answers.
+// credentials on every pass (as a Reconciler reads its pull secret on
+// every pass) hits the cache and the puller pool; other credentials do
+// not share its answers.
 func TestCacheKeyedByCredentialContent(t *testing.T) {
 	reg := newTestRegistry(t, true, "alice", "s3cret")
 	reg.push(t, "kmm/private:v1", false)
-	client := k8sfake.NewClientset(
-		pullSecret("ns", "pull", reg.host, "alice", "s3cret"),
-		pullSecret("other", "pull", reg.host, "alice", "s3cret"),
-		pullSecret("ns", "wrong", reg.host, "alice", "wrong"))
 	c := newChecker(t, WithCABundle(reg.caPEM()))
 	ctx := context.Background()
 	img := reg.host + "/kmm/private:v1"
 
-	var first AuthInfo
+	var first string
 	for pass := range 5 {
-		auth, err := SecretKeychain(ctx, client, "ns", "pull")
+		kc, err := DockerConfigKeychain(dockerConfig(reg.host, "alice", "s3cret"))
 		require.NoError(t, err)
-		require.NotEmpty(t, auth.Key)
-		assert.NotContains(t, auth.Key, "s3cret")
+		key := kc.Key()
+		require.NotEmpty(t, key)
+		assert.NotContains(t, key, "s3cret")
 		if pass == 0 {
-			first = auth
+			first = key
 		}
-		assert.Equal(t, first.Key, auth.Key, "same secret, same key")
-		res, err := c.Check(ctx, Request{Image: img, Auth: auth})
+		assert.Equal(t, first, key, "same credentials, same key")
+		res, err := c.Check(ctx, Request{Image: img, Auth: AuthInfo{Keychain: kc}})
 		require.NoError(t, err)
 		assert.True(t, res.Exists)
 		assert.Equal(t, pass > 0, res.Cached, "pass %d", pass)
@@ -52,21 +48,45 @@ func TestCacheKeyedByCredentialContent(t *testing.T) {
 	assert.Len(t, c.pullers, 1)
 	assert.Len(t, c.cache, 1)
 
-	same, err := SecretKeychain(ctx, client, "other", "pull")
+	wrong, err := DockerConfigKeychain(dockerConfig(reg.host, "alice", "wrong"))
 	require.NoError(t, err)
-	assert.Equal(t, first.Key, same.Key, "identical credentials in another namespace")
-	wrong, err := SecretKeychain(ctx, client, "ns", "wrong")
-	require.NoError(t, err)
-	assert.NotEqual(t, first.Key, wrong.Key)
-	_, err = c.Check(ctx, Request{Image: img, Auth: wrong})
+	assert.NotEqual(t, first, wrong.Key())
+	_, err = c.Check(ctx, Request{Image: img, Auth: AuthInfo{Keychain: wrong}})
 	assert.True(t, IsUnauthorized(err), "other credentials never get the cached answer: %v", err)
 
-	// DockerConfigKeychain's keychains are keyed by content too.
-	kc1 := basicKeychain(t, reg.host, "alice", "s3cret")
-	kc2 := basicKeychain(t, reg.host, "alice", "s3cret")
-	k1, _, _ := Request{Auth: kc1}.connKey()
-	k2, _, _ := Request{Auth: kc2}.connKey()
+	// An explicit AuthInfo.Key wins over the keychain's.
+	k1, _, _ := Request{Auth: basicKeychain(t, reg.host, "alice", "s3cret")}.connKey()
+	k2, _, _ := Request{Auth: basicKeychain(t, reg.host, "alice", "s3cret")}.connKey()
 	assert.Equal(t, k1, k2)
+}
+
+// TestDockerConfigKeychainDocuments merges documents as pull secrets are
+// merged: for the same key the first document wins, a longer key wins
+// whichever document holds it, and an error names the document.
+func TestDockerConfigKeychainDocuments(t *testing.T) {
+	team := fmt.Appendf(nil, `{"auths":{"registry.example.com/team":{"username":"team","password":"tp"}}}`)
+	kc, err := DockerConfigKeychain(dockerConfig("registry.example.com", "first", "1"), dockerConfig("https://registry.example.com/v1/", "second", "2"), team)
+	require.NoError(t, err)
+	for ref, want := range map[string]string{
+		"registry.example.com/other/img:v1": "first:1",
+		"registry.example.com/team/img:v1":  "team:tp",
+	} {
+		r, err := ParseReference(ref, v1beta1.TLSOptions{})
+		require.NoError(t, err)
+		auth, err := kc.Resolve(r.Context())
+		require.NoError(t, err)
+		cfg, err := auth.Authorization()
+		require.NoError(t, err)
+		assert.Equal(t, want, cfg.Username+":"+cfg.Password, ref)
+	}
+	one, err := DockerConfigKeychain(team)
+	require.NoError(t, err)
+	assert.NotEqual(t, one.Key(), kc.Key())
+
+	_, err = DockerConfigKeychain(team, []byte("{"))
+	assert.ErrorContains(t, err, "document 2: not a Docker config")
+	_, err = DockerConfigKeychain([]byte(`{"auths":{"h":{"auth":"%%"}}}`))
+	assert.EqualError(t, err, `entry "h": auth is not base64: illegal base64 data at input byte 0`)
 }
 
 // valueKeychain is a keychain that is not a pointer: it cannot be told

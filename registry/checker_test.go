@@ -11,9 +11,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8sfake "k8s.io/client-go/kubernetes/fake"
 
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/reason"
@@ -264,51 +261,4 @@ func TestRetries(t *testing.T) {
 		_, err := newChecker(t).Check(ctx, Request{Image: "127.0.0.1:1/kmm/none:v1"})
 		require.True(t, IsUnavailable(err), "%v", err)
 	})
-}
-
-func TestSecretKeychain(t *testing.T) {
-	cfgJSON := `{"auths":{"https://registry.example.com/v1/":{"username":"u","password":"p"},"registry.example.com/team":{"auth":"` +
-		base64.StdEncoding.EncodeToString([]byte("team:tp")) + `"}}}`
-	cfgLegacy := `{"legacy.example.com":{"auth":"` + base64.StdEncoding.EncodeToString([]byte("l:lp")) + `"}}`
-	client := k8sfake.NewSimpleClientset(
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "json", Namespace: "ns"}, Type: corev1.SecretTypeDockerConfigJson,
-			Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(cfgJSON)}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "legacy", Namespace: "ns"}, Type: corev1.SecretTypeDockercfg,
-			Data: map[string][]byte{corev1.DockerConfigKey: []byte(cfgLegacy)}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "opaque", Namespace: "ns"}, Type: corev1.SecretTypeOpaque,
-			Data: map[string][]byte{"token": []byte("x")}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "broken", Namespace: "ns"}, Type: corev1.SecretTypeDockerConfigJson,
-			Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte("{")}},
-	)
-	ctx := context.Background()
-	info, err := SecretKeychain(ctx, client, "ns", "json", "legacy")
-	require.NoError(t, err)
-	assert.Equal(t, []string{"ns/json", "ns/legacy"}, info.Secrets)
-	for ref, want := range map[string]string{
-		"registry.example.com/other/img:v1": "u:p",
-		"registry.example.com/team/img:v1":  "team:tp",
-		"legacy.example.com/img:v1":         "l:lp",
-		"unknown.example.com/img:v1":        "",
-	} {
-		r, err := ParseReference(ref, v1beta1.TLSOptions{})
-		require.NoError(t, err)
-		auth, err := info.Keychain.Resolve(r.Context())
-		require.NoError(t, err)
-		cfg, err := auth.Authorization()
-		require.NoError(t, err)
-		got := ""
-		if cfg.Username != "" {
-			got = cfg.Username + ":" + cfg.Password
-		}
-		assert.Equal(t, want, got, ref)
-	}
-
-	_, err = SecretKeychain(ctx, client, "ns", "missing")
-	require.True(t, IsUnauthorized(err))
-	assert.Contains(t, err.Error(), "pull secret ns/missing")
-	assert.Contains(t, err.Error(), "does not exist")
-	_, err = SecretKeychain(ctx, client, "ns", "opaque")
-	assert.ErrorContains(t, err, `pull secret ns/opaque has type "Opaque"`)
-	_, err = SecretKeychain(ctx, client, "ns", "broken")
-	assert.ErrorContains(t, err, "pull secret ns/broken: not a Docker config")
 }

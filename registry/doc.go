@@ -1,7 +1,9 @@
 // Package registry talks to container registries for kmmkit: it answers
 // whether a kernel-module image exists ([Client], an [ImageChecker]),
-// with credentials from Kubernetes pull secrets ([SecretKeychain],
-// [DockerConfigKeychain]), KMM's TLS options and custom CAs, retries of
+// with credentials from Docker config documents ([DockerConfigKeychain];
+// registry/pullsecret reads Kubernetes pull secrets into them with
+// client-go, which registry itself never imports, so the node-side worker
+// pulls without it), KMM's TLS options and custom CAs, retries of
 // transient failures, and a cache that collapses concurrent checks of one
 // image into one request and is keyed by the credentials' content.
 //
@@ -26,7 +28,7 @@
 // tree and firmware: every path is resolved beneath a staging directory by
 // the kernel (no link leads out), every layer is checked against its
 // digest and diff ID, and only then is the result renamed into place;
-// [Client.Push] publishes built images.
+// [Client.Push] and [Client.PushIndex] publish built images.
 //
 // registry/fake holds an in-memory ImageChecker for tests.
 package registry

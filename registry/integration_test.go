@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -21,9 +20,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
@@ -107,64 +103,6 @@ func TestRealRegistryPlain(t *testing.T) {
 	}
 	_, err = c.Check(ctx, Request{Image: repo + "/mod:docker"})
 	assert.True(t, IsTLS(err), "without insecure, plain HTTP is refused: %v", err)
-}
-
-// TestRealRegistryTLSAuth checks the TLS + htpasswd registry with
-// credentials read from pull secrets stored in the test kube-apiserver.
-func TestRealRegistryTLSAuth(t *testing.T) {
-	regs := testenv.Registry(t)
-	cs, err := kubernetes.NewForConfig(testenv.RESTConfig(t))
-	require.NoError(t, err)
-	ctx := context.Background()
-	ns := fmt.Sprintf("kmmkit-reg-%d", rand.Uint32())
-	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
-	secret := func(name, user, pass string) {
-		cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, regs.TLS, base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))
-		_, err := cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: name}, Type: corev1.SecretTypeDockerConfigJson,
-			Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(cfg)},
-		}, metav1.CreateOptions{})
-		require.NoError(t, err)
-	}
-	secret("good", regs.User, regs.Password)
-	secret("bad", regs.User, "wrong-password")
-
-	img := fmt.Sprintf("%s/kmmkit-%d/mod:v1", regs.TLS, rand.Uint32())
-	digest := realPush(t, regs, img, randomImage(t, true), nil)
-	ca, err := os.ReadFile(regs.CAFile)
-	require.NoError(t, err)
-	c, err := NewClient(WithCABundle(ca))
-	require.NoError(t, err)
-
-	good, err := SecretKeychain(ctx, cs, ns, "good")
-	require.NoError(t, err)
-	res, err := c.Check(ctx, Request{Image: img, Auth: good})
-	require.NoError(t, err)
-	assert.Equal(t, digest, res.Digest)
-
-	bad, err := SecretKeychain(ctx, cs, ns, "bad")
-	require.NoError(t, err)
-	_, err = c.Check(ctx, Request{Image: img, Auth: bad})
-	require.True(t, IsUnauthorized(err), "%v", err)
-	assert.Contains(t, err.Error(), "used pull secret "+ns+"/bad")
-
-	_, err = c.Check(ctx, Request{Image: img})
-	require.True(t, IsUnauthorized(err), "%v", err)
-	assert.Contains(t, err.Error(), "no pull secret was given")
-
-	_, err = SecretKeychain(ctx, cs, ns, "absent")
-	require.True(t, IsUnauthorized(err))
-	assert.Contains(t, err.Error(), "pull secret "+ns+"/absent")
-
-	untrusting, err := NewClient()
-	require.NoError(t, err)
-	_, err = untrusting.Check(ctx, Request{Image: img, Auth: good})
-	require.True(t, IsTLS(err), "untrusted CA: %v", err)
-	res, err = untrusting.Check(ctx, Request{Image: img, Auth: good, TLS: v1beta1.TLSOptions{InsecureSkipTLSVerify: true}})
-	require.NoError(t, err)
-	assert.Equal(t, digest, res.Digest)
 }
 
 // TestRealRegistryExtract extracts a FROM-scratch style kmod image, with

@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -21,13 +20,10 @@ import (
 
 	"github.com/go-logr/logr"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/kmmkit/kmmkit/builder/signfile"
 	"github.com/kmmkit/kmmkit/depmod"
+	"github.com/kmmkit/kmmkit/internal/ociimage"
 )
 
 // File is one file of the image.
@@ -125,48 +121,23 @@ func Assemble(ctx context.Context, in Input) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerData)), nil
-	}, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		return nil, err
-	}
-	base := in.Base
-	if base == nil {
-		base = mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-		base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
-	}
-	created := in.Created
-	if created.IsZero() {
-		created = time.Unix(0, 0)
-	}
-	img, err := mutate.Append(base, mutate.Addendum{
-		Layer: layer,
-		History: v1.History{
-			Author:    "kmmkit",
-			Created:   v1.Time{Time: created},
-			CreatedBy: fmt.Sprintf("kmmkit assemble: %d modules for %s in %s", len(in.Modules), in.KernelVersion, dirName),
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cfg = cfg.DeepCopy()
 	p := in.Platform
 	if p.OS == "" {
 		p = v1.Platform{OS: "linux", Architecture: "amd64"}
 	}
-	cfg.OS, cfg.Architecture, cfg.Variant = p.OS, p.Architecture, p.Variant
-	cfg.Created = v1.Time{Time: created}
-	if cfg.Config.Labels == nil {
-		cfg.Config.Labels = map[string]string{}
-	}
-	cfg.Config.Labels["io.kmmkit.kernel-version"] = in.KernelVersion
-	return mutate.ConfigFile(img, cfg)
+	return ociimage.Image(ociimage.Spec{
+		Base: in.Base, Layer: layerData, Platform: p, Created: in.Created,
+		History: v1.History{
+			Author:    "kmmkit",
+			CreatedBy: fmt.Sprintf("kmmkit assemble: %d modules for %s in %s", len(in.Modules), in.KernelVersion, dirName),
+		},
+		Config: func(c *v1.Config) {
+			if c.Labels == nil {
+				c.Labels = map[string]string{}
+			}
+			c.Labels["io.kmmkit.kernel-version"] = in.KernelVersion
+		},
+	})
 }
 
 // cleanRel checks a relative path stays where it is put.

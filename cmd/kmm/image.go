@@ -9,29 +9,34 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/kmmkit/kmmkit/internal/cli"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
 var imageHelp = help{
-	synopsis: "kmm image check REF [flags]",
-	about:    "Commands on kernel-module images. check: does the image exist in its registry? Run 'kmm image check -h'.",
-	exit:     "that of the command; 2 for an unknown one.",
+	Synopsis: "kmm image check REF [flags]\n       kmm image worker REF [flags]",
+	About: "Commands on images. check: does a kernel-module image exist in its registry? worker: build and push\n" +
+		"kmmkit's worker image. Run 'kmm image check -h' or 'kmm image worker -h'.",
+	Exit: "that of the command; 2 for an unknown one.",
 }
 
 var imageCheckHelp = help{
-	synopsis: "kmm image check REF [--insecure] [--skip-tls-verify] [--ca-file F] [--docker-config F] [--platform OS/ARCH]",
-	about: "Asks the registry whether the image and every blob of its manifest exist, for the node's platform, and\n" +
+	Synopsis: "kmm image check REF [--insecure] [--skip-tls-verify] [--ca-file F] [--docker-config F] [--platform OS/ARCH]",
+	About: "Asks the registry whether the image and every blob of its manifest exist, for the node's platform, and\n" +
 		"prints its digest. REF must name a tag or a digest, as a Module's images must.",
-	exit: "0 when the image exists (the digest is printed), 1 when the registry said it does not (\"not found\"),\n" +
+	Exit: "0 when the image exists (the digest is printed), 1 when the registry said it does not (\"not found\"),\n" +
 		"2 with the reason and whose fault it is on any other answer or error (an untagged or invalid REF, refused\n" +
 		"credentials, TLS, an unreachable registry, …).",
 }
 
 // runImage implements "kmm image ...".
 func runImage(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if code, ok := subcommand("kmm image", imageHelp, args, []string{"check"}, stdout, stderr); !ok {
+	if code, ok := cli.Subcommand("kmm image", imageHelp, args, []string{"check", "worker"}, stdout, stderr); !ok {
 		return code
+	}
+	if args[0] == "worker" {
+		return runImageWorker(ctx, args[1:], stdout, stderr)
 	}
 	return runImageCheck(ctx, args[1:], stdout, stderr)
 }
@@ -42,7 +47,7 @@ func runImage(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 // not, 2 and the reason (a reason constant and a message saying whose
 // fault it is) on any other answer or error.
 func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("kmm image check", imageCheckHelp)
+	fs := cli.NewFlagSet("kmm image check", imageCheckHelp)
 	insecure := fs.Bool("insecure", false, "use plain HTTP (registryTLS.insecure)")
 	skipVerify := fs.Bool("skip-tls-verify", false, "accept any server certificate (registryTLS.insecureSkipTLSVerify)")
 	caFile := fs.String("ca-file", "", "PEM file of extra CA certificates")
@@ -53,7 +58,7 @@ func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 	// Accept flags after the reference too.
 	var ref string
 	for len(args) > 0 {
-		if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		if code, ok := cli.ParseFlags(fs, args, stdout, stderr); !ok {
 			return code
 		}
 		args = fs.Args()
@@ -67,7 +72,7 @@ func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	if ref == "" {
 		fmt.Fprintln(stderr, "kmm image check: no image reference given")
-		imageCheckHelp.write(stderr, fs)
+		imageCheckHelp.Write(stderr, fs)
 		return exitError
 	}
 	if errs := v1beta1.ValidateImageReference(ref, field.NewPath("image")); len(errs) > 0 {

@@ -4,6 +4,7 @@
 //	kmm validate -f FILE [--path FIELD [--embedded]]
 //	kmm image check REF [--insecure] [--skip-tls-verify] [--ca-file F] [--docker-config F] [--platform OS/ARCH]
 //	kmm worker load|unload --config FILE [--image-dir DIR] [--firmware-host-path DIR] ...
+//	kmm worker kmod load|unload CONFIG [--firmware-path DIR]
 //	kmm sign-file HASH KEY CERT MODULE [DEST]
 //	kmm depmod [-aAenvw] [-b DIR] [-o DIR] [-C PATH] [-E FILE | -F FILE] [-P C] [VERSION [FILE...]]
 //	kmm version (or kmm --version)
@@ -28,13 +29,15 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+
+	"github.com/kmmkit/kmmkit/internal/cli"
 )
 
 // Exit codes shared by the subcommands.
 const (
-	exitOK    = 0
-	exitNo    = 1
-	exitError = 2
+	exitOK    = cli.ExitOK
+	exitNo    = cli.ExitNo
+	exitError = cli.ExitError
 )
 
 // command is one subcommand.
@@ -52,7 +55,7 @@ func commands() []command {
 		{name: "map", summary: "resolve a Module for node kernels and print the per-kernel records", run: runMap},
 		{name: "validate", summary: "check Modules, or specs embedded in any resource, against every rule of KMM's webhook and CRD", run: runValidate},
 		{name: "image", summary: "image check REF: does a kernel-module image exist? (prints its digest)", run: runImage},
-		{name: "worker", summary: "load|unload --config F: KMM's worker on the node, natively (no kmod, no shell)", run: runWorker},
+		{name: "worker", summary: "load|unload --config F: KMM's worker on the node, natively (no kmod, no shell); kmod load|unload F: KMM's worker's command line", run: runWorker},
 		{name: "sign-file", summary: "HASH KEY CERT MODULE [DEST]: the kernel's sign-file, natively (byte-identical for RSA)", run: runSignFile, help: &signFileHelp},
 		{name: "depmod", summary: "kmod's depmod, natively: same flags, byte-identical index files", run: runDepmod},
 		{name: "version", summary: "print kmm's version and the Go version it was built with", run: func(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -63,11 +66,11 @@ func commands() []command {
 
 // signFileHelp is the help of "kmm sign-file", which takes no flags.
 var signFileHelp = help{
-	synopsis: "kmm sign-file HASH KEY CERT MODULE [DEST]",
-	about: "Appends a PKCS#7 signature to a kernel module, as the kernel's scripts/sign-file does (byte-identical for RSA keys):\n" +
+	Synopsis: "kmm sign-file HASH KEY CERT MODULE [DEST]",
+	About: "Appends a PKCS#7 signature to a kernel module, as the kernel's scripts/sign-file does (byte-identical for RSA keys):\n" +
 		"HASH is the digest (sha256, sha512, …), KEY the PEM private key, CERT the PEM or DER certificate; the signed module\n" +
 		"replaces MODULE, or is written to DEST.",
-	exit: "0 when the module is signed, 2 on any error.",
+	Exit: "0 when the module is signed, 2 on any error.",
 }
 
 func main() {
@@ -87,7 +90,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case len(args) == 0:
 		usage(stderr)
 		return exitError
-	case isHelp(args[0]):
+	case cli.IsHelp(args[0]):
 		usage(stdout)
 		return exitOK
 	case args[0] == "--version" || args[0] == "-version":
@@ -101,8 +104,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		usage(stderr)
 		return exitError
 	}
-	if c.help != nil && len(args) == 2 && isHelp(args[1]) {
-		c.help.write(stdout, nil)
+	if c.help != nil && len(args) == 2 && cli.IsHelp(args[1]) {
+		c.help.Write(stdout, nil)
 		return exitOK
 	}
 	return c.run(ctx, args[1:], stdin, stdout, stderr)

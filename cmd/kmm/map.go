@@ -7,10 +7,9 @@ import (
 	"io"
 	"strings"
 
-	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kmmkit/kmmkit/internal/cli"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
@@ -42,14 +41,14 @@ type mapResult struct {
 }
 
 var mapHelp = help{
-	synopsis: "kmm map -f MODULE.yaml --kernel VERSION [--kernel VERSION ...] [-o yaml|json]",
-	about:    "Finds the kernel mapping of the Module for each kernel as KMM does and prints the resolved record.",
-	exit:     "0 when every kernel has a mapping, 1 when some kernel has none, 2 on errors (an invalid Module, say).",
+	Synopsis: "kmm map -f MODULE.yaml --kernel VERSION [--kernel VERSION ...] [-o yaml|json]",
+	About:    "Finds the kernel mapping of the Module for each kernel as KMM does and prints the resolved record.",
+	Exit:     "0 when every kernel has a mapping, 1 when some kernel has none, 2 on errors (an invalid Module, say).",
 }
 
 // runMap implements "kmm map".
 func runMap(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := newFlagSet("kmm map", mapHelp)
+	fs := cli.NewFlagSet("kmm map", mapHelp)
 	file := fs.String("f", "", "manifest holding the Module (YAML or JSON; - for standard input)")
 	moduleName := fs.String("module", "", "name of the Module to use when the manifest holds several")
 	output := fs.String("o", "yaml", "output format: yaml or json")
@@ -57,7 +56,7 @@ func runMap(_ context.Context, args []string, stdin io.Reader, stdout, stderr io
 	verbosity := fs.Int("v", 0, "log verbosity on standard error (2 logs each mapping decision)")
 	var kernels stringList
 	fs.Var(&kernels, "kernel", "node kernel version, as in node.status.nodeInfo.kernelVersion (repeatable, or comma-separated)")
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+	if code, ok := cli.ParseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	if fs.NArg() > 0 {
@@ -92,7 +91,7 @@ func runMap(_ context.Context, args []string, stdin io.Reader, stdout, stderr io
 		}
 	}
 
-	mapper := kernelmap.New(kernelmap.WithLogger(newLogger(stderr, *verbosity)))
+	mapper := kernelmap.New(kernelmap.WithLogger(cli.NewLogger(stderr, *verbosity)))
 	res, resolveErr := mapper.ResolveAll(module, kernels)
 	if res == nil {
 		fmt.Fprintf(stderr, "kmm map: Module %s/%s: %v\n", module.Namespace, module.Name, resolveErr)
@@ -143,14 +142,4 @@ func printResults(w io.Writer, format string, results []mapResult) error {
 	}
 	_, err = w.Write(data)
 	return err
-}
-
-// newLogger returns a logger writing to w up to verbosity v.
-func newLogger(w io.Writer, v int) logr.Logger {
-	if v <= 0 {
-		return logr.Discard()
-	}
-	return funcr.New(func(prefix, args string) {
-		fmt.Fprintln(w, args)
-	}, funcr.Options{Verbosity: v})
 }

@@ -8,29 +8,30 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/kmmkit/kmmkit/internal/cli"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
 
 var validateHelp = help{
-	synopsis: "kmm validate -f FILE [--path FIELD [--embedded]]",
-	about: "Checks every Module of a manifest (YAML or JSON, one or many documents, or a List) against every rule of\n" +
+	Synopsis: "kmm validate -f FILE [--path FIELD [--embedded]]",
+	About: "Checks every Module of a manifest (YAML or JSON, one or many documents, or a List) against every rule of\n" +
 		"KMM's admission webhook and CRD schema, and reports every document: each problem with its field path and\n" +
 		"line — unknown fields (with the nearest known name), duplicate keys, values of the wrong type, rule\n" +
 		"violations. A document that cannot be read is reported and the next one is still checked.\n\n" +
 		"With --path, it checks instead the module spec at that field of every object, of any kind (an operator's\n" +
 		"own resource that embeds a ModuleSpec at spec.module, say), decoding it strictly as a ModuleSpec, or with\n" +
 		"--embedded as an EmbeddedModuleSpec (no devicePlugin or dra), and reports problems under that path.",
-	exit: "0 when every object checked is valid, 1 when one is not (or a document cannot be read),\n" +
+	Exit: "0 when every object checked is valid, 1 when one is not (or a document cannot be read),\n" +
 		"2 when the manifest cannot be read, holds nothing to check, or the flags are wrong.",
 }
 
 // runValidate implements "kmm validate".
 func runValidate(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := newFlagSet("kmm validate", validateHelp)
+	fs := cli.NewFlagSet("kmm validate", validateHelp)
 	file := fs.String("f", "", "manifest to check (YAML or JSON; - for standard input)")
 	path := fs.String("path", "", "check the module spec at this field of every object, as spec.module or spec.modules[0]")
 	embedded := fs.Bool("embedded", false, "with --path: the spec is a v1beta1.EmbeddedModuleSpec, without devicePlugin and dra")
-	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+	if code, ok := cli.ParseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	if fs.NArg() > 0 {

@@ -16,6 +16,7 @@ import (
 	"github.com/kmmkit/kmmkit/controllerruntime/internal/crtest"
 	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/registry"
+	"github.com/kmmkit/kmmkit/registry/pullsecret"
 )
 
 // TestFromTheCache reads nodes, kmmkit's Pods, Secrets, ConfigMaps and
@@ -75,11 +76,11 @@ func TestFromTheCache(t *testing.T) {
 	cs := cached.Clientset(env.Clientset, mgr.GetCache())
 	var auth registry.AuthInfo
 	crtest.Eventually(t, "the pull secret never came from the cache", func(ctx context.Context) (bool, error) {
-		auth, err = registry.SecretKeychain(ctx, cs, ns, "pull")
+		auth, err = pullsecret.Keychain(ctx, cs, ns, "pull")
 		return err == nil, nil
 	})
 	assert.Equal(t, []string{ns + "/pull"}, auth.Secrets)
-	_, err = registry.SecretKeychain(ctx, cs, ns, "missing")
+	_, err = pullsecret.Keychain(ctx, cs, ns, "missing")
 	assert.ErrorContains(t, err, "pull secret "+ns+"/missing")
 	assert.ErrorContains(t, err, "the pull secret does not exist")
 	cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "dockerfile", metav1.GetOptions{})

@@ -45,7 +45,8 @@ import (
 // add to a manager. Only WorkerImage is required.
 type Options struct {
 	// WorkerImage is the image of worker Pods: it holds kmmkit's static
-	// kmm binary at /kmm (Pod.Binary to change that). Required.
+	// worker binary at /kmm (Pod.Binary to change that); `kmm image
+	// worker REF` builds and pushes one. Required.
 	WorkerImage string
 	// Pod holds the other settings of worker Pods (firmware host path,
 	// resources); its WorkerImage is replaced by WorkerImage when that is

@@ -102,7 +102,7 @@ func baseImages(t *testing.T, c *registry.Client, reg registry.Request) (builder
 	ctx := context.Background()
 	var src []entry
 	for _, f := range []string{"Kbuild", "kmmkit_a.c", "kmmkit_b.c"} {
-		data, err := os.ReadFile(filepath.Join(root(t), "loader", "testdata", "kmods", f))
+		data, err := os.ReadFile(filepath.Join(root(t), "loader", "node", "testdata", "kmods", f))
 		require.NoError(t, err)
 		src = append(src, entry{name: "src/" + f, mode: 0o644, data: data})
 	}

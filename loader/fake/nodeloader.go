@@ -1,3 +1,7 @@
+// Package fake holds test doubles of the cluster side of the loader, for
+// users' unit tests: NodeLoader, an in-memory loader.NodeLoader that
+// records which module is loaded on which node. The in-memory kernel the
+// native loader loads into is in loader/node/fake.
 package fake
 
 import (

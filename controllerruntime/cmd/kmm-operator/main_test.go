@@ -52,6 +52,7 @@ import (
 	"github.com/kmmkit/kmmkit/loader"
 	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
+	"github.com/kmmkit/kmmkit/registry/pullsecret"
 )
 
 const (
@@ -244,7 +245,7 @@ func TestOperator(t *testing.T) {
 	require.NoError(t, err)
 	rc, err := registry.NewClient(registry.WithCABundle(regCA))
 	require.NoError(t, err)
-	pullAuth, err := registry.SecretKeychain(ctx, env.Clientset, ns, "registry-pull-secret")
+	pullAuth, err := pullsecret.Keychain(ctx, env.Clientset, ns, "registry-pull-secret")
 	require.NoError(t, err)
 	img, err := assemble.Assemble(ctx, assemble.Input{KernelVersion: kver, Modules: []assemble.File{
 		{Path: "extra/kmm_ci_a.ko", Data: elftest.Module{}.Bytes()}, {Path: "extra/kmm_ci_b.ko", Data: elftest.Module{}.Bytes()}}})
