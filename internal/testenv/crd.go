@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/yaml"
 )
 
@@ -30,15 +31,22 @@ func InstallCRD(t testing.TB, cfg *rest.Config, manifest []byte) {
 		t.Fatalf("CRD manifest: %v", err)
 	}
 	ctx := context.Background()
-	_, err = dyn.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		existing, gerr := dyn.Resource(crdGVR).Get(ctx, crd.GetName(), metav1.GetOptions{})
-		if gerr != nil {
-			t.Fatalf("getting CRD %s: %v", crd.GetName(), gerr)
+	// Test packages run in parallel against one API server, and the server
+	// itself writes a CRD's status: an update that meets a newer version is
+	// retried on that version rather than failing the test.
+	err = retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		_, err := dyn.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{})
+		if !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		existing, err := dyn.Resource(crdGVR).Get(ctx, crd.GetName(), metav1.GetOptions{})
+		if err != nil {
+			return err
 		}
 		crd.SetResourceVersion(existing.GetResourceVersion())
 		_, err = dyn.Resource(crdGVR).Update(ctx, crd, metav1.UpdateOptions{})
-	}
+		return err
+	})
 	if err != nil {
 		t.Fatalf("installing CRD %s: %v", crd.GetName(), err)
 	}
