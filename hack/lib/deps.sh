@@ -31,6 +31,22 @@ declare -A apt_packages=(
 )
 
 export PATH=$PATH:/usr/sbin:/sbin
+
+# The Go-built tools (kube-apiserver, Kaniko's executor) and the repository's
+# own modules only need Go and the module proxy: on a fresh machine they are
+# fetched and built in the background while apt downloads and unpacks, so the
+# network-bound and the CPU-bound halves overlap.
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+bg() {
+	local name=$1
+	shift
+	("$@" >"$logs/$name.out" 2>"$logs/$name.err"; echo $? >"$logs/$name.rc") &
+}
+bg kube-apiserver "$root/hack/lib/kube-apiserver.sh"
+bg kaniko "$root/hack/lib/kaniko.sh"
+bg modules sh -c "cd '$root' && go mod download && cd '$root/controllerruntime' && go mod download && cd '$root/builder/buildahlib' && go mod download"
+
 missing=()
 for cmd in "${!apt_packages[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("${apt_packages[$cmd]}")
@@ -48,12 +64,6 @@ fi
 
 took "Debian packages"
 
-# A kube-apiserver built from the Go module proxy, cached across runs.
-"$root/hack/lib/kube-apiserver.sh" >/dev/null
-took "kube-apiserver"
-"$root/hack/lib/kaniko.sh" >/dev/null
-took "Kaniko's executor"
-
 # A Debian kernel module tree, unpacked from its package, cached across runs,
 # and the matching headers, to build out-of-tree test modules against it.
 tree=$("$root/hack/lib/kernel-tree.sh")
@@ -65,3 +75,16 @@ if [[ ! -d /usr/src/linux-headers-$kver ]]; then
 		{ apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends "linux-headers-$kver" >&2; }
 fi
 took "the kernel tree and headers"
+
+# The background half: a kube-apiserver and Kaniko's executor built from the
+# Go module proxy and cached across runs, and the modules the tests compile.
+wait
+for name in kube-apiserver kaniko modules; do
+	if [[ $(cat "$logs/$name.rc") != 0 ]]; then
+		cat "$logs/$name.err" >&2
+		echo "deps: $name failed" >&2
+		exit 1
+	fi
+	grep -v '^go: downloading' "$logs/$name.err" >&2 || true
+done
+took "kube-apiserver, Kaniko's executor and Go modules (after the rest)"

@@ -95,27 +95,54 @@ func XZ(data []byte) []byte {
 	return b.Bytes()
 }
 
-// XZZeros is an xz file of n zero bytes.
-func XZZeros(n int64) []byte {
-	var b bytes.Buffer
-	w, err := xz.WriterConfig{DictCap: 1 << 20}.NewWriter(&b)
-	if err != nil {
-		panic(err)
+// zerosUnit is the most zero bytes one xz stream or gzip member of
+// XZZeros and GzipZeros holds: larger files repeat that unit, so a bomb of
+// hundreds of MiB costs one small compression (xz compresses 256 MiB in
+// over a minute under the race detector; a 4 MiB unit in about a second).
+const zerosUnit = 4 << 20
+
+// repeatZeros is n zero bytes compressed by compress, as the concatenation
+// of compressed units of at most zerosUnit bytes: a valid file for formats
+// whose readers decode one stream or member after another (xz, gzip).
+func repeatZeros(n int64, compress func(n int64) []byte) []byte {
+	if n <= zerosUnit {
+		return compress(n)
 	}
-	io.Copy(w, io.LimitReader(Zeros{}, n))
-	if err := w.Close(); err != nil {
-		panic(err)
+	unit := compress(zerosUnit)
+	out := bytes.Repeat(unit, int(n/zerosUnit))
+	if rest := n % zerosUnit; rest > 0 {
+		out = append(out, compress(rest)...)
 	}
-	return b.Bytes()
+	return out
 }
 
-// GzipZeros is a gzip file of n zero bytes (about n/800 bytes long).
+// XZZeros is an xz file of n zero bytes: streams of at most 4 MiB each,
+// concatenated as the xz format allows.
+func XZZeros(n int64) []byte {
+	return repeatZeros(n, func(n int64) []byte {
+		var b bytes.Buffer
+		w, err := xz.WriterConfig{DictCap: 1 << 20}.NewWriter(&b)
+		if err != nil {
+			panic(err)
+		}
+		io.Copy(w, io.LimitReader(Zeros{}, n))
+		if err := w.Close(); err != nil {
+			panic(err)
+		}
+		return b.Bytes()
+	})
+}
+
+// GzipZeros is a gzip file of n zero bytes (about n/800 bytes long):
+// members of at most 4 MiB each, concatenated as gzip allows.
 func GzipZeros(n int64) []byte {
-	var b bytes.Buffer
-	w, _ := gzip.NewWriterLevel(&b, gzip.BestSpeed)
-	io.Copy(w, io.LimitReader(Zeros{}, n))
-	w.Close()
-	return b.Bytes()
+	return repeatZeros(n, func(n int64) []byte {
+		var b bytes.Buffer
+		w, _ := gzip.NewWriterLevel(&b, gzip.BestSpeed)
+		io.Copy(w, io.LimitReader(Zeros{}, n))
+		w.Close()
+		return b.Bytes()
+	})
 }
 
 // Zeros reads zero bytes forever.
