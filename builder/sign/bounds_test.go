@@ -21,21 +21,34 @@ import (
 )
 
 // zeroLayerImage is an image of one gzip layer holding, for each name, a
-// file of that many zero bytes: a few hundred KiB for a GiB.
+// file of that many zero bytes: a few hundred KiB for a GiB. The layer is
+// gzip members one after another (each header, the zeros as
+// bombtest.GzipZeros makes them, the tar's end), so a GiB costs one small
+// compression.
 func zeroLayerImage(t *testing.T, files map[string]int64) *bytes.Reader {
 	t.Helper()
-	var b bytes.Buffer
-	gw, err := gzip.NewWriterLevel(&b, gzip.BestSpeed)
-	require.NoError(t, err)
-	tw := tar.NewWriter(gw)
-	for name, size := range files {
-		require.NoError(t, tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644}))
-		_, err := io.Copy(tw, io.LimitReader(bombtest.Zeros{}, size))
+	gz := func(data []byte) []byte {
+		var b bytes.Buffer
+		gw, err := gzip.NewWriterLevel(&b, gzip.BestSpeed)
 		require.NoError(t, err)
+		_, err = gw.Write(data)
+		require.NoError(t, err)
+		require.NoError(t, gw.Close())
+		return b.Bytes()
 	}
-	require.NoError(t, tw.Close())
-	require.NoError(t, gw.Close())
-	return bytes.NewReader(b.Bytes())
+	var layer []byte
+	for name, size := range files {
+		var hdr bytes.Buffer
+		// A fresh writer per header: only the 512-byte header is taken.
+		require.NoError(t, tar.NewWriter(&hdr).WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644}))
+		layer = append(layer, gz(hdr.Bytes())...)
+		layer = append(layer, bombtest.GzipZeros(size)...)
+		if pad := (512 - size%512) % 512; pad > 0 {
+			layer = append(layer, gz(make([]byte, pad))...)
+		}
+	}
+	layer = append(layer, gz(make([]byte, 1024))...) // the tar's two zero blocks
+	return bytes.NewReader(layer)
 }
 
 // TestSignImageBombs signs images whose small compressed layers expand to
