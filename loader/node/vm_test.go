@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,6 +148,26 @@ func bootWorker(t *testing.T, s vmScenario) map[string]string {
 // as a static linux/amd64 binary and returns it.
 func buildStatic(t *testing.T, pkg string) []byte {
 	t.Helper()
+	return once(t, "static "+pkg, func() []byte { return buildStaticNow(t, pkg) })
+}
+
+// built holds what the VM tests compile, once per test binary: every boot
+// needs the same /init, and most the same test modules.
+var built sync.Map
+
+// once returns what build made for key the first time it was asked.
+func once[T any](t *testing.T, key string, build func() T) T {
+	t.Helper()
+	if v, ok := built.Load(key); ok {
+		return v.(T)
+	}
+	v := build()
+	built.Store(key, v)
+	return v
+}
+
+func buildStaticNow(t *testing.T, pkg string) []byte {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "bin")
 	build := exec.Command("go", "build", "-o", bin, pkg)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
@@ -161,6 +182,15 @@ func buildStatic(t *testing.T, pkg string) []byte {
 // kmmkit_b, takes "who", exports a symbol), kmmkit_b (exports a symbol,
 // loads kmmkit/test.bin) and kmmkit_c (needs kmmkit_a; its init fails).
 func buildTestModules(t *testing.T, kver string) (a, b, c []byte) {
+	t.Helper()
+	kos := once(t, "kmods "+kver, func() [3][]byte {
+		a, b, c := buildTestModulesNow(t, kver)
+		return [3][]byte{a, b, c}
+	})
+	return kos[0], kos[1], kos[2]
+}
+
+func buildTestModulesNow(t *testing.T, kver string) (a, b, c []byte) {
 	t.Helper()
 	headers := "/usr/src/linux-headers-" + kver
 	_, err := os.Stat(headers)
