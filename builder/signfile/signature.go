@@ -82,8 +82,8 @@ type p7SignedData struct {
 	Version          int
 	DigestAlgorithms asn1.RawValue
 	ContentInfo      asn1.RawValue
-	Certificates     asn1.RawValue `asn1:"optional,tag:0"`
-	CRLs             asn1.RawValue `asn1:"optional,tag:1"`
+	Certificates     asn1.RawValue  `asn1:"optional,tag:0"`
+	CRLs             asn1.RawValue  `asn1:"optional,tag:1"`
 	SignerInfos      []p7SignerInfo `asn1:"set"`
 }
 
