@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/kmmkit/kmmkit/builder/signfile"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // Rule names what a finding breaks.
@@ -132,3 +133,30 @@ func (r *Report) Summary(max int) string {
 	}
 	return fmt.Sprintf("%d finding(s) for %s: %s", len(r.Findings), r.Kernel, strings.Join(parts, "; "))
 }
+
+// maxErrFindings bounds the findings an Error message lists.
+const maxErrFindings = 5
+
+// Err returns nil when the report is clean, else an *Error holding it:
+// reason.ImageLintFailed, and a message naming the first findings'
+// files and rules. A builder returns it to refuse to publish the image.
+func (r *Report) Err() error {
+	if r.OK() {
+		return nil
+	}
+	return &Error{Report: r}
+}
+
+// Error is a report with findings, as an error.
+type Error struct {
+	// Report is the linter's report.
+	Report *Report
+}
+
+// Error implements error: the source, then the findings (Summary).
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s would not load: %s", e.Report.Source, e.Report.Summary(maxErrFindings))
+}
+
+// ReasonOf implements reason.Carrier: reason.ImageLintFailed.
+func (e *Error) ReasonOf() reason.Reason { return reason.ImageLintFailed }

@@ -138,8 +138,9 @@ const (
 	// image —, so the Reconciler builds it when a node runs the kernel.
 	// kmm preflight --build builds it now.
 	ImageBuildable Reason = "ImageBuildable"
-	// ImageLintFailed: the kernel's image exists but would not load on
-	// the kernel: modules outside <dirName>/lib/modules/<kernel>, built
+	// ImageLintFailed: the kernel's image exists (or a builder has just
+	// built it, and refused to push it) but would not load on the
+	// kernel: modules outside <dirName>/lib/modules/<kernel>, built
 	// for another kernel or with other flags, missing or stale
 	// modules.dep, a missing dependency, firmware or signature. The
 	// message lists the findings; kmm image lint shows them all. Fix the
