@@ -29,10 +29,13 @@ import (
 
 const kver = "6.1.0-56-amd64"
 
+// vermagic is the vermagic of the synthetic modules: built for kver.
+const vermagic = "vermagic=" + kver + " SMP preempt mod_unload modversions "
+
 func synthetic() []File {
 	return []File{
-		{Path: "extra/kmm_ci_b.ko", Data: elftest.Module{Modinfo: []string{"alias=kmm-ci-b"}, Exports: []elftest.Export{{Name: "b_fn"}}}.Bytes()},
-		{Path: "extra/kmm_ci_a.ko", Data: elftest.Module{Modinfo: []string{"softdep=pre: kmm-ci-b"}, Needs: []elftest.Need{{Name: "b_fn"}}}.Bytes()},
+		{Path: "extra/kmm_ci_b.ko", Data: elftest.Module{Modinfo: []string{vermagic, "alias=kmm-ci-b"}, Exports: []elftest.Export{{Name: "b_fn"}}}.Bytes()},
+		{Path: "extra/kmm_ci_a.ko", Data: elftest.Module{Modinfo: []string{vermagic, "softdep=pre: kmm-ci-b"}, Needs: []elftest.Need{{Name: "b_fn"}}}.Bytes()},
 	}
 }
 

@@ -183,6 +183,18 @@ func TestPreflightBuild(t *testing.T) {
 	assert.Equal(t, exitNo, code)
 	assert.Equal(t, []string{"Fails", "BuildFailed"}, preflightRows(t, out)["drivers/nic "+next][2:4])
 	assert.Contains(t, out, "no prebuilt modules for kernel "+next)
+
+	// Prebuilt modules of another kernel under this one's directory: the
+	// assembler lints what it built and refuses to push it.
+	const wrong = "6.1.0-97-amd64"
+	require.NoError(t, os.Rename(filepath.Join(dir, e.kver), filepath.Join(dir, wrong)))
+	code, out, _ = runCmd(t, "", "preflight", "-f", manifest, "--kernel", wrong, "--build", "--modules-dir", dir)
+	assert.Equal(t, exitNo, code)
+	assert.Equal(t, []string{"Fails", "ImageLintFailed"}, preflightRows(t, out)["drivers/nic "+wrong][2:4])
+	assert.Contains(t, out, "/opt/lib/modules/"+wrong+"/kernel/crypto/async_tx/async_memcpy.ko: vermagic-release: built for kernel "+e.kver)
+	found, err = e.client.Verify(context.Background(), registry.Request{Image: e.repo + "/built:" + wrong, TLS: v1beta1.TLSOptions{Insecure: true}})
+	require.NoError(t, err)
+	assert.False(t, found.Exists, "nothing was pushed")
 }
 
 // TestPreflightBadInputAndUnreachable: exit 2.
