@@ -109,9 +109,9 @@ func TestAssembleBadInput(t *testing.T) {
 	assert.ErrorContains(t, err, "invalid kernel version")
 }
 
-// TestAssembleSignPushExtract signs, pushes to a registry, and extracts
-// the image back the way the loader does.
-func TestAssembleSignPushExtract(t *testing.T) {
+// testSigner is a signer with a key and certificate made by openssl.
+func testSigner(t *testing.T) *signfile.Signer {
+	t.Helper()
 	openssl := testenv.LookPath(t, "openssl", "apt-get install openssl")
 	dir := t.TempDir()
 	key, cert := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
@@ -120,6 +120,13 @@ func TestAssembleSignPushExtract(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	signer, err := signfile.LoadSigner(crypto.SHA256, key, cert)
 	require.NoError(t, err)
+	return signer
+}
+
+// TestAssembleSignPushExtract signs, pushes to a registry, and extracts
+// the image back the way the loader does.
+func TestAssembleSignPushExtract(t *testing.T) {
+	signer := testSigner(t)
 	img, err := Assemble(context.Background(), Input{KernelVersion: kver, Modules: synthetic(), Signer: signer})
 	require.NoError(t, err)
 

@@ -2,11 +2,9 @@ package assemble
 
 import (
 	"context"
-	"crypto"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -19,7 +17,6 @@ import (
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/signfile"
 	"github.com/kmmkit/kmmkit/internal/elftest"
-	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/lint"
@@ -174,14 +171,7 @@ func TestBuilderRefusesAnImageThatCannotLoad(t *testing.T) {
 
 	// Good modules, signed by the build: the lint asks for signatures,
 	// finds them, and the image is pushed.
-	openssl := testenv.LookPath(t, "openssl", "apt-get install openssl")
-	keys := t.TempDir()
-	key, cert := filepath.Join(keys, "key.pem"), filepath.Join(keys, "cert.pem")
-	out, err := exec.Command(openssl, "req", "-new", "-nodes", "-batch", "-x509", "-days", "1", "-subj", "/CN=t",
-		"-newkey", "rsa:2048", "-out", cert, "-keyout", key).CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	signer, err := signfile.LoadSigner(crypto.SHA256, key, cert)
-	require.NoError(t, err)
+	signer := testSigner(t)
 	dir = t.TempDir()
 	write(dir, kver, synthetic())
 	st, err = (&Builder{Client: client, Source: DirSource(dir), Lint: []lint.Option{lint.WithModules("kmm_ci_a")},

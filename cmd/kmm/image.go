@@ -5,11 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"k8s.io/apimachinery/pkg/util/validation/field"
-
 	"github.com/kmmkit/kmmkit/internal/cli"
-	"github.com/kmmkit/kmmkit/kmm/v1beta1"
-	"github.com/kmmkit/kmmkit/registry"
 )
 
 var imageHelp = help{
@@ -65,17 +61,8 @@ func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return exitError
 	}
 	ref := operands[0]
-	if !validReference(ref, "kmm image check", stderr) {
-		return exitError
-	}
-	checker, err := rf.client()
-	if err != nil {
-		fmt.Fprintf(stderr, "kmm image check: %v\n", err)
-		return exitError
-	}
-	req, err := rf.request(ref)
-	if err != nil {
-		fmt.Fprintf(stderr, "kmm image check: %v\n", err)
+	checker, req, ok := rf.open("kmm image check", ref, stderr)
+	if !ok {
 		return exitError
 	}
 	res, err := checker.Check(ctx, req)
@@ -89,14 +76,4 @@ func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	fmt.Fprintln(stdout, res.Digest)
 	return exitOK
-}
-
-// validReference refuses, before any registry is asked, a reference
-// without a tag or digest, by the rule a Module's images follow.
-func validReference(ref, cmd string, stderr io.Writer) bool {
-	errs := v1beta1.ValidateImageReference(ref, field.NewPath("image"))
-	for _, e := range errs {
-		fmt.Fprintf(stderr, "%s: %v\n", cmd, &registry.Error{Reason: registry.ReasonInvalid, Image: ref, Detail: e.Detail})
-	}
-	return len(errs) == 0
 }

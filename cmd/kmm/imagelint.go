@@ -70,18 +70,8 @@ func runImageLint(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *dir != "" {
 		rep, err = lint.Tree(ctx, *dir, *kernel, opts...)
 	} else {
-		ref := operands[0]
-		if !validReference(ref, "kmm image lint", stderr) {
-			return exitError
-		}
-		client, cerr := rf.client()
-		if cerr != nil {
-			fmt.Fprintf(stderr, "kmm image lint: %v\n", cerr)
-			return exitError
-		}
-		req, rerr := rf.request(ref)
-		if rerr != nil {
-			fmt.Fprintf(stderr, "kmm image lint: %v\n", rerr)
+		client, req, ok := rf.open("kmm image lint", operands[0], stderr)
+		if !ok {
 			return exitError
 		}
 		rep, err = lint.Image(ctx, client, req, *kernel, opts...)

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/dynamic"
@@ -188,35 +190,37 @@ func runPreflight(ctx context.Context, args []string, stdin io.Reader, stdout, s
 }
 
 // manifestObject keeps the Secrets and ConfigMaps of a manifest, as the
-// API server would store them (stringData merged into data).
+// API server would store them (in namespace ns when they name none, with
+// a Secret's stringData merged into data); two of one kind and name are
+// an error.
 func manifestObject(o *v1beta1.ManifestObject, ns string, objs *[]runtime.Object) field.ErrorList {
 	if o.APIVersion != "v1" {
 		return nil
 	}
-	if o.Kind == "Secret" || o.Kind == "ConfigMap" {
-		for _, prev := range *objs {
-			meta := prev.(interface {
-				GetNamespace() string
-				GetName() string
-			})
-			n := o.Namespace
-			if n == "" {
-				n = ns
-			}
-			if prev.GetObjectKind().GroupVersionKind().Kind == o.Kind && meta.GetNamespace() == n && meta.GetName() == o.Name {
-				return field.ErrorList{field.Duplicate(field.NewPath("metadata", "name"), o.Name)}
-			}
-		}
+	var obj interface {
+		runtime.Object
+		metav1.Object
 	}
 	switch o.Kind {
 	case "Secret":
-		s := &corev1.Secret{}
-		if errs := o.Decode(s); len(errs) > 0 {
-			return errs
+		obj = &corev1.Secret{}
+	case "ConfigMap":
+		obj = &corev1.ConfigMap{}
+	default:
+		return nil
+	}
+	if errs := o.Decode(obj); len(errs) > 0 {
+		return errs
+	}
+	if obj.GetNamespace() == "" {
+		obj.SetNamespace(ns)
+	}
+	for _, prev := range *objs {
+		if m := prev.(metav1.Object); reflect.TypeOf(prev) == reflect.TypeOf(obj) && m.GetNamespace() == obj.GetNamespace() && m.GetName() == obj.GetName() {
+			return field.ErrorList{field.Duplicate(field.NewPath("metadata", "name"), obj.GetName())}
 		}
-		if s.Namespace == "" {
-			s.Namespace = ns
-		}
+	}
+	if s, ok := obj.(*corev1.Secret); ok {
 		for k, v := range s.StringData {
 			if s.Data == nil {
 				s.Data = map[string][]byte{}
@@ -224,17 +228,8 @@ func manifestObject(o *v1beta1.ManifestObject, ns string, objs *[]runtime.Object
 			s.Data[k] = []byte(v)
 		}
 		s.StringData = nil
-		*objs = append(*objs, s)
-	case "ConfigMap":
-		cm := &corev1.ConfigMap{}
-		if errs := o.Decode(cm); len(errs) > 0 {
-			return errs
-		}
-		if cm.Namespace == "" {
-			cm.Namespace = ns
-		}
-		*objs = append(*objs, cm)
 	}
+	*objs = append(*objs, obj)
 	return nil
 }
 

@@ -124,12 +124,19 @@ func TestPreflightCommand(t *testing.T) {
 	assert.Equal(t, exitOK, code, out+stderr)
 	assert.Contains(t, out, "\n1 of 1 Module/kernel pair(s) work (kernels "+e.kver+")\n")
 
-	// With the Dockerfile ConfigMap in the manifest, the build is ready.
-	withCM := writeManifest(t, preflightModule("noconfigmap", e.repo+"/noconfigmap:${KERNEL_FULL_VERSION}", dockerfileBuild),
-		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: nic-dockerfile, namespace: drivers}\ndata: {dockerfile: \"FROM scratch\\n\"}\n")
-	code, out, stderr = runCmd(t, "", "preflight", "-f", withCM, "--kernel", e.kver)
+	// With the Dockerfile ConfigMap in the manifest, a build secret
+	// missing; then given by stringData: the build is ready.
+	withSecret := dockerfileBuild + "            secrets: [{name: source-token}]\n"
+	cm := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: nic-dockerfile, namespace: drivers}\ndata: {dockerfile: \"FROM scratch\\n\"}\n"
+	code, out, _ = runCmd(t, "", "preflight", "-f", writeManifest(t, preflightModule("nic", e.repo+"/nic:${KERNEL_FULL_VERSION}", withSecret), cm), "--kernel", e.kver)
+	assert.Equal(t, exitNo, code)
+	assert.Equal(t, []string{"Fails", "MissingSecret"}, preflightRows(t, out)["drivers/nic "+e.kver][2:4])
+	assert.Contains(t, out, `build secret drivers/source-token: secrets "source-token" not found`)
+	secret := "apiVersion: v1\nkind: Secret\nmetadata: {name: source-token, namespace: drivers}\nstringData: {token: abc}\n"
+	code, out, stderr = runCmd(t, "", "preflight", "-f", writeManifest(t, preflightModule("nic", e.repo+"/nic:${KERNEL_FULL_VERSION}", withSecret), cm, secret), "--kernel", e.kver)
 	assert.Equal(t, exitOK, code, out+stderr)
-	assert.Equal(t, []string{"Works", "ImageBuildable"}, preflightRows(t, out)["drivers/noconfigmap "+e.kver][2:4])
+	assert.Equal(t, []string{"Works", "ImageBuildable"}, preflightRows(t, out)["drivers/nic "+e.kver][2:4])
+	assert.Contains(t, out, "its build is ready (Dockerfile ConfigMap drivers/nic-dockerfile, secret drivers/source-token)")
 }
 
 // TestPreflightFindings: an image that exists but would not load fails
@@ -207,6 +214,7 @@ func TestPreflightBadInputAndUnreachable(t *testing.T) {
 	assert.Contains(t, out, "1 could not be checked")
 
 	bad := writeManifest(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: 1}\n")
+	const cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: nic-dockerfile, namespace: drivers}\ndata: {dockerfile: \"FROM scratch\\n\"}\n"
 	tests := []struct {
 		name string
 		args []string
@@ -221,6 +229,7 @@ func TestPreflightBadInputAndUnreachable(t *testing.T) {
 		{"modules-dir without build", []string{"-f", manifest, "--kernel", e.kver, "--modules-dir", "/tmp"}, "--modules-dir needs --build"},
 		{"build without modules-dir", []string{"-f", manifest, "--kernel", e.kver, "--build"}, "--builder assemble needs --modules-dir"},
 		{"other builder", []string{"-f", manifest, "--kernel", e.kver, "--build", "--builder", "kaniko"}, "--builder kaniko: not available"},
+		{"two ConfigMaps of one name", []string{"-f", writeManifest(t, cm, cm), "--kernel", e.kver}, "metadata.name: Duplicate value: \"nic-dockerfile\""},
 		{"stray argument", []string{"-f", manifest, e.kver}, `unexpected argument "` + e.kver + `"`},
 	}
 	for _, tc := range tests {

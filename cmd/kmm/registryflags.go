@@ -3,10 +3,12 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/registry"
@@ -106,4 +108,28 @@ func (f *registryFlags) request(ref string) (registry.Request, error) {
 		return req, err
 	}
 	return req, nil
+}
+
+// open checks ref and returns the registry client and the request for it
+// that the flags configure; on a problem it says why on stderr, as cmd,
+// and returns false.
+func (f *registryFlags) open(cmd, ref string, stderr io.Writer) (*registry.Client, registry.Request, bool) {
+	errs := v1beta1.ValidateImageReference(ref, field.NewPath("image"))
+	for _, e := range errs {
+		fmt.Fprintf(stderr, "%s: %v\n", cmd, &registry.Error{Reason: registry.ReasonInvalid, Image: ref, Detail: e.Detail})
+	}
+	if len(errs) > 0 {
+		return nil, registry.Request{}, false
+	}
+	client, err := f.client()
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+		return nil, registry.Request{}, false
+	}
+	req, err := f.request(ref)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+		return nil, registry.Request{}, false
+	}
+	return client, req, true
 }
