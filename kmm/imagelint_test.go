@@ -4,6 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -26,7 +32,21 @@ func TestImageLintInStatus(t *testing.T) {
 	ctx := context.Background()
 	client, err := registry.NewClient()
 	require.NoError(t, err)
-	repo := fmt.Sprintf("%s/lint%d/nic", regs.Plain, rand.Uint32()%100000)
+	// The Reconciler reaches the registry through a proxy that counts
+	// blob downloads: each digest is linted once per kernel.
+	var pulls atomic.Int32
+	target, err := url.Parse("http://" + regs.Plain)
+	require.NoError(t, err)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			pulls.Add(1)
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	path := fmt.Sprintf("/lint%d/nic", rand.Uint32()%100000)
+	repo := strings.TrimPrefix(srv.URL, "http://") + path
 	// Both images hold nic_drv built for k56; k57's lies under k57.
 	drv := elftest.Module{Modinfo: []string{"vermagic=" + k56 + " SMP preempt mod_unload modversions "}}.Bytes()
 	for _, k := range []string{k56, k57} {
@@ -57,6 +77,14 @@ func TestImageLintInStatus(t *testing.T) {
 	assert.Equal(t, reason.ImageLintFailed, ks[k57].Reason)
 	assert.Contains(t, ks[k57].Message, "image "+repo+":"+k57+" ("+ks[k57].Digest+") would not load on "+k57+": 1 finding(s) for "+k57+": ")
 	assert.Contains(t, ks[k57].Message, "/opt/lib/modules/"+k57+"/extra/nic_drv.ko: vermagic-release: built for kernel "+k56)
+	linted := pulls.Load()
+	assert.Positive(t, linted)
+	for range 3 {
+		_, err := h.Reconcile(ctx, "drivers", "nic")
+		require.NoError(t, err)
+	}
+	assert.Equal(t, linted, pulls.Load(), "no image is pulled again")
+	assert.Equal(t, reason.ImageLintFailed, kernels(settled(t, h))[k57].Reason)
 
 	// Off by default.
 	h = cluster(t, kmm.WithImageChecker(client))
