@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kmmkit/kmmkit/internal/cli"
+	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/lint"
@@ -79,6 +80,11 @@ func runPreflight(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		return fail("unknown output format %q: use table or json", *output)
 	case !*build && *modulesDir != "":
 		return fail("--modules-dir needs --build")
+	}
+	for _, k := range kernels {
+		if _, err := kernelmap.ParseKernel(k); err != nil {
+			return fail("--kernel %q: %v", k, err)
+		}
 	}
 	ctx = logrContext(ctx, stderr, *verbosity)
 

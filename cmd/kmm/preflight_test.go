@@ -221,6 +221,7 @@ func TestPreflightBadInputAndUnreachable(t *testing.T) {
 		want string
 	}{
 		{"no kernel", []string{"-f", manifest}, "no kernel: give at least one with --kernel"},
+		{"short kernel", []string{"-f", manifest, "--kernel", e.kver + ",6.1"}, `--kernel "6.1": kernel version "6.1" has 2 component(s)`},
 		{"no modules", []string{"--kernel", e.kver}, "no Modules: give a manifest with -f, or a cluster with --kubeconfig"},
 		{"missing file", []string{"-f", "/nonexistent.yaml", "--kernel", e.kver}, "/nonexistent.yaml"},
 		{"bad object", []string{"-f", bad, "--kernel", e.kver}, "ConfigMap x"},
