@@ -10,8 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +22,7 @@ import (
 	"github.com/kmmkit/kmmkit/builder/assemble"
 	"github.com/kmmkit/kmmkit/builder/signfile"
 	"github.com/kmmkit/kmmkit/internal/imagetest"
+	"github.com/kmmkit/kmmkit/internal/kmodtest"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/lint"
@@ -32,34 +31,13 @@ import (
 )
 
 // env is a real registry and Debian's kernel tree.
-type env struct {
-	client *registry.Client
-	host   string // the plain registry
-	root   string // Debian's unpacked kernel package
-	kver   string
-}
+type env struct{ *kmodtest.Env }
 
-func newEnv(t *testing.T) *env {
-	t.Helper()
-	root, kver := testenv.KernelTree(t)
-	regs := testenv.Registry(t)
-	client, err := registry.NewClient()
-	require.NoError(t, err)
-	return &env{client: client, host: regs.Plain, root: root, kver: kver}
-}
+func newEnv(t *testing.T) *env { return &env{kmodtest.New(t)} }
 
 // debian reads Debian modules (paths under lib/modules/<kver>) as
 // assemble.Files, keeping their paths.
-func (e *env) debian(t *testing.T, paths ...string) []assemble.File {
-	t.Helper()
-	var out []assemble.File
-	for _, p := range paths {
-		data, err := os.ReadFile(filepath.Join(e.root, "lib", "modules", e.kver, p))
-		require.NoError(t, err)
-		out = append(out, assemble.File{Path: p, Data: data})
-	}
-	return out
-}
+func (e *env) debian(t *testing.T, paths ...string) []assemble.File { return e.Modules(t, paths...) }
 
 // raid6 is a Debian module with its six dependencies (one of them is
 // async_tx, which several need).
@@ -71,8 +49,8 @@ var raid6 = []string{
 // push pushes img to the plain registry and returns the reference.
 func (e *env) push(t *testing.T, name string, img v1.Image) registry.Request {
 	t.Helper()
-	req := registry.Request{Image: e.host + "/kmmkit-lint/" + name + ":" + e.kver, TLS: v1beta1.TLSOptions{Insecure: true}}
-	_, err := e.client.Push(context.Background(), req, img)
+	req := registry.Request{Image: e.Host + "/kmmkit-lint/" + name + ":" + e.Kernel, TLS: v1beta1.TLSOptions{Insecure: true}}
+	_, err := e.Client.Push(context.Background(), req, img)
 	require.NoError(t, err)
 	return req
 }
@@ -82,7 +60,7 @@ func (e *env) push(t *testing.T, name string, img v1.Image) registry.Request {
 func (e *env) assembled(t *testing.T, name string, in assemble.Input) (registry.Request, v1.Image) {
 	t.Helper()
 	if in.KernelVersion == "" {
-		in.KernelVersion = e.kver
+		in.KernelVersion = e.Kernel
 	}
 	img, err := assemble.Assemble(context.Background(), in)
 	require.NoError(t, err)
@@ -91,7 +69,7 @@ func (e *env) assembled(t *testing.T, name string, in assemble.Input) (registry.
 
 func (e *env) lint(t *testing.T, req registry.Request, opts ...lint.Option) *lint.Report {
 	t.Helper()
-	rep, err := lint.Image(context.Background(), e.client, req, e.kver, opts...)
+	rep, err := lint.Image(context.Background(), e.Client, req, e.Kernel, opts...)
 	require.NoError(t, err)
 	return rep
 }
@@ -110,14 +88,14 @@ func rules(rep *lint.Report) []string {
 // finding, the flags checked against the kernel's own vermagic.
 func TestGoodImage(t *testing.T) {
 	e := newEnv(t)
-	ours := testenv.TestModules(t, e.kver)
+	ours := testenv.TestModules(t, e.Kernel)
 	mods := append(e.debian(t, raid6...),
 		assemble.File{Path: "extra/kmmkit_a.ko", Data: ours["kmmkit_a.ko"]}, assemble.File{Path: "extra/kmmkit_b.ko", Data: ours["kmmkit_b.ko"]})
 	req, img := e.assembled(t, "good", assemble.Input{Modules: mods})
-	rep := e.lint(t, req, lint.WithKernelTree(e.root), lint.WithModules("kmmkit_a", "async_raid6_recov"))
+	rep := e.lint(t, req, lint.WithKernelTree(e.Root), lint.WithModules("kmmkit_a", "async_raid6_recov"))
 	assert.Empty(t, rep.Findings)
 	assert.Len(t, rep.Modules, 9)
-	assert.Equal(t, e.kver+" SMP preempt mod_unload modversions ", rep.Vermagic)
+	assert.Equal(t, e.Kernel+" SMP preempt mod_unload modversions ", rep.Vermagic)
 	digest, err := img.Digest()
 	require.NoError(t, err)
 	assert.Equal(t, digest.String(), rep.Digest)
@@ -128,7 +106,7 @@ func TestGoodImage(t *testing.T) {
 	sig, err := signfile.ParseSignature(deb[0].Data)
 	require.NoError(t, err)
 	req, _ = e.assembled(t, "signed-debian", assemble.Input{Modules: e.debian(t, raid6...)})
-	rep = e.lint(t, req, lint.WithSigned(sig.KeyID), lint.WithKernelTree(e.root))
+	rep = e.lint(t, req, lint.WithSigned(sig.KeyID), lint.WithKernelTree(e.Root))
 	assert.Empty(t, rep.Findings)
 	for _, m := range rep.Modules {
 		require.NotNil(t, m.Signature, m.Path)
@@ -141,8 +119,8 @@ func TestImageModulesUnderTheWrongPrefix(t *testing.T) {
 	e := newEnv(t)
 	req, _ := e.assembled(t, "prefix", assemble.Input{DirName: "/", Modules: e.debian(t, raid6...)})
 	rep := e.lint(t, req)
-	require.Equal(t, []string{"/opt/lib/modules/" + e.kver + ": layout"}, rules(rep))
-	assert.Contains(t, rep.Findings[0].Message, "7 under /lib/modules/"+e.kver+" (another prefix: set modprobe.dirName to /, or move them to /opt/lib/modules/"+e.kver+")")
+	require.Equal(t, []string{"/opt/lib/modules/" + e.Kernel + ": layout"}, rules(rep))
+	assert.Contains(t, rep.Findings[0].Message, "7 under /lib/modules/"+e.Kernel+" (another prefix: set modprobe.dirName to /, or move them to /opt/lib/modules/"+e.Kernel+")")
 	assert.Empty(t, e.lint(t, req, lint.WithDirName("/")).Findings)
 }
 
@@ -153,12 +131,12 @@ func TestImageKernelDirectoryOfAnotherKernel(t *testing.T) {
 	e := newEnv(t)
 	const other = "6.1.0-99-amd64"
 	req, _ := e.assembled(t, "otherkernel", assemble.Input{KernelVersion: other, Modules: e.debian(t, raid6...)})
-	rep, err := lint.Image(context.Background(), e.client, req, other)
+	rep, err := lint.Image(context.Background(), e.Client, req, other)
 	require.NoError(t, err)
 	require.Len(t, rep.Findings, 7)
 	for _, f := range rep.Findings {
 		assert.Equal(t, lint.RuleVermagicRelease, f.Rule)
-		assert.Contains(t, f.Message, "built for kernel "+e.kver)
+		assert.Contains(t, f.Message, "built for kernel "+e.Kernel)
 		assert.Contains(t, f.Message, "but lies under /opt/lib/modules/"+other)
 	}
 	// And linted for the kernel the modules are for, the layout says
@@ -170,7 +148,7 @@ func TestImageKernelDirectoryOfAnotherKernel(t *testing.T) {
 
 func TestImageMissingAndStaleModulesDep(t *testing.T) {
 	e := newEnv(t)
-	dir := "/opt/lib/modules/" + e.kver
+	dir := "/opt/lib/modules/" + e.Kernel
 	// No depmod at all: the modules copied in, as a Dockerfile that
 	// forgets RUN depmod makes it.
 	var entries []imagetest.Entry
@@ -209,18 +187,18 @@ func TestImageMissingAndStaleModulesDep(t *testing.T) {
 func TestImageFlagsOnlyVermagicMismatch(t *testing.T) {
 	e := newEnv(t)
 	mods := e.debian(t, raid6...)
-	full := e.kver + " SMP preempt mod_unload modversions "
-	odd := e.kver + " SMP mod_unload modversions "
+	full := e.Kernel + " SMP preempt mod_unload modversions "
+	odd := e.Kernel + " SMP mod_unload modversions "
 	from := []byte("vermagic=" + full + "\x00")
 	require.Equal(t, 1, bytes.Count(mods[6].Data, from))
 	mods[6].Data = bytes.Replace(mods[6].Data, from, append([]byte("vermagic="+odd), make([]byte, len(full)-len(odd)+1)...), 1)
 	req, _ := e.assembled(t, "flags", assemble.Input{Modules: mods})
-	xor := "/opt/lib/modules/" + e.kver + "/kernel/crypto/xor.ko"
+	xor := "/opt/lib/modules/" + e.Kernel + "/kernel/crypto/xor.ko"
 
-	rep := e.lint(t, req, lint.WithKernelTree(e.root))
+	rep := e.lint(t, req, lint.WithKernelTree(e.Root))
 	require.Equal(t, []string{xor + ": vermagic-flags"}, rules(rep))
 	assert.Contains(t, rep.Findings[0].Message, "same release, other flags (the module lacks preempt)")
-	assert.Contains(t, rep.Findings[0].Message, "build it against the headers of "+e.kver)
+	assert.Contains(t, rep.Findings[0].Message, "build it against the headers of "+e.Kernel)
 
 	rep = e.lint(t, req, lint.WithVermagic(full))
 	require.Equal(t, []string{xor + ": vermagic-flags"}, rules(rep))
@@ -239,13 +217,13 @@ func TestImageMissingFirmware(t *testing.T) {
 	req, _ := e.assembled(t, "firmware", assemble.Input{Modules: mods, FirmwarePath: "/firmware",
 		Firmware: []assemble.File{{Path: "BCM2033-MD.hex", Data: []byte("firmware")}}})
 	// Its dependencies are the node's in-tree modules.
-	opts := []lint.Option{lint.WithFirmwarePath("/firmware"), lint.WithKernelTree(e.root), lint.WithHostModules("usbcore", "bluetooth")}
+	opts := []lint.Option{lint.WithFirmwarePath("/firmware"), lint.WithKernelTree(e.Root), lint.WithHostModules("usbcore", "bluetooth")}
 	rep := e.lint(t, req, opts...)
-	require.Equal(t, []string{"/opt/lib/modules/" + e.kver + "/kernel/drivers/bluetooth/bcm203x.ko: firmware-missing"}, rules(rep))
+	require.Equal(t, []string{"/opt/lib/modules/" + e.Kernel + "/kernel/drivers/bluetooth/bcm203x.ko: firmware-missing"}, rules(rep))
 	assert.Contains(t, rep.Findings[0].Message, "declares firmware BCM2033-FW.bin (MODULE_FIRMWARE), which is not in the image at /firmware/BCM2033-FW.bin")
 
 	// Undeclared, the in-tree dependencies are findings that say so.
-	rep = e.lint(t, req, lint.WithFirmwarePath("/firmware"), lint.WithKernelTree(e.root))
+	rep = e.lint(t, req, lint.WithFirmwarePath("/firmware"), lint.WithKernelTree(e.Root))
 	var deps []string
 	for _, f := range rep.Findings {
 		if f.Rule == lint.RuleDependency {
@@ -253,38 +231,38 @@ func TestImageMissingFirmware(t *testing.T) {
 		}
 	}
 	require.Len(t, deps, 2)
-	assert.Contains(t, deps[0], "it is an in-tree module of "+e.kver)
+	assert.Contains(t, deps[0], "it is an in-tree module of "+e.Kernel)
 }
 
 // TestImageUnsignedWhenSigningIsRequired: kmmkit's test modules, unsigned,
 // then signed by the assembler with the Module's key.
 func TestImageUnsignedWhenSigningIsRequired(t *testing.T) {
 	e := newEnv(t)
-	ours := testenv.TestModules(t, e.kver)
+	ours := testenv.TestModules(t, e.Kernel)
 	mods := []assemble.File{{Path: "extra/kmmkit_a.ko", Data: ours["kmmkit_a.ko"]}, {Path: "extra/kmmkit_b.ko", Data: ours["kmmkit_b.ko"]}}
 	req, _ := e.assembled(t, "unsigned", assemble.Input{Modules: mods})
-	rep := e.lint(t, req, lint.WithSigned(), lint.WithKernelTree(e.root))
-	dir := "/opt/lib/modules/" + e.kver
+	rep := e.lint(t, req, lint.WithSigned(), lint.WithKernelTree(e.Root))
+	dir := "/opt/lib/modules/" + e.Kernel
 	assert.Equal(t, []string{dir + "/extra/kmmkit_a.ko: unsigned", dir + "/extra/kmmkit_b.ko: unsigned"}, rules(rep))
 
 	key, cert := testKey(t)
 	signer, err := signfile.ParseSigner(crypto.SHA256, key, cert)
 	require.NoError(t, err)
 	req, _ = e.assembled(t, "signed", assemble.Input{Modules: mods, Signer: signer})
-	rep = e.lint(t, req, lint.WithSigned(), lint.WithKernelTree(e.root))
+	rep = e.lint(t, req, lint.WithSigned(), lint.WithKernelTree(e.Root))
 	assert.Empty(t, rep.Findings)
 	require.NotNil(t, rep.Modules[0].Signature)
 	assert.Equal(t, "kmmkit lint test", rep.Modules[0].Signature.Signer)
-	rep = e.lint(t, req, lint.WithSigned("01:02"), lint.WithKernelTree(e.root))
+	rep = e.lint(t, req, lint.WithSigned("01:02"), lint.WithKernelTree(e.Root))
 	assert.Equal(t, []string{dir + "/extra/kmmkit_a.ko: signature", dir + "/extra/kmmkit_b.ko: signature"}, rules(rep))
 }
 
 func TestImageErrors(t *testing.T) {
 	e := newEnv(t)
-	_, err := lint.Image(context.Background(), e.client, registry.Request{Image: e.host + "/kmmkit-lint/nothing:here", TLS: v1beta1.TLSOptions{Insecure: true}}, e.kver)
+	_, err := lint.Image(context.Background(), e.Client, registry.Request{Image: e.Host + "/kmmkit-lint/nothing:here", TLS: v1beta1.TLSOptions{Insecure: true}}, e.Kernel)
 	require.Error(t, err)
 	assert.Equal(t, reason.ImageNotFound, reason.Of(err), "%v", err)
-	_, err = lint.Image(context.Background(), e.client, registry.Request{Image: "127.0.0.1:1/x:y", TLS: v1beta1.TLSOptions{Insecure: true}}, e.kver)
+	_, err = lint.Image(context.Background(), e.Client, registry.Request{Image: "127.0.0.1:1/x:y", TLS: v1beta1.TLSOptions{Insecure: true}}, e.Kernel)
 	assert.Equal(t, reason.RegistryUnavailable, reason.Of(err), "%v", err)
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder/assemble"
 	"github.com/kmmkit/kmmkit/builder/signfile"
+	"github.com/kmmkit/kmmkit/internal/kmodtest"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/lint"
@@ -36,34 +37,20 @@ const ns = "drivers"
 // env is the real registry, Debian's kernel tree and images built from
 // its modules.
 type env struct {
-	client *registry.Client
-	host   string
-	root   string
-	kver   string
+	*kmodtest.Env
 	// repo is this test's repository on the registry.
 	repo string
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	root, kver := testenv.KernelTree(t)
-	regs := testenv.Registry(t)
-	client, err := registry.NewClient()
-	require.NoError(t, err)
-	return &env{client: client, host: regs.Plain, root: root, kver: kver,
-		repo: regs.Plain + "/kmmkit-preflight/" + time.Now().Format("150405.000000")}
+	k := kmodtest.New(t)
+	return &env{Env: k, repo: k.Host + "/kmmkit-preflight/" + time.Now().Format("150405.000000")}
 }
 
 // modules are Debian modules, as files of an image's module directory.
 func (e *env) modules(t *testing.T) []assemble.File {
-	t.Helper()
-	var out []assemble.File
-	for _, p := range []string{"kernel/crypto/async_tx/async_tx.ko", "kernel/crypto/async_tx/async_memcpy.ko"} {
-		data, err := os.ReadFile(filepath.Join(e.root, "lib", "modules", e.kver, p))
-		require.NoError(t, err)
-		out = append(out, assemble.File{Path: p, Data: data})
-	}
-	return out
+	return e.Modules(t, "kernel/crypto/async_tx/async_tx.ko", "kernel/crypto/async_tx/async_memcpy.ko")
 }
 
 // push assembles an image of Debian modules for kernel dir and pushes it
@@ -72,7 +59,7 @@ func (e *env) push(t *testing.T, image, dir string) string {
 	t.Helper()
 	img, err := assemble.Assemble(context.Background(), assemble.Input{KernelVersion: dir, Modules: e.modules(t)})
 	require.NoError(t, err)
-	digest, err := e.client.Push(context.Background(), registry.Request{Image: image, TLS: v1beta1.TLSOptions{Insecure: true}}, img)
+	digest, err := e.Client.Push(context.Background(), registry.Request{Image: image, TLS: v1beta1.TLSOptions{Insecure: true}}, img)
 	require.NoError(t, err)
 	return digest
 }
@@ -97,7 +84,7 @@ func module(image string, build *v1beta1.Build, sign *v1beta1.Sign) preflight.Mo
 
 func checker(t *testing.T, e *env, client kubernetes.Interface, opts ...preflight.Option) *preflight.Checker {
 	t.Helper()
-	c, err := preflight.New(client, e.client, opts...)
+	c, err := preflight.New(client, e.Client, opts...)
 	require.NoError(t, err)
 	return c
 }
@@ -123,10 +110,10 @@ func TestNoMappingForTheTargetKernel(t *testing.T) {
 
 func TestImagePresent(t *testing.T) {
 	e := newEnv(t)
-	image := e.repo + ":" + e.kver
-	digest := e.push(t, image, e.kver)
-	res := checker(t, e, objects(), preflight.WithLint(lint.WithKernelTree(e.root))).
-		Check(context.Background(), module(e.repo+":${KERNEL_FULL_VERSION}", nil, nil), e.kver)
+	image := e.repo + ":" + e.Kernel
+	digest := e.push(t, image, e.Kernel)
+	res := checker(t, e, objects(), preflight.WithLint(lint.WithKernelTree(e.Root))).
+		Check(context.Background(), module(e.repo+":${KERNEL_FULL_VERSION}", nil, nil), e.Kernel)
 	assert.Equal(t, preflight.Works, res.Verdict, res.Message)
 	assert.Equal(t, reason.ImageReady, res.Reason)
 	assert.Equal(t, digest, res.Digest)
@@ -134,7 +121,7 @@ func TestImagePresent(t *testing.T) {
 	assert.Equal(t, &preflight.Mapping{Index: 1, Regexp: `^6\.1\.0-[0-9]+-amd64$`}, res.Mapping)
 	require.NotNil(t, res.Lint)
 	assert.Empty(t, res.Lint.Findings)
-	assert.Contains(t, res.Message, "image "+image+" exists ("+digest+"), for "+e.kver+" by kernelMappings[1]")
+	assert.Contains(t, res.Message, "image "+image+" exists ("+digest+"), for "+e.Kernel+" by kernelMappings[1]")
 
 	// The image exists, but holds the modules of another kernel.
 	const next = "6.1.0-99-amd64"
@@ -143,16 +130,16 @@ func TestImagePresent(t *testing.T) {
 	assert.Equal(t, preflight.Fails, res.Verdict)
 	assert.Equal(t, reason.ImageLintFailed, res.Reason)
 	assert.Contains(t, res.Message, "but would not load on "+next+": 2 finding(s) for "+next)
-	assert.Contains(t, res.Message, "vermagic-release: built for kernel "+e.kver)
+	assert.Contains(t, res.Message, "vermagic-release: built for kernel "+e.Kernel)
 }
 
 func TestImageMissingWithoutBuild(t *testing.T) {
 	e := newEnv(t)
-	res := checker(t, e, objects()).Check(context.Background(), module(e.repo+":${KERNEL_FULL_VERSION}", nil, nil), e.kver)
+	res := checker(t, e, objects()).Check(context.Background(), module(e.repo+":${KERNEL_FULL_VERSION}", nil, nil), e.Kernel)
 	assert.Equal(t, preflight.Fails, res.Verdict)
 	assert.Equal(t, reason.ImageNotFound, res.Reason)
-	assert.Contains(t, res.Message, "image "+e.repo+":"+e.kver+" does not exist (")
-	assert.Contains(t, res.Message, `and kernelMappings[1] (regexp "^6\\.1\\.0-[0-9]+-amd64$") defines no build or sign for kernel `+e.kver)
+	assert.Contains(t, res.Message, "image "+e.repo+":"+e.Kernel+" does not exist (")
+	assert.Contains(t, res.Message, `and kernelMappings[1] (regexp "^6\\.1\\.0-[0-9]+-amd64$") defines no build or sign for kernel `+e.Kernel)
 }
 
 func TestImageMissingWithABuild(t *testing.T) {
@@ -162,20 +149,20 @@ func TestImageMissingWithABuild(t *testing.T) {
 		Secrets: []corev1.LocalObjectReference{{Name: "source-token"}}}
 	m := module(e.repo+":${KERNEL_FULL_VERSION}", build, nil)
 
-	res := checker(t, e, objects(secret("source-token", nil))).Check(ctx, m, e.kver)
+	res := checker(t, e, objects(secret("source-token", nil))).Check(ctx, m, e.Kernel)
 	assert.Equal(t, preflight.Fails, res.Verdict)
 	assert.Equal(t, reason.InvalidRequest, res.Reason)
-	assert.Equal(t, "image "+e.repo+":"+e.kver+" does not exist and cannot be built for "+e.kver+": build.dockerfileConfigMap drivers/nic-dockerfile does not exist", res.Message)
+	assert.Equal(t, "image "+e.repo+":"+e.Kernel+" does not exist and cannot be built for "+e.Kernel+": build.dockerfileConfigMap drivers/nic-dockerfile does not exist", res.Message)
 
-	res = checker(t, e, objects(configMap("nic-dockerfile"))).Check(ctx, m, e.kver)
+	res = checker(t, e, objects(configMap("nic-dockerfile"))).Check(ctx, m, e.Kernel)
 	assert.Equal(t, preflight.Fails, res.Verdict)
 	assert.Equal(t, reason.MissingSecret, res.Reason)
 	assert.Contains(t, res.Message, `build secret drivers/source-token: secrets "source-token" not found`)
 
-	res = checker(t, e, objects(configMap("nic-dockerfile"), secret("source-token", nil))).Check(ctx, m, e.kver)
+	res = checker(t, e, objects(configMap("nic-dockerfile"), secret("source-token", nil))).Check(ctx, m, e.Kernel)
 	assert.Equal(t, preflight.Works, res.Verdict, res.Message)
 	assert.Equal(t, reason.ImageBuildable, res.Reason)
-	assert.Equal(t, "image "+e.repo+":"+e.kver+" does not exist yet; its build is ready (Dockerfile ConfigMap drivers/nic-dockerfile, secret drivers/source-token): the Reconciler makes it when a node runs "+e.kver+" (kmm preflight --build makes it now)", res.Message)
+	assert.Equal(t, "image "+e.repo+":"+e.Kernel+" does not exist yet; its build is ready (Dockerfile ConfigMap drivers/nic-dockerfile, secret drivers/source-token): the Reconciler makes it when a node runs "+e.Kernel+" (kmm preflight --build makes it now)", res.Message)
 	assert.True(t, res.Build)
 	assert.False(t, res.Built)
 }
@@ -203,26 +190,26 @@ func TestSigningInputs(t *testing.T) {
 	build := &v1beta1.Build{DockerfileConfigMap: &corev1.LocalObjectReference{Name: "nic-dockerfile"}}
 	m := module(e.repo+":${KERNEL_FULL_VERSION}", build, s)
 
-	res := checker(t, e, objects(configMap("nic-dockerfile"), key)).Check(ctx, m, e.kver)
+	res := checker(t, e, objects(configMap("nic-dockerfile"), key)).Check(ctx, m, e.Kernel)
 	assert.Equal(t, reason.MissingSecret, res.Reason)
-	assert.Contains(t, res.Message, `cannot be signed for `+e.kver+`: sign.certSecret drivers/signing-cert: secrets "signing-cert" not found`)
+	assert.Contains(t, res.Message, `cannot be signed for `+e.Kernel+`: sign.certSecret drivers/signing-cert: secrets "signing-cert" not found`)
 
 	_, _, other := signing(t)
 	other.Name = "signing-cert"
-	res = checker(t, e, objects(configMap("nic-dockerfile"), key, other)).Check(ctx, m, e.kver)
+	res = checker(t, e, objects(configMap("nic-dockerfile"), key, other)).Check(ctx, m, e.Kernel)
 	assert.Equal(t, reason.SignFailed, res.Reason)
 	assert.Contains(t, res.Message, "sign.keySecret drivers/signing-key and sign.certSecret drivers/signing-cert: the certificate does not match the private key")
 
-	res = checker(t, e, objects(configMap("nic-dockerfile"), key, cert)).Check(ctx, m, e.kver)
+	res = checker(t, e, objects(configMap("nic-dockerfile"), key, cert)).Check(ctx, m, e.Kernel)
 	assert.Equal(t, reason.ImageBuildable, res.Reason, res.Message)
 	assert.Contains(t, res.Message, "and its signing is ready (key drivers/signing-key, certificate drivers/signing-cert)")
 
 	// Sign only: the unsigned image must exist.
 	s.UnsignedImage, s.UnsignedImageRegistryTLS = e.repo+":unsigned-${KERNEL_FULL_VERSION}", v1beta1.TLSOptions{Insecure: true}
 	m = module(e.repo+":${KERNEL_FULL_VERSION}", nil, s)
-	res = checker(t, e, objects(key, cert)).Check(ctx, m, e.kver)
+	res = checker(t, e, objects(key, cert)).Check(ctx, m, e.Kernel)
 	assert.Equal(t, reason.ImageNotFound, res.Reason)
-	assert.Contains(t, res.Message, "the image to sign, sign.unsignedImage "+e.repo+":unsigned-"+e.kver+", does not exist either")
+	assert.Contains(t, res.Message, "the image to sign, sign.unsignedImage "+e.repo+":unsigned-"+e.Kernel+", does not exist either")
 }
 
 // TestBuildNow builds the missing image with the assembler on the real
@@ -232,26 +219,26 @@ func TestBuildNow(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	for _, f := range e.modules(t) {
-		p := filepath.Join(dir, e.kver, f.Path)
+		p := filepath.Join(dir, e.Kernel, f.Path)
 		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
 		require.NoError(t, os.WriteFile(p, signfile.Unsigned(f.Data), 0o644))
 	}
 	// The assembler needs no Dockerfile: the ConfigMap may be absent.
 	build := &v1beta1.Build{DockerfileConfigMap: &corev1.LocalObjectReference{Name: "nic-dockerfile"}}
 	m := module(e.repo+":${KERNEL_FULL_VERSION}", build, nil)
-	b := &assemble.Builder{Client: e.client, Source: assemble.DirSource(dir)}
-	c := checker(t, e, objects(), preflight.WithBuilder(b), preflight.WithLint(lint.WithKernelTree(e.root)))
-	res := c.Check(ctx, m, e.kver)
+	b := &assemble.Builder{Client: e.Client, Source: assemble.DirSource(dir)}
+	c := checker(t, e, objects(), preflight.WithBuilder(b), preflight.WithLint(lint.WithKernelTree(e.Root)))
+	res := c.Check(ctx, m, e.Kernel)
 	require.Equal(t, preflight.Works, res.Verdict, res.Message)
 	assert.Equal(t, reason.ImageReady, res.Reason)
 	assert.True(t, res.Built)
 	assert.Contains(t, res.Message, "was built and pushed")
-	found, err := e.client.Verify(ctx, registry.Request{Image: e.repo + ":" + e.kver, TLS: v1beta1.TLSOptions{Insecure: true}})
+	found, err := e.Client.Verify(ctx, registry.Request{Image: e.repo + ":" + e.Kernel, TLS: v1beta1.TLSOptions{Insecure: true}})
 	require.NoError(t, err)
 	assert.True(t, found.Exists)
 	assert.Equal(t, found.Digest, res.Digest)
 	// Again: the image is there, nothing is built.
-	again := c.Check(ctx, m, e.kver)
+	again := c.Check(ctx, m, e.Kernel)
 	assert.Equal(t, reason.ImageReady, again.Reason)
 	assert.False(t, again.Built)
 
@@ -261,7 +248,7 @@ func TestBuildNow(t *testing.T) {
 	s, key, cert := signing(t)
 	m = module(e.repo+"-signed:${KERNEL_FULL_VERSION}", build, s)
 	c = checker(t, e, objects(key, cert), preflight.WithBuilder(b))
-	res = c.Check(ctx, m, e.kver)
+	res = c.Check(ctx, m, e.Kernel)
 	require.Equal(t, preflight.Works, res.Verdict, res.Message)
 	assert.True(t, res.Built)
 	assert.Contains(t, res.Message, "was signed and pushed")
@@ -271,18 +258,18 @@ func TestBuildNow(t *testing.T) {
 		require.NotNil(t, mod.Signature, mod.Path)
 		assert.Equal(t, "C0:FF:EE", mod.Signature.KeyID)
 	}
-	unsigned, err := e.client.Verify(ctx, registry.Request{Image: e.repo + "-signed:" + e.kver + "-kmmkit-unsigned", TLS: v1beta1.TLSOptions{Insecure: true}})
+	unsigned, err := e.Client.Verify(ctx, registry.Request{Image: e.repo + "-signed:" + e.Kernel + "-kmmkit-unsigned", TLS: v1beta1.TLSOptions{Insecure: true}})
 	require.NoError(t, err)
 	assert.True(t, unsigned.Exists, "the unsigned build is at the intermediate tag")
 
 	// Sign only: the unsigned image is signed into the final one.
-	unsignedImg, err := assemble.Assemble(ctx, assemble.Input{KernelVersion: e.kver, Modules: e.modules(t)})
+	unsignedImg, err := assemble.Assemble(ctx, assemble.Input{KernelVersion: e.Kernel, Modules: e.modules(t)})
 	require.NoError(t, err)
-	_, err = e.client.Push(ctx, registry.Request{Image: e.repo + "-plain:" + e.kver, TLS: v1beta1.TLSOptions{Insecure: true}}, unsignedImg)
+	_, err = e.Client.Push(ctx, registry.Request{Image: e.repo + "-plain:" + e.Kernel, TLS: v1beta1.TLSOptions{Insecure: true}}, unsignedImg)
 	require.NoError(t, err)
 	s.UnsignedImage, s.UnsignedImageRegistryTLS = e.repo+"-plain:${KERNEL_FULL_VERSION}", v1beta1.TLSOptions{Insecure: true}
 	m = module(e.repo+"-signonly:${KERNEL_FULL_VERSION}", nil, s)
-	res = checker(t, e, objects(key, cert), preflight.WithBuilder(b)).Check(ctx, m, e.kver)
+	res = checker(t, e, objects(key, cert), preflight.WithBuilder(b)).Check(ctx, m, e.Kernel)
 	require.Equal(t, preflight.Works, res.Verdict, res.Message)
 	assert.True(t, res.Built)
 	for _, mod := range res.Lint.Modules {
@@ -301,19 +288,19 @@ func TestBuildNow(t *testing.T) {
 func TestUnreachableAndUnauthorized(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	res := checker(t, e, objects()).Check(ctx, module("127.0.0.1:1/acme/nic:${KERNEL_FULL_VERSION}", nil, nil), e.kver)
+	res := checker(t, e, objects()).Check(ctx, module("127.0.0.1:1/acme/nic:${KERNEL_FULL_VERSION}", nil, nil), e.Kernel)
 	assert.Equal(t, preflight.Unknown, res.Verdict)
 	assert.Equal(t, reason.RegistryUnavailable, res.Reason)
 
 	m := module(e.repo+":${KERNEL_FULL_VERSION}", nil, nil)
 	m.Spec.ImageRepoSecret = &corev1.LocalObjectReference{Name: "pull"}
-	res = checker(t, e, objects()).Check(ctx, m, e.kver)
+	res = checker(t, e, objects()).Check(ctx, m, e.Kernel)
 	assert.Equal(t, preflight.Fails, res.Verdict)
 	assert.Equal(t, reason.Unauthorized, res.Reason)
 	assert.Contains(t, res.Message, "pull secret drivers/pull")
 
 	invalid := module("", nil, nil)
-	res = checker(t, e, objects()).Check(ctx, invalid, e.kver)
+	res = checker(t, e, objects()).Check(ctx, invalid, e.Kernel)
 	assert.Equal(t, reason.InvalidSpec, res.Reason)
 	assert.Contains(t, res.Message, "spec.moduleLoader.container.kernelMappings[0].containerImage")
 }
@@ -331,7 +318,7 @@ func TestAgainstTheAPIServer(t *testing.T) {
 	m := module(e.repo+":${KERNEL_FULL_VERSION}", build, nil)
 	m.Namespace = space
 	c := checker(t, e, cs)
-	res := c.Check(ctx, m, e.kver)
+	res := c.Check(ctx, m, e.Kernel)
 	assert.Equal(t, reason.InvalidRequest, res.Reason)
 	assert.Contains(t, res.Message, "build.dockerfileConfigMap "+space+"/nic-dockerfile does not exist")
 
@@ -339,7 +326,7 @@ func TestAgainstTheAPIServer(t *testing.T) {
 	cm.Namespace = space
 	_, err = cs.CoreV1().ConfigMaps(space).Create(ctx, cm, metav1.CreateOptions{})
 	require.NoError(t, err)
-	res = c.Check(ctx, m, e.kver)
+	res = c.Check(ctx, m, e.Kernel)
 	assert.Equal(t, reason.ImageBuildable, res.Reason, res.Message)
 }
 

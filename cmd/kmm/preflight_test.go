@@ -78,7 +78,7 @@ func TestPreflightCommand(t *testing.T) {
 	e := newKmodEnv(t)
 	present := e.push(t, "present", assemble.Input{Modules: e.debianModules(t)})
 	manifest := writeManifest(t,
-		preflightModule("present", strings.TrimSuffix(present, e.kver)+"${KERNEL_FULL_VERSION}", ""),
+		preflightModule("present", strings.TrimSuffix(present, e.Kernel)+"${KERNEL_FULL_VERSION}", ""),
 		preflightModule("missing", e.repo+"/missing:${KERNEL_FULL_VERSION}", ""),
 		preflightModule("noconfigmap", e.repo+"/noconfigmap:${KERNEL_FULL_VERSION}", dockerfileBuild),
 	)
@@ -86,21 +86,21 @@ func TestPreflightCommand(t *testing.T) {
 
 	// Present works; missing with no build and a build with no
 	// ConfigMap fail; no mapping for 5.10.
-	code, out, stderr := runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.kver+","+other, "--kernel-tree", e.root)
+	code, out, stderr := runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.Kernel+","+other, "--kernel-tree", e.Root)
 	assert.Equal(t, exitNo, code, "stdout %q, stderr %q", out, stderr)
 	rows := preflightRows(t, out)
 	require.Len(t, rows, 6, out)
-	assert.Equal(t, []string{"drivers/present", e.kver, "Works", "ImageReady", "image", present, "exists"}, rows["drivers/present "+e.kver][:7])
+	assert.Equal(t, []string{"drivers/present", e.Kernel, "Works", "ImageReady", "image", present, "exists"}, rows["drivers/present "+e.Kernel][:7])
 	assert.Equal(t, []string{"Fails", "NoMapping"}, rows["drivers/present "+other][2:4])
-	assert.Equal(t, []string{"Fails", "ImageNotFound"}, rows["drivers/missing "+e.kver][2:4])
-	assert.Equal(t, []string{"Fails", "InvalidRequest"}, rows["drivers/noconfigmap "+e.kver][2:4])
+	assert.Equal(t, []string{"Fails", "ImageNotFound"}, rows["drivers/missing "+e.Kernel][2:4])
+	assert.Equal(t, []string{"Fails", "InvalidRequest"}, rows["drivers/noconfigmap "+e.Kernel][2:4])
 	assert.Contains(t, out, "no kernel mapping of Module drivers/present matches kernel "+other)
-	assert.Contains(t, out, "image "+e.repo+"/missing:"+e.kver+" does not exist")
+	assert.Contains(t, out, "image "+e.repo+"/missing:"+e.Kernel+" does not exist")
 	assert.Contains(t, out, "build.dockerfileConfigMap drivers/nic-dockerfile does not exist")
-	assert.Contains(t, out, "\n1 of 6 Module/kernel pair(s) work, 5 fail (kernels "+e.kver+", "+other+")\n")
+	assert.Contains(t, out, "\n1 of 6 Module/kernel pair(s) work, 5 fail (kernels "+e.Kernel+", "+other+")\n")
 
 	// The same as JSON, for scripts.
-	code, out, _ = runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.kver, "--module", "present", "--module", "missing", "-o", "json")
+	code, out, _ = runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.Kernel, "--module", "present", "--module", "missing", "-o", "json")
 	assert.Equal(t, exitNo, code)
 	var rep struct {
 		Kernels []string `json:"kernels"`
@@ -120,22 +120,22 @@ func TestPreflightCommand(t *testing.T) {
 	assert.Equal(t, "ImageNotFound", rep.Results[1].Reason)
 
 	// Only the image present: exit 0.
-	code, out, stderr = runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.kver, "--module", "present")
+	code, out, stderr = runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.Kernel, "--module", "present")
 	assert.Equal(t, exitOK, code, out+stderr)
-	assert.Contains(t, out, "\n1 of 1 Module/kernel pair(s) work (kernels "+e.kver+")\n")
+	assert.Contains(t, out, "\n1 of 1 Module/kernel pair(s) work (kernels "+e.Kernel+")\n")
 
 	// With the Dockerfile ConfigMap in the manifest, a build secret
 	// missing; then given by stringData: the build is ready.
 	withSecret := dockerfileBuild + "            secrets: [{name: source-token}]\n"
 	cm := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: nic-dockerfile, namespace: drivers}\ndata: {dockerfile: \"FROM scratch\\n\"}\n"
-	code, out, _ = runCmd(t, "", "preflight", "-f", writeManifest(t, preflightModule("nic", e.repo+"/nic:${KERNEL_FULL_VERSION}", withSecret), cm), "--kernel", e.kver)
+	code, out, _ = runCmd(t, "", "preflight", "-f", writeManifest(t, preflightModule("nic", e.repo+"/nic:${KERNEL_FULL_VERSION}", withSecret), cm), "--kernel", e.Kernel)
 	assert.Equal(t, exitNo, code)
-	assert.Equal(t, []string{"Fails", "MissingSecret"}, preflightRows(t, out)["drivers/nic "+e.kver][2:4])
+	assert.Equal(t, []string{"Fails", "MissingSecret"}, preflightRows(t, out)["drivers/nic "+e.Kernel][2:4])
 	assert.Contains(t, out, `build secret drivers/source-token: secrets "source-token" not found`)
 	secret := "apiVersion: v1\nkind: Secret\nmetadata: {name: source-token, namespace: drivers}\nstringData: {token: abc}\n"
-	code, out, stderr = runCmd(t, "", "preflight", "-f", writeManifest(t, preflightModule("nic", e.repo+"/nic:${KERNEL_FULL_VERSION}", withSecret), cm, secret), "--kernel", e.kver)
+	code, out, stderr = runCmd(t, "", "preflight", "-f", writeManifest(t, preflightModule("nic", e.repo+"/nic:${KERNEL_FULL_VERSION}", withSecret), cm, secret), "--kernel", e.Kernel)
 	assert.Equal(t, exitOK, code, out+stderr)
-	assert.Equal(t, []string{"Works", "ImageBuildable"}, preflightRows(t, out)["drivers/nic "+e.kver][2:4])
+	assert.Equal(t, []string{"Works", "ImageBuildable"}, preflightRows(t, out)["drivers/nic "+e.Kernel][2:4])
 	assert.Contains(t, out, "its build is ready (Dockerfile ConfigMap drivers/nic-dockerfile, secret drivers/source-token)")
 }
 
@@ -144,15 +144,15 @@ func TestPreflightCommand(t *testing.T) {
 func TestPreflightFindings(t *testing.T) {
 	e := newKmodEnv(t)
 	ref := e.push(t, "wrongprefix", assemble.Input{DirName: "/", Modules: e.debianModules(t)})
-	manifest := writeManifest(t, preflightModule("nic", strings.TrimSuffix(ref, e.kver)+"${KERNEL_FULL_VERSION}", ""))
-	code, out, stderr := runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.kver)
+	manifest := writeManifest(t, preflightModule("nic", strings.TrimSuffix(ref, e.Kernel)+"${KERNEL_FULL_VERSION}", ""))
+	code, out, stderr := runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.Kernel)
 	assert.Equal(t, exitNo, code, stderr)
-	assert.Equal(t, []string{"Fails", "ImageLintFailed"}, preflightRows(t, out)["drivers/nic "+e.kver][2:4])
-	assert.Contains(t, out, "\ndrivers/nic on "+e.kver+": "+ref+"@sha256:")
-	assert.Contains(t, out, "\n  /opt/lib/modules/"+e.kver+": layout: ")
+	assert.Equal(t, []string{"Fails", "ImageLintFailed"}, preflightRows(t, out)["drivers/nic "+e.Kernel][2:4])
+	assert.Contains(t, out, "\ndrivers/nic on "+e.Kernel+": "+ref+"@sha256:")
+	assert.Contains(t, out, "\n  /opt/lib/modules/"+e.Kernel+": layout: ")
 
 	// --no-lint only asks whether it exists.
-	code, out, stderr = runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.kver, "--no-lint")
+	code, out, stderr = runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.Kernel, "--no-lint")
 	assert.Equal(t, exitOK, code, out+stderr)
 }
 
@@ -164,23 +164,23 @@ func TestPreflightBuild(t *testing.T) {
 	e := newKmodEnv(t)
 	dir := t.TempDir()
 	for _, f := range e.debianModules(t) {
-		p := filepath.Join(dir, e.kver, f.Path)
+		p := filepath.Join(dir, e.Kernel, f.Path)
 		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
 		require.NoError(t, os.WriteFile(p, signfile.Unsigned(f.Data), 0o644))
 	}
-	image := e.repo + "/built:" + e.kver
+	image := e.repo + "/built:" + e.Kernel
 	manifest := writeManifest(t, preflightModule("nic", e.repo+"/built:${KERNEL_FULL_VERSION}", dockerfileBuild))
 
-	code, out, stderr := runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.kver, "--build", "--modules-dir", dir)
+	code, out, stderr := runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.Kernel, "--build", "--modules-dir", dir)
 	require.Equal(t, exitOK, code, out+stderr)
-	assert.Equal(t, []string{"Works", "ImageReady"}, preflightRows(t, out)["drivers/nic "+e.kver][2:4])
+	assert.Equal(t, []string{"Works", "ImageReady"}, preflightRows(t, out)["drivers/nic "+e.Kernel][2:4])
 	assert.Contains(t, out, "image "+image+" was built and pushed (sha256:")
-	found, err := e.client.Verify(context.Background(), registry.Request{Image: image, TLS: v1beta1.TLSOptions{Insecure: true}})
+	found, err := e.Client.Verify(context.Background(), registry.Request{Image: image, TLS: v1beta1.TLSOptions{Insecure: true}})
 	require.NoError(t, err)
 	assert.True(t, found.Exists)
 
 	// Now it exists: nothing is built.
-	code, out, _ = runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.kver)
+	code, out, _ = runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.Kernel)
 	assert.Equal(t, exitOK, code)
 	assert.Contains(t, out, "image "+image+" exists (")
 
@@ -194,12 +194,12 @@ func TestPreflightBuild(t *testing.T) {
 	// Prebuilt modules of another kernel under this one's directory: the
 	// assembler lints what it built and refuses to push it.
 	const wrong = "6.1.0-97-amd64"
-	require.NoError(t, os.Rename(filepath.Join(dir, e.kver), filepath.Join(dir, wrong)))
+	require.NoError(t, os.Rename(filepath.Join(dir, e.Kernel), filepath.Join(dir, wrong)))
 	code, out, _ = runCmd(t, "", "preflight", "-f", manifest, "--kernel", wrong, "--build", "--modules-dir", dir)
 	assert.Equal(t, exitNo, code)
 	assert.Equal(t, []string{"Fails", "ImageLintFailed"}, preflightRows(t, out)["drivers/nic "+wrong][2:4])
-	assert.Contains(t, out, "/opt/lib/modules/"+wrong+"/kernel/crypto/async_tx/async_memcpy.ko: vermagic-release: built for kernel "+e.kver)
-	found, err = e.client.Verify(context.Background(), registry.Request{Image: e.repo + "/built:" + wrong, TLS: v1beta1.TLSOptions{Insecure: true}})
+	assert.Contains(t, out, "/opt/lib/modules/"+wrong+"/kernel/crypto/async_tx/async_memcpy.ko: vermagic-release: built for kernel "+e.Kernel)
+	found, err = e.Client.Verify(context.Background(), registry.Request{Image: e.repo + "/built:" + wrong, TLS: v1beta1.TLSOptions{Insecure: true}})
 	require.NoError(t, err)
 	assert.False(t, found.Exists, "nothing was pushed")
 }
@@ -208,9 +208,9 @@ func TestPreflightBuild(t *testing.T) {
 func TestPreflightBadInputAndUnreachable(t *testing.T) {
 	e := newKmodEnv(t)
 	manifest := writeManifest(t, preflightModule("nic", "127.0.0.1:1/acme/nic:${KERNEL_FULL_VERSION}", ""))
-	code, out, _ := runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.kver, "--timeout", "5s")
+	code, out, _ := runCmd(t, "", "preflight", "-f", manifest, "--kernel", e.Kernel, "--timeout", "5s")
 	assert.Equal(t, exitError, code)
-	assert.Equal(t, []string{"Unknown", "RegistryUnavailable"}, preflightRows(t, out)["drivers/nic "+e.kver][2:4])
+	assert.Equal(t, []string{"Unknown", "RegistryUnavailable"}, preflightRows(t, out)["drivers/nic "+e.Kernel][2:4])
 	assert.Contains(t, out, "1 could not be checked")
 
 	bad := writeManifest(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: 1}\n")
@@ -221,17 +221,17 @@ func TestPreflightBadInputAndUnreachable(t *testing.T) {
 		want string
 	}{
 		{"no kernel", []string{"-f", manifest}, "no kernel: give at least one with --kernel"},
-		{"short kernel", []string{"-f", manifest, "--kernel", e.kver + ",6.1"}, `--kernel "6.1": kernel version "6.1" has 2 component(s)`},
-		{"no modules", []string{"--kernel", e.kver}, "no Modules: give a manifest with -f, or a cluster with --kubeconfig"},
-		{"missing file", []string{"-f", "/nonexistent.yaml", "--kernel", e.kver}, "/nonexistent.yaml"},
-		{"bad object", []string{"-f", bad, "--kernel", e.kver}, "ConfigMap x"},
-		{"no module of that name", []string{"-f", manifest, "--kernel", e.kver, "--module", "gpu"}, "no Module to check"},
-		{"bad output", []string{"-f", manifest, "--kernel", e.kver, "-o", "xml"}, `unknown output format "xml"`},
-		{"modules-dir without build", []string{"-f", manifest, "--kernel", e.kver, "--modules-dir", "/tmp"}, "--modules-dir needs --build"},
-		{"build without modules-dir", []string{"-f", manifest, "--kernel", e.kver, "--build"}, "--builder assemble needs --modules-dir"},
-		{"other builder", []string{"-f", manifest, "--kernel", e.kver, "--build", "--builder", "kaniko"}, "--builder kaniko: not available"},
-		{"two ConfigMaps of one name", []string{"-f", writeManifest(t, cm, cm), "--kernel", e.kver}, "metadata.name: Duplicate value: \"nic-dockerfile\""},
-		{"stray argument", []string{"-f", manifest, e.kver}, `unexpected argument "` + e.kver + `"`},
+		{"short kernel", []string{"-f", manifest, "--kernel", e.Kernel + ",6.1"}, `--kernel "6.1": kernel version "6.1" has 2 component(s)`},
+		{"no modules", []string{"--kernel", e.Kernel}, "no Modules: give a manifest with -f, or a cluster with --kubeconfig"},
+		{"missing file", []string{"-f", "/nonexistent.yaml", "--kernel", e.Kernel}, "/nonexistent.yaml"},
+		{"bad object", []string{"-f", bad, "--kernel", e.Kernel}, "ConfigMap x"},
+		{"no module of that name", []string{"-f", manifest, "--kernel", e.Kernel, "--module", "gpu"}, "no Module to check"},
+		{"bad output", []string{"-f", manifest, "--kernel", e.Kernel, "-o", "xml"}, `unknown output format "xml"`},
+		{"modules-dir without build", []string{"-f", manifest, "--kernel", e.Kernel, "--modules-dir", "/tmp"}, "--modules-dir needs --build"},
+		{"build without modules-dir", []string{"-f", manifest, "--kernel", e.Kernel, "--build"}, "--builder assemble needs --modules-dir"},
+		{"other builder", []string{"-f", manifest, "--kernel", e.Kernel, "--build", "--builder", "kaniko"}, "--builder kaniko: not available"},
+		{"two ConfigMaps of one name", []string{"-f", writeManifest(t, cm, cm), "--kernel", e.Kernel}, "metadata.name: Duplicate value: \"nic-dockerfile\""},
+		{"stray argument", []string{"-f", manifest, e.Kernel}, `unexpected argument "` + e.Kernel + `"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -269,17 +269,17 @@ func TestPreflightKubeconfig(t *testing.T) {
 	_, err = kmm.NewModuleClient(dyn).Create(ctx, m)
 	require.NoError(t, err)
 
-	code, out, stderr := runCmd(t, "", "preflight", "--kubeconfig", kubeconfig, "-n", space, "--kernel", e.kver)
+	code, out, stderr := runCmd(t, "", "preflight", "--kubeconfig", kubeconfig, "-n", space, "--kernel", e.Kernel)
 	assert.Equal(t, exitNo, code, stderr)
-	assert.Equal(t, []string{"Fails", "InvalidRequest"}, preflightRows(t, out)[space+"/nic "+e.kver][2:4])
+	assert.Equal(t, []string{"Fails", "InvalidRequest"}, preflightRows(t, out)[space+"/nic "+e.Kernel][2:4])
 	assert.Contains(t, out, "build.dockerfileConfigMap "+space+"/nic-dockerfile does not exist")
 
 	_, err = cs.CoreV1().ConfigMaps(space).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: space, Name: "nic-dockerfile"},
 		Data: map[string]string{"dockerfile": "FROM scratch\n"}}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	code, out, stderr = runCmd(t, "", "preflight", "--kubeconfig", kubeconfig, "-n", space, "--kernel", e.kver)
+	code, out, stderr = runCmd(t, "", "preflight", "--kubeconfig", kubeconfig, "-n", space, "--kernel", e.Kernel)
 	assert.Equal(t, exitOK, code, out+stderr)
-	assert.Equal(t, []string{"Works", "ImageBuildable"}, preflightRows(t, out)[space+"/nic "+e.kver][2:4])
+	assert.Equal(t, []string{"Works", "ImageBuildable"}, preflightRows(t, out)[space+"/nic "+e.Kernel][2:4])
 
 	// An unreachable cluster: exit 2.
 	bad := filepath.Join(t.TempDir(), "kubeconfig")
@@ -290,7 +290,7 @@ contexts: [{name: c, context: {cluster: c, user: u}}]
 users: [{name: u, user: {token: x}}]
 current-context: c
 `), 0o600))
-	code, _, stderr = runCmd(t, "", "preflight", "--kubeconfig", bad, "--kernel", e.kver)
+	code, _, stderr = runCmd(t, "", "preflight", "--kubeconfig", bad, "--kernel", e.Kernel)
 	assert.Equal(t, exitError, code)
 	assert.Contains(t, stderr, "listing Modules")
 }
