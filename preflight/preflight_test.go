@@ -2,12 +2,6 @@ package preflight_test
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
@@ -170,14 +164,7 @@ func TestImageMissingWithABuild(t *testing.T) {
 // signing returns the sign section and its two secrets.
 func signing(t *testing.T) (*v1beta1.Sign, *corev1.Secret, *corev1.Secret) {
 	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(0xc0ffee), Subject: pkix.Name{CommonName: "acme drivers"},
-		NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<32, 0)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	require.NoError(t, err)
-	key := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
-	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	key, cert := kmodtest.SigningKey(t, 0xc0ffee, "acme drivers")
 	s := &v1beta1.Sign{KeySecret: &corev1.LocalObjectReference{Name: "signing-key"}, CertSecret: &corev1.LocalObjectReference{Name: "signing-cert"},
 		FilesToSign: []string{"/opt/lib/modules/${KERNEL_FULL_VERSION}/kernel/crypto/async_tx/*.ko"}}
 	return s, secret("signing-key", map[string][]byte{"key": key}), secret("signing-cert", map[string][]byte{"cert": cert})

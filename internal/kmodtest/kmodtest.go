@@ -5,9 +5,16 @@
 package kmodtest
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/kmmkit/kmmkit/builder/assemble"
 	"github.com/kmmkit/kmmkit/internal/testenv"
@@ -52,4 +59,23 @@ func (e *Env) Modules(t testing.TB, paths ...string) []assemble.File {
 		out = append(out, assemble.File{Path: p, Data: data})
 	}
 	return out
+}
+
+// SigningKey returns a fresh RSA key and its self-signed certificate of
+// that serial number (the signature's key id, as modinfo's sig_key prints
+// it) and common name, in PEM, as a Module's sign secrets hold them.
+func SigningKey(t testing.TB, serial int64, commonName string) (key, cert []byte) {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatalf("signing key: %v", err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: commonName},
+		NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<32, 0)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatalf("signing certificate: %v", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
