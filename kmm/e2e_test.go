@@ -130,9 +130,11 @@ func TestEndToEnd(t *testing.T) {
 	// Prebuilt modules for both kernels; k56's image is pushed already.
 	src := t.TempDir()
 	for _, k := range []string{k56, k57} {
+		// Built for k: the assembler lints what it builds.
+		vermagic := []string{"vermagic=" + k + " SMP preempt mod_unload modversions "}
 		for name, mod := range map[string]elftest.Module{
-			"nic_core.ko": {Exports: []elftest.Export{{Name: "nic_core_fn"}}},
-			"nic_drv.ko":  {Needs: []elftest.Need{{Name: "nic_core_fn"}}},
+			"nic_core.ko": {Exports: []elftest.Export{{Name: "nic_core_fn"}}, Modinfo: vermagic},
+			"nic_drv.ko":  {Needs: []elftest.Need{{Name: "nic_core_fn"}}, Modinfo: vermagic},
 		} {
 			p := filepath.Join(src, k, "extra", name)
 			require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))

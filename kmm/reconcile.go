@@ -230,6 +230,7 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 		ks.State, ks.Reason, ks.Digest, ks.Build, ks.Message = w.state, w.reason, w.digest, w.build, w.message
 		if w.state == v1beta1.KernelStateReady {
 			ks.Build = "" // only while a build matters
+			r.lintKernel(ctx, ks, rec, auth)
 		}
 		for _, n := range t.byKernel[k] {
 			if w.state != v1beta1.KernelStateReady {

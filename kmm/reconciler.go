@@ -61,13 +61,15 @@ type Reconciler struct {
 	nodes         NodeLister
 	dtk           builder.DTKResolver
 	identity      identity.Domain
+	imageLint     *imageLint
 
 	mu sync.Mutex
 	// serverVersion is the API server's version, read at serverVersionAt.
 	serverVersion   string
 	serverVersionAt time.Time
-	signFailed      map[string]failure   // image → last sign failure
-	verified        map[string]time.Time // image → last registry verification
+	signFailed      map[string]failure    // image → last sign failure
+	verified        map[string]time.Time  // image → last registry verification
+	linted          map[string]lintResult // digest and kernel → lint (WithImageLint)
 }
 
 // failure is a remembered failure, for backoff.
@@ -160,7 +162,7 @@ func NewReconciler(client kubernetes.Interface, opts ...Option) (*Reconciler, er
 		return nil, errors.New("kmm: NewReconciler needs a clientset")
 	}
 	r := &Reconciler{client: client, log: logr.Discard(), now: time.Now, verifyEvery: 10 * time.Minute,
-		signBackoff: time.Minute, signFailed: map[string]failure{}}
+		signBackoff: time.Minute, signFailed: map[string]failure{}, linted: map[string]lintResult{}}
 	for _, o := range opts {
 		o(r)
 	}

@@ -129,6 +129,34 @@ const (
 	LoaderFailed Reason = "LoaderFailed"
 )
 
+// Preflight: would a Module work on a kernel that nodes do not run yet
+// (package preflight, kmm preflight, kmm image lint).
+const (
+	// ImageBuildable: the kernel's image does not exist yet, but the
+	// Module defines a build (or signing) whose inputs exist — the
+	// Dockerfile ConfigMap, the build and signing secrets, the unsigned
+	// image —, so the Reconciler builds it when a node runs the kernel.
+	// kmm preflight --build builds it now.
+	ImageBuildable Reason = "ImageBuildable"
+	// ImageLintFailed: the kernel's image exists (or a builder has just
+	// built it, and refused to push it) but would not load on the
+	// kernel: modules outside <dirName>/lib/modules/<kernel>, built
+	// for another kernel or with other flags, missing or stale
+	// modules.dep, a missing dependency, firmware or signature. The
+	// message lists the findings; kmm image lint shows them all. Fix the
+	// image.
+	ImageLintFailed Reason = "ImageLintFailed"
+	// ReadFailed: a Secret or ConfigMap the Module names could not be
+	// read (the API server refused or could not be reached); the message
+	// has the error. Retry.
+	ReadFailed Reason = "ReadFailed"
+	// PreflightPassed: every Module checked works on the kernel.
+	PreflightPassed Reason = "PreflightPassed"
+	// PreflightFailed: Modules fail on the kernel for different reasons;
+	// the message names each Module and why.
+	PreflightFailed Reason = "PreflightFailed"
+)
+
 // Module-level summaries.
 const (
 	// AllImagesReady: ImagesReady is true.

@@ -3,7 +3,9 @@
 // (<dirName>/lib/modules/<kver>/...), optionally signed with the native
 // sign-file, indexed with kmmkit's native depmod, and packed into one
 // reproducible OCI layer on top of a base image (scratch by default). The
-// same input always gives the same digest.
+// same input always gives the same digest. The Builder lints the image it
+// assembled (package lint) before it pushes it, and fails the build with
+// reason.ImageLintFailed and the findings when it would not load.
 package assemble
 
 import (
@@ -60,7 +62,12 @@ type Input struct {
 }
 
 // Assemble builds the image.
-func Assemble(ctx context.Context, in Input) (v1.Image, error) {
+func Assemble(ctx context.Context, in Input) (v1.Image, error) { return assemble(ctx, in, nil) }
+
+// assemble builds the image; check, when set, is given the staged root of
+// the image (after depmod, before it is packed) and stops the build with
+// its error.
+func assemble(ctx context.Context, in Input, check func(root string) error) (v1.Image, error) {
 	if in.KernelVersion == "" || strings.Contains(in.KernelVersion, "/") {
 		return nil, fmt.Errorf("invalid kernel version %q", in.KernelVersion)
 	}
@@ -115,6 +122,11 @@ func Assemble(ctx context.Context, in Input) (v1.Image, error) {
 			if err := writeFile(filepath.Join(fwDir, rel), f.Data); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if check != nil {
+		if err := check(work); err != nil {
+			return nil, err
 		}
 	}
 	layerData, err := tarTree(work)

@@ -29,10 +29,13 @@ import (
 
 const kver = "6.1.0-56-amd64"
 
+// vermagic is the vermagic of the synthetic modules: built for kver.
+const vermagic = "vermagic=" + kver + " SMP preempt mod_unload modversions "
+
 func synthetic() []File {
 	return []File{
-		{Path: "extra/kmm_ci_b.ko", Data: elftest.Module{Modinfo: []string{"alias=kmm-ci-b"}, Exports: []elftest.Export{{Name: "b_fn"}}}.Bytes()},
-		{Path: "extra/kmm_ci_a.ko", Data: elftest.Module{Modinfo: []string{"softdep=pre: kmm-ci-b"}, Needs: []elftest.Need{{Name: "b_fn"}}}.Bytes()},
+		{Path: "extra/kmm_ci_b.ko", Data: elftest.Module{Modinfo: []string{vermagic, "alias=kmm-ci-b"}, Exports: []elftest.Export{{Name: "b_fn"}}}.Bytes()},
+		{Path: "extra/kmm_ci_a.ko", Data: elftest.Module{Modinfo: []string{vermagic, "softdep=pre: kmm-ci-b"}, Needs: []elftest.Need{{Name: "b_fn"}}}.Bytes()},
 	}
 }
 
@@ -106,9 +109,9 @@ func TestAssembleBadInput(t *testing.T) {
 	assert.ErrorContains(t, err, "invalid kernel version")
 }
 
-// TestAssembleSignPushExtract signs, pushes to a registry, and extracts
-// the image back the way the loader does.
-func TestAssembleSignPushExtract(t *testing.T) {
+// testSigner is a signer with a key and certificate made by openssl.
+func testSigner(t *testing.T) *signfile.Signer {
+	t.Helper()
 	openssl := testenv.LookPath(t, "openssl", "apt-get install openssl")
 	dir := t.TempDir()
 	key, cert := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
@@ -117,6 +120,13 @@ func TestAssembleSignPushExtract(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	signer, err := signfile.LoadSigner(crypto.SHA256, key, cert)
 	require.NoError(t, err)
+	return signer
+}
+
+// TestAssembleSignPushExtract signs, pushes to a registry, and extracts
+// the image back the way the loader does.
+func TestAssembleSignPushExtract(t *testing.T) {
+	signer := testSigner(t)
 	img, err := Assemble(context.Background(), Input{KernelVersion: kver, Modules: synthetic(), Signer: signer})
 	require.NoError(t, err)
 

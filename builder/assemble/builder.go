@@ -16,6 +16,7 @@ import (
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/signfile"
 	"github.com/kmmkit/kmmkit/internal/safefs"
+	"github.com/kmmkit/kmmkit/lint"
 	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
 )
@@ -153,6 +154,12 @@ type Builder struct {
 	SignerFor func(ctx context.Context, req builder.Request) (*signfile.Signer, error)
 	// Log receives progress.
 	Log logr.Logger
+	// Lint adds options to the lint every build runs on the image before
+	// it is pushed (lint.WithModules, lint.WithHostModules,
+	// lint.WithKernelTree, …). The build always lints, with the
+	// request's dirName and firmware path, and signed modules when it
+	// signs; findings fail it with reason.ImageLintFailed.
+	Lint []lint.Option
 }
 
 var _ builder.Builder = (*Builder)(nil)
@@ -188,9 +195,9 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 			return failed(reason.SignFailed, err)
 		}
 	}
-	img, err := Assemble(ctx, in)
+	img, err := assemble(ctx, in, func(root string) error { return b.lint(ctx, req, in, root) })
 	if err != nil {
-		return failed(reason.BuildFailed, err)
+		return failed(errReason(err), err)
 	}
 	d, err := img.Digest()
 	if err != nil {
@@ -215,6 +222,22 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	log.Info("assembled and pushed", "image", req.Image, "digest", digest, "modules", len(mods))
 	st.Phase, st.Digest = builder.PhaseSucceeded, digest
 	return st, nil
+}
+
+// lint lints the staged image at root for the request's kernel, and
+// returns the findings as a *lint.Error: the assembler does not push an
+// image that cannot load.
+func (b *Builder) lint(ctx context.Context, req builder.Request, in Input, root string) error {
+	opts := []lint.Option{lint.WithDirName(in.DirName), lint.WithFirmwarePath(req.FirmwarePath)}
+	if in.Signer != nil {
+		opts = append(opts, lint.WithSigned())
+	}
+	rep, err := lint.Tree(ctx, root, req.Kernel.Version, append(opts, b.Lint...)...)
+	if err != nil {
+		return fmt.Errorf("linting the image for %s: %w", req.Image, err)
+	}
+	rep.Source = req.Image
+	return rep.Err()
 }
 
 // errReason is the reason err carries: the registry's for a failed push

@@ -15,8 +15,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/builder/signfile"
+	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/lint"
 	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
 )
@@ -114,4 +117,66 @@ func TestBuilderFromImage(t *testing.T) {
 
 	_, err = (&Builder{Client: client, Source: ImageSource(client, registry.Request{Image: host + "/acme/nic-builder:" + kver, TLS: tls}, "/nothing")}).Sync(ctx, req)
 	assert.ErrorContains(t, err, "has no module files under /nothing")
+}
+
+// TestBuilderRefusesAnImageThatCannotLoad: the assembler lints what it
+// built and fails the build with the findings, pushing nothing.
+func TestBuilderRefusesAnImageThatCannotLoad(t *testing.T) {
+	ctx := context.Background()
+	host, pushes := countingRegistry(t)
+	client, err := registry.NewClient()
+	require.NoError(t, err)
+	write := func(dir, kernel string, files []File) {
+		for _, f := range files {
+			p := filepath.Join(dir, kernel, f.Path)
+			require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+			require.NoError(t, os.WriteFile(p, f.Data, 0o644))
+		}
+	}
+	const other = "6.1.0-99-amd64"
+	k, err := kernelmap.ParseKernel(other)
+	require.NoError(t, err)
+
+	// Modules built for kver, put where another kernel's prebuilt
+	// modules go.
+	dir := t.TempDir()
+	write(dir, other, synthetic())
+	req := buildRequest(t, host+"/acme/nic:"+other)
+	req.Kernel = k
+	st, err := (&Builder{Client: client, Source: DirSource(dir)}).Sync(ctx, req)
+	require.Error(t, err)
+	assert.Equal(t, reason.ImageLintFailed, reason.Of(err))
+	assert.Equal(t, builder.PhaseFailed, st.Phase)
+	assert.Equal(t, reason.ImageLintFailed, st.Reason)
+	assert.True(t, st.Final, "the same inputs fail the same way")
+	mdir := "/opt/lib/modules/" + other
+	assert.True(t, strings.HasPrefix(st.Message, host+"/acme/nic:"+other+" would not load: 2 finding(s) for "+other+": "+
+		mdir+"/extra/kmm_ci_a.ko: vermagic-release: built for kernel "+kver), st.Message)
+	assert.Contains(t, st.Message, mdir+"/extra/kmm_ci_b.ko: vermagic-release: ")
+	var lerr *lint.Error
+	require.ErrorAs(t, err, &lerr)
+	assert.Len(t, lerr.Report.Findings, 2)
+
+	// A module that needs one the image lacks; and the Module's module,
+	// asked for through Builder.Lint, missing.
+	dir = t.TempDir()
+	write(dir, kver, []File{{Path: "extra/kmm_ci_a.ko", Data: elftest.Module{
+		Modinfo: []string{vermagic, "depends=kmm_ci_b"}, Needs: []elftest.Need{{Name: "b_fn"}}}.Bytes()}})
+	req = buildRequest(t, host+"/acme/nic:"+kver)
+	st, err = (&Builder{Client: client, Source: DirSource(dir), Lint: []lint.Option{lint.WithModules("nic")}}).Sync(ctx, req)
+	require.Error(t, err)
+	assert.Equal(t, reason.ImageLintFailed, st.Reason)
+	assert.Contains(t, st.Message, "/opt/lib/modules/"+kver+"/extra/kmm_ci_a.ko: dependency: needs module kmm_ci_b (.modinfo depends), which the image does not hold")
+	assert.Contains(t, st.Message, "/opt/lib/modules/"+kver+": module-missing: the Module loads nic")
+
+	// Good modules, signed by the build: the lint asks for signatures,
+	// finds them, and the image is pushed.
+	signer := testSigner(t)
+	dir = t.TempDir()
+	write(dir, kver, synthetic())
+	st, err = (&Builder{Client: client, Source: DirSource(dir), Lint: []lint.Option{lint.WithModules("kmm_ci_a")},
+		SignerFor: func(context.Context, builder.Request) (*signfile.Signer, error) { return signer, nil }}).Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
+	assert.Equal(t, int32(1), pushes.Load(), "only the good image was pushed")
 }

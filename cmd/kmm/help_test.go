@@ -25,6 +25,8 @@ var helpCases = []struct {
 	{[]string{"validate"}, []string{"usage: kmm validate -f FILE", "-path string", "-embedded", "exit status: 0 when every object checked is valid, 1 when"}},
 	{[]string{"image"}, []string{"usage: kmm image check REF", "kmm image worker REF", "exit status:"}},
 	{[]string{"image", "check"}, []string{"usage: kmm image check REF", "-insecure", "-platform string", "-idle-timeout duration", "exit status: 0 when the image exists", "1 when the registry said it does not", "2 with the reason"}},
+	{[]string{"image", "lint"}, []string{"usage: kmm image lint REF --kernel VERSION", "kmm image lint --dir DIR", "-kernel-tree string", "-signed-by value", "exit status: 0 when nothing is found, 1 when something is", "2 when the image or the tree cannot be\nread"}},
+	{[]string{"preflight"}, []string{"usage: kmm preflight -f MODULES.yaml --kernel VERSION", "-kubeconfig string", "-modules-dir string", "exit status: 0 when every Module works on every kernel, 1 when some do not", "2 on bad input"}},
 	{[]string{"image", "worker"}, []string{"usage: kmm image worker REF", "-platform string", "-source string", "exit status: 0 when the index is pushed"}},
 	{[]string{"worker"}, []string{"usage: kmm worker load|unload --config FILE", "exit status: 0 when the modules are loaded"}},
 	{[]string{"worker", "load"}, []string{"usage: kmm worker load --config FILE", "-image-dir string", "-firmware-host-path string", "exit status: 0 when the modules are loaded"}},

@@ -4,20 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/kmmkit/kmmkit/internal/cli"
-	"github.com/kmmkit/kmmkit/kmm/v1beta1"
-	"github.com/kmmkit/kmmkit/registry"
 )
 
 var imageHelp = help{
-	Synopsis: "kmm image check REF [flags]\n       kmm image worker REF [flags]",
-	About: "Commands on images. check: does a kernel-module image exist in its registry? worker: build and push\n" +
-		"kmmkit's worker image. Run 'kmm image check -h' or 'kmm image worker -h'.",
+	Synopsis: "kmm image check REF [flags]\n       kmm image lint REF --kernel VERSION [flags]\n       kmm image worker REF [flags]",
+	About: "Commands on images. check: does a kernel-module image exist in its registry? lint: would it load on a node\n" +
+		"of that kernel? worker: build and push kmmkit's worker image. Run 'kmm image check -h', 'kmm image lint -h' or\n" +
+		"'kmm image worker -h'.",
 	Exit: "that of the command; 2 for an unknown one.",
 }
 
@@ -32,11 +27,14 @@ var imageCheckHelp = help{
 
 // runImage implements "kmm image ...".
 func runImage(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if code, ok := cli.Subcommand("kmm image", imageHelp, args, []string{"check", "worker"}, stdout, stderr); !ok {
+	if code, ok := cli.Subcommand("kmm image", imageHelp, args, []string{"check", "lint", "worker"}, stdout, stderr); !ok {
 		return code
 	}
-	if args[0] == "worker" {
+	switch args[0] {
+	case "worker":
 		return runImageWorker(ctx, args[1:], stdout, stderr)
+	case "lint":
+		return runImageLint(ctx, args[1:], stdout, stderr)
 	}
 	return runImageCheck(ctx, args[1:], stdout, stderr)
 }
@@ -48,77 +46,23 @@ func runImage(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 // fault it is) on any other answer or error.
 func runImageCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := cli.NewFlagSet("kmm image check", imageCheckHelp)
-	insecure := fs.Bool("insecure", false, "use plain HTTP (registryTLS.insecure)")
-	skipVerify := fs.Bool("skip-tls-verify", false, "accept any server certificate (registryTLS.insecureSkipTLSVerify)")
-	caFile := fs.String("ca-file", "", "PEM file of extra CA certificates")
-	dockerConfig := fs.String("docker-config", "", "Docker config.json (or .dockercfg) with the credentials")
-	platform := fs.String("platform", "", "platform of the node, such as linux/arm64; for an index, its manifest decides")
-	timeout := fs.Duration("timeout", registry.DefaultCheckTimeout, "give up after this long")
-	idle := fs.Duration("idle-timeout", registry.DefaultIdleTimeout, "give up when the registry sends nothing for this long")
+	rf := addRegistryFlags(fs)
 	// Accept flags after the reference too.
-	var ref string
-	for len(args) > 0 {
-		if code, ok := cli.ParseFlags(fs, args, stdout, stderr); !ok {
-			return code
-		}
-		args = fs.Args()
-		if len(args) > 0 {
-			if ref != "" {
-				fmt.Fprintf(stderr, "kmm image check: unexpected argument %q\n", args[0])
-				return exitError
-			}
-			ref, args = args[0], args[1:]
-		}
-	}
-	if ref == "" {
+	operands, code, ok := cli.ParseInterspersed(fs, args, stdout, stderr)
+	switch {
+	case !ok:
+		return code
+	case len(operands) > 1:
+		fmt.Fprintf(stderr, "kmm image check: unexpected argument %q\n", operands[1])
+		return exitError
+	case len(operands) == 0:
 		fmt.Fprintln(stderr, "kmm image check: no image reference given")
 		imageCheckHelp.Write(stderr, fs)
 		return exitError
 	}
-	if errs := v1beta1.ValidateImageReference(ref, field.NewPath("image")); len(errs) > 0 {
-		for _, e := range errs {
-			fmt.Fprintf(stderr, "kmm image check: %v\n", &registry.Error{Reason: registry.ReasonInvalid, Image: ref, Detail: e.Detail})
-		}
-		return exitError
-	}
-	if *timeout <= 0 || *idle <= 0 {
-		fmt.Fprintln(stderr, "kmm image check: --timeout and --idle-timeout must be positive")
-		return exitError
-	}
-	opts := []registry.Option{registry.WithTimeouts(*timeout, 0), registry.WithIdleTimeout(*idle)}
-	if *caFile != "" {
-		pem, err := os.ReadFile(*caFile)
-		if err != nil {
-			fmt.Fprintf(stderr, "kmm image check: %v\n", err)
-			return exitError
-		}
-		opts = append(opts, registry.WithCABundle(pem))
-	}
-	req := registry.Request{Image: ref, TLS: v1beta1.TLSOptions{Insecure: *insecure, InsecureSkipTLSVerify: *skipVerify}}
-	if *dockerConfig != "" {
-		data, err := os.ReadFile(*dockerConfig)
-		if err != nil {
-			fmt.Fprintf(stderr, "kmm image check: %v\n", err)
-			return exitError
-		}
-		kc, err := registry.DockerConfigKeychain(data)
-		if err != nil {
-			fmt.Fprintf(stderr, "kmm image check: %s: %v\n", *dockerConfig, err)
-			return exitError
-		}
-		req.Auth = registry.AuthInfo{Keychain: kc, Secrets: []string{*dockerConfig}}
-	}
-	if *platform != "" {
-		p, err := v1.ParsePlatform(*platform)
-		if err != nil {
-			fmt.Fprintf(stderr, "kmm image check: --platform: %v\n", err)
-			return exitError
-		}
-		req.Platform = p
-	}
-	checker, err := registry.NewClient(opts...)
-	if err != nil {
-		fmt.Fprintf(stderr, "kmm image check: %v\n", err)
+	ref := operands[0]
+	checker, req, ok := rf.open("kmm image check", ref, stderr)
+	if !ok {
 		return exitError
 	}
 	res, err := checker.Check(ctx, req)

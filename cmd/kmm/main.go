@@ -3,6 +3,8 @@
 //	kmm map -f MODULE.yaml --kernel VERSION [--kernel VERSION ...] [-o yaml|json]
 //	kmm validate -f FILE [--path FIELD [--embedded]]
 //	kmm image check REF [--insecure] [--skip-tls-verify] [--ca-file F] [--docker-config F] [--platform OS/ARCH]
+//	kmm image lint REF|--dir DIR --kernel VERSION [--vermagic V | --kernel-tree DIR] [--module NAME] [--signed] ...
+//	kmm preflight -f MODULES.yaml|--kubeconfig F --kernel VERSION [--kernel VERSION ...] [--build --modules-dir DIR] [-o json]
 //	kmm worker load|unload --config FILE [--image-dir DIR] [--firmware-host-path DIR] ...
 //	kmm worker kmod load|unload CONFIG [--firmware-path DIR]
 //	kmm sign-file HASH KEY CERT MODULE [DEST]
@@ -54,7 +56,8 @@ func commands() []command {
 	return []command{
 		{name: "map", summary: "resolve a Module for node kernels and print the per-kernel records", run: runMap},
 		{name: "validate", summary: "check Modules, or specs embedded in any resource, against every rule of KMM's webhook and CRD", run: runValidate},
-		{name: "image", summary: "image check REF: does a kernel-module image exist? (prints its digest)", run: runImage},
+		{name: "image", summary: "image check REF: does a kernel-module image exist? (prints its digest); image lint REF: would it load?", run: runImage},
+		{name: "preflight", summary: "-f MODULES.yaml --kernel VERSION: would each Module work on a kernel no node runs yet?", run: runPreflight},
 		{name: "worker", summary: "load|unload --config F: KMM's worker on the node, natively (no kmod, no shell); kmod load|unload F: KMM's worker's command line", run: runWorker},
 		{name: "sign-file", summary: "HASH KEY CERT MODULE [DEST]: the kernel's sign-file, natively (byte-identical for RSA)", run: runSignFile, help: &signFileHelp},
 		{name: "depmod", summary: "kmod's depmod, natively: same flags, byte-identical index files", run: runDepmod},

@@ -42,6 +42,12 @@ func readManifest(path string, stdin io.Reader) ([]byte, error) {
 // readModules reads the Modules of the manifest at path. Any problem of
 // any document is an error that lists them all.
 func readModules(path string, stdin io.Reader) ([]v1beta1.Module, error) {
+	return readModulesAnd(path, stdin, nil)
+}
+
+// readModulesAnd is readModules that also hands every other object to
+// other, whose problems are listed with the Modules'.
+func readModulesAnd(path string, stdin io.Reader, other func(*v1beta1.ManifestObject) field.ErrorList) ([]v1beta1.Module, error) {
 	data, err := readManifest(path, stdin)
 	if err != nil {
 		return nil, err
@@ -56,6 +62,14 @@ func readModules(path string, stdin io.Reader) ([]v1beta1.Module, error) {
 			continue
 		}
 		if !o.IsModule() {
+			if other != nil {
+				if errs := other(o); len(errs) > 0 {
+					problems = append(problems, fmt.Sprintf("%s %s:", label(o), where(o)))
+					for _, l := range problemLines(o, errs) {
+						problems = append(problems, "  "+l)
+					}
+				}
+			}
 			continue
 		}
 		m, errs := o.Module()

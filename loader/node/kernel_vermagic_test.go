@@ -103,3 +103,13 @@ func TestInTreeVermagicErrors(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, rel+" SMP preempt mod_unload ", got)
 }
+
+func TestVermagicExports(t *testing.T) {
+	const kernel = "6.1.0-57-amd64 SMP preempt mod_unload modversions "
+	rel, flags := SplitVermagic(kernel)
+	assert.Equal(t, "6.1.0-57-amd64", rel)
+	assert.Equal(t, " SMP preempt mod_unload modversions ", flags)
+	assert.Empty(t, VermagicFlagDiff("6.1.0-99-amd64 SMP preempt mod_unload modversions ", kernel), "releases are not compared")
+	assert.Equal(t, "the module lacks preempt", VermagicFlagDiff("6.1.0-57-amd64 SMP mod_unload modversions ", kernel))
+	assert.Equal(t, "the same flags, spaced or ordered otherwise", VermagicFlagDiff("6.1.0-57-amd64 SMP preempt mod_unload modversions", kernel))
+}
