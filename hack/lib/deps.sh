@@ -46,6 +46,7 @@ bg() {
 bg kube-apiserver "$root/hack/lib/kube-apiserver.sh"
 bg kaniko "$root/hack/lib/kaniko.sh"
 bg modules sh -c "cd '$root' && go mod download && cd '$root/controllerruntime' && go mod download && cd '$root/builder/buildahlib' && go mod download"
+bg controller-gen sh -c "cd '$root/hack/tools' && go build -o /dev/null sigs.k8s.io/controller-tools/cmd/controller-gen"
 
 missing=()
 for cmd in "${!apt_packages[@]}"; do
@@ -79,7 +80,7 @@ took "the kernel tree and headers"
 # The background half: a kube-apiserver and Kaniko's executor built from the
 # Go module proxy and cached across runs, and the modules the tests compile.
 wait
-for name in kube-apiserver kaniko modules; do
+for name in kube-apiserver kaniko modules controller-gen; do
 	if [[ $(cat "$logs/$name.rc") != 0 ]]; then
 		cat "$logs/$name.err" >&2
 		echo "deps: $name failed" >&2
@@ -87,4 +88,4 @@ for name in kube-apiserver kaniko modules; do
 	fi
 	grep -v '^go: downloading' "$logs/$name.err" >&2 || true
 done
-took "kube-apiserver, Kaniko's executor and Go modules (after the rest)"
+took "kube-apiserver, Kaniko's executor, controller-gen and Go modules (after the rest)"
