@@ -11,8 +11,7 @@ import (
 	"syscall"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
-	"github.com/ulikunitz/xz/lzma"
+	"github.com/mikelolasagasti/xz"
 )
 
 // Compression is the format of a module file, told by its magic bytes.
@@ -101,12 +100,20 @@ func Detect(data []byte) Compression {
 // doubles), plus up to 128 MiB of heap the output used while it grew to
 // 64 MiB, and MaxWindow of decoder history; a header declaring more than
 // the limits is refused before any of it is allocated. Decompress and
-// ReadFile return heap memory, so they also copy the output once. It is safe for concurrent use; share one per run.
+// ReadFile return heap memory, so they also copy the output once. It is
+// safe for concurrent use; share one per run: it keeps one decoder per
+// concurrent decompression for the next file.
 type Decompressor struct {
 	maxSize   int64
 	maxWindow int64
 	zstd      sync.Pool // of *zstd.Decoder, one per concurrent decompression
+	xz        sync.Pool // of *xz.Reader, likewise
 }
+
+// pooledDict is the largest xz dictionary a pooled reader may keep: a
+// reader that needed more for a file is dropped after it, so the pool
+// holds what kernel modules use (1 MiB), not what one file asked for.
+const pooledDict = 8 << 20
 
 // Option configures a Decompressor.
 type Option func(*Decompressor)
@@ -155,9 +162,11 @@ func (d *Decompressor) Close() {
 	for {
 		z, _ := d.zstd.Get().(*zstd.Decoder)
 		if z == nil {
-			return
+			break
 		}
 		z.Close()
+	}
+	for d.xz.Get() != nil { // readers hold only memory
 	}
 }
 
@@ -202,12 +211,9 @@ func (d *Decompressor) decode(o *outBuffer, r io.ReaderAt, size int64, c Compres
 	case Zstd:
 		err = d.decodeZstd(o, r, in, size)
 	case XZ:
-		if err = checkXZ(r, size, d.maxWindow, d.maxSize); err == nil {
-			var xr *xz.Reader
-			xr, err = xz.ReaderConfig{DictCap: lzma.MinDictCap}.NewReader(in)
-			if err == nil {
-				err = readBounded(xr, o, d.maxSize, size)
-			}
+		var info xzInfo
+		if info, err = checkXZ(r, size, d.maxWindow, d.maxSize); err == nil {
+			err = d.decodeXZ(o, in, size, info)
 		}
 	case Gzip:
 		var gr *gzip.Reader
@@ -220,6 +226,40 @@ func (d *Decompressor) decode(o *outBuffer, r io.ReaderAt, size int64, c Compres
 		return fmt.Errorf("%s data: %w", c, err)
 	}
 	return nil
+}
+
+// decodeXZ decodes an xz file checkXZ accepted with a pooled reader.
+func (d *Decompressor) decodeXZ(o *outBuffer, in io.Reader, size int64, info xzInfo) (err error) {
+	xr, _ := d.xz.Get().(*xz.Reader)
+	if xr == nil {
+		if xr, err = xz.NewReader(nil, uint32(min(d.maxWindow, 1<<32-1))); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		// The decoder is a port of C code; should it index out of range
+		// on some input, that file is reported, and the run goes on.
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: the decoder failed: %v", errXZFormat, p)
+			return
+		}
+		if err == nil && info.dict <= pooledDict {
+			d.xz.Put(xr)
+		}
+	}()
+	if err = xr.Reset(in); err != nil {
+		return d.xzError(err)
+	}
+	return d.xzError(readBounded(xr, o, d.maxSize, size))
+}
+
+// xzError names the limit the decoder met, which checkXZ should have
+// refused first.
+func (d *Decompressor) xzError(err error) error {
+	if errors.Is(err, xz.ErrMemlimit) {
+		return &LimitError{What: "dictionary", Limit: d.maxWindow}
+	}
+	return err
 }
 
 // decodeZstd decodes a zstd stream with a pooled streaming decoder, after
