@@ -95,10 +95,15 @@ func Detect(data []byte) Compression {
 // Decompressor decompresses module files with pure Go decoders, in bounded
 // memory: decoders stream, output grows only as decoded bytes arrive and
 // never past MaxSize, and no size a header declares is allocated before it
-// is checked against the limits. One decompression holds at most MaxSize
+// is checked against the limits. Output up to 4 MiB is on the Go heap
+// (a Parser reuses it for the next module); past that it is an anonymous
+// mapping, made once at the size the xz chunk headers or the zstd frame
+// header declare when they do (its pages become resident only as bytes are
+// decoded into them), grown in place otherwise, and returned to the system
+// as soon as the module is parsed. One decompression holds at most MaxSize
 // of output (on Linux; elsewhere 1.5×MaxSize while its buffer last
-// doubles), plus up to 128 MiB of heap the output used while it grew to
-// 64 MiB, and MaxWindow of decoder history; a header declaring more than
+// doubles), plus up to 8 MiB of heap the output used while it grew to
+// 4 MiB, and MaxWindow of decoder history; a header declaring more than
 // the limits is refused before any of it is allocated. Decompress and
 // ReadFile return heap memory, so they also copy the output once. It is
 // safe for concurrent use; share one per run: it keeps one decoder per
@@ -213,7 +218,9 @@ func (d *Decompressor) decode(o *outBuffer, r io.ReaderAt, size int64, c Compres
 	case XZ:
 		var info xzInfo
 		if info, err = checkXZ(r, size, d.maxWindow, d.maxSize); err == nil {
-			err = d.decodeXZ(o, in, size, info)
+			if err = o.reserve(info.size); err == nil {
+				err = d.decodeXZ(o, in, size, info)
+			}
 		}
 	case Gzip:
 		var gr *gzip.Reader
@@ -274,6 +281,11 @@ func (d *Decompressor) decodeZstd(o *outBuffer, r io.ReaderAt, in io.Reader, siz
 		}
 		if fh.window > uint64(d.maxWindow) {
 			return &LimitError{What: "window", Size: fh.window, Limit: d.maxWindow}
+		}
+		if fh.contentSize <= uint64(d.maxSize) {
+			if err := o.reserve(fh.contentSize); err != nil {
+				return err
+			}
 		}
 	}
 	z, _ := d.zstd.Get().(*zstd.Decoder)
@@ -353,19 +365,43 @@ func parseZstdFrameHeader(data []byte) (zstdFrameHeader, bool) {
 	return h, true
 }
 
-// heapOutput is the largest output kept on the Go heap while it grows (a
-// Parser reuses it for the next module, which keeps the collector's work
-// as it was before the limits); past it the buffer is an anonymous
-// mapping, returned to the system the moment it is replaced or released.
-// (The heap never gives address space back, so doubling heap buffers to
-// the limit would leave every generation reserved.)
-const heapOutput = 64 << 20
+// heapOutput is the largest output kept on the Go heap (a Parser reuses
+// it for the next module, so small modules cost the collector nothing);
+// past it the buffer is an anonymous mapping, returned to the system the
+// moment it is replaced or released. (The heap never gives address space
+// back, so a heap buffer the size of the largest module would stay
+// resident for the rest of the run, one per worker.)
+const heapOutput = 4 << 20
 
 // outBuffer is a decompression's output: on the heap while small, then
 // mapped.
 type outBuffer struct {
 	b      []byte
 	mapped bool
+}
+
+// reserve makes room for n bytes of output, which headers declare and the
+// limits allow, so the output needs no growing. Past heapOutput it
+// maps them: only the pages decoded into become resident, so a header
+// that declares more than the data holds costs address space, not memory.
+func (o *outBuffer) reserve(n uint64) error {
+	n++ // room for the read that meets the end
+	if n <= uint64(cap(o.b)) || o.mapped {
+		return nil
+	}
+	if n <= heapOutput {
+		o.b = make([]byte, 0, max(n, min(2*uint64(cap(o.b)), heapOutput)))
+		return nil
+	}
+	if !lazyMapping {
+		return nil // grown as bytes arrive
+	}
+	m, err := mapAnon(int(n))
+	if err != nil {
+		return fmt.Errorf("decompressed output of %s: %w", bytesString(n), err)
+	}
+	o.b, o.mapped = m[:0], true
+	return nil
 }
 
 // grow makes room for at least one more byte, doubling the capacity but
