@@ -136,9 +136,13 @@ func run(tree, kmod, cache, profile string, comps, shipped []string, runs int) e
 	}
 	if len(sums) > 1 {
 		fmt.Printf("\nsummary, kmmkit/kmod (median of %d runs each)\n", runs)
-		fmt.Printf("%-26s %6s %6s %9s  %s\n", "tree", "wall", "CPU", "peak RSS", "wall goal")
+		w := len("tree")
 		for _, s := range sums {
-			fmt.Printf("%-26s %6.2f %6.2f %9.2f  %s\n", s.label, s.wall, s.cpu, s.rss, s.goal)
+			w = max(w, len(s.label))
+		}
+		fmt.Printf("%-*s %6s %6s %9s  %s\n", w, "tree", "wall", "CPU", "peak RSS", "wall goal")
+		for _, s := range sums {
+			fmt.Printf("%-*s %6.2f %6.2f %9.2f  %s\n", w, s.label, s.wall, s.cpu, s.rss, s.goal)
 		}
 	}
 	return nil
