@@ -25,9 +25,12 @@ FUZZTIME ?= 30s
 fuzz:
 	hack/fuzz.sh $(FUZZTIME)
 
-## bench-depmod: kmod's depmod against ours on the Debian tree: median wall time, peak RSS, ratios
+## bench-depmod: kmod's depmod against ours: median wall, CPU, peak RSS, ratios, on Debian's 6.1 tree as shipped (.ko) and recompressed as modules_install does (COMPRESS="none zst", add xz), then on the 6.12 backport tree as shipped (.ko.xz; SHIPPED= to skip, or other unpacked packages). TREE=, RUNS=9, PROFILE=dir for pprof profiles
+COMPRESS ?= none zst
+RUNS ?= 9
+SHIPPED ?= $$(hack/benchdepmod/backports-tree.sh)
 bench-depmod:
-	KMMKIT_KERNEL_TREE=$$(hack/lib/kernel-tree.sh) $(GO) run ./hack/benchdepmod -runs 9
+	KMMKIT_KERNEL_TREE=$(or $(TREE),$$(hack/lib/kernel-tree.sh)) $(GO) run ./hack/benchdepmod -runs $(RUNS) -compress "$(COMPRESS)" -shipped "$(SHIPPED)" $(if $(PROFILE),-profile $(PROFILE))
 
 ## quickstart: the whole pipeline on an embedded registry and in-memory cluster (no cluster, no network)
 quickstart:

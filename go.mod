@@ -6,7 +6,8 @@ require (
 	github.com/go-logr/logr v1.4.3
 	github.com/google/go-containerregistry v0.22.1
 	github.com/hashicorp/go-multierror v1.1.1
-	github.com/klauspost/compress v1.19.2
+	github.com/klauspost/compress v1.20.4
+	github.com/mikelolasagasti/xz v1.0.1
 	github.com/openshift/api v0.0.0-20251015095338-264e80a2b6e7
 	github.com/openshift/client-go v0.0.0-20251015124057-db0dee36e235
 	github.com/prometheus/client_golang v1.23.2

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/ulikunitz/xz"
 
 	"github.com/kmmkit/kmmkit/depmod/index"
 	"github.com/kmmkit/kmmkit/internal/testenv"
@@ -59,15 +60,35 @@ func subset(rel string) bool {
 	return !strings.HasPrefix(rel, "kernel/") || strings.HasPrefix(rel, "kernel/fs/") || strings.HasPrefix(rel, "kernel/crypto/") || strings.HasPrefix(rel, "kernel/lib/")
 }
 
+// TestDebianTreeCompressed compares the two depmods on part of the Debian
+// tree compressed with the encoders' defaults, and compressed with xz as
+// the kernel's modules_install does (CRC32 check, 1 MiB dictionary: what
+// Debian's .ko.xz modules are).
 func TestDebianTreeCompressed(t *testing.T) {
 	root, _ := testenv.KernelTree(t)
 	cache := filepath.Join(filepath.Dir(root), "test-cache")
-	for _, ext := range []string{".xz", ".zst"} {
-		t.Run(ext, func(t *testing.T) {
+	kernelXZ := func(t *testing.T, data []byte) []byte {
+		var b bytes.Buffer
+		w, err := xz.WriterConfig{DictCap: 1 << 20, CheckSum: xz.CRC32}.NewWriter(&b)
+		require.NoError(t, err)
+		_, err = w.Write(data)
+		require.NoError(t, err)
+		require.NoError(t, w.Close())
+		return b.Bytes()
+	}
+	for _, v := range []struct {
+		name, ext, dir string
+		compress       func(*testing.T, []byte) []byte
+	}{
+		{".xz", ".xz", cache, func(t *testing.T, data []byte) []byte { return compress(t, data, ".xz") }},
+		{".zst", ".zst", cache, func(t *testing.T, data []byte) []byte { return compress(t, data, ".zst") }},
+		{"modules_install.xz", ".xz", filepath.Join(cache, "modules_install"), kernelXZ},
+	} {
+		t.Run(v.name, func(t *testing.T) {
 			k, _ := debianCompare(t, Options{}, subset, func(rel string, data []byte) (string, []byte) {
-				return rel + ext, cachedCompress(t, filepath.Join(cache, rel+ext), data, ext)
+				return rel + v.ext, cachedCompress(t, filepath.Join(v.dir, rel+v.ext), data, v.compress)
 			}, nil)
-			assert.Contains(t, string(k.files["modules.dep"]), ".ko"+ext+":")
+			assert.Contains(t, string(k.files["modules.dep"]), ".ko"+v.ext+":")
 		})
 	}
 }
@@ -192,12 +213,12 @@ func resolveAlias(t *testing.T, modprobe, base, kver, alias string) []string {
 
 // cachedCompress compresses data, keeping the result at path for later
 // runs: compressing a few hundred modules takes a while under -race.
-func cachedCompress(t *testing.T, path string, data []byte, ext string) []byte {
+func cachedCompress(t *testing.T, path string, data []byte, compress func(*testing.T, []byte) []byte) []byte {
 	t.Helper()
 	if out, err := os.ReadFile(path); err == nil {
 		return out
 	}
-	out := compress(t, data, ext)
+	out := compress(t, data)
 	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
 	tmp := path + ".tmp"
 	require.NoError(t, os.WriteFile(tmp, out, 0o644))

@@ -16,6 +16,9 @@ func (b *sparseBuffer) get(size int) ([]byte, error) {
 
 func (b *sparseBuffer) release() {}
 
+// lazyMapping is false: mapAnon allocates on the heap here.
+const lazyMapping = false
+
 func mapAnon(n int) ([]byte, error) { return make([]byte, n), nil }
 
 func unmap([]byte) {}

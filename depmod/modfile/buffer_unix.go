@@ -45,6 +45,10 @@ func (b *sparseBuffer) release() {
 	}
 }
 
+// lazyMapping tells that a mapping from mapAnon costs memory only for the
+// pages written to, so a declared output size may be mapped at once.
+const lazyMapping = true
+
 // mapAnon maps n bytes of fresh memory.
 func mapAnon(n int) ([]byte, error) {
 	m, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE|unix.MAP_NORESERVE)

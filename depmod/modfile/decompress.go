@@ -11,8 +11,7 @@ import (
 	"syscall"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
-	"github.com/ulikunitz/xz/lzma"
+	"github.com/mikelolasagasti/xz"
 )
 
 // Compression is the format of a module file, told by its magic bytes.
@@ -96,17 +95,30 @@ func Detect(data []byte) Compression {
 // Decompressor decompresses module files with pure Go decoders, in bounded
 // memory: decoders stream, output grows only as decoded bytes arrive and
 // never past MaxSize, and no size a header declares is allocated before it
-// is checked against the limits. One decompression holds at most MaxSize
+// is checked against the limits. Output up to 4 MiB is on the Go heap
+// (a Parser reuses it for the next module); past that it is an anonymous
+// mapping, made once at the size the xz chunk headers or the zstd frame
+// header declare when they do (its pages become resident only as bytes are
+// decoded into them), grown in place otherwise, and returned to the system
+// as soon as the module is parsed. One decompression holds at most MaxSize
 // of output (on Linux; elsewhere 1.5×MaxSize while its buffer last
-// doubles), plus up to 128 MiB of heap the output used while it grew to
-// 64 MiB, and MaxWindow of decoder history; a header declaring more than
+// doubles), plus up to 8 MiB of heap the output used while it grew to
+// 4 MiB, and MaxWindow of decoder history; a header declaring more than
 // the limits is refused before any of it is allocated. Decompress and
-// ReadFile return heap memory, so they also copy the output once. It is safe for concurrent use; share one per run.
+// ReadFile return heap memory, so they also copy the output once. It is
+// safe for concurrent use; share one per run: it keeps one decoder per
+// concurrent decompression for the next file.
 type Decompressor struct {
 	maxSize   int64
 	maxWindow int64
 	zstd      sync.Pool // of *zstd.Decoder, one per concurrent decompression
+	xz        sync.Pool // of *xz.Reader, likewise
 }
+
+// pooledDict is the largest xz dictionary a pooled reader may keep: a
+// reader that needed more for a file is dropped after it, so the pool
+// holds what kernel modules use (1 MiB), not what one file asked for.
+const pooledDict = 8 << 20
 
 // Option configures a Decompressor.
 type Option func(*Decompressor)
@@ -155,9 +167,11 @@ func (d *Decompressor) Close() {
 	for {
 		z, _ := d.zstd.Get().(*zstd.Decoder)
 		if z == nil {
-			return
+			break
 		}
 		z.Close()
+	}
+	for d.xz.Get() != nil { // readers hold only memory
 	}
 }
 
@@ -202,11 +216,10 @@ func (d *Decompressor) decode(o *outBuffer, r io.ReaderAt, size int64, c Compres
 	case Zstd:
 		err = d.decodeZstd(o, r, in, size)
 	case XZ:
-		if err = checkXZ(r, size, d.maxWindow, d.maxSize); err == nil {
-			var xr *xz.Reader
-			xr, err = xz.ReaderConfig{DictCap: lzma.MinDictCap}.NewReader(in)
-			if err == nil {
-				err = readBounded(xr, o, d.maxSize, size)
+		var info xzInfo
+		if info, err = checkXZ(r, size, d.maxWindow, d.maxSize); err == nil {
+			if err = o.reserve(info.size); err == nil {
+				err = d.decodeXZ(o, in, size, info)
 			}
 		}
 	case Gzip:
@@ -222,6 +235,40 @@ func (d *Decompressor) decode(o *outBuffer, r io.ReaderAt, size int64, c Compres
 	return nil
 }
 
+// decodeXZ decodes an xz file checkXZ accepted with a pooled reader.
+func (d *Decompressor) decodeXZ(o *outBuffer, in io.Reader, size int64, info xzInfo) (err error) {
+	xr, _ := d.xz.Get().(*xz.Reader)
+	if xr == nil {
+		if xr, err = xz.NewReader(nil, uint32(min(d.maxWindow, 1<<32-1))); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		// The decoder is a port of C code; should it index out of range
+		// on some input, that file is reported, and the run goes on.
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: the decoder failed: %v", errXZFormat, p)
+			return
+		}
+		if err == nil && info.dict <= pooledDict {
+			d.xz.Put(xr)
+		}
+	}()
+	if err = xr.Reset(in); err != nil {
+		return d.xzError(err)
+	}
+	return d.xzError(readBounded(xr, o, d.maxSize, size))
+}
+
+// xzError names the limit the decoder met, which checkXZ should have
+// refused first.
+func (d *Decompressor) xzError(err error) error {
+	if errors.Is(err, xz.ErrMemlimit) {
+		return &LimitError{What: "dictionary", Limit: d.maxWindow}
+	}
+	return err
+}
+
 // decodeZstd decodes a zstd stream with a pooled streaming decoder, after
 // checking the first frame's header against the limits, so the error can
 // say what the file declares.
@@ -234,6 +281,11 @@ func (d *Decompressor) decodeZstd(o *outBuffer, r io.ReaderAt, in io.Reader, siz
 		}
 		if fh.window > uint64(d.maxWindow) {
 			return &LimitError{What: "window", Size: fh.window, Limit: d.maxWindow}
+		}
+		if fh.contentSize <= uint64(d.maxSize) {
+			if err := o.reserve(fh.contentSize); err != nil {
+				return err
+			}
 		}
 	}
 	z, _ := d.zstd.Get().(*zstd.Decoder)
@@ -313,19 +365,43 @@ func parseZstdFrameHeader(data []byte) (zstdFrameHeader, bool) {
 	return h, true
 }
 
-// heapOutput is the largest output kept on the Go heap while it grows (a
-// Parser reuses it for the next module, which keeps the collector's work
-// as it was before the limits); past it the buffer is an anonymous
-// mapping, returned to the system the moment it is replaced or released.
-// (The heap never gives address space back, so doubling heap buffers to
-// the limit would leave every generation reserved.)
-const heapOutput = 64 << 20
+// heapOutput is the largest output kept on the Go heap (a Parser reuses
+// it for the next module, so small modules cost the collector nothing);
+// past it the buffer is an anonymous mapping, returned to the system the
+// moment it is replaced or released. (The heap never gives address space
+// back, so a heap buffer the size of the largest module would stay
+// resident for the rest of the run, one per worker.)
+const heapOutput = 4 << 20
 
 // outBuffer is a decompression's output: on the heap while small, then
 // mapped.
 type outBuffer struct {
 	b      []byte
 	mapped bool
+}
+
+// reserve makes room for n bytes of output, which headers declare and the
+// limits allow, so the output needs no growing. Past heapOutput it
+// maps them: only the pages decoded into become resident, so a header
+// that declares more than the data holds costs address space, not memory.
+func (o *outBuffer) reserve(n uint64) error {
+	n++ // room for the read that meets the end
+	if n <= uint64(cap(o.b)) || o.mapped {
+		return nil
+	}
+	if n <= heapOutput {
+		o.b = make([]byte, 0, max(n, min(2*uint64(cap(o.b)), heapOutput)))
+		return nil
+	}
+	if !lazyMapping {
+		return nil // grown as bytes arrive
+	}
+	m, err := mapAnon(int(n))
+	if err != nil {
+		return fmt.Errorf("decompressed output of %s: %w", bytesString(n), err)
+	}
+	o.b, o.mapped = m[:0], true
+	return nil
 }
 
 // grow makes room for at least one more byte, doubling the capacity but

@@ -94,17 +94,24 @@ func xzDictSize(p byte) (uint64, bool) {
 	return uint64(2|p&1) << (p/2 + 11), true
 }
 
+// xzInfo is what checkXZ learns of a file: the decompressed size its
+// chunk headers add up to, and the largest dictionary a block declares.
+type xzInfo struct {
+	size, dict uint64
+}
+
 // checkXZ walks the xz file of size bytes in r; see above.
-func checkXZ(r io.ReaderAt, size, maxDict, maxSize int64) error {
+func checkXZ(r io.ReaderAt, size, maxDict, maxSize int64) (xzInfo, error) {
 	w := &xzWalker{r: r, size: size}
-	var total uint64
+	var info xzInfo
+	total := &info.size
 	for stream := 0; ; stream++ {
 		if stream > 0 {
 			// Stream padding: zero bytes, then another stream or the end.
 			for w.pos < w.size {
 				b, err := w.read(1)
 				if err != nil {
-					return err
+					return info, err
 				}
 				if b[0] != 0 {
 					w.pos--
@@ -112,21 +119,21 @@ func checkXZ(r io.ReaderAt, size, maxDict, maxSize int64) error {
 				}
 			}
 			if w.pos == w.size {
-				return nil
+				return info, nil
 			}
 		}
 		h, err := w.read(12)
 		if err != nil {
-			return err
+			return info, err
 		}
 		if string(h[:6]) != "\xfd7zXZ\x00" {
-			return fmt.Errorf("%w: no stream header at byte %d", errXZFormat, w.pos-12)
+			return info, fmt.Errorf("%w: no stream header at byte %d", errXZFormat, w.pos-12)
 		}
 		checkSize := int64([16]int{0, 4, 4, 4, 8, 8, 8, 16, 16, 16, 32, 32, 32, 64, 64, 64}[h[7]&0x0f])
 		for {
 			b, err := w.byte()
 			if err != nil {
-				return err
+				return info, err
 			}
 			if b == 0 {
 				break // the index
@@ -134,49 +141,52 @@ func checkXZ(r io.ReaderAt, size, maxDict, maxSize int64) error {
 			hsize := (int64(b) + 1) * 4
 			hdr, err := w.read(int(hsize) - 1)
 			if err != nil {
-				return err
+				return info, err
 			}
-			if err := checkXZBlockHeader(hdr, maxDict); err != nil {
-				return err
+			dict, err := checkXZBlockHeader(hdr, maxDict)
+			if err != nil {
+				return info, err
 			}
+			info.dict = max(info.dict, dict)
 			start := w.pos
-			if err := w.lzma2Chunks(&total, uint64(maxSize)); err != nil {
-				return err
+			if err := w.lzma2Chunks(total, uint64(maxSize)); err != nil {
+				return info, err
 			}
 			pad := (4 - (hsize+w.pos-start)%4) % 4
 			if err := w.skip(pad + checkSize); err != nil {
-				return err
+				return info, err
 			}
 		}
 		indexStart := w.pos - 1
 		n, err := w.varint()
 		if err != nil {
-			return err
+			return info, err
 		}
 		if n > uint64(w.size) {
-			return fmt.Errorf("%w: %d index records", errXZFormat, n)
+			return info, fmt.Errorf("%w: %d index records", errXZFormat, n)
 		}
 		for i := uint64(0); i < 2*n; i++ {
 			if _, err := w.varint(); err != nil {
-				return err
+				return info, err
 			}
 		}
 		pad := (4 - (w.pos-indexStart)%4) % 4
 		if err := w.skip(pad + 4 + 12); err != nil { // padding, CRC32, stream footer
-			return err
+			return info, err
 		}
 	}
 }
 
 // checkXZBlockHeader checks the filters of a block header (without its
-// size byte): LZMA2 last, its dictionary within maxDict.
-func checkXZBlockHeader(hdr []byte, maxDict int64) error {
+// size byte): LZMA2 alone, its dictionary within maxDict, which it
+// returns.
+func checkXZBlockHeader(hdr []byte, maxDict int64) (uint64, error) {
 	flags := hdr[0]
 	p := 1
 	for _, present := range []bool{flags&0x40 != 0, flags&0x80 != 0} {
 		if present {
 			if _, ok := varintIn(hdr, &p); !ok {
-				return fmt.Errorf("%w: block header", errXZFormat)
+				return 0, fmt.Errorf("%w: block header", errXZFormat)
 			}
 		}
 	}
@@ -185,25 +195,26 @@ func checkXZBlockHeader(hdr []byte, maxDict int64) error {
 		id, ok1 := varintIn(hdr, &p)
 		psize, ok2 := varintIn(hdr, &p)
 		if !ok1 || !ok2 || psize > uint64(len(hdr)-p) {
-			return fmt.Errorf("%w: block header", errXZFormat)
+			return 0, fmt.Errorf("%w: block header", errXZFormat)
 		}
 		props := hdr[p : p+int(psize)]
 		p += int(psize)
 		if id != 0x21 || i != n-1 {
-			return fmt.Errorf("%w: filter %#x is not supported", errXZFormat, id)
+			return 0, fmt.Errorf("%w: filter %#x is not supported", errXZFormat, id)
 		}
 		if psize != 1 {
-			return fmt.Errorf("%w: LZMA2 properties", errXZFormat)
+			return 0, fmt.Errorf("%w: LZMA2 properties", errXZFormat)
 		}
 		dict, ok := xzDictSize(props[0])
 		if !ok {
-			return fmt.Errorf("%w: LZMA2 dictionary property %d", errXZFormat, props[0])
+			return 0, fmt.Errorf("%w: LZMA2 dictionary property %d", errXZFormat, props[0])
 		}
 		if dict > uint64(maxDict) {
-			return &LimitError{What: "dictionary", Size: dict, Limit: maxDict}
+			return 0, &LimitError{What: "dictionary", Size: dict, Limit: maxDict}
 		}
+		return dict, nil
 	}
-	return nil
+	return 0, fmt.Errorf("%w: block header", errXZFormat)
 }
 
 // lzma2Chunks skips the LZMA2 chunks of a block up to its end marker,

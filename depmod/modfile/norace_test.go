@@ -1,0 +1,5 @@
+//go:build !race
+
+package modfile
+
+const raceEnabled = false
