@@ -35,6 +35,7 @@ func InstallCRD(t testing.TB, cfg *rest.Config, manifest []byte) {
 	// itself writes a CRD's status: an update that meets a newer version is
 	// retried on that version rather than failing the test.
 	err = retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		crd.SetResourceVersion("")
 		_, err := dyn.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{})
 		if !apierrors.IsAlreadyExists(err) {
 			return err
