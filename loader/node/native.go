@@ -368,7 +368,7 @@ type moduleReader struct {
 }
 
 func newModuleReader() (*moduleReader, error) {
-	dec, err := modfile.NewDecompressor(0)
+	dec, err := modfile.NewDecompressor()
 	if err != nil {
 		return nil, err
 	}
