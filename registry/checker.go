@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"k8s.io/utils/clock"
 
+	"github.com/kmmkit/kmmkit/internal/ctxlog"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/reason"
 )
@@ -76,7 +77,7 @@ type options struct {
 	ttlSet          bool
 	retry           *RetryPolicy
 	base            *http.Transport
-	log             *logr.Logger
+	log             ctxlog.Logger
 	clock           clock.PassiveClock
 	checkTimeout    time.Duration
 	transferTimeout time.Duration
@@ -112,7 +113,7 @@ func WithBaseTransport(t *http.Transport) Option {
 // l. Without it, each call logs to the logger of its context
 // (logr.FromContextOrDiscard).
 func WithLogger(l logr.Logger) Option {
-	return func(o *options) { o.log = &l }
+	return func(o *options) { o.log = ctxlog.Given(l) }
 }
 
 // WithClock replaces the clock the cache's ages are read from (tests).
@@ -170,7 +171,7 @@ type Client struct {
 	ttlMissing      time.Duration
 	retry           RetryPolicy
 	base            *http.Transport
-	log             *logr.Logger // nil: the context's
+	log             ctxlog.Logger
 	clock           clock.PassiveClock
 	checkTimeout    time.Duration
 	transferTimeout time.Duration
@@ -286,12 +287,7 @@ func NewClient(opts ...Option) (*Client, error) {
 }
 
 // logger is the logger of a call: WithLogger's, or the context's.
-func (c *Client) logger(ctx context.Context) logr.Logger {
-	if c.log != nil {
-		return *c.log
-	}
-	return logr.FromContextOrDiscard(ctx)
-}
+func (c *Client) logger(ctx context.Context) logr.Logger { return c.log.From(ctx) }
 
 // now reads the Client's clock.
 func (c *Client) now() time.Time { return c.clock.Now() }
