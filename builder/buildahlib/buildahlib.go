@@ -38,10 +38,11 @@ import (
 // else.
 func Init() bool { return reexec.Init() }
 
-// New returns the buildah builder running buildah in-process.
-func New(o kbuildah.Options) *kbuildah.Builder {
-	o.Runner = Runner{}
-	return kbuildah.New(o)
+// New returns the buildah builder running buildah in-process: the
+// builder of kbuildah.New with opts, its Runner replaced by buildah's
+// library (WithBinary is not used then). It fails as kbuildah.New does.
+func New(opts ...kbuildah.Option) (*kbuildah.Builder, error) {
+	return kbuildah.New(append(opts, kbuildah.WithRunner(Runner{}))...)
 }
 
 // Runner is a kbuildah.Runner on buildah's library.
