@@ -2,7 +2,6 @@ package nodecmd
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"net/http/httptest"
@@ -19,7 +18,6 @@ import (
 	"github.com/kmmkit/kmmkit/internal/cli"
 	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/internal/imagetest"
-	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
 	"github.com/kmmkit/kmmkit/loader/node/fake"
@@ -111,12 +109,8 @@ func TestWorkerPodCommandLine(t *testing.T) {
 // kernel; without the mount the same pull fails on TLS, and the mounted
 // CA wins over a wrong one built into the image.
 func TestWorkerPodTrustsTheCABundleItMounts(t *testing.T) {
-	regs := testenv.Registry(t)
 	const kver = "6.1.0-57-amd64"
-	ref := pushModuleImage(t, regs, kver)
-	auth := base64.StdEncoding.EncodeToString([]byte(regs.User + ":" + regs.Password))
-	ca, err := os.ReadFile(regs.CAFile)
-	require.NoError(t, err)
+	regs, ref, auth, ca := tlsModuleImage(t, kver)
 	// A CA that did not sign the registry's certificate: httptest's.
 	srv := httptest.NewTLSServer(nil)
 	srv.Close()
