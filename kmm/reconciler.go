@@ -44,7 +44,28 @@ type NodeLister func(ctx context.Context) ([]*corev1.Node, error)
 // a fake (see kmm/kmmtest). It is safe for concurrent use on different
 // Modules.
 type Reconciler struct {
-	client        kubernetes.Interface
+	client kubernetes.Interface
+	options
+
+	mu sync.Mutex
+	// serverVersion is the API server's version, read at serverVersionAt.
+	serverVersion   string
+	serverVersionAt time.Time
+	signFailed      map[string]failure    // image → last sign failure
+	verified        map[string]time.Time  // image → last registry verification
+	linted          map[string]lintResult // digest and kernel → lint (WithImageLint)
+}
+
+// failure is a remembered failure, for backoff.
+type failure struct {
+	at     time.Time
+	msg    string
+	reason reason.Reason
+}
+
+// options are what the Options record; NewReconciler fills in the
+// pieces they leave out.
+type options struct {
 	modules       ModuleClient
 	mapper        *kernelmap.Mapper
 	checker       registry.ImageChecker
@@ -65,26 +86,11 @@ type Reconciler struct {
 	dtk           builder.DTKResolver
 	identity      identity.Domain
 	imageLint     *imageLint
-
-	mu sync.Mutex
-	// serverVersion is the API server's version, read at serverVersionAt.
-	serverVersion   string
-	serverVersionAt time.Time
-	signFailed      map[string]failure    // image → last sign failure
-	verified        map[string]time.Time  // image → last registry verification
-	linted          map[string]lintResult // digest and kernel → lint (WithImageLint)
-}
-
-// failure is a remembered failure, for backoff.
-type failure struct {
-	at     time.Time
-	msg    string
-	reason reason.Reason
 }
 
 // Option configures a Reconciler (see NewReconciler). Options only
 // record a value; NewReconciler checks them and builds what they name.
-type Option func(*Reconciler)
+type Option func(*options)
 
 // workerPods is what WithWorkerPods asks for.
 type workerPods struct {
@@ -94,32 +100,32 @@ type workerPods struct {
 
 // WithModuleClient lets Reconcile write Module finalizers and status
 // (NewModuleClient over a dynamic client). ReconcileSpec does not need it.
-func WithModuleClient(c ModuleClient) Option { return func(r *Reconciler) { r.modules = c } }
+func WithModuleClient(c ModuleClient) Option { return func(o *options) { o.modules = c } }
 
 // WithMapper sets the kernel mapper (default kernelmap.New()).
-func WithMapper(m *kernelmap.Mapper) Option { return func(r *Reconciler) { r.mapper = m } }
+func WithMapper(m *kernelmap.Mapper) Option { return func(o *options) { o.mapper = m } }
 
 // WithRegistry sets the registry client used for checks, and for the
 // default signer.
-func WithRegistry(c *registry.Client) Option { return func(r *Reconciler) { r.registry = c } }
+func WithRegistry(c *registry.Client) Option { return func(o *options) { o.registry = c } }
 
 // WithImageChecker replaces the image checker (registry/fake.Checker in
 // tests); it takes precedence over WithRegistry for checks.
-func WithImageChecker(c registry.ImageChecker) Option { return func(r *Reconciler) { r.checker = c } }
+func WithImageChecker(c registry.ImageChecker) Option { return func(o *options) { o.checker = c } }
 
 // WithBuilder sets the builder for Modules with a build; without one, a
 // missing image with a build is reported as such.
-func WithBuilder(b builder.Builder) Option { return func(r *Reconciler) { r.builder = b } }
+func WithBuilder(b builder.Builder) Option { return func(o *options) { o.builder = b } }
 
 // WithSigner replaces the image signer.
-func WithSigner(s ImageSigner) Option { return func(r *Reconciler) { r.signer = s } }
+func WithSigner(s ImageSigner) Option { return func(o *options) { o.signer = s } }
 
 // WithNodeLoader sets how modules are loaded on nodes: a PodLoader built
 // by hand, another loader.NodeLoader, or loader/fake.NodeLoader in tests.
 // One of WithNodeLoader and WithWorkerPods is required; of the two, the
 // last one given wins.
 func WithNodeLoader(l loader.NodeLoader) Option {
-	return func(r *Reconciler) { r.loader, r.workerPods = l, nil }
+	return func(o *options) { o.loader, o.workerPods = l, nil }
 }
 
 // WithWorkerPods loads modules with worker Pods running workerImage (the
@@ -132,14 +138,14 @@ func WithNodeLoader(l loader.NodeLoader) Option {
 // instead (one of the two is required; the last one given wins).
 // NewReconciler reports what the PodLoader refuses.
 func WithWorkerPods(workerImage string, opts ...loader.Option) Option {
-	return func(r *Reconciler) { r.loader, r.workerPods = nil, &workerPods{image: workerImage, opts: opts} }
+	return func(o *options) { o.loader, o.workerPods = nil, &workerPods{image: workerImage, opts: opts} }
 }
 
 // WithEventRecorder emits events on Modules, and, through a PodLoader
 // built by WithWorkerPods, ModuleLoaded and ModuleUnloaded events on
 // nodes.
 func WithEventRecorder(rec record.EventRecorder) Option {
-	return func(r *Reconciler) { r.recorder = rec }
+	return func(o *options) { o.recorder = rec }
 }
 
 // WithLogger sets the logger of every pass, and of what NewReconciler
@@ -152,30 +158,31 @@ func WithEventRecorder(rec record.EventRecorder) Option {
 // WithLogger if you gave them one, else that context's. Decisions
 // (mapping, image checks, builds, signing, loading) are logged at V(1)
 // with the keys namespace, name, kernel, image and node counts.
-func WithLogger(l logr.Logger) Option { return func(r *Reconciler) { r.log = ctxlog.Given(l) } }
+func WithLogger(l logr.Logger) Option { return func(o *options) { o.log = ctxlog.Given(l) } }
 
 // WithMetrics records metrics (see NewMetrics).
-func WithMetrics(m *Metrics) Option { return func(r *Reconciler) { r.metrics = m } }
+func WithMetrics(m *Metrics) Option { return func(o *options) { o.metrics = m } }
 
 // WithClock sets the clock conditions, backoffs and re-verification are
 // timed with (default the real one); the registry client NewReconciler
 // makes and the PodLoader of WithWorkerPods get it too.
 func WithClock(c clock.PassiveClock) Option {
-	return func(r *Reconciler) { r.clock, r.clockSet = c, true }
+	return func(o *options) { o.clock, o.clockSet = c, true }
 }
 
 // WithVerifyInterval sets how often existing images are verified again
 // in the registry (default 10 minutes): a wiped registry is noticed and
 // the image rebuilt, without KMM's manual imageRebuildTriggerGeneration.
-func WithVerifyInterval(d time.Duration) Option { return func(r *Reconciler) { r.verifyEvery = d } }
+// NewReconciler refuses d <= 0.
+func WithVerifyInterval(d time.Duration) Option { return func(o *options) { o.verifyEvery = d } }
 
 // WithUnloadOnTaint restores KMM's behaviour of unloading a module from a
 // node that becomes unschedulable for it (cordoned, tainted). By default
 // a node that has the module keeps it while it matches the selector.
-func WithUnloadOnTaint(on bool) Option { return func(r *Reconciler) { r.unloadOnTaint = on } }
+func WithUnloadOnTaint(on bool) Option { return func(o *options) { o.unloadOnTaint = on } }
 
 // WithNodeLister replaces listing nodes through the clientset.
-func WithNodeLister(l NodeLister) Option { return func(r *Reconciler) { r.nodes = l } }
+func WithNodeLister(l NodeLister) Option { return func(o *options) { o.nodes = l } }
 
 // WithIdentity names the owners this Reconciler drives: their kind and a
 // label domain the operator owns (see package identity), from which the
@@ -189,10 +196,10 @@ func WithNodeLister(l NodeLister) Option { return func(r *Reconciler) { r.nodes 
 // its own domain also allows cluster-scoped owners (Object.PodNamespace).
 // Changing the identity of a running operator leaves what the old one
 // wrote on the nodes.
-func WithIdentity(d identity.Domain) Option { return func(r *Reconciler) { r.identity = d } }
+func WithIdentity(d identity.Domain) Option { return func(o *options) { o.identity = d } }
 
 // WithDTKResolver resolves DTK_AUTO for Dockerfiles that use it.
-func WithDTKResolver(d builder.DTKResolver) Option { return func(r *Reconciler) { r.dtk = d } }
+func WithDTKResolver(d builder.DTKResolver) Option { return func(o *options) { o.dtk = d } }
 
 // NewReconciler returns a Reconciler that reads and writes through
 // client. It needs a node loader (WithWorkerPods or WithNodeLoader) and
@@ -204,13 +211,16 @@ func NewReconciler(client kubernetes.Interface, opts ...Option) (*Reconciler, er
 	if client == nil {
 		return nil, errors.New("kmm: NewReconciler needs a clientset")
 	}
-	r := &Reconciler{client: client, clock: clock.RealClock{}, verifyEvery: 10 * time.Minute,
-		signBackoff: time.Minute, signFailed: map[string]failure{}, linted: map[string]lintResult{}}
-	for _, o := range opts {
-		o(r)
+	r := &Reconciler{client: client, signFailed: map[string]failure{}, linted: map[string]lintResult{},
+		options: options{clock: clock.RealClock{}, verifyEvery: 10 * time.Minute, signBackoff: time.Minute}}
+	for _, f := range opts {
+		f(&r.options)
 	}
 	if r.clock == nil {
 		return nil, errors.New("kmm: WithClock(nil): no clock")
+	}
+	if r.verifyEvery <= 0 {
+		return nil, fmt.Errorf("kmm: WithVerifyInterval(%v): the interval must be positive", r.verifyEvery)
 	}
 	switch {
 	case r.workerPods != nil:

@@ -62,8 +62,8 @@ func TestWithWorkerPods(t *testing.T) {
 }
 
 // TestWithWorkerPodsRefused: NewReconciler reports what the PodLoader
-// refuses, naming both options; the last of WithWorkerPods and
-// WithNodeLoader wins.
+// refuses, naming both options, and the options it cannot use itself; the
+// last of WithWorkerPods and WithNodeLoader wins.
 func TestWithWorkerPodsRefused(t *testing.T) {
 	h := cluster(t)
 	_, err := kmm.NewReconciler(h.Clientset, kmm.WithWorkerPods("quay.io/kmmkit/kmm:test", loader.WithWorkerBinary("kmm")))
@@ -72,6 +72,10 @@ func TestWithWorkerPodsRefused(t *testing.T) {
 	assert.ErrorContains(t, err, "kmm: WithWorkerPods: pod loader: no worker image")
 	_, err = kmm.NewReconciler(h.Clientset)
 	assert.ErrorContains(t, err, "kmm: no node loader: pass WithWorkerPods(workerImage)")
+	_, err = kmm.NewReconciler(h.Clientset, kmm.WithNodeLoader(h.Loader), kmm.WithVerifyInterval(0))
+	assert.EqualError(t, err, "kmm: WithVerifyInterval(0s): the interval must be positive")
+	_, err = kmm.NewReconciler(h.Clientset, kmm.WithNodeLoader(h.Loader), kmm.WithClock(nil))
+	assert.EqualError(t, err, "kmm: WithClock(nil): no clock")
 	// A loader of one's own after WithWorkerPods: its bad image is never
 	// built into a PodLoader.
 	_, err = kmm.NewReconciler(h.Clientset, kmm.WithWorkerPods(""), kmm.WithNodeLoader(h.Loader))
