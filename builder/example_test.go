@@ -13,7 +13,11 @@ import (
 // kernel; any Builder backend then takes it to completion, one Sync at a
 // time.
 func ExampleNewRequest() {
-	rec, err := kernelmap.New().Resolve(module(), "6.1.0-56-amd64")
+	mapper, err := kernelmap.New()
+	if err != nil {
+		panic(err)
+	}
+	rec, err := mapper.Resolve(module(), "6.1.0-56-amd64")
 	if err != nil {
 		panic(err)
 	}
@@ -21,7 +25,7 @@ func ExampleNewRequest() {
 	if err != nil {
 		panic(err)
 	}
-	var b builder.Builder = fake.New() // kaniko.New, openshift.New, buildah.New, &assemble.Builder{…}
+	var b builder.Builder = fake.New() // kaniko.New, openshift.New, buildah.New, assemble.New
 	for {
 		st, err := b.Sync(context.Background(), req)
 		if err != nil {

@@ -38,7 +38,7 @@ func module() *v1beta1.Module {
 }
 
 func TestNewRequest(t *testing.T) {
-	rec, err := kernelmap.New().Resolve(module(), "6.1.0-56-amd64")
+	rec, err := resolve(t, module(), "6.1.0-56-amd64")
 	require.NoError(t, err)
 	req, err := builder.NewRequest(rec, "FROM scratch\n")
 	require.NoError(t, err)
@@ -74,14 +74,14 @@ func TestNewRequest(t *testing.T) {
 
 	noBuild := module()
 	noBuild.Spec.ModuleLoader.Container.KernelMappings[0].Build = nil
-	rec, err = kernelmap.New().Resolve(noBuild, "6.1.0-56-amd64")
+	rec, err = resolve(t, noBuild, "6.1.0-56-amd64")
 	require.NoError(t, err)
 	_, err = builder.NewRequest(rec, "FROM scratch\n")
 	assert.ErrorContains(t, err, "has no build for kernel 6.1.0-56-amd64")
 }
 
 func TestHashChangesWithWhatChangesTheOutput(t *testing.T) {
-	rec, err := kernelmap.New().Resolve(module(), "6.1.0-56-amd64")
+	rec, err := resolve(t, module(), "6.1.0-56-amd64")
 	require.NoError(t, err)
 	base, err := builder.NewRequest(rec, "FROM scratch\n")
 	require.NoError(t, err)
@@ -116,4 +116,12 @@ func TestRetryPolicy(t *testing.T) {
 	p = builder.RetryPolicy{Backoff: 4 * time.Minute, MaxBackoff: 10 * time.Minute}
 	assert.Equal(t, 8*time.Minute, p.Delay(3))
 	assert.Equal(t, 10*time.Minute, p.Delay(9))
+}
+
+// resolve resolves m for kernel with a new Mapper.
+func resolve(t *testing.T, m *v1beta1.Module, kernel string) (*kernelmap.Record, error) {
+	t.Helper()
+	mapper, err := kernelmap.New()
+	require.NoError(t, err)
+	return mapper.Resolve(m, kernel)
 }

@@ -68,7 +68,9 @@ type Options struct {
 	Extensions []string
 	// Workers read modules in parallel; 0 means GOMAXPROCS.
 	Workers int
-	// Log receives kmod's messages; see LevelWarning and the other levels.
+	// Log receives kmod's messages; see LevelWarning and the other
+	// levels. The zero value means the logger of Run's context
+	// (logr.FromContextOrDiscard).
 	Log logr.Logger
 }
 
@@ -101,7 +103,7 @@ type module struct {
 func Run(ctx context.Context, opts Options) (*Result, error) {
 	log := &logger{log: opts.Log}
 	if opts.Log.GetSink() == nil {
-		log.log = logr.Discard()
+		log.log = logr.FromContextOrDiscard(ctx)
 	}
 	if err := checkKernelVersion(opts.KernelVersion); err != nil {
 		return nil, err
@@ -334,7 +336,7 @@ func loadModules(ctx context.Context, mods []*module, workers int, log *logger) 
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	dec, err := modfile.NewDecompressor(0)
+	dec, err := modfile.NewDecompressor()
 	if err != nil {
 		return err
 	}

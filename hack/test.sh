@@ -2,7 +2,8 @@
 # The whole test suite, as `make test` and CI run it:
 #   1. install what integration tests need (hack/lib/deps.sh),
 #   2. start the servers they use on 127.0.0.1 (hack/lib/services.sh),
-#   3. check formatting, generated code and cgo-free builds, run go vet,
+#   3. check formatting, generated code, cgo-free builds and the darwin and
+#      windows builds, run go vet,
 #   4. run every test with -race, integration tests included
 #      (KMMKIT_INTEGRATION=1 turns a missing dependency into a failure),
 #   5. stop exactly the servers it started, whatever happened.
@@ -48,6 +49,13 @@ hack/generate.sh --check
 step "go vet and cgo-free builds"
 CGO_ENABLED=0 go vet ./...
 CGO_ENABLED=0 go build ./kmm/... ./kernelmap/... ./registry/... ./depmod/... ./loader/... ./builder/... ./examples/... ./cmd/kmm ./cmd/kmm-worker
+
+step "builds on other OSes"
+# The node side (loader/node) fails with ErrNotLinux there; everything
+# else is portable.
+GOOS=darwin go build ./...
+GOOS=windows go build ./...
+(cd controllerruntime && GOOS=darwin go build ./...)
 
 step "go test -race"
 go test -race -count=1 "$@" ./...

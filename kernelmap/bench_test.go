@@ -37,7 +37,7 @@ func benchKernels(n int) []string {
 func BenchmarkResolve10kKernels100Mappings(b *testing.B) {
 	mod := benchModule()
 	kernels := benchKernels(10000)
-	m := New()
+	m := newMapper(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		for _, k := range kernels {
@@ -53,7 +53,7 @@ func BenchmarkResolve10kKernels100Mappings(b *testing.B) {
 func BenchmarkFind10kKernels100Mappings(b *testing.B) {
 	mod := benchModule()
 	kernels := benchKernels(10000)
-	m := New()
+	m := newMapper(b)
 	for b.Loop() {
 		for _, k := range kernels {
 			if _, err := m.Find(mod.Spec.ModuleLoader.Container.KernelMappings, k); err != nil {
@@ -71,7 +71,7 @@ func BenchmarkFindUncached(b *testing.B) {
 	kernels := benchKernels(1000)
 	for b.Loop() {
 		for _, k := range kernels {
-			if _, err := New().Find(mod.Spec.ModuleLoader.Container.KernelMappings, k); err != nil {
+			if _, err := newMapper(b).Find(mod.Spec.ModuleLoader.Container.KernelMappings, k); err != nil {
 				b.Fatal(err)
 			}
 		}

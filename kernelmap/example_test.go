@@ -28,7 +28,10 @@ spec:
 	if err != nil {
 		panic(err)
 	}
-	mapper := kernelmap.New() // share one Mapper: it caches compiled regexps
+	mapper, err := kernelmap.New() // share one Mapper: it caches compiled regexps
+	if err != nil {
+		panic(err)
+	}
 	for _, kernel := range []string{"6.1.0-56-amd64", "6.8.0-45-generic+", "5.14.0-284.el9.x86_64"} {
 		rec, err := mapper.Resolve(module, kernel)
 		switch {
@@ -62,7 +65,11 @@ func ExampleMapper_Resolve_unknownVariable() {
 		ContainerImage: "registry.example.com/m:${KERNEL_RELEASE}",
 		KernelMappings: []v1beta1.KernelMapping{{Regexp: ".*"}},
 	}}
-	_, err := kernelmap.New().Resolve(module, "6.1.0-56-amd64")
+	mapper, err := kernelmap.New()
+	if err != nil {
+		panic(err)
+	}
+	_, err = mapper.Resolve(module, "6.1.0-56-amd64")
 	fmt.Println(err)
 	// Output: spec.moduleLoader.container.containerImage: unknown variable "KERNEL_RELEASE" at offset 23 of "registry.example.com/m:${KERNEL_RELEASE}"
 }

@@ -24,7 +24,7 @@ func FuzzResolve(f *testing.F) {
 			{Literal: literal},
 			{Regexp: pattern},
 		}
-		m := New(WithRegexpCacheSize(8))
+		m := newMapper(t, WithRegexpCacheSize(8))
 		rec, err := m.Resolve(mod, kernel)
 		var fe *FieldError
 		switch {

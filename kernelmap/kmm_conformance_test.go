@@ -49,9 +49,17 @@ func kmmModule(mapping v1beta1.KernelMapping) *v1beta1.Module {
 
 func resolve(t *testing.T, m *v1beta1.Module, kernel string) *kernelmap.Record {
 	t.Helper()
-	rec, err := kernelmap.New().Resolve(m, kernel)
+	rec, err := mapper(t).Resolve(m, kernel)
 	require.NoError(t, err)
 	return rec
+}
+
+// mapper is a new Mapper with the defaults.
+func mapper(t *testing.T) *kernelmap.Mapper {
+	t.Helper()
+	m, err := kernelmap.New()
+	require.NoError(t, err)
+	return m
 }
 
 // assertModuleLevel checks the record fields KMM's prepareModuleLoaderData
@@ -194,7 +202,7 @@ func TestKMMConformanceKernelMapping(t *testing.T) {
 			assert.Equal(t, 0, rec.MappingIndex())
 		}},
 		{KMM: kmmMapper + "GetModuleLoaderDataForKernel: failed to find kernel mapping, internal error", Check: func(t *testing.T) {
-			rec, err := kernelmap.New().Resolve(kmmModule(v1beta1.KernelMapping{Regexp: "invalid)"}), "1.2.3")
+			rec, err := mapper(t).Resolve(kmmModule(v1beta1.KernelMapping{Regexp: "invalid)"}), "1.2.3")
 			var fe *kernelmap.FieldError
 			require.ErrorAs(t, err, &fe)
 			assert.Equal(t, "spec.moduleLoader.container.kernelMappings[0].regexp", fe.Field)
@@ -202,7 +210,7 @@ func TestKMMConformanceKernelMapping(t *testing.T) {
 			assert.Nil(t, rec)
 		}},
 		{KMM: kmmMapper + "GetModuleLoaderDataForKernel: failed to find kernel mapping, mapping not present", Check: func(t *testing.T) {
-			rec, err := kernelmap.New().Resolve(kmmModule(v1beta1.KernelMapping{Literal: "1.2.4"}), "1.2.3")
+			rec, err := mapper(t).Resolve(kmmModule(v1beta1.KernelMapping{Literal: "1.2.4"}), "1.2.3")
 			assert.ErrorIs(t, err, kernelmap.ErrNoMapping)
 			assert.Nil(t, rec)
 		}},
@@ -211,7 +219,7 @@ func TestKMMConformanceKernelMapping(t *testing.T) {
 			m := kmmModule(v1beta1.KernelMapping{Literal: "1.2.3"})
 			m.Spec.ModuleLoader.Container.Sign = kmmSign()
 			m.Spec.ModuleLoader.Container.Sign.UnsignedImage = "registry.example.com/unsigned:${KERNEL_XYZ"
-			rec, err := kernelmap.New().Resolve(m, "1.2.3")
+			rec, err := mapper(t).Resolve(m, "1.2.3")
 			var fe *kernelmap.FieldError
 			require.ErrorAs(t, err, &fe)
 			assert.Equal(t, "spec.moduleLoader.container.sign.unsignedImage", fe.Field)
@@ -219,7 +227,7 @@ func TestKMMConformanceKernelMapping(t *testing.T) {
 		}},
 		{KMM: kmmMapper + "GetModuleLoaderDataForKernel: failed to replace templates", Check: func(t *testing.T) {
 			m := kmmModule(v1beta1.KernelMapping{Literal: "1.2.3", ContainerImage: "registry.example.com/m:${KERNEL_XYZ"})
-			rec, err := kernelmap.New().Resolve(m, "1.2.3")
+			rec, err := mapper(t).Resolve(m, "1.2.3")
 			var fe *kernelmap.FieldError
 			require.ErrorAs(t, err, &fe)
 			assert.Equal(t, "spec.moduleLoader.container.kernelMappings[0].containerImage", fe.Field)
@@ -228,24 +236,24 @@ func TestKMMConformanceKernelMapping(t *testing.T) {
 
 		// findKernelMapping, kernel 1.2.3
 		{KMM: kmmMapper + "findKernelMapping: one literal mapping", Check: func(t *testing.T) {
-			i, err := kernelmap.New().Find([]v1beta1.KernelMapping{{Literal: "1.2.3"}}, "1.2.3")
+			i, err := mapper(t).Find([]v1beta1.KernelMapping{{Literal: "1.2.3"}}, "1.2.3")
 			require.NoError(t, err)
 			assert.Equal(t, 0, i)
 		}},
 		{KMM: kmmMapper + "findKernelMapping: one regexp mapping", Check: func(t *testing.T) {
-			i, err := kernelmap.New().Find([]v1beta1.KernelMapping{{Regexp: `1\..*`}}, "1.2.3")
+			i, err := mapper(t).Find([]v1beta1.KernelMapping{{Regexp: `1\..*`}}, "1.2.3")
 			require.NoError(t, err)
 			assert.Equal(t, 0, i)
 		}},
 		{KMM: kmmMapper + "findKernelMapping: should return an error if a regex is invalid", Check: func(t *testing.T) {
-			i, err := kernelmap.New().Find([]v1beta1.KernelMapping{{Regexp: "invalid)"}}, "1.2.3")
+			i, err := mapper(t).Find([]v1beta1.KernelMapping{{Regexp: "invalid)"}}, "1.2.3")
 			var fe *kernelmap.FieldError
 			require.ErrorAs(t, err, &fe)
 			assert.Equal(t, "invalid)", fe.Value)
 			assert.Equal(t, -1, i)
 		}},
 		{KMM: kmmMapper + "findKernelMapping: should return an error if no mapping work", Check: func(t *testing.T) {
-			i, err := kernelmap.New().Find([]v1beta1.KernelMapping{{Regexp: `1.2.2`}, {Regexp: `0\..*`}}, "1.2.3")
+			i, err := mapper(t).Find([]v1beta1.KernelMapping{{Regexp: `1.2.2`}, {Regexp: `0\..*`}}, "1.2.3")
 			assert.ErrorIs(t, err, kernelmap.ErrNoMapping)
 			assert.Equal(t, -1, i)
 		}},
@@ -267,7 +275,7 @@ func TestKMMConformanceKernelMapping(t *testing.T) {
 		// replaceTemplates, kernel 5.8.18-100.fc31.x86_64
 		{KMM: kmmMapper + "replaceTemplates: error input", Check: func(t *testing.T) {
 			m := kmmModule(v1beta1.KernelMapping{Regexp: "^.+$", ContainerImage: "some-image:${KERNEL_XYZ"})
-			_, err := kernelmap.New().Resolve(m, "5.8.18-100.fc31.x86_64")
+			_, err := mapper(t).Resolve(m, "5.8.18-100.fc31.x86_64")
 			assert.ErrorContains(t, err, "kernelMappings[0].containerImage")
 		}},
 		{KMM: kmmMapper + "replaceTemplates: should only substitute the ContainerImage field", Check: func(t *testing.T) {
@@ -283,7 +291,7 @@ func TestKMMConformanceKernelMapping(t *testing.T) {
 		{KMM: kmmMapper + "replaceTemplates: should only substitute the ContainerImage field (its image has a space)",
 			Differs: "A resolved image must be a valid reference with a tag or a digest", Check: func(t *testing.T) {
 				m := kmmModule(v1beta1.KernelMapping{Regexp: "^.+$", ContainerImage: "some image:${KERNEL_XYZ}"})
-				_, err := kernelmap.New().Resolve(m, "5.8.18-100.fc31.x86_64")
+				_, err := mapper(t).Resolve(m, "5.8.18-100.fc31.x86_64")
 				var fe *kernelmap.FieldError
 				require.ErrorAs(t, err, &fe)
 				assert.Contains(t, fe.Error(), `resolved image "some image:5.8.18" is not a valid image reference`)

@@ -61,34 +61,37 @@ type compiled struct {
 	err error
 }
 
-// Option configures a Mapper.
-type Option func(*Mapper)
+// Option configures a Mapper (see New). Options only record a value.
+type Option func(*options)
 
-// WithRegexpCacheSize sets how many compiled regexps are kept. When the
-// cache is full it is emptied and filled again; n < 1 means 1.
-func WithRegexpCacheSize(n int) Option {
-	return func(m *Mapper) {
-		if n < 1 {
-			n = 1
-		}
-		m.maxCached = n
-	}
+type options struct {
+	maxCached int
+	log       logr.Logger
 }
+
+// WithRegexpCacheSize sets how many compiled regexps are kept (default
+// DefaultRegexpCacheSize). When the cache is full it is emptied and filled
+// again; New refuses n < 1.
+func WithRegexpCacheSize(n int) Option { return func(o *options) { o.maxCached = n } }
 
 // WithLogger makes the Mapper log, at verbosity 2, which mapping each
-// kernel matched; it logs nothing by default.
-func WithLogger(log logr.Logger) Option {
-	return func(m *Mapper) { m.log = log }
-}
+// kernel matched. Its methods take no context, so without it the Mapper
+// logs nothing.
+func WithLogger(log logr.Logger) Option { return func(o *options) { o.log = log } }
 
-// New returns a Mapper.
-func New(opts ...Option) *Mapper {
-	m := &Mapper{maxCached: DefaultRegexpCacheSize, log: logr.Discard()}
-	for _, o := range opts {
-		o(m)
+// New returns a Mapper. It fails on an option it cannot use, naming it.
+func New(opts ...Option) (*Mapper, error) {
+	o := options{maxCached: DefaultRegexpCacheSize, log: logr.Discard()}
+	for _, f := range opts {
+		f(&o)
 	}
-	m.regexps = make(map[string]compiled, min(m.maxCached, 64))
-	return m
+	if o.maxCached < 1 {
+		return nil, fmt.Errorf("kernelmap: WithRegexpCacheSize(%d): keep at least one regexp", o.maxCached)
+	}
+	if o.log.GetSink() == nil {
+		o.log = logr.Discard()
+	}
+	return &Mapper{maxCached: o.maxCached, log: o.log, regexps: make(map[string]compiled, min(o.maxCached, 64))}, nil
 }
 
 // Find returns the index of the mapping that selects nodeKernel, exactly as

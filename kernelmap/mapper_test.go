@@ -48,7 +48,7 @@ func TestFind(t *testing.T) {
 		{"empty regexp matches nothing", []v1beta1.KernelMapping{re(``)}, "6.1.0-56-amd64", -1},
 		{"literal checked before regexp in one mapping", []v1beta1.KernelMapping{{Literal: "6.1.0-56-amd64", Regexp: "("}}, "6.1.0-56-amd64", 0},
 	}
-	m := New()
+	m := newMapper(t)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := m.Find(tc.mappings, tc.kernel)
@@ -64,7 +64,7 @@ func TestFind(t *testing.T) {
 }
 
 func TestFindBadRegexp(t *testing.T) {
-	m := New()
+	m := newMapper(t)
 	mappings := []v1beta1.KernelMapping{lit("5.0.0"), re(`^6\.(1`)}
 	for range 2 { // the second call answers from the cache
 		_, err := m.Find(mappings, "6.1.0-56-amd64")
@@ -82,8 +82,16 @@ func TestFindBadRegexp(t *testing.T) {
 	assert.Equal(t, 0, got)
 }
 
+// newMapper is New that fails tb on an error.
+func newMapper(tb testing.TB, opts ...Option) *Mapper {
+	tb.Helper()
+	m, err := New(opts...)
+	require.NoError(tb, err)
+	return m
+}
+
 func TestRegexpCacheBounded(t *testing.T) {
-	m := New(WithRegexpCacheSize(3))
+	m := newMapper(t, WithRegexpCacheSize(3))
 	for i := range 50 {
 		idx, err := m.Find([]v1beta1.KernelMapping{re(fmt.Sprintf(`^6\.%d\.`, i))}, fmt.Sprintf("6.%d.0", i))
 		require.NoError(t, err)
@@ -93,11 +101,20 @@ func TestRegexpCacheBounded(t *testing.T) {
 		m.mu.Unlock()
 		assert.LessOrEqual(t, n, 3)
 	}
-	assert.Equal(t, 1, New(WithRegexpCacheSize(-5)).maxCached)
+	for _, n := range []int{0, -5} {
+		_, err := New(WithRegexpCacheSize(n))
+		assert.EqualError(t, err, fmt.Sprintf("kernelmap: WithRegexpCacheSize(%d): keep at least one regexp", n))
+	}
+	one := newMapper(t, WithRegexpCacheSize(1))
+	for _, k := range []string{"6.1.0", "6.2.0"} {
+		_, err := one.Find([]v1beta1.KernelMapping{re(`^` + k[:3])}, k)
+		require.NoError(t, err)
+		assert.Len(t, one.regexps, 1)
+	}
 }
 
 func TestRegexpCompiledOnce(t *testing.T) {
-	m := New()
+	m := newMapper(t)
 	mappings := []v1beta1.KernelMapping{re(`^6\.`)}
 	_, err := m.Find(mappings, "6.1.0")
 	require.NoError(t, err)
@@ -108,7 +125,7 @@ func TestRegexpCompiledOnce(t *testing.T) {
 }
 
 func TestConcurrentResolve(t *testing.T) {
-	m := New(WithRegexpCacheSize(4))
+	m := newMapper(t, WithRegexpCacheSize(4))
 	mod := testModule()
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
@@ -145,7 +162,7 @@ func TestResolveAll(t *testing.T) {
 		{Regexp: `^6\.2\.`, ContainerImage: "r.io/m:${BAD}"}, // broken template
 	}
 	kernels := []string{"6.1.0-56-amd64", "6.2.0-1", "5.14.0-284.el9.x86_64", "6.1", "6.1.0-56-amd64", "4.19.0-1"}
-	res, err := New().ResolveAll(mod, kernels)
+	res, err := newMapper(t).ResolveAll(mod, kernels)
 	require.Error(t, err)
 	var merr *multierror.Error
 	require.ErrorAs(t, err, &merr)
@@ -160,20 +177,20 @@ func TestResolveAll(t *testing.T) {
 	assert.Equal(t, []string{"4.19.0-1", "5.14.0-284.el9.x86_64"}, res.Unmapped)
 	assert.Len(t, res.Failed, 2)
 
-	ok, err := New().ResolveAll(testModule(), []string{"6.1.0-1-amd64", "6.2.0-1-amd64"})
+	ok, err := newMapper(t).ResolveAll(testModule(), []string{"6.1.0-1-amd64", "6.2.0-1-amd64"})
 	require.NoError(t, err)
 	assert.Len(t, ok.Records, 2)
 	assert.Empty(t, ok.Unmapped)
 
 	mod.Spec.ModuleLoader = nil
-	_, err = New().ResolveAll(mod, kernels)
+	_, err = newMapper(t).ResolveAll(mod, kernels)
 	assert.ErrorIs(t, err, ErrNoModuleLoader)
 }
 
 func TestWithLogger(t *testing.T) {
 	var lines []string
 	log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{Verbosity: 2})
-	m := New(WithLogger(log))
+	m := newMapper(t, WithLogger(log))
 	mod := testModule()
 	_, err := m.Resolve(mod, "6.1.0-1-amd64")
 	require.NoError(t, err)

@@ -33,7 +33,7 @@ func testModule() *v1beta1.Module {
 
 func resolveOne(t *testing.T, mod *v1beta1.Module, kernel string) *Record {
 	t.Helper()
-	rec, err := New().Resolve(mod, kernel)
+	rec, err := newMapper(t).Resolve(mod, kernel)
 	require.NoError(t, err)
 	return rec
 }
@@ -99,7 +99,7 @@ func TestResolveTemplateErrors(t *testing.T) {
 			mod.Spec.ModuleLoader.Container.ContainerImage = tc.containerImage
 			mod.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = tc.mappingImage
 			mod.Spec.ModuleLoader.Container.Sign = tc.sign
-			_, err := New().Resolve(mod, "6.1.0-56-amd64")
+			_, err := newMapper(t).Resolve(mod, "6.1.0-56-amd64")
 			var fe *FieldError
 			require.ErrorAs(t, err, &fe)
 			assert.Equal(t, tc.wantField, fe.Field)
@@ -114,14 +114,14 @@ func TestResolveTemplateErrors(t *testing.T) {
 func TestResolveUnknownVariableIsEnvsubstError(t *testing.T) {
 	mod := testModule()
 	mod.Spec.ModuleLoader.Container.ContainerImage = "r.io/m:${KERNEL_FOO}"
-	_, err := New().Resolve(mod, "6.1.0-56-amd64")
+	_, err := newMapper(t).Resolve(mod, "6.1.0-56-amd64")
 	var ee *envsubst.Error
 	require.ErrorAs(t, err, &ee)
 	assert.Equal(t, "KERNEL_FOO", ee.Variable)
 }
 
 func TestResolveOutcomes(t *testing.T) {
-	m := New()
+	m := newMapper(t)
 	mod := testModule()
 	mod.Spec.ModuleLoader.Container.KernelMappings = []v1beta1.KernelMapping{{Literal: "6.1.0-56-amd64"}}
 	_, err := m.Resolve(mod, "6.1.0-57-amd64")
@@ -345,7 +345,7 @@ func TestResolveFilesToSignFieldOfMappingItem(t *testing.T) {
 	mod := testModule()
 	mod.Spec.ModuleLoader.Container.Sign = &v1beta1.Sign{FilesToSign: []string{"/opt/a.ko"}}
 	mod.Spec.ModuleLoader.Container.KernelMappings[0].Sign = &v1beta1.Sign{FilesToSign: []string{"/opt/b.ko", "/opt/${BAD}.ko"}}
-	_, err := New().Resolve(mod, "6.1.0-56-amd64")
+	_, err := newMapper(t).Resolve(mod, "6.1.0-56-amd64")
 	var fe *FieldError
 	require.ErrorAs(t, err, &fe)
 	assert.Equal(t, "spec.moduleLoader.container.kernelMappings[0].sign.filesToSign[1]", fe.Field)
@@ -440,7 +440,7 @@ func TestRecordJSON(t *testing.T) {
 
 func TestResolveSpecForEmbedders(t *testing.T) {
 	mod := testModule()
-	rec, err := New().ResolveSpec("gpu-driver", "gpu-operator", &mod.Spec, "6.1.0-56-amd64")
+	rec, err := newMapper(t).ResolveSpec("gpu-driver", "gpu-operator", &mod.Spec, "6.1.0-56-amd64")
 	require.NoError(t, err)
 	assert.Equal(t, "quay.io/org/gpu-driver:6.1.0-56-amd64", rec.Image())
 	assert.Equal(t, "gpu-operator", rec.Namespace())

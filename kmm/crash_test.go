@@ -105,7 +105,7 @@ func outcome(t *testing.T, h *kmmtest.Harness) string {
 
 func podLoaderCluster(t *testing.T) *kmmtest.Harness {
 	h := cluster(t)
-	pl, err := loader.NewPodLoader(h.Clientset, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:test"})
+	pl, err := loader.NewPodLoader(h.Clientset, "quay.io/kmmkit/kmm:test")
 	require.NoError(t, err)
 	_, err = h.RestartWith(kmm.WithNodeLoader(pl))
 	require.NoError(t, err)

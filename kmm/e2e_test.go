@@ -156,10 +156,12 @@ func TestEndToEnd(t *testing.T) {
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
 	t.Cleanup(b.Shutdown)
 	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kmmkit-e2e"})
-	pl, err := loader.NewPodLoader(cs, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:e2e"}, loader.WithEventRecorder(rec))
+	pl, err := loader.NewPodLoader(cs, "quay.io/kmmkit/kmm:e2e", loader.WithEventRecorder(rec))
+	require.NoError(t, err)
+	asm, err := assemble.New(rc, assemble.DirSource(src))
 	require.NoError(t, err)
 	r, err := kmm.NewReconciler(cs, kmm.WithModuleClient(kmm.NewModuleClient(dyn)), kmm.WithRegistry(rc),
-		kmm.WithBuilder(&assemble.Builder{Client: rc, Source: assemble.DirSource(src)}),
+		kmm.WithBuilder(asm),
 		kmm.WithNodeLoader(pl), kmm.WithEventRecorder(rec), kmm.WithLogger(testr.New(t)))
 	require.NoError(t, err)
 	e := &e2e{t: t, cs: cs, modules: kmm.NewModuleClient(dyn), r: r, ns: ns, loads: map[string][]string{}}

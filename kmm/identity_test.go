@@ -15,7 +15,6 @@ import (
 	k8sfake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/kmmkit/kmmkit/builder/kaniko"
 	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/internal/fakeapi"
 	"github.com/kmmkit/kmmkit/kmm"
@@ -87,10 +86,10 @@ func TestIdentitiesNeverShare(t *testing.T) {
 	for _, tn := range tenants {
 		tn.cs = api.Client()
 		tn.owner = tn.id.Owner(tn.obj.Namespace, tn.obj.Name)
-		pl, err := loader.NewPodLoader(tn.cs, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+		pl, err := loader.NewPodLoader(tn.cs, "quay.io/kmmkit/kmm:v0.1")
 		require.NoError(t, err)
 		tn.r, err = kmm.NewReconciler(tn.cs, kmm.WithIdentity(tn.id), kmm.WithNodeLoader(pl), kmm.WithImageChecker(images),
-			kmm.WithBuilder(kaniko.New(tn.cs, kaniko.Options{})))
+			kmm.WithBuilder(newKaniko(t, tn.cs)))
 		require.NoError(t, err)
 	}
 

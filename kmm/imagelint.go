@@ -41,7 +41,7 @@ type lintResult struct {
 // unreachable) is logged and retried on the next pass. Off by default:
 // it pulls every image once.
 func WithImageLint(client *registry.Client, opts ...lint.Option) Option {
-	return func(r *Reconciler) { r.imageLint = &imageLint{client: client, opts: opts} }
+	return func(o *options) { o.imageLint = &imageLint{client: client, opts: opts} }
 }
 
 // lintKernel lints the ready image of rec's kernel at digest and records

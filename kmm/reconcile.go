@@ -124,12 +124,7 @@ func (r *Reconciler) ReconcileSpec(ctx context.Context, obj Object) (Result, err
 }
 
 // logger is the logger of a pass: WithLogger's, or the context's.
-func (r *Reconciler) logger(ctx context.Context) logr.Logger {
-	if r.logSet {
-		return r.log
-	}
-	return logr.FromContextOrDiscard(ctx)
-}
+func (r *Reconciler) logger(ctx context.Context) logr.Logger { return r.log.From(ctx) }
 
 // reconcile is one pass over obj, whose spec Validate found invalid
 // errors in.

@@ -12,8 +12,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/kmmkit/kmmkit/builder/kaniko"
 	"github.com/kmmkit/kmmkit/builder/sign"
 	"github.com/kmmkit/kmmkit/kmm"
 	"github.com/kmmkit/kmmkit/kmm/kmmtest"
@@ -41,6 +44,14 @@ func nicModule() *v1beta1.Module {
 			}},
 		},
 	}
+}
+
+// newKaniko returns a Kaniko builder with the default options.
+func newKaniko(t *testing.T, cs kubernetes.Interface) *kaniko.Builder {
+	t.Helper()
+	b, err := kaniko.New(cs)
+	require.NoError(t, err)
+	return b
 }
 
 // cluster makes a harness with three matching nodes on two kernels and
@@ -206,8 +217,8 @@ func TestReconcileMissingImageWithoutBuild(t *testing.T) {
 // rebuild (KMM's loop).
 func TestReconcileBuildThenSign(t *testing.T) {
 	ctx := context.Background()
-	now := time.Now()
-	h := cluster(t, kmm.WithClock(func() time.Time { return now }))
+	clk := clocktesting.NewFakePassiveClock(time.Now())
+	h := cluster(t, kmm.WithClock(clk))
 	for name, key := range map[string]string{"sign-key": "key", "sign-cert": "cert"} {
 		_, err := h.Clientset.CoreV1().Secrets("drivers").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "drivers"},
 			Data: map[string][]byte{key: []byte("pem")}}, metav1.CreateOptions{})
@@ -231,9 +242,9 @@ func TestReconcileBuildThenSign(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, v1beta1.KernelStateSignFailed, m.Status.Kernels[1].State)
 
-	assert.Contains(t, m.Status.Kernels[1].Message, "matches no file (retrying at "+now.Add(time.Minute).UTC().Format(time.RFC3339)+")")
+	assert.Contains(t, m.Status.Kernels[1].Message, "matches no file (retrying at "+clk.Now().Add(time.Minute).UTC().Format(time.RFC3339)+")")
 	h.Signer.Fail(final, nil)
-	now = now.Add(2 * time.Minute) // past the signing backoff
+	clk.SetTime(clk.Now().Add(2 * time.Minute)) // past the signing backoff
 	_, err = h.ReconcileUntilStable(ctx, "drivers", "nic", 10)
 	require.NoError(t, err)
 	reqs := h.Signer.Requests()
@@ -293,8 +304,8 @@ func TestReconcileDeletionInTerminatingNamespace(t *testing.T) {
 // exists.
 func TestReconcileNoticesAVanishedImage(t *testing.T) {
 	ctx := context.Background()
-	now := time.Now()
-	h := cluster(t, kmm.WithClock(func() time.Time { return now }), kmm.WithVerifyInterval(10*time.Minute))
+	clk := clocktesting.NewFakePassiveClock(time.Now())
+	h := cluster(t, kmm.WithClock(clk), kmm.WithVerifyInterval(10*time.Minute))
 	require.NoError(t, h.CreateModule(ctx, nicModule()))
 	_, err := h.ReconcileUntilStable(ctx, "drivers", "nic", 10)
 	require.NoError(t, err)
@@ -303,7 +314,7 @@ func TestReconcileNoticesAVanishedImage(t *testing.T) {
 	// The registry is wiped; the fake builder forgets its builds too.
 	h.Registry.SetMissing("registry.example.com/nic:" + k56)
 	h.Builder.SetPasses(0)
-	now = now.Add(11 * time.Minute)
+	clk.SetTime(clk.Now().Add(11 * time.Minute))
 	_, err = h.ReconcileUntilStable(ctx, "drivers", "nic", 10)
 	require.NoError(t, err)
 	started := h.Builder.Started()

@@ -13,10 +13,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/sign"
 	"github.com/kmmkit/kmmkit/identity"
+	"github.com/kmmkit/kmmkit/internal/ctxlog"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
@@ -42,26 +44,8 @@ type NodeLister func(ctx context.Context) ([]*corev1.Node, error)
 // a fake (see kmm/kmmtest). It is safe for concurrent use on different
 // Modules.
 type Reconciler struct {
-	client        kubernetes.Interface
-	modules       ModuleClient
-	mapper        *kernelmap.Mapper
-	checker       registry.ImageChecker
-	registry      *registry.Client
-	builder       builder.Builder
-	signer        ImageSigner
-	loader        loader.NodeLoader
-	recorder      record.EventRecorder
-	log           logr.Logger
-	logSet        bool
-	metrics       *Metrics
-	now           func() time.Time
-	verifyEvery   time.Duration
-	signBackoff   time.Duration
-	unloadOnTaint bool
-	nodes         NodeLister
-	dtk           builder.DTKResolver
-	identity      identity.Domain
-	imageLint     *imageLint
+	client kubernetes.Interface
+	options
 
 	mu sync.Mutex
 	// serverVersion is the API server's version, read at serverVersionAt.
@@ -79,65 +63,126 @@ type failure struct {
 	reason reason.Reason
 }
 
-// Option configures a Reconciler.
-type Option func(*Reconciler)
+// options are what the Options record; NewReconciler fills in the
+// pieces they leave out.
+type options struct {
+	modules       ModuleClient
+	mapper        *kernelmap.Mapper
+	checker       registry.ImageChecker
+	registry      *registry.Client
+	builder       builder.Builder
+	signer        ImageSigner
+	loader        loader.NodeLoader
+	recorder      record.EventRecorder
+	log           ctxlog.Logger
+	metrics       *Metrics
+	clock         clock.PassiveClock
+	clockSet      bool
+	workerPods    *workerPods
+	verifyEvery   time.Duration
+	signBackoff   time.Duration
+	unloadOnTaint bool
+	nodes         NodeLister
+	dtk           builder.DTKResolver
+	identity      identity.Domain
+	imageLint     *imageLint
+}
+
+// Option configures a Reconciler (see NewReconciler). Options only
+// record a value; NewReconciler checks them and builds what they name.
+type Option func(*options)
+
+// workerPods is what WithWorkerPods asks for.
+type workerPods struct {
+	image string
+	opts  []loader.Option
+}
 
 // WithModuleClient lets Reconcile write Module finalizers and status
 // (NewModuleClient over a dynamic client). ReconcileSpec does not need it.
-func WithModuleClient(c ModuleClient) Option { return func(r *Reconciler) { r.modules = c } }
+func WithModuleClient(c ModuleClient) Option { return func(o *options) { o.modules = c } }
 
 // WithMapper sets the kernel mapper (default kernelmap.New()).
-func WithMapper(m *kernelmap.Mapper) Option { return func(r *Reconciler) { r.mapper = m } }
+func WithMapper(m *kernelmap.Mapper) Option { return func(o *options) { o.mapper = m } }
 
 // WithRegistry sets the registry client used for checks, and for the
 // default signer.
-func WithRegistry(c *registry.Client) Option { return func(r *Reconciler) { r.registry = c } }
+func WithRegistry(c *registry.Client) Option { return func(o *options) { o.registry = c } }
 
 // WithImageChecker replaces the image checker (registry/fake.Checker in
 // tests); it takes precedence over WithRegistry for checks.
-func WithImageChecker(c registry.ImageChecker) Option { return func(r *Reconciler) { r.checker = c } }
+func WithImageChecker(c registry.ImageChecker) Option { return func(o *options) { o.checker = c } }
 
 // WithBuilder sets the builder for Modules with a build; without one, a
 // missing image with a build is reported as such.
-func WithBuilder(b builder.Builder) Option { return func(r *Reconciler) { r.builder = b } }
+func WithBuilder(b builder.Builder) Option { return func(o *options) { o.builder = b } }
 
 // WithSigner replaces the image signer.
-func WithSigner(s ImageSigner) Option { return func(r *Reconciler) { r.signer = s } }
+func WithSigner(s ImageSigner) Option { return func(o *options) { o.signer = s } }
 
-// WithNodeLoader sets how modules are loaded on nodes: loader.PodLoader
-// in a cluster, loader/fake.NodeLoader in tests. Required.
-func WithNodeLoader(l loader.NodeLoader) Option { return func(r *Reconciler) { r.loader = l } }
-
-// WithEventRecorder emits events on Modules.
-func WithEventRecorder(rec record.EventRecorder) Option {
-	return func(r *Reconciler) { r.recorder = rec }
+// WithNodeLoader sets how modules are loaded on nodes: a PodLoader built
+// by hand, another loader.NodeLoader, or loader/fake.NodeLoader in tests.
+// One of WithNodeLoader and WithWorkerPods is required; of the two, the
+// last one given wins.
+func WithNodeLoader(l loader.NodeLoader) Option {
+	return func(o *options) { o.loader, o.workerPods = l, nil }
 }
 
-// WithLogger sets the logger. Without it, each pass logs to the logger
-// of its context (logr.FromContextOrDiscard), as controller-runtime
-// provides. Decisions (mapping, image checks, builds, signing, loading)
-// are logged at V(1) with the keys namespace, name, kernel, image and
-// node counts.
-func WithLogger(l logr.Logger) Option { return func(r *Reconciler) { r.log, r.logSet = l, true } }
+// WithWorkerPods loads modules with worker Pods running workerImage (the
+// image `kmm image worker REF` pushes): NewReconciler builds the
+// loader.PodLoader itself, with the Reconciler's clientset and, when they
+// are given, its logger (WithLogger), clock (WithClock) and event recorder
+// (WithEventRecorder), then opts (loader.WithFirmwareHostPath,
+// loader.WithPodLister, loader.WithCABundleConfigMap, …), which win. It
+// is the common way to load; WithNodeLoader takes a loader of your own
+// instead (one of the two is required; the last one given wins).
+// NewReconciler reports what the PodLoader refuses.
+func WithWorkerPods(workerImage string, opts ...loader.Option) Option {
+	return func(o *options) { o.loader, o.workerPods = nil, &workerPods{image: workerImage, opts: opts} }
+}
+
+// WithEventRecorder emits events on Modules, and, through a PodLoader
+// built by WithWorkerPods, ModuleLoaded and ModuleUnloaded events on
+// nodes.
+func WithEventRecorder(rec record.EventRecorder) Option {
+	return func(o *options) { o.recorder = rec }
+}
+
+// WithLogger sets the logger of every pass, and of what NewReconciler
+// builds: the kernel mapper, the registry client and the signer it makes
+// when none is given, and the PodLoader of WithWorkerPods. Without it,
+// each pass logs to the logger of its context (logr.FromContextOrDiscard),
+// as controller-runtime provides, and so do those pieces, since a pass
+// passes its logger, with the owner's namespace and name, down in its
+// context (logr.NewContext); pieces you build and pass in use their own
+// WithLogger if you gave them one, else that context's. Decisions
+// (mapping, image checks, builds, signing, loading) are logged at V(1)
+// with the keys namespace, name, kernel, image and node counts.
+func WithLogger(l logr.Logger) Option { return func(o *options) { o.log = ctxlog.Given(l) } }
 
 // WithMetrics records metrics (see NewMetrics).
-func WithMetrics(m *Metrics) Option { return func(r *Reconciler) { r.metrics = m } }
+func WithMetrics(m *Metrics) Option { return func(o *options) { o.metrics = m } }
 
-// WithClock replaces time.Now.
-func WithClock(now func() time.Time) Option { return func(r *Reconciler) { r.now = now } }
+// WithClock sets the clock conditions, backoffs and re-verification are
+// timed with (default the real one); the registry client NewReconciler
+// makes and the PodLoader of WithWorkerPods get it too.
+func WithClock(c clock.PassiveClock) Option {
+	return func(o *options) { o.clock, o.clockSet = c, true }
+}
 
 // WithVerifyInterval sets how often existing images are verified again
 // in the registry (default 10 minutes): a wiped registry is noticed and
 // the image rebuilt, without KMM's manual imageRebuildTriggerGeneration.
-func WithVerifyInterval(d time.Duration) Option { return func(r *Reconciler) { r.verifyEvery = d } }
+// NewReconciler refuses d <= 0.
+func WithVerifyInterval(d time.Duration) Option { return func(o *options) { o.verifyEvery = d } }
 
 // WithUnloadOnTaint restores KMM's behaviour of unloading a module from a
 // node that becomes unschedulable for it (cordoned, tainted). By default
 // a node that has the module keeps it while it matches the selector.
-func WithUnloadOnTaint(on bool) Option { return func(r *Reconciler) { r.unloadOnTaint = on } }
+func WithUnloadOnTaint(on bool) Option { return func(o *options) { o.unloadOnTaint = on } }
 
 // WithNodeLister replaces listing nodes through the clientset.
-func WithNodeLister(l NodeLister) Option { return func(r *Reconciler) { r.nodes = l } }
+func WithNodeLister(l NodeLister) Option { return func(o *options) { o.nodes = l } }
 
 // WithIdentity names the owners this Reconciler drives: their kind and a
 // label domain the operator owns (see package identity), from which the
@@ -151,32 +196,66 @@ func WithNodeLister(l NodeLister) Option { return func(r *Reconciler) { r.nodes 
 // its own domain also allows cluster-scoped owners (Object.PodNamespace).
 // Changing the identity of a running operator leaves what the old one
 // wrote on the nodes.
-func WithIdentity(d identity.Domain) Option { return func(r *Reconciler) { r.identity = d } }
+func WithIdentity(d identity.Domain) Option { return func(o *options) { o.identity = d } }
 
 // WithDTKResolver resolves DTK_AUTO for Dockerfiles that use it.
-func WithDTKResolver(d builder.DTKResolver) Option { return func(r *Reconciler) { r.dtk = d } }
+func WithDTKResolver(d builder.DTKResolver) Option { return func(o *options) { o.dtk = d } }
 
-// NewReconciler returns a Reconciler that reads and writes through client.
+// NewReconciler returns a Reconciler that reads and writes through
+// client. It needs a node loader (WithWorkerPods or WithNodeLoader) and
+// fails, naming the option, on one it cannot use; what it builds itself
+// (the PodLoader of WithWorkerPods, a kernel mapper, a registry client
+// and a signer when none is given) gets its logger and clock, so they
+// are given once.
 func NewReconciler(client kubernetes.Interface, opts ...Option) (*Reconciler, error) {
 	if client == nil {
 		return nil, errors.New("kmm: NewReconciler needs a clientset")
 	}
-	r := &Reconciler{client: client, log: logr.Discard(), now: time.Now, verifyEvery: 10 * time.Minute,
-		signBackoff: time.Minute, signFailed: map[string]failure{}, linted: map[string]lintResult{}}
-	for _, o := range opts {
-		o(r)
+	r := &Reconciler{client: client, signFailed: map[string]failure{}, linted: map[string]lintResult{},
+		options: options{clock: clock.RealClock{}, verifyEvery: 10 * time.Minute, signBackoff: time.Minute}}
+	for _, f := range opts {
+		f(&r.options)
 	}
-	if r.loader == nil {
-		return nil, errors.New("kmm: no NodeLoader: pass WithNodeLoader(loader.NewPodLoader(...)) or a fake")
+	if r.clock == nil {
+		return nil, errors.New("kmm: WithClock(nil): no clock")
+	}
+	if r.verifyEvery <= 0 {
+		return nil, fmt.Errorf("kmm: WithVerifyInterval(%v): the interval must be positive", r.verifyEvery)
+	}
+	switch {
+	case r.workerPods != nil:
+		pl, err := loader.NewPodLoader(client, r.workerPods.image, append(r.podLoaderOptions(), r.workerPods.opts...)...)
+		if err != nil {
+			return nil, fmt.Errorf("kmm: WithWorkerPods: %w", err)
+		}
+		r.loader = pl
+	case r.loader == nil:
+		return nil, errors.New("kmm: no node loader: pass WithWorkerPods(workerImage) (worker Pods), or WithNodeLoader(...) with a loader of your own or a fake")
 	}
 	if err := r.identity.Validate(); err != nil {
 		return nil, fmt.Errorf("kmm: WithIdentity: %w", err)
 	}
+	log, logSet := r.log.Get()
 	if r.mapper == nil {
-		r.mapper = kernelmap.New(kernelmap.WithLogger(r.log))
+		var mo []kernelmap.Option
+		if logSet {
+			mo = append(mo, kernelmap.WithLogger(log))
+		}
+		m, err := kernelmap.New(mo...)
+		if err != nil {
+			return nil, err
+		}
+		r.mapper = m
 	}
 	if r.registry == nil && (r.checker == nil || r.signer == nil) {
-		c, err := registry.NewClient(registry.WithLogger(r.log))
+		var ro []registry.Option
+		if logSet {
+			ro = append(ro, registry.WithLogger(log))
+		}
+		if r.clockSet {
+			ro = append(ro, registry.WithClock(r.clock))
+		}
+		c, err := registry.NewClient(ro...)
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +265,15 @@ func NewReconciler(client kubernetes.Interface, opts ...Option) (*Reconciler, er
 		r.checker = r.registry
 	}
 	if r.signer == nil {
-		r.signer = sign.New(r.registry, r.log)
+		var so []sign.Option
+		if logSet {
+			so = append(so, sign.WithLogger(log))
+		}
+		s, err := sign.New(r.registry, so...)
+		if err != nil {
+			return nil, err
+		}
+		r.signer = s
 	}
 	if r.nodes == nil {
 		r.nodes = func(ctx context.Context) ([]*corev1.Node, error) {
@@ -203,6 +290,25 @@ func NewReconciler(client kubernetes.Interface, opts ...Option) (*Reconciler, er
 	}
 	return r, nil
 }
+
+// podLoaderOptions are the Reconciler's logger, clock and event recorder,
+// for the PodLoader of WithWorkerPods: those that were given.
+func (r *Reconciler) podLoaderOptions() []loader.Option {
+	var opts []loader.Option
+	if log, ok := r.log.Get(); ok {
+		opts = append(opts, loader.WithLogger(log))
+	}
+	if r.clockSet {
+		opts = append(opts, loader.WithClock(r.clock))
+	}
+	if r.recorder != nil {
+		opts = append(opts, loader.WithEventRecorder(r.recorder))
+	}
+	return opts
+}
+
+// now reads the Reconciler's clock.
+func (r *Reconciler) now() time.Time { return r.clock.Now() }
 
 // Object is what ReconcileSpec works on: a Module, or a ModuleSpec that
 // an operator embeds in its own resource.

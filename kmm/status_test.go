@@ -14,8 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 
-	"github.com/kmmkit/kmmkit/builder/kaniko"
 	"github.com/kmmkit/kmmkit/kmm"
 	"github.com/kmmkit/kmmkit/kmm/kmmtest"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
@@ -190,7 +190,7 @@ func TestStatusBuildFailure(t *testing.T) {
 func TestStatusMissingDockerfile(t *testing.T) {
 	ctx := context.Background()
 	h := cluster(t)
-	_, err := h.RestartWith(kmm.WithBuilder(kaniko.New(h.Clientset, kaniko.Options{})))
+	_, err := h.RestartWith(kmm.WithBuilder(newKaniko(t, h.Clientset)))
 	require.NoError(t, err)
 	require.NoError(t, h.Clientset.CoreV1().ConfigMaps("drivers").Delete(ctx, "nic-build", metav1.DeleteOptions{}))
 	require.NoError(t, h.CreateModule(ctx, nicModule()))
@@ -218,8 +218,8 @@ func signedModule(t *testing.T, h *kmmtest.Harness, withSecrets bool) *v1beta1.M
 
 func TestStatusSignFailure(t *testing.T) {
 	ctx := context.Background()
-	now := time.Now()
-	h := cluster(t, kmm.WithClock(func() time.Time { return now }))
+	clk := clocktesting.NewFakePassiveClock(time.Now())
+	h := cluster(t, kmm.WithClock(clk))
 	h.Signer.Fail(img57, errors.New("sign: filesToSign entry /opt/lib/modules/"+k57+"/nic_drv.ko matches no file"))
 	require.NoError(t, h.CreateModule(ctx, signedModule(t, h, true)))
 	m := settled(t, h)
@@ -228,7 +228,7 @@ func TestStatusSignFailure(t *testing.T) {
 
 	// A refused push while signing carries the registry's reason.
 	h.Signer.Fail(img57, &kmmtest.RegistryError{Reason: reason.Unauthorized, Image: img57, Detail: "push refused"})
-	now = now.Add(2 * time.Minute)
+	clk.SetTime(clk.Now().Add(2 * time.Minute))
 	m = settled(t, h)
 	assertN3Fails(t, m, reason.Unauthorized, v1beta1.KernelStateSignFailed, "push refused")
 }

@@ -94,7 +94,7 @@ func (l *linter) checkDependencies(out *depmodOut) {
 
 // parseHost reads a module of the kernel tree.
 func (l *linter) parseHost(p string) (*modfile.File, error) {
-	dec, err := modfile.NewDecompressor(0)
+	dec, err := modfile.NewDecompressor()
 	if err != nil {
 		return nil, err
 	}

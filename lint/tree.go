@@ -212,7 +212,7 @@ func (l *linter) readModules() error {
 		l.add(l.imageDir, RuleLayout, "is not a directory")
 		return nil
 	}
-	dec, err := modfile.NewDecompressor(0)
+	dec, err := modfile.NewDecompressor()
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,7 @@
 // package loader/node, which links no Kubernetes client.
 //
 // [WorkerPod] builds the one-shot Pod that runs the worker on a node
-// (`/kmm worker load|unload` from PodOptions.WorkerImage, whose /kmm is
+// (`/kmm worker load|unload` from the worker image, whose /kmm is
 // the worker binary, cmd/kmm-worker, as `kmm image worker` builds it),
 // and [PodLoader], the Kubernetes [NodeLoader], drives those Pods: per
 // node and Module it compares the desired config with the one recorded as

@@ -16,6 +16,7 @@ import (
 	k8sfake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
@@ -54,11 +55,14 @@ func kmmPodRequest(action loader.Action, firmware bool) loader.PodRequest {
 	}
 }
 
-var kmmWorkerOpts = loader.PodOptions{WorkerImage: "worker-image:v1", RunAsUser: ptr.To[int64](1234), SELinuxType: "someType"}
+// kmmWorkerOpts are the worker settings of KMM's test operator config.
+func kmmWorkerOpts(more ...loader.Option) []loader.Option {
+	return append([]loader.Option{loader.WithRunAsUser(1234), loader.WithSELinuxType("someType")}, more...)
+}
 
-func workerPodOf(t *testing.T, req loader.PodRequest, opts loader.PodOptions) *corev1.Pod {
+func workerPodOf(t *testing.T, req loader.PodRequest, opts ...loader.Option) *corev1.Pod {
 	t.Helper()
-	pod, err := loader.WorkerPod(req, opts)
+	pod, err := loader.WorkerPod(req, "worker-image:v1", opts...)
 	require.NoError(t, err)
 	return pod
 }
@@ -117,10 +121,8 @@ func firmwareVolume(pod *corev1.Pod) (*corev1.Volume, *corev1.VolumeMount) {
 // expected" table.
 func loaderPodCase(hostPath string, firmware bool) func(t *testing.T) {
 	return func(t *testing.T) {
-		opts := kmmWorkerOpts
-		opts.FirmwareHostPath = hostPath
 		req := kmmPodRequest(loader.ActionLoad, firmware)
-		pod := workerPodOf(t, req, opts)
+		pod := workerPodOf(t, req, kmmWorkerOpts(loader.WithFirmwareHostPath(hostPath))...)
 		assertKMMWorkerPod(t, pod, req)
 		assert.Equal(t, []corev1.LocalObjectReference{{Name: "some-secret"}}, pod.Spec.ImagePullSecrets)
 		v, m := firmwareVolume(pod)
@@ -143,7 +145,7 @@ func TestKMMConformanceWorkerPod(t *testing.T) {
 		{KMM: kmmWorkerPod + "getBaseWorkerPod (the template every case expects)",
 			Differs: "The worker pulls the kmod image itself", Check: func(t *testing.T) {
 				req := kmmPodRequest(loader.ActionLoad, false)
-				pod := workerPodOf(t, req, kmmWorkerOpts)
+				pod := workerPodOf(t, req, kmmWorkerOpts()...)
 				assert.Empty(t, pod.Spec.InitContainers, "no image-extractor init container: no shell or cp needed in the image")
 				assert.NotContains(t, pod.Annotations, "kmm.node.kubernetes.io/modules-order", "the worker applies modulesLoadingOrder from its config")
 				assert.Equal(t, []string{"/kmm"}, pod.Spec.Containers[0].Command)
@@ -152,7 +154,7 @@ func TestKMMConformanceWorkerPod(t *testing.T) {
 			}},
 		{KMM: kmmWorkerPod + "CreateLoaderPod: it should fail if firmwareHostPath was not set but firmware loading was",
 			Differs: "Firmware goes to /lib/firmware unless told otherwise", Check: func(t *testing.T) {
-				pod := workerPodOf(t, kmmPodRequest(loader.ActionLoad, true), kmmWorkerOpts)
+				pod := workerPodOf(t, kmmPodRequest(loader.ActionLoad, true), kmmWorkerOpts()...)
 				v, m := firmwareVolume(pod)
 				require.NotNil(t, v)
 				assert.Equal(t, "/lib/firmware", v.HostPath.Path)
@@ -161,7 +163,7 @@ func TestKMMConformanceWorkerPod(t *testing.T) {
 		{KMM: kmmWorkerPod + "CreateLoaderPod: imagePullSecret should not be defined, if missing from ModuleItem", Check: func(t *testing.T) {
 			req := kmmPodRequest(loader.ActionLoad, false)
 			req.ImageRepoSecret = nil
-			pod := workerPodOf(t, req, kmmWorkerOpts)
+			pod := workerPodOf(t, req, kmmWorkerOpts()...)
 			assertKMMWorkerPod(t, pod, req)
 			assert.Empty(t, pod.Spec.ImagePullSecrets)
 			unprivileged(t, pod, 1234, "someType")
@@ -170,23 +172,21 @@ func TestKMMConformanceWorkerPod(t *testing.T) {
 		{KMM: kmmWorkerPod + "CreateLoaderPod: should work as expected: firmwareHostPath set to empty string, firmware loading not requested", Check: func(t *testing.T) {
 			loaderPodCase("", false)(t)
 			// and KMM's operator defaults: root, spc_t.
-			pod := workerPodOf(t, kmmPodRequest(loader.ActionLoad, false), loader.PodOptions{WorkerImage: "worker-image:v1"})
+			pod := workerPodOf(t, kmmPodRequest(loader.ActionLoad, false))
 			unprivileged(t, pod, 0, loader.DefaultSELinuxType)
 		}},
 		{KMM: kmmWorkerPod + "CreateLoaderPod: should work as expected: firmwareHostPath set, firmware loading not requested", Check: loaderPodCase("some-path", false)},
 		{KMM: kmmWorkerPod + "CreateLoaderPod: should work as expected: firmwareHostPath set , firmware loading requested", Check: loaderPodCase("/some-path", true)},
 		{KMM: kmmWorkerPod + "CreateUnloaderPod: it should fail if firmwareClassPath was not set but firmware loading was",
 			Differs: "Firmware goes to /lib/firmware unless told otherwise", Check: func(t *testing.T) {
-				pod := workerPodOf(t, kmmPodRequest(loader.ActionUnload, true), kmmWorkerOpts)
+				pod := workerPodOf(t, kmmPodRequest(loader.ActionUnload, true), kmmWorkerOpts()...)
 				v, _ := firmwareVolume(pod)
 				require.NotNil(t, v)
 				assert.Equal(t, "/lib/firmware", v.HostPath.Path)
 			}},
 		{KMM: kmmWorkerPod + "CreateUnloaderPod: should work as expected", Check: func(t *testing.T) {
-			opts := kmmWorkerOpts
-			opts.FirmwareHostPath = "/lib/firmware"
 			req := kmmPodRequest(loader.ActionUnload, true)
-			pod := workerPodOf(t, req, opts)
+			pod := workerPodOf(t, req, kmmWorkerOpts(loader.WithFirmwareHostPath("/lib/firmware"))...)
 			assertKMMWorkerPod(t, pod, req)
 			unprivileged(t, pod, 1234, "someType")
 			v, m := firmwareVolume(pod)
@@ -263,22 +263,22 @@ func TestKMMConformanceWorkerPod(t *testing.T) {
 // drivers; KMM's NodeModulesConfig of a node is the node's annotations
 // and labels there.
 type nmcEnv struct {
-	cs  *k8sfake.Clientset
-	rec *record.FakeRecorder
-	l   *loader.PodLoader
-	now time.Time
+	cs    *k8sfake.Clientset
+	rec   *record.FakeRecorder
+	l     *loader.PodLoader
+	clock *clocktesting.FakePassiveClock
 }
 
-func newNMCEnv(t *testing.T, opts ...loader.PodLoaderOption) *nmcEnv {
-	e := &nmcEnv{cs: k8sfake.NewClientset(), rec: record.NewFakeRecorder(100), now: time.Now()}
+func newNMCEnv(t *testing.T, opts ...loader.Option) *nmcEnv {
+	e := &nmcEnv{cs: k8sfake.NewClientset(), rec: record.NewFakeRecorder(100), clock: clocktesting.NewFakePassiveClock(time.Now())}
 	e.l = e.loader(t, opts...)
 	return e
 }
 
-func (e *nmcEnv) loader(t *testing.T, opts ...loader.PodLoaderOption) *loader.PodLoader {
+func (e *nmcEnv) loader(t *testing.T, opts ...loader.Option) *loader.PodLoader {
 	t.Helper()
-	l, err := loader.NewPodLoader(e.cs, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"},
-		append([]loader.PodLoaderOption{loader.WithEventRecorder(e.rec), loader.WithClock(func() time.Time { return e.now })}, opts...)...)
+	l, err := loader.NewPodLoader(e.cs, "quay.io/kmmkit/kmm:v0.1",
+		append([]loader.Option{loader.WithEventRecorder(e.rec), loader.WithClock(e.clock)}, opts...)...)
 	require.NoError(t, err)
 	return l
 }
@@ -342,9 +342,9 @@ func (e *nmcEnv) workerPod(t *testing.T, node, module string, action loader.Acti
 	t.Helper()
 	req := *r
 	req.Node, req.Module, req.Namespace, req.Action = node, module, "drivers", action
-	pod, err := loader.WorkerPod(req, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+	pod, err := loader.WorkerPod(req, "quay.io/kmmkit/kmm:v0.1")
 	require.NoError(t, err)
-	pod.CreationTimestamp = metav1.NewTime(e.now)
+	pod.CreationTimestamp = metav1.NewTime(e.clock.Now())
 	pod, err = e.cs.CoreV1().Pods("drivers").Create(context.Background(), pod, metav1.CreateOptions{})
 	require.NoError(t, err)
 	return pod
@@ -426,7 +426,7 @@ func outdatedWorker(action loader.Action) func(t *testing.T) {
 			desired = nil
 			req := *old
 			req.Node, req.Module, req.Namespace, req.Action = "n1", "nic", "drivers", loader.ActionUnload
-			pod, err := loader.WorkerPod(req, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.0"})
+			pod, err := loader.WorkerPod(req, "quay.io/kmmkit/kmm:v0.0")
 			require.NoError(t, err)
 			_, err = e.cs.CoreV1().Pods("drivers").Create(context.Background(), pod, metav1.CreateOptions{})
 			require.NoError(t, err)
@@ -449,8 +449,8 @@ func outdatedWorker(action loader.Action) func(t *testing.T) {
 // input that cannot make a worker Pod is refused before anything is
 // written.
 func untemplatable(t *testing.T) {
-	_, err := loader.NewPodLoader(k8sfake.NewClientset(), loader.PodOptions{})
-	assert.ErrorContains(t, err, "PodOptions.WorkerImage is empty")
+	_, err := loader.NewPodLoader(k8sfake.NewClientset(), "")
+	assert.ErrorContains(t, err, "pod loader: no worker image")
 	e := newNMCEnv(t)
 	e.addNode(t, "n1", "boot-1")
 	_, err = e.l.Sync(context.Background(), loader.SyncRequest{Module: "nic", Desired: map[string]*loader.PodRequest{"n1": desiredConfig(kver, "r/nic:v1")}})

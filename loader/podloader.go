@@ -8,7 +8,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,9 +16,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kmmkit/kmmkit/identity"
+	"github.com/kmmkit/kmmkit/internal/ctxlog"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
 
@@ -148,15 +149,16 @@ type NodeState struct {
 // newer one; a name that is taken is read, not retried blindly. Use one
 // PodLoader per process: two loaders do not share what they remember.
 type PodLoader struct {
-	client     kubernetes.Interface
-	opts       PodOptions
-	recorder   record.EventRecorder
-	log        logr.Logger
-	now        func() time.Time
-	stuckAfter time.Duration
-	retryAfter time.Duration
-	pods       PodLister
-	mem        *memory
+	client      kubernetes.Interface
+	workerImage string
+	pod         podOptions
+	recorder    record.EventRecorder
+	log         ctxlog.Logger
+	clock       clock.PassiveClock
+	stuckAfter  time.Duration
+	retryAfter  time.Duration
+	pods        PodLister
+	mem         *memory
 }
 
 // PodLister lists the Pods of a namespace that match selector: an
@@ -165,51 +167,20 @@ type PodLoader struct {
 // modified.
 type PodLister func(ctx context.Context, namespace string, selector labels.Selector) ([]*corev1.Pod, error)
 
-// PodLoaderOption configures a PodLoader.
-type PodLoaderOption func(*PodLoader)
-
-// WithEventRecorder emits ModuleLoaded and ModuleUnloaded events on nodes.
-func WithEventRecorder(r record.EventRecorder) PodLoaderOption {
-	return func(l *PodLoader) { l.recorder = r }
-}
-
-// WithPodLoaderLogger sets the logger.
-func WithPodLoaderLogger(log logr.Logger) PodLoaderOption {
-	return func(l *PodLoader) { l.log = log }
-}
-
-// WithClock replaces time.Now (for tests).
-func WithClock(now func() time.Time) PodLoaderOption {
-	return func(l *PodLoader) { l.now = now }
-}
-
-// WithStuckTimeout sets how long a worker Pod may run or stay pending
-// before it is reported as stuck (default 5 minutes; 0 disables).
-func WithStuckTimeout(d time.Duration) PodLoaderOption {
-	return func(l *PodLoader) { l.stuckAfter = d }
-}
-
-// WithPodLister replaces listing worker Pods through the client on every
-// pass, with an informer's lister for instance (watch the Pods with the
-// label identity.Owner.ActionLabel, loader.LabelWorkerAction for KMM's).
-func WithPodLister(p PodLister) PodLoaderOption {
-	return func(l *PodLoader) { l.pods = p }
-}
-
-// NewPodLoader returns a PodLoader that writes through client. opts must
-// name the worker image.
-func NewPodLoader(client kubernetes.Interface, opts PodOptions, o ...PodLoaderOption) (*PodLoader, error) {
+// NewPodLoader returns a PodLoader that writes through client and runs
+// workerImage, which holds the worker binary (`kmm image worker REF`
+// builds and pushes one). It fails without a client or a worker image,
+// and on an option it cannot use, naming it.
+func NewPodLoader(client kubernetes.Interface, workerImage string, opts ...Option) (*PodLoader, error) {
 	if client == nil {
-		return nil, errors.New("pod loader: nil client")
+		return nil, errors.New("pod loader: NewPodLoader needs a clientset")
 	}
-	if opts.WorkerImage == "" {
-		return nil, errors.New("pod loader: PodOptions.WorkerImage is empty")
+	o, err := newOptions(workerImage, opts)
+	if err != nil {
+		return nil, err
 	}
-	l := &PodLoader{client: client, opts: opts, log: logr.Discard(), now: time.Now,
-		stuckAfter: 5 * time.Minute, retryAfter: 10 * time.Second, mem: newMemory()}
-	for _, f := range o {
-		f(l)
-	}
+	l := &PodLoader{client: client, workerImage: workerImage, pod: o.pod, recorder: o.recorder, log: o.log,
+		clock: o.clock, stuckAfter: o.stuckAfter, retryAfter: 10 * time.Second, pods: o.pods, mem: newMemory()}
 	if l.pods == nil {
 		l.pods = func(ctx context.Context, ns string, sel labels.Selector) ([]*corev1.Pod, error) {
 			list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
@@ -225,6 +196,9 @@ func NewPodLoader(client kubernetes.Interface, opts PodOptions, o ...PodLoaderOp
 	}
 	return l, nil
 }
+
+// now reads the loader's clock.
+func (l *PodLoader) now() time.Time { return l.clock.Now() }
 
 // Sync implements NodeLoader. Errors of single nodes are joined; the
 // states of the other nodes are still returned.
@@ -364,7 +338,7 @@ func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identit
 	obs, _, err := ObservedBy(node, owner)
 	if err != nil {
 		// A damaged record cannot be unloaded from; reload over it.
-		l.log.Error(err, "ignoring unreadable observed state", "node", name)
+		l.log.From(ctx).Error(err, "ignoring unreadable observed state", "node", name)
 		s.annots[owner.ObservedAnnotation()] = nil
 		obs = nil
 	}
@@ -385,7 +359,7 @@ func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identit
 	bootID := node.Status.NodeInfo.BootID
 	if s.obs != nil && bootID != "" && s.obs.BootID != "" && s.obs.BootID != bootID {
 		// The node rebooted since the load: nothing of ours is loaded.
-		l.log.V(1).Info("node rebooted since load", "node", name, "owner", owner.String())
+		l.log.From(ctx).V(1).Info("node rebooted since load", "node", name, "owner", owner.String())
 		s.setObserved(nil)
 	}
 	for round := 0; round < 2; round++ {
@@ -433,7 +407,7 @@ func (l *PodLoader) node(ctx context.Context, owner identity.Owner, name string,
 		return view, false, nil
 	}
 	if view != nil {
-		l.log.V(1).Info("node view is older than our writes; reading it", "node", name, "owner", owner.String())
+		l.log.From(ctx).V(1).Info("node view is older than our writes; reading it", "node", name, "owner", owner.String())
 	}
 	n, err := l.readNode(ctx, owner, name)
 	return n, true, err
@@ -480,7 +454,7 @@ func (l *PodLoader) workerPod(ctx context.Context, owner identity.Owner, ns, nod
 	if l.mem.trustPod(owner, name, cur) {
 		return cur, errors.Join(errs...)
 	}
-	l.log.V(1).Info("worker pod view is older than our writes; reading it", "pod", name)
+	l.log.From(ctx).V(1).Info("worker pod view is older than our writes; reading it", "pod", name)
 	fresh, _, err := l.readPod(ctx, owner, ns, name)
 	return fresh, errors.Join(append(errs, err)...)
 }
@@ -636,7 +610,7 @@ func (s *nodeSync) withoutPod(ctx context.Context) error {
 func (s *nodeSync) podFor(action Action, r PodRequest) (*corev1.Pod, error) {
 	r.Node, r.Module, r.Namespace, r.Action = s.node.Name, s.req.Module, s.req.Namespace, action
 	r.Identity, r.PodNamespace = s.req.Identity, s.req.podNamespace()
-	pod, err := WorkerPod(r, s.l.opts)
+	pod, err := workerPod(r, s.l.workerImage, s.l.pod)
 	if err != nil {
 		return nil, err
 	}
@@ -680,7 +654,7 @@ func (s *nodeSync) create(ctx context.Context, action Action, r PodRequest) erro
 		return fmt.Errorf("creating worker pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	s.l.mem.created(s.owner, created, s.l.now())
-	s.l.log.Info("created worker pod", "pod", pod.Name, "node", s.node.Name, "action", action)
+	s.l.log.From(ctx).Info("created worker pod", "pod", pod.Name, "node", s.node.Name, "action", action)
 	s.set(phase, metav1.ConditionFalse, reason, fmt.Sprintf("worker pod %s created to %s the module", pod.Name, action))
 	if s.l.stuckAfter > 0 && s.st.RequeueAfter == 0 {
 		s.st.RequeueAfter = s.l.stuckAfter
@@ -814,7 +788,7 @@ func (l *PodLoader) deletePod(ctx context.Context, owner identity.Owner, pod *co
 	switch {
 	case err == nil || apierrors.IsNotFound(err):
 		l.mem.deleted(owner, pod, l.now())
-		l.log.V(1).Info("deleted worker pod", "pod", pod.Name, "node", pod.Spec.NodeName)
+		l.log.From(ctx).V(1).Info("deleted worker pod", "pod", pod.Name, "node", pod.Spec.NodeName)
 		return nil
 	case apierrors.IsConflict(err):
 		l.mem.changed(owner, pod.Name, l.now())

@@ -24,6 +24,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/kmmkit/kmmkit/internal/fakeapi"
 	"github.com/kmmkit/kmmkit/internal/testenv"
@@ -132,9 +133,8 @@ func stateOf(t *testing.T, states []loader.NodeState, node string) loader.NodeSt
 // machine through the pod loader, playing the kubelet.
 func runPodLoaderScenario(t *testing.T, c *cluster) {
 	ctx := context.Background()
-	now := time.Now()
-	clock := func() time.Time { return now }
-	l, err := loader.NewPodLoader(c.cs, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"},
+	clock := clocktesting.NewFakePassiveClock(time.Now())
+	l, err := loader.NewPodLoader(c.cs, "quay.io/kmmkit/kmm:v0.1",
 		loader.WithEventRecorder(c.recorder), loader.WithClock(clock), loader.WithStuckTimeout(5*time.Minute))
 	require.NoError(t, err)
 	c.node(t, "n1", "boot-1")
@@ -275,7 +275,7 @@ func runPodLoaderScenario(t *testing.T, c *cluster) {
 	s2 = stateOf(t, sync(map[string]*loader.PodRequest{"n1": k2, "n2": v1b}), "n2")
 	assert.Equal(t, loader.ReasonLoading, s2.Condition.Reason)
 	assert.Greater(t, s2.RequeueAfter, time.Duration(0), "requeued to notice a stuck worker")
-	now = now.Add(6 * time.Minute)
+	clock.SetTime(clock.Now().Add(6 * time.Minute))
 	s2 = stateOf(t, sync(map[string]*loader.PodRequest{"n1": k2, "n2": v1b}), "n2")
 	assert.Equal(t, loader.ReasonWorkerStuck, s2.Condition.Reason)
 	assert.Contains(t, s2.Condition.Message, "may be stuck")

@@ -159,7 +159,7 @@ func TestPodLoaderLaggingInformersAPIServer(t *testing.T) {
 		}
 	}()
 
-	l, err := loader.NewPodLoader(cs, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"}, loader.WithStuckTimeout(0),
+	l, err := loader.NewPodLoader(cs, "quay.io/kmmkit/kmm:v0.1", loader.WithStuckTimeout(0),
 		loader.WithPodLister(func(_ context.Context, namespace string, sel labels.Selector) ([]*corev1.Pod, error) {
 			var out []*corev1.Pod
 			for _, o := range podView.List() {

@@ -80,7 +80,7 @@ func newLaggingCluster(t *testing.T, id identity.Domain, lag func(pass int, kind
 	}
 	cs := api.Client()
 	cs.PrependReactor("create", "pods", c.onCreate)
-	c.loader, err = loader.NewPodLoader(cs, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"},
+	c.loader, err = loader.NewPodLoader(cs, "quay.io/kmmkit/kmm:v0.1",
 		loader.WithEventRecorder(c.events), loader.WithStuckTimeout(0), loader.WithPodLister(c.listPods))
 	require.NoError(t, err)
 	return c
@@ -402,7 +402,7 @@ func TestPodLoaderFindsItsPodUnderATakenName(t *testing.T) {
 	want := desiredConfig(kernel1, "registry.example.com/nic:v1")
 	running, err := loader.WorkerPod(loader.PodRequest{Node: "n1", Module: "nic", Namespace: "drivers", Action: loader.ActionLoad,
 		Config: want.Config, ServiceAccountName: want.ServiceAccountName, Tolerations: want.Tolerations, ModuleVersion: want.ModuleVersion},
-		loader.PodOptions{WorkerImage: "w"})
+		"w")
 	require.NoError(t, err)
 	_, err = admin.CoreV1().Pods("drivers").Create(ctx, running, metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -411,7 +411,7 @@ func TestPodLoaderFindsItsPodUnderATakenName(t *testing.T) {
 	require.NoError(t, err)
 
 	empty := func(context.Context, string, labels.Selector) ([]*corev1.Pod, error) { return nil, nil }
-	l, err := loader.NewPodLoader(api.Client(), loader.PodOptions{WorkerImage: "w"}, loader.WithPodLister(empty))
+	l, err := loader.NewPodLoader(api.Client(), "w", loader.WithPodLister(empty))
 	require.NoError(t, err)
 	nodes, err := admin.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	require.NoError(t, err)
@@ -460,7 +460,7 @@ func TestPodLoaderNodeMissingFromView(t *testing.T) {
 	node.Status.NodeInfo = corev1.NodeSystemInfo{KernelVersion: kernel1, BootID: "boot-1"}
 	_, err = admin.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	require.NoError(t, err)
-	l, err := loader.NewPodLoader(api.Client(), loader.PodOptions{WorkerImage: "w"})
+	l, err := loader.NewPodLoader(api.Client(), "w")
 	require.NoError(t, err)
 	n, err := admin.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
 	require.NoError(t, err)

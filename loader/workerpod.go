@@ -43,6 +43,7 @@ const (
 	imagesDir               = "/var/run/kmmkit/images"
 	defaultFirmwareHostPath = "/lib/firmware"
 	defaultWorkerBinary     = "/kmm"
+	caBundleFile            = "ca-bundle.crt"
 )
 
 // PodRequest is one worker Pod to run: a module's config on a node.
@@ -72,38 +73,30 @@ type PodRequest struct {
 	ModuleVersion string
 }
 
-// PodOptions are the operator-wide settings of worker Pods.
-type PodOptions struct {
-	// WorkerImage holds the worker binary (cmd/kmm-worker, or kmm) at
-	// Binary: `kmm image worker REF` builds and pushes such an image.
-	WorkerImage string
-	// Binary is the worker binary's path in WorkerImage; "" means /kmm.
-	Binary string
-	// FirmwareHostPath is the host firmware directory; "" means
-	// /lib/firmware (use /var/lib/firmware where /lib is read-only).
-	FirmwareHostPath string
-	// Resources of the worker; nil means small defaults.
-	Resources *corev1.ResourceRequirements
-	// RunAsUser is the worker's user ID; nil means 0 (root), the default
-	// of KMM's worker.runAsUser.
-	RunAsUser *int64
-	// SELinuxType is the SELinux type of a worker that is not privileged;
-	// "" means spc_t, the default of KMM's worker.seLinuxType: an SELinux
-	// node does not let a container_t process load modules.
-	SELinuxType string
-}
-
 // DefaultSELinuxType is the SELinux type of unprivileged workers unless
-// PodOptions.SELinuxType says otherwise.
+// WithSELinuxType says otherwise.
 const DefaultSELinuxType = "spc_t"
 
 // WorkerPod returns the one-shot Pod that loads or unloads a module on a
-// node, shaped as KMM's (names, labels, annotations, nodeName, OnFailure)
-// with kmmkit's worker: it pulls and extracts the kmod image itself, so
-// there is no init container and the image needs no shell; it gets
+// node, as a PodLoader made with NewPodLoader(client, workerImage,
+// opts...) runs it; of opts, those that shape worker Pods count
+// (WithWorkerBinary, WithFirmwareHostPath, WithResources, WithRunAsUser,
+// WithSELinuxType, WithCABundleConfigMap, WithCABundleSecret). It is
+// shaped as KMM's (names, labels, annotations, nodeName, OnFailure) with
+// kmmkit's worker: it pulls and extracts the kmod image itself, so there
+// is no init container and the image needs no shell; it gets
 // CAP_SYS_MODULE only, and is privileged only when it must write the
 // firmware search path in sysfs.
-func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
+func WorkerPod(req PodRequest, workerImage string, opts ...Option) (*corev1.Pod, error) {
+	o, err := newOptions(workerImage, opts)
+	if err != nil {
+		return nil, err
+	}
+	return workerPod(req, workerImage, o.pod)
+}
+
+// workerPod is WorkerPod with checked options.
+func workerPod(req PodRequest, workerImage string, opts podOptions) (*corev1.Pod, error) {
 	owner := req.Identity.Owner(req.Namespace, req.Module)
 	podNS := firstNonEmpty(req.PodNamespace, req.Namespace)
 	if req.Node == "" || req.Module == "" || podNS == "" {
@@ -115,18 +108,18 @@ func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
 	if req.Action != ActionLoad && req.Action != ActionUnload {
 		return nil, fmt.Errorf("unknown worker action %q", req.Action)
 	}
-	if opts.WorkerImage == "" {
+	if workerImage == "" {
 		return nil, fmt.Errorf("no worker image")
 	}
 	cfgYAML, err := yaml.Marshal(req.Config)
 	if err != nil {
 		return nil, err
 	}
-	binary := opts.Binary
+	binary := opts.binary
 	if binary == "" {
 		binary = defaultWorkerBinary
 	}
-	fwHost := opts.FirmwareHostPath
+	fwHost := opts.firmwareHostPath
 	if fwHost == "" {
 		fwHost = defaultFirmwareHostPath
 	}
@@ -169,6 +162,19 @@ func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
 		mounts = append(mounts, corev1.VolumeMount{Name: "pull-secret", MountPath: pullSecretDir, ReadOnly: true})
 		args = append(args, "--docker-config", pullSecretDir)
 	}
+	for _, b := range opts.caBundles {
+		// The registry's CA: the worker trusts it besides its built-in
+		// roots, for pulls on load and on unload alike.
+		items := []corev1.KeyToPath{{Key: b.key, Path: caBundleFile}}
+		src := corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: b.name}, Items: items}}
+		if b.kind == "Secret" {
+			src = corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: b.name, Items: items}}
+		}
+		volumes = append(volumes, corev1.Volume{Name: "registry-ca", VolumeSource: src})
+		mounts = append(mounts, corev1.VolumeMount{Name: "registry-ca", MountPath: WorkerCADir, ReadOnly: true})
+		args = append(args, "--ca-file", WorkerCADir+"/"+caBundleFile)
+	}
 	if firmware {
 		volumes = append(volumes, corev1.Volume{Name: "firmware", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
 			Path: fwHost, Type: ptr.To(corev1.HostPathDirectoryOrCreate),
@@ -176,13 +182,13 @@ func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
 		mounts = append(mounts, corev1.VolumeMount{Name: "firmware", MountPath: fwHost})
 	}
 	uid := ptr.To[int64](0)
-	if opts.RunAsUser != nil {
-		uid = ptr.To(*opts.RunAsUser)
+	if opts.runAsUser != nil {
+		uid = ptr.To(*opts.runAsUser)
 	}
 	sc := &corev1.SecurityContext{
 		RunAsUser:      uid,
 		Capabilities:   &corev1.Capabilities{Add: []corev1.Capability{"SYS_MODULE"}},
-		SELinuxOptions: &corev1.SELinuxOptions{Type: firstNonEmpty(opts.SELinuxType, DefaultSELinuxType)},
+		SELinuxOptions: &corev1.SELinuxOptions{Type: firstNonEmpty(opts.seLinuxType, DefaultSELinuxType)},
 	}
 	if firmware && req.Action == ActionLoad {
 		sc = &corev1.SecurityContext{RunAsUser: uid, Privileged: ptr.To(true)}
@@ -191,8 +197,8 @@ func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
 		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
 		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
 	}
-	if opts.Resources != nil {
-		resources = *opts.Resources
+	if opts.resources != nil {
+		resources = *opts.resources
 	}
 	annotations := map[string]string{AnnotationWorkerConfig: string(cfgYAML)}
 	if len(req.Tolerations) > 0 {
@@ -220,7 +226,7 @@ func WorkerPod(req PodRequest, opts PodOptions) (*corev1.Pod, error) {
 			Tolerations:        req.Tolerations,
 			Containers: []corev1.Container{{
 				Name:            "worker",
-				Image:           opts.WorkerImage,
+				Image:           workerImage,
 				Command:         []string{binary},
 				Args:            args,
 				VolumeMounts:    mounts,

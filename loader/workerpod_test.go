@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -13,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
+	k8sfake "k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
@@ -40,7 +42,7 @@ func podRequest(action loader.Action, firmware bool) loader.PodRequest {
 }
 
 func TestWorkerPod(t *testing.T) {
-	pod, err := loader.WorkerPod(podRequest(loader.ActionLoad, false), loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+	pod, err := loader.WorkerPod(podRequest(loader.ActionLoad, false), "quay.io/kmmkit/kmm:v0.1")
 	require.NoError(t, err)
 	assert.Equal(t, "kmm-worker-worker-1-nic", pod.Name)
 	assert.Equal(t, "drivers", pod.Namespace)
@@ -74,7 +76,7 @@ func TestWorkerPod(t *testing.T) {
 	assert.Equal(t, "1.2", pod.Annotations[loader.AnnotationModuleVersion])
 	assert.Contains(t, pod.Annotations[loader.AnnotationTolerations], "key: gpu")
 
-	fw, err := loader.WorkerPod(podRequest(loader.ActionLoad, true), loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1", FirmwareHostPath: "/var/lib/firmware"})
+	fw, err := loader.WorkerPod(podRequest(loader.ActionLoad, true), "quay.io/kmmkit/kmm:v0.1", loader.WithFirmwareHostPath("/var/lib/firmware"))
 	require.NoError(t, err)
 	fc := fw.Spec.Containers[0]
 	assert.True(t, *fc.SecurityContext.Privileged, "writing the firmware search path needs sysfs")
@@ -82,20 +84,85 @@ func TestWorkerPod(t *testing.T) {
 	assert.Contains(t, fc.VolumeMounts, corev1.VolumeMount{Name: "firmware", MountPath: "/var/lib/firmware"})
 	assert.NotEqual(t, pod.Annotations[loader.AnnotationWorkerHash], fw.Annotations[loader.AnnotationWorkerHash])
 
-	un, err := loader.WorkerPod(podRequest(loader.ActionUnload, true), loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+	un, err := loader.WorkerPod(podRequest(loader.ActionUnload, true), "quay.io/kmmkit/kmm:v0.1")
 	require.NoError(t, err)
 	assert.Equal(t, "Unload", un.Labels[loader.LabelWorkerAction])
 	assert.Nil(t, un.Spec.Containers[0].SecurityContext.Privileged, "unload only removes files")
 	assert.Equal(t, "unload", un.Spec.Containers[0].Args[1])
 
-	again, err := loader.WorkerPod(podRequest(loader.ActionLoad, false), loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+	again, err := loader.WorkerPod(podRequest(loader.ActionLoad, false), "quay.io/kmmkit/kmm:v0.1")
 	require.NoError(t, err)
 	assert.Equal(t, pod.Annotations[loader.AnnotationWorkerHash], again.Annotations[loader.AnnotationWorkerHash], "the hash is stable")
 
-	_, err = loader.WorkerPod(loader.PodRequest{Node: "n", Module: "m", Namespace: "ns", Action: "Reload"}, loader.PodOptions{WorkerImage: "x"})
+	_, err = loader.WorkerPod(loader.PodRequest{Node: "n", Module: "m", Namespace: "ns", Action: "Reload"}, "x")
 	assert.ErrorContains(t, err, `unknown worker action "Reload"`)
-	_, err = loader.WorkerPod(podRequest(loader.ActionLoad, false), loader.PodOptions{})
+	_, err = loader.WorkerPod(podRequest(loader.ActionLoad, false), "")
 	assert.ErrorContains(t, err, "no worker image")
+}
+
+// TestWorkerPodCABundle: a CA bundle ConfigMap or Secret is mounted, key
+// to ca-bundle.crt, and given to the worker as --ca-file, on load and on
+// unload; bad names, bad keys and two bundles are refused, naming the
+// option.
+func TestWorkerPodCABundle(t *testing.T) {
+	plain, err := loader.WorkerPod(podRequest(loader.ActionLoad, false), "w")
+	require.NoError(t, err)
+	for _, c := range []struct {
+		opt  loader.Option
+		want corev1.VolumeSource
+	}{
+		{loader.WithCABundleConfigMap("trusted-ca", ""), corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "trusted-ca"},
+			Items:                []corev1.KeyToPath{{Key: loader.DefaultCABundleKey, Path: "ca-bundle.crt"}}}}},
+		{loader.WithCABundleSecret("registry-tls", "ca.crt"), corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: "registry-tls", Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca-bundle.crt"}}}}},
+	} {
+		for _, action := range []loader.Action{loader.ActionLoad, loader.ActionUnload} {
+			pod, err := loader.WorkerPod(podRequest(action, false), "w", c.opt)
+			require.NoError(t, err)
+			var vol *corev1.Volume
+			for i := range pod.Spec.Volumes {
+				if pod.Spec.Volumes[i].Name == "registry-ca" {
+					vol = &pod.Spec.Volumes[i]
+				}
+			}
+			require.NotNil(t, vol, "%s", action)
+			assert.Equal(t, c.want, vol.VolumeSource)
+			ctr := pod.Spec.Containers[0]
+			assert.Contains(t, ctr.VolumeMounts, corev1.VolumeMount{Name: "registry-ca", MountPath: loader.WorkerCADir, ReadOnly: true})
+			assert.Equal(t, []string{"--ca-file", loader.WorkerCADir + "/ca-bundle.crt"}, ctr.Args[len(ctr.Args)-2:])
+			if action == loader.ActionLoad {
+				assert.NotEqual(t, plain.Annotations[loader.AnnotationWorkerHash], pod.Annotations[loader.AnnotationWorkerHash],
+					"a worker without the CA is outdated")
+			}
+		}
+	}
+	for want, opts := range map[string][]loader.Option{
+		`pod loader: WithCABundleConfigMap("Bad_Name", "ca-bundle.crt"): the name is not a valid ConfigMap name`: {loader.WithCABundleConfigMap("Bad_Name", "")},
+		`pod loader: WithCABundleSecret("ca", "a/b"): the key is not a valid key`:                                {loader.WithCABundleSecret("ca", "a/b")},
+		"pod loader: WithCABundleConfigMap and WithCABundleSecret: give one CA bundle":                           {loader.WithCABundleConfigMap("a", ""), loader.WithCABundleSecret("b", "")},
+	} {
+		_, err := loader.WorkerPod(podRequest(loader.ActionLoad, false), "w", opts...)
+		assert.ErrorContains(t, err, want)
+		_, err = loader.NewPodLoader(k8sfake.NewClientset(), "w", opts...)
+		assert.ErrorContains(t, err, want, "NewPodLoader checks the same options")
+	}
+}
+
+// TestNewPodLoaderRefusesBadOptions: what NewPodLoader cannot use is
+// refused, naming the option.
+func TestNewPodLoaderRefusesBadOptions(t *testing.T) {
+	for want, opt := range map[string]loader.Option{
+		`pod loader: WithWorkerBinary("kmm"): the path must be absolute`:                      loader.WithWorkerBinary("kmm"),
+		"pod loader: WithRunAsUser(-1): a user ID is not negative":                            loader.WithRunAsUser(-1),
+		"pod loader: WithStuckTimeout(-1s): the timeout must not be negative (0 disables it)": loader.WithStuckTimeout(-time.Second),
+		"pod loader: WithClock(nil): no clock":                                                loader.WithClock(nil),
+	} {
+		_, err := loader.NewPodLoader(k8sfake.NewClientset(), "w", opt)
+		assert.EqualError(t, err, want)
+	}
+	_, err := loader.NewPodLoader(nil, "w")
+	assert.EqualError(t, err, "pod loader: NewPodLoader needs a clientset")
 }
 
 func TestWorkerPodName(t *testing.T) {
@@ -111,11 +178,11 @@ func TestWorkerPodName(t *testing.T) {
 // operator's labels and none of KMM's, so KMM never takes it for its own.
 func TestWorkerPodIdentity(t *testing.T) {
 	req := podRequest(loader.ActionLoad, false)
-	kmmPod, err := loader.WorkerPod(req, loader.PodOptions{WorkerImage: "w"})
+	kmmPod, err := loader.WorkerPod(req, "w")
 	require.NoError(t, err)
 	req.Identity = identity.Domain{Name: "nic.acme.io", Kind: "NICFleet"}
 	req.Namespace, req.PodNamespace = "", "acme-system"
-	pod, err := loader.WorkerPod(req, loader.PodOptions{WorkerImage: "w"})
+	pod, err := loader.WorkerPod(req, "w")
 	require.NoError(t, err)
 	o := req.Identity.Owner("", "nic")
 	assert.Equal(t, o.WorkerPodName("worker-1"), pod.Name)
@@ -128,10 +195,10 @@ func TestWorkerPodIdentity(t *testing.T) {
 	assert.Equal(t, kmmPod.Spec, pod.Spec)
 
 	req.PodNamespace = ""
-	_, err = loader.WorkerPod(req, loader.PodOptions{WorkerImage: "w"})
+	_, err = loader.WorkerPod(req, "w")
 	assert.ErrorContains(t, err, "needs a node, a module and a namespace")
 	req.Identity, req.PodNamespace = identity.Domain{}, "acme-system"
-	_, err = loader.WorkerPod(req, loader.PodOptions{WorkerImage: "w"})
+	_, err = loader.WorkerPod(req, "w")
 	assert.ErrorContains(t, err, "a cluster-scoped owner needs a Domain")
 }
 
@@ -163,7 +230,7 @@ func TestWorkerPodAcceptedByAPIServer(t *testing.T) {
 		req.Namespace = ns
 		req.ImageRepoSecret = &corev1.LocalObjectReference{Name: c.secret}
 		req.Node = fmt.Sprintf("node-%s-%t-%s", strings.ToLower(string(c.action)), c.firmware, c.secret)
-		pod, err := loader.WorkerPod(req, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+		pod, err := loader.WorkerPod(req, "quay.io/kmmkit/kmm:v0.1")
 		require.NoError(t, err)
 		created, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 		require.NoError(t, err, "%s firmware=%t", c.action, c.firmware)
@@ -176,11 +243,41 @@ func TestWorkerPodAcceptedByAPIServer(t *testing.T) {
 			}
 		}
 	}
+	// A registry CA from a ConfigMap and from a Secret: the API server
+	// takes the volume, the mount and the --ca-file argument as they are.
+	for i, opt := range []loader.Option{loader.WithCABundleConfigMap("registry-ca", ""), loader.WithCABundleSecret("registry-ca", "ca.pem")} {
+		for _, action := range []loader.Action{loader.ActionLoad, loader.ActionUnload} {
+			req := podRequest(action, false)
+			req.Namespace, req.Node = ns, fmt.Sprintf("node-ca-%d-%s", i, strings.ToLower(string(action)))
+			pod, err := loader.WorkerPod(req, "quay.io/kmmkit/kmm:v0.1", opt)
+			require.NoError(t, err)
+			created, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+			require.NoError(t, err, "CA bundle %d, %s", i, action)
+			var ca *corev1.Volume
+			for i := range created.Spec.Volumes {
+				if created.Spec.Volumes[i].Name == "registry-ca" {
+					ca = &created.Spec.Volumes[i]
+				}
+			}
+			require.NotNil(t, ca, "the CA volume is kept")
+			if ca.ConfigMap != nil {
+				assert.Equal(t, "registry-ca", ca.ConfigMap.Name)
+				assert.Equal(t, []corev1.KeyToPath{{Key: loader.DefaultCABundleKey, Path: "ca-bundle.crt"}}, ca.ConfigMap.Items)
+			} else {
+				require.NotNil(t, ca.Secret)
+				assert.Equal(t, "registry-ca", ca.Secret.SecretName)
+				assert.Equal(t, []corev1.KeyToPath{{Key: "ca.pem", Path: "ca-bundle.crt"}}, ca.Secret.Items)
+			}
+			c := created.Spec.Containers[0]
+			assert.Contains(t, c.VolumeMounts, corev1.VolumeMount{Name: "registry-ca", MountPath: loader.WorkerCADir, ReadOnly: true})
+			assert.Contains(t, strings.Join(c.Args, " "), "--ca-file "+loader.WorkerCADir+"/ca-bundle.crt")
+		}
+	}
 	// A namespaced worker may be owned by a cluster-scoped owner (an owner
 	// reference names no namespace); the API server takes it.
 	req := podRequest(loader.ActionLoad, false)
 	req.Identity, req.Namespace, req.PodNamespace = identity.Domain{Name: "nic.acme.io", Kind: "NICFleet"}, "", ns
-	pod, err := loader.WorkerPod(req, loader.PodOptions{WorkerImage: "quay.io/kmmkit/kmm:v0.1"})
+	pod, err := loader.WorkerPod(req, "quay.io/kmmkit/kmm:v0.1")
 	require.NoError(t, err)
 	pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "nic.acme.io/v1", Kind: "NICFleet", Name: "nic", UID: "0b8f0c1e-1f7d-4a51-9b1e-6c1d3f7a9e21"}}
 	created, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})

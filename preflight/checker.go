@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/go-logr/logr"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -96,12 +95,18 @@ func New(client kubernetes.Interface, reg *registry.Client, opts ...Option) (*Ch
 	if client == nil || reg == nil {
 		return nil, errors.New("preflight: a Kubernetes client and a registry client are required")
 	}
-	c := &Checker{client: client, reg: reg, mapper: kernelmap.New(), lint: true, timeout: time.Hour, poll: 2 * time.Second}
+	mapper, err := kernelmap.New()
+	if err != nil {
+		return nil, err
+	}
+	c := &Checker{client: client, reg: reg, mapper: mapper, lint: true, timeout: time.Hour, poll: 2 * time.Second}
 	for _, o := range opts {
 		o(c)
 	}
 	if c.signer == nil {
-		c.signer = sign.New(reg, logr.Discard())
+		if c.signer, err = sign.New(reg); err != nil {
+			return nil, err
+		}
 	}
 	if c.timeout <= 0 || c.poll <= 0 {
 		return nil, errors.New("preflight: the build timeout and poll interval must be positive")

@@ -213,7 +213,8 @@ func TestBuildNow(t *testing.T) {
 	// The assembler needs no Dockerfile: the ConfigMap may be absent.
 	build := &v1beta1.Build{DockerfileConfigMap: &corev1.LocalObjectReference{Name: "nic-dockerfile"}}
 	m := module(e.repo+":${KERNEL_FULL_VERSION}", build, nil)
-	b := &assemble.Builder{Client: e.Client, Source: assemble.DirSource(dir)}
+	b, err := assemble.New(e.Client, assemble.DirSource(dir))
+	require.NoError(t, err)
 	c := checker(t, e, objects(), preflight.WithBuilder(b), preflight.WithLint(lint.WithKernelTree(e.Root)))
 	res := c.Check(ctx, m, e.Kernel)
 	require.Equal(t, preflight.Works, res.Verdict, res.Message)

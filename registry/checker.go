@@ -17,7 +17,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"k8s.io/utils/clock"
 
+	"github.com/kmmkit/kmmkit/internal/ctxlog"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/reason"
 )
@@ -61,57 +63,62 @@ type ImageChecker interface {
 	Verify(ctx context.Context, req Request) (Result, error)
 }
 
-// Option configures a Client.
-type Option func(*Client) error
+// Option configures a Client (see NewClient). Options only record a
+// value; NewClient checks them all and reports the first one that is
+// wrong.
+type Option func(*options)
 
-// WithCABundle adds PEM certificates to the system roots for TLS.
+// options are what the Options of a Client record.
+type options struct {
+	caBundle        []byte
+	caSet           bool
+	ttlExists       time.Duration
+	ttlMissing      time.Duration
+	ttlSet          bool
+	retry           *RetryPolicy
+	base            *http.Transport
+	log             ctxlog.Logger
+	clock           clock.PassiveClock
+	checkTimeout    time.Duration
+	transferTimeout time.Duration
+	idleTimeout     *time.Duration
+	maxManifest     *int64
+}
+
+// WithCABundle adds PEM certificates to the system roots for TLS;
+// NewClient fails when the bundle holds no PEM certificate.
 func WithCABundle(pem []byte) Option {
-	return func(c *Client) error {
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return errors.New("CA bundle holds no PEM certificate")
-		}
-		c.pool = pool
-		return nil
-	}
+	return func(o *options) { o.caBundle, o.caSet = pem, true }
 }
 
 // WithTTL sets how long answers are cached: exists for positive answers,
 // missing for "does not exist" (shorter, so a pushed image is seen soon).
 // Errors are never cached.
 func WithTTL(exists, missing time.Duration) Option {
-	return func(c *Client) error {
-		c.ttlExists, c.ttlMissing = exists, missing
-		return nil
-	}
+	return func(o *options) { o.ttlExists, o.ttlMissing, o.ttlSet = exists, missing, true }
 }
 
 // WithRetryPolicy replaces DefaultRetryPolicy.
 func WithRetryPolicy(p RetryPolicy) Option {
-	return func(c *Client) error {
-		c.retry = p
-		return nil
-	}
+	return func(o *options) { o.retry = &p }
 }
 
 // WithBaseTransport replaces the HTTP transport registries are reached
 // through (its TLS settings are extended, not replaced).
 func WithBaseTransport(t *http.Transport) Option {
-	return func(c *Client) error {
-		c.base = t
-		return nil
-	}
+	return func(o *options) { o.base = t }
 }
 
-// WithLogger makes the Client log each registry answer at verbosity 1.
+// WithLogger makes the Client log each registry answer at verbosity 1 to
+// l. Without it, each call logs to the logger of its context
+// (logr.FromContextOrDiscard).
 func WithLogger(l logr.Logger) Option {
-	return func(c *Client) error {
-		c.log = l
-		return nil
-	}
+	return func(o *options) { o.log = ctxlog.Given(l) }
+}
+
+// WithClock replaces the clock the cache's ages are read from (tests).
+func WithClock(c clock.PassiveClock) Option {
+	return func(o *options) { o.clock = c }
 }
 
 // The Client's default bounds.
@@ -136,50 +143,22 @@ const (
 // of time fails with RegistryUnavailable naming the deadline. Values <= 0
 // keep the defaults (DefaultCheckTimeout, DefaultTransferTimeout).
 func WithTimeouts(check, transfer time.Duration) Option {
-	return func(c *Client) error {
-		if check > 0 {
-			c.checkTimeout = check
-		}
-		if transfer > 0 {
-			c.transferTimeout = transfer
-		}
-		return nil
-	}
+	return func(o *options) { o.checkTimeout, o.transferTimeout = check, transfer }
 }
 
 // WithIdleTimeout makes a response body read that makes no progress for d
-// fail with RegistryUnavailable (default DefaultIdleTimeout). Waiting for
-// the headers is bounded by the base transport's ResponseHeaderTimeout
-// (15 s by default).
+// fail with RegistryUnavailable (default DefaultIdleTimeout); NewClient
+// refuses d <= 0. Waiting for the headers is bounded by the base
+// transport's ResponseHeaderTimeout (15 s by default).
 func WithIdleTimeout(d time.Duration) Option {
-	return func(c *Client) error {
-		if d <= 0 {
-			return errors.New("idle timeout must be positive")
-		}
-		c.idleTimeout = d
-		return nil
-	}
+	return func(o *options) { o.idleTimeout = &d }
 }
 
 // WithMaxManifestSize bounds one manifest or index (default
 // DefaultMaxManifestSize); a larger one fails with reason.UnsafeImage,
-// while it is read, before it is held in memory.
+// while it is read, before it is held in memory. NewClient refuses n <= 0.
 func WithMaxManifestSize(n int64) Option {
-	return func(c *Client) error {
-		if n <= 0 {
-			return errors.New("manifest size limit must be positive")
-		}
-		c.maxManifest = n
-		return nil
-	}
-}
-
-// withClock replaces time.Now, for tests.
-func withClock(now func() time.Time) Option {
-	return func(c *Client) error {
-		c.now = now
-		return nil
-	}
+	return func(o *options) { o.maxManifest = &n }
 }
 
 // Client is the registry-backed ImageChecker; it also pulls and extracts
@@ -192,8 +171,8 @@ type Client struct {
 	ttlMissing      time.Duration
 	retry           RetryPolicy
 	base            *http.Transport
-	log             logr.Logger
-	now             func() time.Time
+	log             ctxlog.Logger
+	clock           clock.PassiveClock
 	checkTimeout    time.Duration
 	transferTimeout time.Duration
 	idleTimeout     time.Duration
@@ -237,27 +216,67 @@ const (
 )
 
 // NewClient returns a Client. By default answers are cached for 5
-// minutes (exists) and 30 seconds (missing).
+// minutes (exists) and 30 seconds (missing). It fails, naming the
+// option, when an option's value is unusable: a CA bundle without a PEM
+// certificate, an idle timeout or a manifest size limit that is not
+// positive.
 func NewClient(opts ...Option) (*Client, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
 	c := &Client{
 		ttlExists:       5 * time.Minute,
 		ttlMissing:      30 * time.Second,
 		retry:           DefaultRetryPolicy(),
-		log:             logr.Discard(),
-		now:             time.Now,
+		log:             o.log,
+		clock:           clock.RealClock{},
 		checkTimeout:    DefaultCheckTimeout,
 		transferTimeout: DefaultTransferTimeout,
 		idleTimeout:     DefaultIdleTimeout,
 		maxManifest:     DefaultMaxManifestSize,
+		base:            o.base,
 		cache:           map[string]*cachedAnswer{},
 		blobs:           map[string]time.Time{},
 		inflight:        map[string]*call{},
 		pullers:         map[string]*pooledPuller{},
 	}
-	for _, o := range opts {
-		if err := o(c); err != nil {
-			return nil, err
+	if o.caSet {
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
 		}
+		if !pool.AppendCertsFromPEM(o.caBundle) {
+			return nil, errors.New("registry: WithCABundle: the CA bundle holds no PEM certificate")
+		}
+		c.pool = pool
+	}
+	if o.ttlSet {
+		c.ttlExists, c.ttlMissing = o.ttlExists, o.ttlMissing
+	}
+	if o.retry != nil {
+		c.retry = *o.retry
+	}
+	if o.clock != nil {
+		c.clock = o.clock
+	}
+	if o.checkTimeout > 0 {
+		c.checkTimeout = o.checkTimeout
+	}
+	if o.transferTimeout > 0 {
+		c.transferTimeout = o.transferTimeout
+	}
+	if o.idleTimeout != nil {
+		if *o.idleTimeout <= 0 {
+			return nil, fmt.Errorf("registry: WithIdleTimeout(%v): the idle timeout must be positive", *o.idleTimeout)
+		}
+		c.idleTimeout = *o.idleTimeout
+	}
+	if o.maxManifest != nil {
+		if *o.maxManifest <= 0 {
+			return nil, fmt.Errorf("registry: WithMaxManifestSize(%d): the manifest size limit must be positive", *o.maxManifest)
+		}
+		c.maxManifest = *o.maxManifest
 	}
 	if c.base == nil {
 		c.base = defaultBaseTransport()
@@ -266,6 +285,12 @@ func NewClient(opts ...Option) (*Client, error) {
 		perRequest: c.transferTimeout, pings: &pingBook{}}
 	return c, nil
 }
+
+// logger is the logger of a call: WithLogger's, or the context's.
+func (c *Client) logger(ctx context.Context) logr.Logger { return c.log.From(ctx) }
+
+// now reads the Client's clock.
+func (c *Client) now() time.Time { return c.clock.Now() }
 
 // key identifies a request for the cache; ok is false when its
 // credentials cannot be told apart safely, and then nothing is cached.
@@ -487,7 +512,7 @@ func (c *Client) ask(ctx context.Context, req Request, prev *cachedAnswer, fresh
 	if err != nil {
 		if notFound(err) {
 			e.res.Missing = missingWhy(err)
-			c.log.V(1).Info("image missing", "image", req.Image, "why", e.res.Missing)
+			c.logger(ctx).V(1).Info("image missing", "image", req.Image, "why", e.res.Missing)
 			return e, nil
 		}
 		return nil, classify(req.Image, err, req.Auth)
@@ -500,7 +525,7 @@ func (c *Client) ask(ctx context.Context, req Request, prev *cachedAnswer, fresh
 	e.res.Exists, e.res.Digest = true, d.Digest.String()
 	if m.index != nil {
 		if req.Platform == nil {
-			c.log.V(1).Info("image checked", "image", req.Image, "exists", true, "digest", e.res.Digest)
+			c.logger(ctx).V(1).Info("image checked", "image", req.Image, "exists", true, "digest", e.res.Digest)
 			return e, nil // no platform: the index as it is
 		}
 		e.res.IndexDigest = e.res.Digest
@@ -576,7 +601,7 @@ func (c *Client) confirmBlobs(ctx context.Context, p *remote.Puller, ref name.Re
 			if blobNotFound(gerr) {
 				e.res = Result{CheckedAt: e.res.CheckedAt, Missing: fmt.Sprintf(
 					"%s %s of manifest %s is not in the registry (BLOB_UNKNOWN): the image cannot be pulled", what, d.Digest, e.res.Digest)}
-				c.log.V(1).Info("image missing", "image", req.Image, "why", e.res.Missing)
+				c.logger(ctx).V(1).Info("image missing", "image", req.Image, "why", e.res.Missing)
 				return e, nil
 			}
 			return nil, classify(req.Image, gerr, req.Auth)
@@ -587,7 +612,7 @@ func (c *Client) confirmBlobs(ctx context.Context, p *remote.Puller, ref name.Re
 			c.sawBlob(bkey)
 		}
 	}
-	c.log.V(1).Info("image checked", "image", req.Image, "exists", true, "digest", e.res.Digest, "blobs", len(e.blobs))
+	c.logger(ctx).V(1).Info("image checked", "image", req.Image, "exists", true, "digest", e.res.Digest, "blobs", len(e.blobs))
 	return e, nil
 }
 

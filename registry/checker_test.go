@@ -11,6 +11,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/reason"
@@ -135,11 +136,9 @@ func TestCheckCacheAndVerify(t *testing.T) {
 	reg.push(t, "kmm/cached:v1", false)
 	reg.manifests.Store(0) // the push made its own manifest requests
 	reg.blobs.Store(0)
-	now := time.Now()
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	c := newChecker(t, WithCABundle(reg.caPEM()), WithTTL(time.Minute, 10*time.Second), withClock(clock))
+	clock := clocktesting.NewFakePassiveClock(time.Now())
+	advance := func(d time.Duration) { clock.SetTime(clock.Now().Add(d)) }
+	c := newChecker(t, WithCABundle(reg.caPEM()), WithTTL(time.Minute, 10*time.Second), WithClock(clock))
 	ctx := context.Background()
 	hit := Request{Image: reg.host + "/kmm/cached:v1"}
 	miss := Request{Image: reg.host + "/kmm/cached:v2"}

@@ -57,7 +57,8 @@ type Input struct {
 	// Created is the image's creation time; zero means the Unix epoch,
 	// which keeps digests reproducible.
 	Created time.Time
-	// Log receives depmod's messages.
+	// Log receives depmod's messages; the zero value means the logger of
+	// Assemble's context.
 	Log logr.Logger
 }
 
@@ -102,11 +103,8 @@ func assemble(ctx context.Context, in Input, check func(root string) error) (v1.
 			return nil, err
 		}
 	}
-	log := in.Log
-	if log.GetSink() == nil {
-		log = logr.Discard()
-	}
-	if _, err := depmod.Run(ctx, depmod.Options{BaseDir: root, KernelVersion: in.KernelVersion, ConfigPaths: []string{}, Log: log}); err != nil {
+	// A zero Log is the context's, as depmod.Run takes it.
+	if _, err := depmod.Run(ctx, depmod.Options{BaseDir: root, KernelVersion: in.KernelVersion, ConfigPaths: []string{}, Log: in.Log}); err != nil {
 		return nil, fmt.Errorf("depmod: %w", err)
 	}
 	if len(in.Firmware) > 0 {

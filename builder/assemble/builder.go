@@ -15,6 +15,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/signfile"
+	"github.com/kmmkit/kmmkit/internal/ctxlog"
 	"github.com/kmmkit/kmmkit/internal/safefs"
 	"github.com/kmmkit/kmmkit/lint"
 	"github.com/kmmkit/kmmkit/reason"
@@ -137,32 +138,65 @@ func (s imageSource) Files(ctx context.Context, req builder.Request) ([]File, []
 }
 
 // Builder is the daemonless builder.Builder: it assembles the image from
-// a Source in-process (signing the modules when SignerFor returns a
+// a Source in-process (signing the modules when WithSigner gives a
 // signer), and pushes it unless the registry already holds the same
 // digest. The same inputs always give the same digest, so Sync is
 // idempotent without any state; it finishes within the call.
 type Builder struct {
-	// Client pushes the image.
-	Client *registry.Client
-	// Source supplies the modules.
-	Source Source
-	// Push gives the push credentials and TLS for a request; nil pushes
-	// with the request's RegistryTLS and no credentials.
-	Push func(ctx context.Context, req builder.Request) (registry.Request, error)
-	// SignerFor, when set, returns the signer for a request (nil: no
-	// signing).
-	SignerFor func(ctx context.Context, req builder.Request) (*signfile.Signer, error)
-	// Log receives progress.
-	Log logr.Logger
-	// Lint adds options to the lint every build runs on the image before
-	// it is pushed (lint.WithModules, lint.WithHostModules,
-	// lint.WithKernelTree, …). The build always lints, with the
-	// request's dirName and firmware path, and signed modules when it
-	// signs; findings fail it with reason.ImageLintFailed.
-	Lint []lint.Option
+	client *registry.Client
+	source Source
+	o      options
 }
 
 var _ builder.Builder = (*Builder)(nil)
+
+// Option configures a Builder (see New). Options only record a value.
+type Option func(*options)
+
+type options struct {
+	push      func(ctx context.Context, req builder.Request) (registry.Request, error)
+	signerFor func(ctx context.Context, req builder.Request) (*signfile.Signer, error)
+	log       ctxlog.Logger
+	lint      []lint.Option
+}
+
+// WithLint adds options to the lint every build runs on the image before
+// it is pushed (lint.WithModules, lint.WithHostModules,
+// lint.WithKernelTree, …). The build always lints, with the request's
+// dirName and firmware path, and signed modules when it signs; findings
+// fail it with reason.ImageLintFailed.
+func WithLint(opts ...lint.Option) Option {
+	return func(o *options) { o.lint = append(o.lint, opts...) }
+}
+
+// WithPush gives the push credentials and TLS for a request. Without it,
+// images are pushed with the request's RegistryTLS and no credentials.
+func WithPush(push func(ctx context.Context, req builder.Request) (registry.Request, error)) Option {
+	return func(o *options) { o.push = push }
+}
+
+// WithSigner gives the signer of a request's modules (nil: no signing).
+// Without it, nothing is signed.
+func WithSigner(signerFor func(ctx context.Context, req builder.Request) (*signfile.Signer, error)) Option {
+	return func(o *options) { o.signerFor = signerFor }
+}
+
+// WithLogger makes the Builder log its progress to l. Without it, each
+// Sync logs to the logger of its context (logr.FromContextOrDiscard).
+func WithLogger(l logr.Logger) Option { return func(o *options) { o.log = ctxlog.Given(l) } }
+
+// New returns a Builder that takes the modules from source and pushes
+// with client; it fails without either.
+func New(client *registry.Client, source Source, opts ...Option) (*Builder, error) {
+	if client == nil || source == nil {
+		return nil, errors.New("assemble: New needs a registry client and a Source")
+	}
+	b := &Builder{client: client, source: source}
+	for _, f := range opts {
+		f(&b.o)
+	}
+	return b, nil
+}
 
 // Sync implements builder.Builder.
 func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status, error) {
@@ -171,17 +205,11 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 		st.Phase, st.Reason, st.Message, st.Final = builder.PhaseFailed, r, err.Error(), true
 		return st, err
 	}
-	if b.Client == nil || b.Source == nil {
-		return failed(reason.InvalidRequest, errors.New("assemble: Builder needs a Client and a Source"))
-	}
 	if err := req.Validate(); err != nil {
 		return failed(reason.InvalidRequest, err)
 	}
-	log := b.Log
-	if log.GetSink() == nil {
-		log = logr.Discard()
-	}
-	mods, fw, err := b.Source.Files(ctx, req)
+	log := b.o.log.From(ctx)
+	mods, fw, err := b.source.Files(ctx, req)
 	if err != nil {
 		return failed(errReason(err), err)
 	}
@@ -190,8 +218,8 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	if len(fw) > 0 && in.FirmwarePath == "" {
 		in.Firmware = nil // the Module does not ship firmware
 	}
-	if b.SignerFor != nil {
-		if in.Signer, err = b.SignerFor(ctx, req); err != nil {
+	if b.o.signerFor != nil {
+		if in.Signer, err = b.o.signerFor(ctx, req); err != nil {
 			return failed(reason.SignFailed, err)
 		}
 	}
@@ -204,16 +232,16 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 		return failed(reason.BuildFailed, err)
 	}
 	push := registry.Request{Image: req.Image, TLS: req.RegistryTLS}
-	if b.Push != nil {
-		if push, err = b.Push(ctx, req); err != nil {
+	if b.o.push != nil {
+		if push, err = b.o.push(ctx, req); err != nil {
 			return failed(errReason(err), err)
 		}
 	}
-	if res, err := b.Client.Verify(ctx, push); err == nil && res.Exists && res.Digest == d.String() {
+	if res, err := b.client.Verify(ctx, push); err == nil && res.Exists && res.Digest == d.String() {
 		st.Phase, st.Digest = builder.PhaseSucceeded, d.String()
 		return st, nil
 	}
-	digest, err := b.Client.Push(ctx, push, img)
+	digest, err := b.client.Push(ctx, push, img)
 	if err != nil {
 		st.Final = false
 		st.Phase, st.Reason, st.Message = builder.PhaseFailed, errReason(err), err.Error()
@@ -232,7 +260,7 @@ func (b *Builder) lint(ctx context.Context, req builder.Request, in Input, root 
 	if in.Signer != nil {
 		opts = append(opts, lint.WithSigned())
 	}
-	rep, err := lint.Tree(ctx, root, req.Kernel.Version, append(opts, b.Lint...)...)
+	rep, err := lint.Tree(ctx, root, req.Kernel.Version, append(opts, b.o.lint...)...)
 	if err != nil {
 		return fmt.Errorf("linting the image for %s: %w", req.Image, err)
 	}

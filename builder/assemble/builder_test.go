@@ -61,14 +61,17 @@ func TestBuilderFromDirectory(t *testing.T) {
 	client, err := registry.NewClient()
 	require.NoError(t, err)
 	req := buildRequest(t, host+"/acme/nic:"+kver)
-	b := &Builder{Client: client, Source: DirSource(dir)}
+	b, err := New(client, DirSource(dir))
+	require.NoError(t, err)
 	st, err := b.Sync(ctx, req)
 	require.NoError(t, err)
 	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
 	assert.Equal(t, int32(1), pushes.Load())
 
 	// Another builder, same inputs: the same digest, and no second push.
-	again, err := (&Builder{Client: client, Source: DirSource(dir)}).Sync(ctx, req)
+	second, err := New(client, DirSource(dir))
+	require.NoError(t, err)
+	again, err := second.Sync(ctx, req)
 	require.NoError(t, err)
 	assert.Equal(t, st.Digest, again.Digest, "reproducible")
 	assert.Equal(t, int32(1), pushes.Load(), "the registry already has it")
@@ -106,7 +109,9 @@ func TestBuilderFromImage(t *testing.T) {
 	src := ImageSource(client, registry.Request{Image: host + "/acme/nic-builder:${KERNEL_FULL_VERSION}", TLS: tls},
 		"/usr/src/out/lib/modules/${KERNEL_FULL_VERSION}/extra")
 	req := buildRequest(t, host+"/acme/nic:"+kver)
-	st, err := (&Builder{Client: client, Source: src}).Sync(ctx, req)
+	b, err := New(client, src)
+	require.NoError(t, err)
+	st, err := b.Sync(ctx, req)
 	require.NoError(t, err)
 	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
 	img, _, err := client.Pull(ctx, registry.Request{Image: req.Image, TLS: tls})
@@ -115,7 +120,9 @@ func TestBuilderFromImage(t *testing.T) {
 	assert.Contains(t, fs, "opt/lib/modules/"+kver+"/kmm_ci_a.ko")
 	assert.Equal(t, "kmm_ci_b.ko:\nkmm_ci_a.ko: kmm_ci_b.ko\n", string(fs["opt/lib/modules/"+kver+"/modules.dep"]))
 
-	_, err = (&Builder{Client: client, Source: ImageSource(client, registry.Request{Image: host + "/acme/nic-builder:" + kver, TLS: tls}, "/nothing")}).Sync(ctx, req)
+	b, err = New(client, ImageSource(client, registry.Request{Image: host + "/acme/nic-builder:" + kver, TLS: tls}, "/nothing"))
+	require.NoError(t, err)
+	_, err = b.Sync(ctx, req)
 	assert.ErrorContains(t, err, "has no module files under /nothing")
 }
 
@@ -143,7 +150,7 @@ func TestBuilderRefusesAnImageThatCannotLoad(t *testing.T) {
 	write(dir, other, synthetic())
 	req := buildRequest(t, host+"/acme/nic:"+other)
 	req.Kernel = k
-	st, err := (&Builder{Client: client, Source: DirSource(dir)}).Sync(ctx, req)
+	st, err := mustNew(t, client, DirSource(dir)).Sync(ctx, req)
 	require.Error(t, err)
 	assert.Equal(t, reason.ImageLintFailed, reason.Of(err))
 	assert.Equal(t, builder.PhaseFailed, st.Phase)
@@ -158,12 +165,12 @@ func TestBuilderRefusesAnImageThatCannotLoad(t *testing.T) {
 	assert.Len(t, lerr.Report.Findings, 2)
 
 	// A module that needs one the image lacks; and the Module's module,
-	// asked for through Builder.Lint, missing.
+	// asked for through WithLint, missing.
 	dir = t.TempDir()
 	write(dir, kver, []File{{Path: "extra/kmm_ci_a.ko", Data: elftest.Module{
 		Modinfo: []string{vermagic, "depends=kmm_ci_b"}, Needs: []elftest.Need{{Name: "b_fn"}}}.Bytes()}})
 	req = buildRequest(t, host+"/acme/nic:"+kver)
-	st, err = (&Builder{Client: client, Source: DirSource(dir), Lint: []lint.Option{lint.WithModules("nic")}}).Sync(ctx, req)
+	st, err = mustNew(t, client, DirSource(dir), WithLint(lint.WithModules("nic"))).Sync(ctx, req)
 	require.Error(t, err)
 	assert.Equal(t, reason.ImageLintFailed, st.Reason)
 	assert.Contains(t, st.Message, "/opt/lib/modules/"+kver+"/extra/kmm_ci_a.ko: dependency: needs module kmm_ci_b (.modinfo depends), which the image does not hold")
@@ -174,9 +181,27 @@ func TestBuilderRefusesAnImageThatCannotLoad(t *testing.T) {
 	signer := testSigner(t)
 	dir = t.TempDir()
 	write(dir, kver, synthetic())
-	st, err = (&Builder{Client: client, Source: DirSource(dir), Lint: []lint.Option{lint.WithModules("kmm_ci_a")},
-		SignerFor: func(context.Context, builder.Request) (*signfile.Signer, error) { return signer, nil }}).Sync(ctx, req)
+	st, err = mustNew(t, client, DirSource(dir), WithLint(lint.WithModules("kmm_ci_a")),
+		WithSigner(func(context.Context, builder.Request) (*signfile.Signer, error) { return signer, nil })).Sync(ctx, req)
 	require.NoError(t, err)
 	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
 	assert.Equal(t, int32(1), pushes.Load(), "only the good image was pushed")
+}
+
+// TestNewNeedsClientAndSource: New names what is missing.
+func TestNewNeedsClientAndSource(t *testing.T) {
+	client, err := registry.NewClient()
+	require.NoError(t, err)
+	_, err = New(nil, DirSource(t.TempDir()))
+	assert.EqualError(t, err, "assemble: New needs a registry client and a Source")
+	_, err = New(client, nil)
+	assert.EqualError(t, err, "assemble: New needs a registry client and a Source")
+}
+
+// mustNew is New that fails t on an error.
+func mustNew(t *testing.T, client *registry.Client, src Source, opts ...Option) *Builder {
+	t.Helper()
+	b, err := New(client, src, opts...)
+	require.NoError(t, err)
+	return b
 }

@@ -70,7 +70,9 @@ func TestImageSourceDoesNotPackHostFiles(t *testing.T) {
 
 			src := ImageSource(client, registry.Request{Image: stageRef, TLS: tls}, "/"+dir)
 			req := buildRequest(t, fmt.Sprintf("%s/acme/nic%d:%s", host, n, kver))
-			st, err := (&Builder{Client: client, Source: src}).Sync(ctx, req)
+			b, err := New(client, src)
+			require.NoError(t, err)
+			st, err := b.Sync(ctx, req)
 			require.Error(t, err)
 			assert.Equal(t, reason.UnsafeImage, st.Reason)
 			assert.True(t, st.Final)

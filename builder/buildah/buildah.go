@@ -32,51 +32,101 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
 
 	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/internal/ctxlog"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/reason"
 )
 
-// Options configure the buildah builder.
-type Options struct {
-	// Binary is the buildah executable; "" means "buildah" on PATH.
-	Binary string
-	// Root and RunRoot are buildah's storage directories; "" means
-	// private directories under the system temp directory.
-	Root, RunRoot string
-	// StorageDriver is buildah's storage driver; "" means "vfs".
-	StorageDriver string
-	// Isolation is buildah's RUN isolation; "" means "chroot".
-	Isolation string
-	// CertDir holds CA certificates (*.crt) for registries with private
-	// CAs, as containers-certs.d does.
-	CertDir string
-	// Volumes are bind mounts for every RUN step, as buildah's --volume
-	// (HOST:CONTAINER[:OPTIONS]).
-	Volumes []string
-	// Auth returns the Docker config JSON with the credentials for pulls
-	// and the push of a request (from its PullSecret, say); nil means
-	// none.
-	Auth func(ctx context.Context, req builder.Request) ([]byte, error)
-	// Secrets returns the files of a build secret (key → content); they
-	// are mounted at /run/secrets/<name>/<key> during RUN steps.
-	Secrets func(ctx context.Context, namespace, name string) (map[string][]byte, error)
-	// Retry bounds retries of failed builds.
-	Retry builder.RetryPolicy
-	// Timeout bounds one build and push; 0 means one hour.
-	Timeout time.Duration
-	// Log receives progress.
-	Log logr.Logger
-	// Now replaces time.Now (tests).
-	Now func() time.Time
-	// Runner runs the builds; nil runs the buildah command (Binary).
-	Runner Runner
+// Option configures a Builder (see New). Options only record a value;
+// New checks them.
+type Option func(*options)
+
+type options struct {
+	binary        string
+	root, runRoot string
+	storageDriver string
+	isolation     string
+	certDir       string
+	volumes       []string
+	auth          func(ctx context.Context, req builder.Request) ([]byte, error)
+	secrets       func(ctx context.Context, namespace, name string) (map[string][]byte, error)
+	retry         builder.RetryPolicy
+	timeout       time.Duration
+	log           ctxlog.Logger
+	clock         clock.PassiveClock
+	runner        Runner
 }
+
+// WithBinary sets the buildah executable (default "buildah" on PATH).
+func WithBinary(path string) Option { return func(o *options) { o.binary = path } }
+
+// WithStorage sets buildah's storage directories, its --root and
+// --runroot (default private directories under the system temp
+// directory).
+func WithStorage(root, runRoot string) Option {
+	return func(o *options) { o.root, o.runRoot = root, runRoot }
+}
+
+// WithStorageDriver sets buildah's storage driver (default "vfs", which
+// works in a container without privileges to mount).
+func WithStorageDriver(driver string) Option { return func(o *options) { o.storageDriver = driver } }
+
+// WithIsolation sets the isolation of RUN steps: "chroot" (the default),
+// "oci" or "rootless"; New refuses others.
+func WithIsolation(isolation string) Option { return func(o *options) { o.isolation = isolation } }
+
+// WithCertDir names a directory of CA certificates (*.crt) for
+// registries with private CAs, as containers-certs.d holds them.
+func WithCertDir(dir string) Option { return func(o *options) { o.certDir = dir } }
+
+// WithVolumes adds bind mounts for every RUN step, as buildah's --volume
+// (HOST:CONTAINER[:OPTIONS]); New refuses one without a CONTAINER part.
+func WithVolumes(volumes ...string) Option {
+	return func(o *options) { o.volumes = append(o.volumes, volumes...) }
+}
+
+// WithAuth gives the Docker config JSON with the credentials for pulls
+// and the push of a request (from its PullSecret, say). Without it,
+// builds pull and push anonymously.
+func WithAuth(auth func(ctx context.Context, req builder.Request) ([]byte, error)) Option {
+	return func(o *options) { o.auth = auth }
+}
+
+// WithSecrets gives the files of a build secret (key → content); they are
+// mounted at /run/secrets/<name>/<key> during RUN steps. Without it, a
+// build that names secrets fails.
+func WithSecrets(secrets func(ctx context.Context, namespace, name string) (map[string][]byte, error)) Option {
+	return func(o *options) { o.secrets = secrets }
+}
+
+// WithRetryPolicy bounds retries of failed builds (default: the zero
+// builder.RetryPolicy, 3 attempts).
+func WithRetryPolicy(p builder.RetryPolicy) Option { return func(o *options) { o.retry = p } }
+
+// WithTimeout bounds one build and push (default one hour); New refuses
+// d <= 0.
+func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// WithLogger makes the Builder log its progress to l. Without it, a build
+// logs to the logger of the context of the Sync that started it
+// (logr.FromContextOrDiscard).
+func WithLogger(l logr.Logger) Option { return func(o *options) { o.log = ctxlog.Given(l) } }
+
+// WithClock sets the clock that retry backoff is read from (default the
+// real one).
+func WithClock(c clock.PassiveClock) Option { return func(o *options) { o.clock = c } }
+
+// WithRunner replaces the buildah command (WithBinary) with another
+// Runner; github.com/kmmkit/kmmkit/builder/buildahlib runs buildah as a
+// library.
+func WithRunner(r Runner) Option { return func(o *options) { o.runner = r } }
 
 // Builder is the buildah builder. It is safe for concurrent use.
 type Builder struct {
-	o    Options
+	o    options
 	mu   sync.Mutex
 	jobs map[string]*job // by target image
 }
@@ -92,33 +142,41 @@ type job struct {
 	finished time.Time
 }
 
-// New returns a buildah builder.
-func New(o Options) *Builder {
-	if o.Binary == "" {
-		o.Binary = "buildah"
+// New returns a buildah builder. It fails on an option it cannot use,
+// naming it.
+func New(opts ...Option) (*Builder, error) {
+	o := options{
+		binary: "buildah", storageDriver: "vfs", isolation: "chroot",
+		root:    filepath.Join(os.TempDir(), "kmmkit-buildah", "root"),
+		runRoot: filepath.Join(os.TempDir(), "kmmkit-buildah", "runroot"),
+		timeout: time.Hour, clock: clock.RealClock{},
 	}
-	if o.StorageDriver == "" {
-		o.StorageDriver = "vfs"
+	for _, f := range opts {
+		f(&o)
 	}
-	if o.Isolation == "" {
-		o.Isolation = "chroot"
+	switch {
+	case o.binary == "" && o.runner == nil:
+		return nil, errors.New(`buildah: WithBinary(""): name the buildah executable`)
+	case o.root == "" || o.runRoot == "":
+		return nil, fmt.Errorf("buildah: WithStorage(%q, %q): both directories are needed", o.root, o.runRoot)
+	case o.storageDriver == "":
+		return nil, errors.New(`buildah: WithStorageDriver(""): name a storage driver (default "vfs")`)
+	case o.isolation != "chroot" && o.isolation != "oci" && o.isolation != "rootless":
+		return nil, fmt.Errorf("buildah: WithIsolation(%q): use chroot, oci or rootless", o.isolation)
+	case o.timeout <= 0:
+		return nil, fmt.Errorf("buildah: WithTimeout(%v): the timeout must be positive", o.timeout)
+	case o.clock == nil:
+		return nil, errors.New("buildah: WithClock(nil): no clock")
 	}
-	if o.Root == "" {
-		o.Root = filepath.Join(os.TempDir(), "kmmkit-buildah", "root")
+	for _, v := range o.volumes {
+		if parts := strings.Split(v, ":"); len(parts) < 2 || parts[0] == "" || parts[1] == "" {
+			return nil, fmt.Errorf("buildah: WithVolumes(%q): a volume is HOST:CONTAINER[:OPTIONS]", v)
+		}
 	}
-	if o.RunRoot == "" {
-		o.RunRoot = filepath.Join(os.TempDir(), "kmmkit-buildah", "runroot")
+	if o.runner == nil {
+		o.runner = commandRunner{binary: o.binary}
 	}
-	if o.Timeout == 0 {
-		o.Timeout = time.Hour
-	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	if o.Log.GetSink() == nil {
-		o.Log = logr.Discard()
-	}
-	return &Builder{o: o, jobs: map[string]*job{}}
+	return &Builder{o: o, jobs: map[string]*job{}}, nil
 }
 
 // Sync implements builder.Builder.
@@ -127,16 +185,17 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 		return builder.Status{Phase: builder.PhaseFailed, Final: true, Reason: reason.InvalidRequest, Message: err.Error()}, err
 	}
 	hash := req.Hash()
+	log := b.o.log.From(ctx)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	j := b.jobs[req.Image]
 	if j != nil && j.hash != hash {
-		b.o.Log.Info("replacing stale build", "image", req.Image)
+		log.Info("replacing stale build", "image", req.Image)
 		j.cancel()
 		j = nil
 	}
 	if j == nil {
-		return b.start(req, hash, 1), nil
+		return b.start(log, req, hash, 1), nil
 	}
 	if !j.done {
 		return j.status, nil
@@ -145,17 +204,17 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	if st.Phase != builder.PhaseFailed || st.Final {
 		return st, nil
 	}
-	due := j.finished.Add(b.o.Retry.Delay(j.attempt + 1))
-	if now := b.o.Now(); now.Before(due) {
+	due := j.finished.Add(b.o.retry.Delay(j.attempt + 1))
+	if now := b.o.clock.Now(); now.Before(due) {
 		st.RequeueAfter = due.Sub(now)
 		return st, nil
 	}
-	return b.start(req, hash, j.attempt+1), nil
+	return b.start(log, req, hash, j.attempt+1), nil
 }
 
-// start runs a build in the background; b.mu is held.
-func (b *Builder) start(req builder.Request, hash string, attempt int) builder.Status {
-	ctx, cancel := context.WithTimeout(context.Background(), b.o.Timeout)
+// start runs a build in the background, logging to log; b.mu is held.
+func (b *Builder) start(log logr.Logger, req builder.Request, hash string, attempt int) builder.Status {
+	ctx, cancel := context.WithTimeout(logr.NewContext(context.Background(), log), b.o.timeout)
 	j := &job{hash: hash, attempt: attempt, cancel: cancel,
 		status: builder.Status{Phase: builder.PhaseRunning, Name: req.Name(attempt), Hash: hash, Attempt: attempt}}
 	b.jobs[req.Image] = j
@@ -167,18 +226,18 @@ func (b *Builder) start(req builder.Request, hash string, attempt int) builder.S
 		if b.jobs[req.Image] != j {
 			return // replaced meanwhile
 		}
-		j.done, j.finished = true, b.o.Now()
+		j.done, j.finished = true, b.o.clock.Now()
 		if err != nil {
 			j.status.Phase, j.status.Reason, j.status.Message, j.status.LogTail = builder.PhaseFailed, reason.BuildFailed, err.Error(), logTail
-			if attempt >= b.o.Retry.Attempts() {
+			if attempt >= b.o.retry.Attempts() {
 				j.status.Final = true
-				j.status.Message = fmt.Sprintf("%s (attempt %d of %d; no more retries)", err, attempt, b.o.Retry.Attempts())
+				j.status.Message = fmt.Sprintf("%s (attempt %d of %d; no more retries)", err, attempt, b.o.retry.Attempts())
 			}
-			b.o.Log.Info("build failed", "image", req.Image, "attempt", attempt, "error", err.Error())
+			log.Info("build failed", "image", req.Image, "attempt", attempt, "error", err.Error())
 			return
 		}
 		j.status.Phase, j.status.Digest = builder.PhaseSucceeded, digest
-		b.o.Log.Info("built and pushed", "image", req.Image, "digest", digest)
+		log.Info("built and pushed", "image", req.Image, "digest", digest)
 	}()
 	return j.status
 }
@@ -220,7 +279,8 @@ type Job struct {
 	// certificates for base images and for the push.
 	PullTLSVerify, PushTLSVerify bool
 	// Root, RunRoot, StorageDriver, Isolation and CertDir are the
-	// Builder's Options.
+	// Builder's (WithStorage, WithStorageDriver, WithIsolation,
+	// WithCertDir).
 	Root, RunRoot, StorageDriver, Isolation, CertDir string
 	// IIDFile and DigestFile are where the image ID and the pushed
 	// digest may be written.
@@ -230,7 +290,8 @@ type Job struct {
 }
 
 // Runner builds a Job, pushes the image to Job.Request.Image and returns
-// the pushed manifest digest. The default runs the buildah command;
+// the pushed manifest digest; ctx carries the Builder's logger. The
+// default runs the buildah command;
 // github.com/kmmkit/kmmkit/builder/buildahlib runs buildah as a library.
 type Runner interface {
 	Run(ctx context.Context, job Job) (digest string, err error)
@@ -247,10 +308,10 @@ func (b *Builder) run(ctx context.Context, req builder.Request) (string, string,
 	var log bytes.Buffer
 	job := Job{
 		Request: req, Dockerfile: filepath.Join(work, "Dockerfile"), ContextDir: filepath.Join(work, "context"),
-		Args: req.Args(), Volumes: append([]string(nil), b.o.Volumes...),
+		Args: req.Args(), Volumes: append([]string(nil), b.o.volumes...),
 		PullTLSVerify: !req.BaseImageRegistryTLS.Insecure && !req.BaseImageRegistryTLS.InsecureSkipTLSVerify,
 		PushTLSVerify: !req.RegistryTLS.Insecure && !req.RegistryTLS.InsecureSkipTLSVerify,
-		Root:          b.o.Root, RunRoot: b.o.RunRoot, StorageDriver: b.o.StorageDriver, Isolation: b.o.Isolation, CertDir: b.o.CertDir,
+		Root:          b.o.root, RunRoot: b.o.runRoot, StorageDriver: b.o.storageDriver, Isolation: b.o.isolation, CertDir: b.o.certDir,
 		IIDFile: filepath.Join(work, "iid"), DigestFile: filepath.Join(work, "digest"), Log: &log,
 	}
 	if err := os.WriteFile(job.Dockerfile, []byte(req.Dockerfile), 0o644); err != nil {
@@ -259,8 +320,8 @@ func (b *Builder) run(ctx context.Context, req builder.Request) (string, string,
 	if err := os.MkdirAll(job.ContextDir, 0o755); err != nil {
 		return "", "", err
 	}
-	if b.o.Auth != nil {
-		cfg, err := b.o.Auth(ctx, req)
+	if b.o.auth != nil {
+		cfg, err := b.o.auth(ctx, req)
 		if err != nil {
 			return "", "", fmt.Errorf("credentials: %w", err)
 		}
@@ -279,11 +340,7 @@ func (b *Builder) run(ctx context.Context, req builder.Request) (string, string,
 		return "", "", err
 	}
 	job.Volumes = append(job.Volumes, secrets...)
-	runner := b.o.Runner
-	if runner == nil {
-		runner = commandRunner{binary: b.o.Binary, log: b.o.Log}
-	}
-	digest, err := runner.Run(ctx, job)
+	digest, err := b.o.runner.Run(ctx, job)
 	if err != nil {
 		return "", builder.LogTail(log.String(), 20), err
 	}
@@ -293,7 +350,6 @@ func (b *Builder) run(ctx context.Context, req builder.Request) (string, string,
 // commandRunner runs the buildah command.
 type commandRunner struct {
 	binary string
-	log    logr.Logger
 }
 
 func (c commandRunner) Run(ctx context.Context, job Job) (string, error) {
@@ -338,7 +394,7 @@ func (c commandRunner) Run(ctx context.Context, job Job) (string, error) {
 func (c commandRunner) exec(ctx context.Context, log io.Writer, args ...string) error {
 	cmd := exec.CommandContext(ctx, c.binary, args...)
 	cmd.Stdout, cmd.Stderr = log, log
-	c.log.V(1).Info("running", "command", c.binary+" "+strings.Join(args, " "))
+	logr.FromContextOrDiscard(ctx).V(1).Info("running", "command", c.binary+" "+strings.Join(args, " "))
 	return cmd.Run()
 }
 
@@ -348,8 +404,8 @@ func (b *Builder) writeSecrets(ctx context.Context, req builder.Request, dir str
 	if len(req.Secrets) == 0 {
 		return nil, nil
 	}
-	if b.o.Secrets == nil {
-		return nil, fmt.Errorf("the build uses secrets %v, but the builder has no Options.Secrets to read them", req.Secrets)
+	if b.o.secrets == nil {
+		return nil, fmt.Errorf("the build uses secrets %v, but the builder was given no WithSecrets to read them", req.Secrets)
 	}
 	seen := map[string]bool{}
 	var out []string
@@ -358,7 +414,7 @@ func (b *Builder) writeSecrets(ctx context.Context, req builder.Request, dir str
 			continue
 		}
 		seen[s.Name] = true
-		data, err := b.o.Secrets(ctx, req.Namespace, s.Name)
+		data, err := b.o.secrets(ctx, req.Namespace, s.Name)
 		if err != nil {
 			return nil, fmt.Errorf("build secret %s/%s: %w", req.Namespace, s.Name, err)
 		}

@@ -20,6 +20,8 @@ package buildahlib
 import (
 	"context"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 
 	"github.com/containers/buildah"
@@ -29,6 +31,7 @@ import (
 	"github.com/containers/image/v5/types"
 	"github.com/containers/storage"
 	"github.com/containers/storage/pkg/reexec"
+	"golang.org/x/sys/unix"
 
 	kbuildah "github.com/kmmkit/kmmkit/builder/buildah"
 )
@@ -38,10 +41,11 @@ import (
 // else.
 func Init() bool { return reexec.Init() }
 
-// New returns the buildah builder running buildah in-process.
-func New(o kbuildah.Options) *kbuildah.Builder {
-	o.Runner = Runner{}
-	return kbuildah.New(o)
+// New returns the buildah builder running buildah in-process: the
+// builder of kbuildah.New with opts, its Runner replaced by buildah's
+// library (WithBinary is not used then). It fails as kbuildah.New does.
+func New(opts ...kbuildah.Option) (*kbuildah.Builder, error) {
+	return kbuildah.New(append(opts, kbuildah.WithRunner(Runner{}))...)
 }
 
 // Runner is a kbuildah.Runner on buildah's library.
@@ -79,7 +83,7 @@ func (Runner) Run(ctx context.Context, job kbuildah.Job) (string, error) {
 		ReportWriter:            job.Log,
 		OutputFormat:            define.OCIv1ImageManifest,
 		SystemContext:           pull,
-		CommonBuildOpts:         &define.CommonBuildOptions{Volumes: job.Volumes},
+		CommonBuildOpts:         &define.CommonBuildOptions{Volumes: job.Volumes, Ulimit: currentUlimits()},
 		RemoveIntermediateCtrs:  true,
 		ForceRmIntermediateCtrs: true,
 	}
@@ -114,4 +118,31 @@ func parseIsolation(s string) (define.Isolation, error) {
 		return define.IsolationOCIRootless, nil
 	}
 	return 0, fmt.Errorf("unknown buildah isolation %q (chroot, oci or rootless)", s)
+}
+
+// currentUlimits are this process's open-file and process limits, in
+// buildah's name=SOFT:HARD form: RUN steps keep them, as the buildah
+// command's do, instead of the library raising them to 1048576, which a
+// container without CAP_SYS_RESOURCE refuses.
+func currentUlimits() []string {
+	var out []string
+	for _, l := range []struct {
+		name     string
+		resource int
+	}{{"nofile", unix.RLIMIT_NOFILE}, {"nproc", unix.RLIMIT_NPROC}} {
+		var r unix.Rlimit
+		if err := unix.Getrlimit(l.resource, &r); err != nil {
+			continue // buildah's default then
+		}
+		out = append(out, fmt.Sprintf("%s=%s:%s", l.name, rlim(r.Cur), rlim(r.Max)))
+	}
+	return out
+}
+
+// rlim formats a limit for buildah's ulimit parser: -1 is unlimited.
+func rlim(v uint64) string {
+	if v == unix.RLIM_INFINITY || v > math.MaxInt64 {
+		return "-1"
+	}
+	return strconv.FormatUint(v, 10)
 }

@@ -63,7 +63,9 @@ func TestKanikoExecutorInRunc(t *testing.T) {
 			"LABEL kernel=${KERNEL_FULL_VERSION} module=${MOD_NAME} xyz=${KERNEL_XYZ}\n",
 		BuildArgs:   []v1beta1.BuildArg{{Name: "BASE", Value: baseRef}},
 		RegistryTLS: tls, BaseImageRegistryTLS: tls}
-	pod, err := kaniko.New(k8sfake.NewClientset(), kaniko.Options{}).Pod(req, 1)
+	b, err := kaniko.New(k8sfake.NewClientset())
+	require.NoError(t, err)
+	pod, err := b.Pod(req, 1)
 	require.NoError(t, err)
 	c := pod.Spec.Containers[0]
 

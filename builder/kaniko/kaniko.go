@@ -15,6 +15,7 @@ package kaniko
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -28,55 +29,96 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/internal/lifecycle"
+	"github.com/kmmkit/kmmkit/internal/ctxlog"
 	"github.com/kmmkit/kmmkit/reason"
 )
 
-// DefaultImage is the Kaniko executor image used when Options.Image is
-// empty.
+// DefaultImage is the Kaniko executor image used unless WithImage says
+// otherwise.
 const DefaultImage = "gcr.io/kaniko-project/executor:v1.23.2"
 
 // AnnotationDockerfile carries the Dockerfile into the Pod (downward API).
 const AnnotationDockerfile = "kmm.node.kubernetes.io/dockerfile"
 
-// Options configure the Kaniko builder.
-type Options struct {
-	// Image is the Kaniko executor image; "" means DefaultImage.
-	Image string
-	// Resources of the build container; nil sets none (as KMM).
-	Resources *corev1.ResourceRequirements
-	// ServiceAccountName of build Pods; "" means the namespace default.
-	ServiceAccountName string
-	// Retry bounds retries of failed builds.
-	Retry builder.RetryPolicy
-	// GCDelay keeps a successful build Pod this long (KMM's job.gcDelay).
-	GCDelay time.Duration
-	// Log receives progress.
-	Log logr.Logger
-	// Now replaces time.Now (tests).
-	Now func() time.Time
+// Option configures a Builder (see New). Options only record a value;
+// New checks them.
+type Option func(*options)
+
+type options struct {
+	image          string
+	resources      *corev1.ResourceRequirements
+	serviceAccount string
+	retry          builder.RetryPolicy
+	gcDelay        time.Duration
+	log            ctxlog.Logger
+	clock          clock.PassiveClock
 }
+
+// WithImage sets the Kaniko executor image (default DefaultImage); a
+// Module's kanikoParams.tag replaces its tag. New refuses an image that
+// is not a valid reference.
+func WithImage(image string) Option { return func(o *options) { o.image = image } }
+
+// WithResources sets the resources of the build container (default none,
+// as KMM).
+func WithResources(r corev1.ResourceRequirements) Option {
+	return func(o *options) { o.resources = r.DeepCopy() }
+}
+
+// WithServiceAccount sets the service account of build Pods (default
+// the namespace's default).
+func WithServiceAccount(name string) Option { return func(o *options) { o.serviceAccount = name } }
+
+// WithRetryPolicy bounds retries of failed builds (default: the zero
+// builder.RetryPolicy, 3 attempts).
+func WithRetryPolicy(p builder.RetryPolicy) Option { return func(o *options) { o.retry = p } }
+
+// WithGCDelay keeps a successful build Pod this long before it is
+// deleted (KMM's job.gcDelay; default 0). New refuses a negative delay.
+func WithGCDelay(d time.Duration) Option { return func(o *options) { o.gcDelay = d } }
+
+// WithLogger makes the Builder log its progress to l. Without it, each
+// Sync logs to the logger of its context (logr.FromContextOrDiscard).
+func WithLogger(l logr.Logger) Option { return func(o *options) { o.log = ctxlog.Given(l) } }
+
+// WithClock sets the clock that retry backoff and the GC delay are read
+// from (default the real one).
+func WithClock(c clock.PassiveClock) Option { return func(o *options) { o.clock = c } }
 
 // Builder is the Kaniko builder.
 type Builder struct {
 	client kubernetes.Interface
-	o      Options
+	o      options
 }
 
 var _ builder.Builder = (*Builder)(nil)
 
-// New returns a Kaniko builder that creates Pods through client.
-func New(client kubernetes.Interface, o Options) *Builder {
-	if o.Image == "" {
-		o.Image = DefaultImage
+// New returns a Kaniko builder that creates Pods through client. It
+// fails without a client, and on an option New cannot use (the option is
+// named).
+func New(client kubernetes.Interface, opts ...Option) (*Builder, error) {
+	if client == nil {
+		return nil, errors.New("kaniko: New needs a clientset")
 	}
-	if o.Log.GetSink() == nil {
-		o.Log = logr.Discard()
+	o := options{image: DefaultImage, clock: clock.RealClock{}}
+	for _, f := range opts {
+		f(&o)
 	}
-	return &Builder{client: client, o: o}
+	if _, err := name.ParseReference(o.image); err != nil {
+		return nil, fmt.Errorf("kaniko: WithImage(%q): %w", o.image, err)
+	}
+	if o.gcDelay < 0 {
+		return nil, fmt.Errorf("kaniko: WithGCDelay(%v): the delay must not be negative", o.gcDelay)
+	}
+	if o.clock == nil {
+		return nil, errors.New("kaniko: WithClock(nil): no clock")
+	}
+	return &Builder{client: client, o: o}, nil
 }
 
 // Sync implements builder.Builder.
@@ -84,22 +126,23 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	if err := builder.FillSecretVersions(ctx, b.client, &req); err != nil {
 		return builder.Status{Phase: builder.PhaseFailed, Reason: reason.MissingSecret, Message: err.Error()}, err
 	}
-	return lifecycle.Sync(ctx, store{b}, req, lifecycle.Options{Retry: b.o.Retry, GCDelay: b.o.GCDelay, Now: b.o.Now, Log: b.o.Log})
+	log := b.o.log.From(ctx)
+	return lifecycle.Sync(ctx, store{b, log}, req, lifecycle.Options{Retry: b.o.retry, GCDelay: b.o.gcDelay, Clock: b.o.clock, Log: log})
 }
 
-// ExecutorImage returns the Kaniko image for req: Options.Image with its
+// ExecutorImage returns the Kaniko image for req: WithImage's with its
 // tag replaced by kanikoParams.tag when set. Unlike KMM, a registry port
 // in the image is kept.
 func (b *Builder) ExecutorImage(req builder.Request) (string, error) {
 	if req.KanikoParams == nil || req.KanikoParams.Tag == "" {
-		return b.o.Image, nil
+		return b.o.image, nil
 	}
-	ref, err := name.ParseReference(b.o.Image)
+	ref, err := name.ParseReference(b.o.image)
 	if err != nil {
-		return "", fmt.Errorf("kaniko image %q: %w", b.o.Image, err)
+		return "", fmt.Errorf("kaniko image %q: %w", b.o.image, err)
 	}
 	repo := ref.Context().String()
-	if !strings.HasPrefix(b.o.Image, ref.Context().RegistryStr()) {
+	if !strings.HasPrefix(b.o.image, ref.Context().RegistryStr()) {
 		// Keep a short Docker Hub name as the user wrote it.
 		repo = ref.Context().RepositoryStr()
 	}
@@ -165,8 +208,8 @@ func (b *Builder) Pod(req builder.Request, attempt int) (*corev1.Pod, error) {
 		Name: "kaniko", Image: image, Args: args, VolumeMounts: mounts,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
-	if b.o.Resources != nil {
-		c.Resources = *b.o.Resources
+	if b.o.resources != nil {
+		c.Resources = *b.o.resources
 	}
 	lbl := builder.Labels(req)
 	lbl[builder.LabelAttempt] = strconv.Itoa(attempt)
@@ -181,7 +224,7 @@ func (b *Builder) Pod(req builder.Request, attempt int) (*corev1.Pod, error) {
 			AutomountServiceAccountToken: ptr.To(false),
 			NodeSelector:                 req.NodeSelector,
 			Tolerations:                  req.Tolerations,
-			ServiceAccountName:           b.o.ServiceAccountName,
+			ServiceAccountName:           b.o.serviceAccount,
 			Containers:                   []corev1.Container{c},
 			Volumes:                      volumes,
 		},
@@ -193,7 +236,10 @@ func (b *Builder) Pod(req builder.Request, attempt int) (*corev1.Pod, error) {
 }
 
 // store keeps build Pods for the life cycle.
-type store struct{ b *Builder }
+type store struct {
+	b   *Builder
+	log logr.Logger
+}
 
 func (s store) List(ctx context.Context, req builder.Request) ([]lifecycle.Object, error) {
 	sel := labels.Set(builder.Selector(req))
@@ -267,7 +313,7 @@ func (s store) Create(ctx context.Context, req builder.Request, name string, att
 		return lifecycle.ErrExists
 	}
 	if err == nil {
-		s.b.o.Log.Info("created build pod", "pod", name, "attempt", attempt)
+		s.log.Info("created build pod", "pod", name, "attempt", attempt)
 	}
 	return err
 }

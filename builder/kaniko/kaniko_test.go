@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/kaniko"
@@ -71,16 +72,16 @@ func (e env) setStatus(t *testing.T, name string, phase corev1.PodPhase, term *c
 
 func runKaniko(t *testing.T, e env) {
 	ctx := context.Background()
-	now := time.Now().Truncate(time.Second)
-	b := kaniko.New(e.cs, kaniko.Options{
-		Image: "registry.example.com:5000/kaniko-project/executor:v1.23.2", GCDelay: time.Minute,
-		Retry: builder.RetryPolicy{MaxAttempts: 3, Backoff: time.Minute},
-		Now:   func() time.Time { return now },
-	})
+	clock := clocktesting.NewFakePassiveClock(time.Now().Truncate(time.Second))
+	b, err := kaniko.New(e.cs,
+		kaniko.WithImage("registry.example.com:5000/kaniko-project/executor:v1.23.2"), kaniko.WithGCDelay(time.Minute),
+		kaniko.WithRetryPolicy(builder.RetryPolicy{MaxAttempts: 3, Backoff: time.Minute}),
+		kaniko.WithClock(clock))
+	require.NoError(t, err)
 	req := request(t, e.ns)
 
 	// A missing build secret is named.
-	_, err := b.Sync(ctx, req)
+	_, err = b.Sync(ctx, req)
 	assert.ErrorContains(t, err, "build secret "+e.ns+"/build-token")
 	_, err = e.cs.CoreV1().Secrets(e.ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "build-token"}, StringData: map[string]string{"token": "t"}}, metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -153,7 +154,7 @@ func runKaniko(t *testing.T, e env) {
 	for attempt := 1; attempt <= 3; attempt++ {
 		name := req.Name(attempt)
 		e.setStatus(t, name, corev1.PodFailed, &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error",
-			FinishedAt: metav1.NewTime(now), Message: "Step 3/3 : RUN make\nmake: *** No rule to make target 'modules'.  Stop.\nerror building image"})
+			FinishedAt: metav1.NewTime(clock.Now()), Message: "Step 3/3 : RUN make\nmake: *** No rule to make target 'modules'.  Stop.\nerror building image"})
 		st, err = b.Sync(ctx, req)
 		require.NoError(t, err)
 		assert.Equal(t, builder.PhaseFailed, st.Phase)
@@ -166,7 +167,7 @@ func runKaniko(t *testing.T, e env) {
 		}
 		assert.False(t, st.Final)
 		assert.Equal(t, time.Minute*time.Duration(1<<(attempt-1)), st.RequeueAfter, "exponential backoff")
-		now = now.Add(st.RequeueAfter)
+		clock.SetTime(clock.Now().Add(st.RequeueAfter))
 		st, err = b.Sync(ctx, req)
 		require.NoError(t, err)
 		assert.Equal(t, builder.PhasePending, st.Phase)
@@ -181,7 +182,7 @@ func runKaniko(t *testing.T, e env) {
 	st, err = b.Sync(ctx, req)
 	require.NoError(t, err)
 	require.Len(t, e.pods(t), 1)
-	e.setStatus(t, st.Name, corev1.PodSucceeded, &corev1.ContainerStateTerminated{ExitCode: 0, FinishedAt: metav1.NewTime(now),
+	e.setStatus(t, st.Name, corev1.PodSucceeded, &corev1.ContainerStateTerminated{ExitCode: 0, FinishedAt: metav1.NewTime(clock.Now()),
 		Message: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"})
 	st, err = b.Sync(ctx, req)
 	require.NoError(t, err)
@@ -189,7 +190,7 @@ func runKaniko(t *testing.T, e env) {
 	assert.Equal(t, "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", st.Digest)
 	assert.Equal(t, time.Minute, st.RequeueAfter)
 	require.Len(t, e.pods(t), 1, "kept during the GC delay")
-	now = now.Add(time.Minute)
+	clock.SetTime(clock.Now().Add(time.Minute))
 	st, err = b.Sync(ctx, req)
 	require.NoError(t, err)
 	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
@@ -220,7 +221,8 @@ func TestExecutorImage(t *testing.T) {
 		{"kaniko/executor", "v1", "kaniko/executor:v1"},
 		{"gcr.io/kaniko-project/executor:latest", "", "gcr.io/kaniko-project/executor:latest"},
 	} {
-		b := kaniko.New(k8sfake.NewClientset(), kaniko.Options{Image: c.image})
+		b, err := kaniko.New(k8sfake.NewClientset(), kaniko.WithImage(c.image))
+		require.NoError(t, err)
 		req := builder.Request{}
 		if c.tag != "" {
 			req.KanikoParams = &v1beta1.KanikoParams{Tag: c.tag}
@@ -229,8 +231,9 @@ func TestExecutorImage(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, c.want, got, c.image)
 	}
-	b := kaniko.New(k8sfake.NewClientset(), kaniko.Options{})
-	_, err := b.ExecutorImage(builder.Request{KanikoParams: &v1beta1.KanikoParams{Tag: "bad tag"}})
+	b, err := kaniko.New(k8sfake.NewClientset())
+	require.NoError(t, err)
+	_, err = b.ExecutorImage(builder.Request{KanikoParams: &v1beta1.KanikoParams{Tag: "bad tag"}})
 	assert.ErrorContains(t, err, `kanikoParams.tag "bad tag"`)
 }
 
@@ -240,7 +243,8 @@ func TestExecutorImage(t *testing.T) {
 func TestKanikoIdentities(t *testing.T) {
 	ctx := context.Background()
 	cs := k8sfake.NewClientset(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "build-token", Namespace: "drivers"}})
-	b := kaniko.New(cs, kaniko.Options{Retry: builder.RetryPolicy{MaxAttempts: 1}})
+	b, err := kaniko.New(cs, kaniko.WithRetryPolicy(builder.RetryPolicy{MaxAttempts: 1}))
+	require.NoError(t, err)
 	ids := []identity.Domain{{}, {Name: "nic.acme.io", Kind: "NICDriver"}, {Name: "gpu.example.com", Kind: "NICDriver"}}
 	reqs := make([]builder.Request, len(ids))
 	for i, id := range ids {
@@ -297,4 +301,14 @@ func TestKanikoIdentities(t *testing.T) {
 	assert.Equal(t, before[reqs[1].Name(1)], after[reqs[1].Name(1)])
 	assert.Equal(t, reqs[2].Hash(), after[reqs[2].Name(1)], "only gpu.example.com's stale Pod was replaced")
 	assert.NotEqual(t, before[reqs[2].Name(1)], after[reqs[2].Name(1)])
+}
+
+// TestNewRefusesBadOptions: New names what it cannot use.
+func TestNewRefusesBadOptions(t *testing.T) {
+	_, err := kaniko.New(nil)
+	assert.ErrorContains(t, err, "kaniko: New needs a clientset")
+	_, err = kaniko.New(k8sfake.NewClientset(), kaniko.WithImage("not a reference"))
+	assert.ErrorContains(t, err, `kaniko: WithImage("not a reference")`)
+	_, err = kaniko.New(k8sfake.NewClientset(), kaniko.WithGCDelay(-time.Second))
+	assert.ErrorContains(t, err, "kaniko: WithGCDelay(-1s): the delay must not be negative")
 }

@@ -17,6 +17,7 @@ package openshift
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -30,10 +31,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/internal/lifecycle"
+	"github.com/kmmkit/kmmkit/internal/ctxlog"
 	"github.com/kmmkit/kmmkit/reason"
 )
 
@@ -42,48 +45,82 @@ import (
 // KMM's keys).
 const LabelBuildType = "kmm.openshift.io/build.type"
 
-// Options configure the OpenShift builder.
-type Options struct {
-	// ServiceAccount runs the build; "" means "builder".
-	ServiceAccount string
-	// Retry bounds retries of failed builds.
-	Retry builder.RetryPolicy
-	// GCDelay keeps a successful Build this long.
-	GCDelay time.Duration
-	// Log receives progress.
-	Log logr.Logger
-	// Now replaces time.Now (tests).
-	Now func() time.Time
-	// Secrets, when set, reads the build secrets' resource versions, so a
-	// changed secret rebuilds.
-	Secrets kubernetes.Interface
+// Option configures a Builder (see New). Options only record a value;
+// New checks them.
+type Option func(*options)
+
+type options struct {
+	serviceAccount string
+	retry          builder.RetryPolicy
+	gcDelay        time.Duration
+	log            ctxlog.Logger
+	clock          clock.PassiveClock
+	secrets        kubernetes.Interface
 }
+
+// WithServiceAccount sets the service account that runs the builds
+// (default "builder", as KMM's OpenShift edition).
+func WithServiceAccount(name string) Option { return func(o *options) { o.serviceAccount = name } }
+
+// WithRetryPolicy bounds retries of failed builds (default: the zero
+// builder.RetryPolicy, 3 attempts).
+func WithRetryPolicy(p builder.RetryPolicy) Option { return func(o *options) { o.retry = p } }
+
+// WithGCDelay keeps a successful Build this long before it is deleted
+// (default 0). New refuses a negative delay.
+func WithGCDelay(d time.Duration) Option { return func(o *options) { o.gcDelay = d } }
+
+// WithLogger makes the Builder log its progress to l. Without it, each
+// Sync logs to the logger of its context (logr.FromContextOrDiscard).
+func WithLogger(l logr.Logger) Option { return func(o *options) { o.log = ctxlog.Given(l) } }
+
+// WithClock sets the clock that retry backoff and the GC delay are read
+// from (default the real one).
+func WithClock(c clock.PassiveClock) Option { return func(o *options) { o.clock = c } }
+
+// WithSecrets reads the build secrets' resource versions through cs, so
+// that a changed secret rebuilds, and a missing one is reported as
+// reason.MissingSecret before a Build is made. Without it, secrets are
+// not read (the Build names them all the same).
+func WithSecrets(cs kubernetes.Interface) Option { return func(o *options) { o.secrets = cs } }
 
 // Builder is the OpenShift Build backend.
 type Builder struct {
 	client buildclient.Interface
-	o      Options
+	o      options
 }
 
 var _ builder.Builder = (*Builder)(nil)
 
-// New returns a builder that creates Builds through client.
-func New(client buildclient.Interface, o Options) *Builder {
-	if o.ServiceAccount == "" {
-		o.ServiceAccount = "builder"
+// New returns a builder that creates Builds through client. It fails
+// without a client, and on an option New cannot use (the option is
+// named).
+func New(client buildclient.Interface, opts ...Option) (*Builder, error) {
+	if client == nil {
+		return nil, errors.New("openshift: New needs a build.openshift.io clientset")
 	}
-	if o.Log.GetSink() == nil {
-		o.Log = logr.Discard()
+	o := options{serviceAccount: "builder", clock: clock.RealClock{}}
+	for _, f := range opts {
+		f(&o)
 	}
-	return &Builder{client: client, o: o}
+	if o.serviceAccount == "" {
+		return nil, errors.New(`openshift: WithServiceAccount(""): name a service account (the default is "builder")`)
+	}
+	if o.gcDelay < 0 {
+		return nil, fmt.Errorf("openshift: WithGCDelay(%v): the delay must not be negative", o.gcDelay)
+	}
+	if o.clock == nil {
+		return nil, errors.New("openshift: WithClock(nil): no clock")
+	}
+	return &Builder{client: client, o: o}, nil
 }
 
 // Sync implements builder.Builder.
 func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status, error) {
-	if err := builder.FillSecretVersions(ctx, b.o.Secrets, &req); err != nil {
+	if err := builder.FillSecretVersions(ctx, b.o.secrets, &req); err != nil {
 		return builder.Status{Phase: builder.PhaseFailed, Reason: reason.MissingSecret, Message: err.Error()}, err
 	}
-	return lifecycle.Sync(ctx, store{b}, req, lifecycle.Options{Retry: b.o.Retry, GCDelay: b.o.GCDelay, Now: b.o.Now, Log: b.o.Log})
+	return lifecycle.Sync(ctx, store{b}, req, lifecycle.Options{Retry: b.o.retry, GCDelay: b.o.gcDelay, Clock: b.o.clock, Log: b.o.log.From(ctx)})
 }
 
 // Build returns the Build object of an attempt of req.
@@ -125,7 +162,7 @@ func (b *Builder) Build(req builder.Request, attempt int) *buildv1.Build {
 			Annotations: map[string]string{builder.AnnotationHash: req.Hash()},
 		},
 		Spec: buildv1.BuildSpec{CommonSpec: buildv1.CommonSpec{
-			ServiceAccount: b.o.ServiceAccount,
+			ServiceAccount: b.o.serviceAccount,
 			Source:         buildv1.BuildSource{Type: buildv1.BuildSourceDockerfile, Dockerfile: &dockerfile},
 			Strategy: buildv1.BuildStrategy{Type: buildv1.DockerBuildStrategyType, DockerStrategy: &buildv1.DockerBuildStrategy{
 				BuildArgs: env, Volumes: volumes, PullSecret: pull,

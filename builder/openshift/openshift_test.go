@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/openshift"
@@ -69,9 +70,10 @@ func builds(t *testing.T, c buildclient.Interface, ns string) []buildv1.Build {
 
 func runOpenShift(t *testing.T, c buildclient.Interface, ns string) {
 	ctx := context.Background()
-	now := time.Now().Truncate(time.Second)
-	b := openshift.New(c, openshift.Options{GCDelay: 30 * time.Second, Retry: builder.RetryPolicy{MaxAttempts: 2, Backoff: time.Minute},
-		Now: func() time.Time { return now }})
+	clock := clocktesting.NewFakePassiveClock(time.Now().Truncate(time.Second))
+	b, err := openshift.New(c, openshift.WithGCDelay(30*time.Second), openshift.WithRetryPolicy(builder.RetryPolicy{MaxAttempts: 2, Backoff: time.Minute}),
+		openshift.WithClock(clock))
+	require.NoError(t, err)
 	req := request(t, ns)
 
 	st, err := b.Sync(ctx, req)
@@ -121,7 +123,7 @@ func runOpenShift(t *testing.T, c buildclient.Interface, ns string) {
 	fail := func(s *buildv1.BuildStatus) {
 		s.Phase, s.Reason, s.Message = buildv1.BuildPhaseFailed, "DockerBuildFailed", "Docker build strategy has failed."
 		s.LogSnippet = "make: *** [Makefile:5: modules] Error 2"
-		s.CompletionTimestamp = &metav1.Time{Time: now}
+		s.CompletionTimestamp = &metav1.Time{Time: clock.Now()}
 	}
 	setPhase(t, c, ns, req.Name(1), fail)
 	st, err = b.Sync(ctx, req)
@@ -131,7 +133,7 @@ func runOpenShift(t *testing.T, c buildclient.Interface, ns string) {
 	assert.Contains(t, st.Message, "DockerBuildFailed")
 	assert.Equal(t, "make: *** [Makefile:5: modules] Error 2", st.LogTail)
 	assert.Equal(t, time.Minute, st.RequeueAfter)
-	now = now.Add(time.Minute)
+	clock.SetTime(clock.Now().Add(time.Minute))
 	st, err = b.Sync(ctx, req)
 	require.NoError(t, err)
 	assert.Equal(t, 2, st.Attempt)
@@ -148,7 +150,7 @@ func runOpenShift(t *testing.T, c buildclient.Interface, ns string) {
 	require.Len(t, builds(t, c, ns), 1, "stale failures go when the request changes")
 	setPhase(t, c, ns, st.Name, func(s *buildv1.BuildStatus) {
 		s.Phase = buildv1.BuildPhaseComplete
-		s.CompletionTimestamp = &metav1.Time{Time: now}
+		s.CompletionTimestamp = &metav1.Time{Time: clock.Now()}
 		s.Output.To = &buildv1.BuildStatusOutputTo{ImageDigest: "sha256:feed"}
 	})
 	st, err = b.Sync(ctx, req)
@@ -156,7 +158,7 @@ func runOpenShift(t *testing.T, c buildclient.Interface, ns string) {
 	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
 	assert.Equal(t, "sha256:feed", st.Digest)
 	assert.Equal(t, 30*time.Second, st.RequeueAfter)
-	now = now.Add(31 * time.Second)
+	clock.SetTime(clock.Now().Add(31 * time.Second))
 	_, err = b.Sync(ctx, req)
 	require.NoError(t, err)
 	assert.Empty(t, builds(t, c, ns))
@@ -198,9 +200,10 @@ func TestOpenShiftSecretVersions(t *testing.T) {
 	ctx := context.Background()
 	secrets := k8sfake.NewClientset()
 	c := buildfake.NewSimpleClientset()
-	b := openshift.New(c, openshift.Options{Secrets: secrets})
+	b, err := openshift.New(c, openshift.WithSecrets(secrets))
+	require.NoError(t, err)
 	req := request(t, "drivers")
-	_, err := b.Sync(ctx, req)
+	_, err = b.Sync(ctx, req)
 	assert.ErrorContains(t, err, "build secret drivers/entitlement")
 	_, err = secrets.CoreV1().Secrets("drivers").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "entitlement", ResourceVersion: "7"}}, metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -224,7 +227,8 @@ func TestOpenShiftSecretVersions(t *testing.T) {
 func TestOpenShiftIdentity(t *testing.T) {
 	ctx := context.Background()
 	c := buildfake.NewSimpleClientset()
-	b := openshift.New(c, openshift.Options{})
+	b, err := openshift.New(c)
+	require.NoError(t, err)
 	kmmReq, acmeReq := request(t, "drivers"), request(t, "drivers")
 	acmeReq.Identity = identity.Domain{Name: "nic.acme.io", Kind: "NICDriver"}
 	for _, r := range []builder.Request{kmmReq, acmeReq} {
@@ -251,4 +255,14 @@ func TestOpenShiftIdentity(t *testing.T) {
 	st, err = b.Sync(ctx, acmeReq)
 	require.NoError(t, err)
 	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
+}
+
+// TestNewRefusesBadOptions: New names what it cannot use.
+func TestNewRefusesBadOptions(t *testing.T) {
+	_, err := openshift.New(nil)
+	assert.ErrorContains(t, err, "openshift: New needs a build.openshift.io clientset")
+	_, err = openshift.New(buildfake.NewSimpleClientset(), openshift.WithServiceAccount(""))
+	assert.ErrorContains(t, err, `openshift: WithServiceAccount("")`)
+	_, err = openshift.New(buildfake.NewSimpleClientset(), openshift.WithGCDelay(-time.Minute))
+	assert.ErrorContains(t, err, "openshift: WithGCDelay(-1m0s): the delay must not be negative")
 }

@@ -36,6 +36,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder/signfile"
 	"github.com/kmmkit/kmmkit/depmod/modfile"
+	"github.com/kmmkit/kmmkit/internal/ctxlog"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/registry"
 )
@@ -73,15 +74,31 @@ type Result struct {
 // Signer signs images through a registry client.
 type Signer struct {
 	client *registry.Client
-	log    logr.Logger
+	log    ctxlog.Logger
 }
 
-// New returns a Signer that pulls and pushes with client.
-func New(client *registry.Client, log logr.Logger) *Signer {
-	if log.GetSink() == nil {
-		log = logr.Discard()
+// Option configures a Signer (see New). Options only record a value.
+type Option func(*options)
+
+type options struct {
+	log ctxlog.Logger
+}
+
+// WithLogger makes the Signer log each signed image to l. Without it,
+// each Sign logs to the logger of its context (logr.FromContextOrDiscard).
+func WithLogger(l logr.Logger) Option { return func(o *options) { o.log = ctxlog.Given(l) } }
+
+// New returns a Signer that pulls and pushes with client; it fails
+// without one.
+func New(client *registry.Client, opts ...Option) (*Signer, error) {
+	if client == nil {
+		return nil, errors.New("sign: New needs a registry client")
 	}
-	return &Signer{client: client, log: log}
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	return &Signer{client: client, log: o.log}, nil
 }
 
 // Sign signs req.From's modules and pushes the signed image to req.To.
@@ -116,7 +133,7 @@ func (s *Signer) Sign(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("sign: pushing %s: %w", req.To.Image, err)
 	}
-	s.log.Info("pushed signed image", "image", req.To.Image, "digest", digest, "modules", len(signed.Paths))
+	s.log.From(ctx).Info("pushed signed image", "image", req.To.Image, "digest", digest, "modules", len(signed.Paths))
 	return Result{Digest: digest, Signed: signed.Paths}, nil
 }
 

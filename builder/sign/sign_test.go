@@ -94,7 +94,8 @@ func runSign(t *testing.T, c *registry.Client, reg registry.Request) {
 	require.NoError(t, err)
 
 	key, cert := keyPair(t)
-	s := sign.New(c, testLogger(t))
+	s, err := sign.New(c, sign.WithLogger(testLogger(t)))
+	require.NoError(t, err)
 	res, err := s.Sign(ctx, sign.Request{From: unsigned, To: final, Key: key, Cert: cert,
 		FilesToSign: []string{"/opt/lib/modules/" + kver + "/extra/*.ko"}})
 	require.NoError(t, err)
@@ -161,4 +162,10 @@ func TestIntermediateTag(t *testing.T) {
 	}
 	_, err := sign.IntermediateTag("Not A Ref")
 	assert.ErrorContains(t, err, `image "Not A Ref"`)
+}
+
+// TestNewNeedsAClient: New names what is missing.
+func TestNewNeedsAClient(t *testing.T) {
+	_, err := sign.New(nil)
+	assert.EqualError(t, err, "sign: New needs a registry client")
 }

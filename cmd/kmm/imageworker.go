@@ -25,7 +25,7 @@ var imageWorkerHelp = help{
 		"(the checkout at or above the working directory, --source, or a go-installed release in the module cache), at\n" +
 		"/kmm in a FROM-scratch image whose entrypoint is \"/kmm worker\" (the worker trusts Mozilla's root CAs, built in,\n" +
 		"and those of --ca-bundle). The same source and toolchain give the same digest, which it prints. Use REF as\n" +
-		"loader.PodOptions.WorkerImage, or as KMM's RELATED_IMAGE_WORKER.",
+		"the worker image of kmm.WithWorkerPods or loader.NewPodLoader, or as KMM's RELATED_IMAGE_WORKER.",
 	Exit: "0 when the index is pushed (its digest is printed), 2 on any error (no Go toolchain or source, a failed build,\n" +
 		"refused credentials, TLS, an unreachable registry, …).",
 }

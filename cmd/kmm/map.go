@@ -91,7 +91,11 @@ func runMap(_ context.Context, args []string, stdin io.Reader, stdout, stderr io
 		}
 	}
 
-	mapper := kernelmap.New(kernelmap.WithLogger(cli.NewLogger(stderr, *verbosity)))
+	mapper, err := kernelmap.New(kernelmap.WithLogger(cli.NewLogger(stderr, *verbosity)))
+	if err != nil {
+		fmt.Fprintf(stderr, "kmm map: %v\n", err)
+		return exitError
+	}
 	res, resolveErr := mapper.ResolveAll(module, kernels)
 	if res == nil {
 		fmt.Fprintf(stderr, "kmm map: Module %s/%s: %v\n", module.Namespace, module.Name, resolveErr)

@@ -42,10 +42,8 @@ func newBuilder(spec builderSpec, reg *registry.Client, rf *registryFlags, check
 		return nil, errors.New("--builder assemble needs --modules-dir DIR (prebuilt modules, DIR/<kernel>/…)")
 	}
 	tls := rf.tls()
-	return &assemble.Builder{
-		Client: reg,
-		Source: assemble.DirSource(spec.modulesDir),
-		Push: func(ctx context.Context, req builder.Request) (registry.Request, error) {
+	return assemble.New(reg, assemble.DirSource(spec.modulesDir),
+		assemble.WithPush(func(ctx context.Context, req builder.Request) (registry.Request, error) {
 			auth, err := checker().Credentials(ctx, req.Namespace, req.PullSecret)
 			if err != nil {
 				return registry.Request{}, err
@@ -54,6 +52,5 @@ func newBuilder(spec builderSpec, reg *registry.Client, rf *registryFlags, check
 			t.Insecure = t.Insecure || tls.Insecure
 			t.InsecureSkipTLSVerify = t.InsecureSkipTLSVerify || tls.InsecureSkipTLSVerify
 			return registry.Request{Image: req.Image, TLS: t, Auth: auth}, nil
-		},
-	}, nil
+		}))
 }

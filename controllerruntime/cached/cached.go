@@ -4,7 +4,7 @@
 //
 //	mgr, _ := ctrl.NewManager(cfg, ctrl.Options{Cache: cache.Options{ByObject: cached.ByObject(id)}})
 //	kmm.NewReconciler(cs, kmm.WithNodeLister(cached.Nodes(mgr.GetCache())), …)
-//	loader.NewPodLoader(cs, opts, loader.WithPodLister(cached.Pods(mgr.GetCache())), …)
+//	loader.NewPodLoader(cs, workerImage, loader.WithPodLister(cached.Pods(mgr.GetCache())), …)
 //
 // Nodes and Pods come from the cache as they are: kmmkit never modifies
 // what a lister returns, and the PodLoader reads a node or Pod again from

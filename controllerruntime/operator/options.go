@@ -45,13 +45,10 @@ import (
 // add to a manager. Only WorkerImage is required.
 type Options struct {
 	// WorkerImage is the image of worker Pods: it holds kmmkit's static
-	// worker binary at /kmm (Pod.Binary to change that); `kmm image
-	// worker REF` builds and pushes one. Required.
+	// worker binary at /kmm (loader.WithWorkerBinary in PodLoaderOptions
+	// to change that); `kmm image worker REF` builds and pushes one.
+	// Required.
 	WorkerImage string
-	// Pod holds the other settings of worker Pods (firmware host path,
-	// resources); its WorkerImage is replaced by WorkerImage when that is
-	// set.
-	Pod loader.PodOptions
 	// Clientset is what kmmkit writes through; nil means one made from
 	// the manager's rest config.
 	Clientset kubernetes.Interface
@@ -77,10 +74,15 @@ type Options struct {
 	// MaxConcurrentReconciles is how many owners are reconciled at once;
 	// 0 means controller-runtime's default (1).
 	MaxConcurrentReconciles int
-	// ReconcilerOptions and PodLoaderOptions are applied after the ones
-	// these options make, so they win.
+	// ReconcilerOptions are applied after the ones these options make,
+	// so they win (kmm.WithNodeLoader replaces the worker Pods of
+	// kmm.WithWorkerPods, say).
 	ReconcilerOptions []kmm.Option
-	PodLoaderOptions  []loader.PodLoaderOption
+	// PodLoaderOptions configure the worker Pods and their PodLoader
+	// (loader.WithFirmwareHostPath, loader.WithResources,
+	// loader.WithCABundleConfigMap, …); they are applied after the
+	// manager's Pod lister, so they win.
+	PodLoaderOptions []loader.Option
 }
 
 // parts are what a controller is made of.
@@ -89,11 +91,11 @@ type parts struct {
 	clientset kubernetes.Interface
 }
 
-// build makes the Reconciler and its PodLoader for owners of id, reading
-// nodes and worker Pods from the manager's cache; extra options go before
-// the user's.
+// build makes the Reconciler, whose PodLoader (kmm.WithWorkerPods) reads
+// worker Pods from the manager's cache and gets the Reconciler's event
+// recorder, for owners of id; extra options go before the user's.
 func (o Options) build(mgr ctrl.Manager, id identity.Domain, name string, extra ...kmm.Option) (parts, error) {
-	if o.WorkerImage == "" && o.Pod.WorkerImage == "" {
+	if o.WorkerImage == "" {
 		return parts{}, errors.New("Options.WorkerImage is empty: name the image that holds the kmm binary the worker Pods run")
 	}
 	cs := o.Clientset
@@ -108,24 +110,15 @@ func (o Options) build(mgr ctrl.Manager, id identity.Domain, name string, extra 
 	}
 	log := mgr.GetLogger().WithName(name)
 	rec := mgr.GetEventRecorderFor(name)
-	pod := o.Pod
-	if o.WorkerImage != "" {
-		pod.WorkerImage = o.WorkerImage
-	}
-	pl, err := loader.NewPodLoader(cs, pod, append([]loader.PodLoaderOption{
-		loader.WithEventRecorder(rec), loader.WithPodLoaderLogger(log.WithName("loader")),
-		loader.WithPodLister(cached.Pods(mgr.GetCache())),
-	}, o.PodLoaderOptions...)...)
-	if err != nil {
-		return parts{}, err
-	}
+	podOpts := append([]loader.Option{loader.WithPodLister(cached.Pods(mgr.GetCache()))}, o.PodLoaderOptions...)
+	var err error
 	reg := o.Registry
 	if reg == nil {
 		if reg, err = registry.NewClient(registry.WithLogger(log.WithName("registry"))); err != nil {
 			return parts{}, err
 		}
 	}
-	opts := []kmm.Option{kmm.WithIdentity(id), kmm.WithRegistry(reg), kmm.WithNodeLoader(pl),
+	opts := []kmm.Option{kmm.WithIdentity(id), kmm.WithRegistry(reg), kmm.WithWorkerPods(o.WorkerImage, podOpts...),
 		kmm.WithEventRecorder(rec), kmm.WithNodeLister(cached.Nodes(mgr.GetCache()))}
 	if o.Builder != nil {
 		opts = append(opts, kmm.WithBuilder(o.Builder))

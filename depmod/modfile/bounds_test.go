@@ -69,7 +69,7 @@ func bombs() []struct {
 // than the bomb asks for: nothing a header declares is allocated before
 // the check.
 func TestDecompressBombs(t *testing.T) {
-	dec, err := NewDecompressor(0)
+	dec, err := NewDecompressor()
 	require.NoError(t, err)
 	defer dec.Close()
 	for _, b := range bombs() {
@@ -84,7 +84,7 @@ func TestDecompressBombs(t *testing.T) {
 		})
 	}
 	// The same files are fine under limits they fit.
-	big, err := NewDecompressor(4<<30, WithMaxWindow(4<<30))
+	big, err := NewDecompressor(WithMaxSize(4<<30), WithMaxWindow(4<<30))
 	require.NoError(t, err)
 	defer big.Close()
 	out, _, err := big.Decompress(bombtest.ZstdFrameSize(uint64(len(sample().Bytes())), sample().Bytes()))
@@ -100,7 +100,7 @@ func TestDecompressBombs(t *testing.T) {
 func TestOutputBombs(t *testing.T) {
 	const limit = 128 << 20
 	const heap = 2*heapOutput + 16<<20
-	dec, err := NewDecompressor(limit)
+	dec, err := NewDecompressor(WithMaxSize(limit))
 	require.NoError(t, err)
 	defer dec.Close()
 	for name, data := range map[string][]byte{
@@ -133,7 +133,7 @@ func TestOutputBombs(t *testing.T) {
 // they have, not read: a 6 GiB sparse .ko.gz at once, a 100 MiB sparse
 // .ko.zst as soon as its decoder meets the hole.
 func TestSparseAndOversizedFiles(t *testing.T) {
-	dec, err := NewDecompressor(0)
+	dec, err := NewDecompressor()
 	require.NoError(t, err)
 	defer dec.Close()
 	p := NewParser(dec)
@@ -176,7 +176,7 @@ func TestSparseAndOversizedFiles(t *testing.T) {
 
 // TestReadFile reads modules whole as the loader does.
 func TestReadFile(t *testing.T) {
-	dec, err := NewDecompressor(0)
+	dec, err := NewDecompressor()
 	require.NoError(t, err)
 	defer dec.Close()
 	dir := t.TempDir()
@@ -203,7 +203,7 @@ func TestReadFile(t *testing.T) {
 // bombs took 2.8 GiB and the xz ones 4.2 GiB.
 func TestBombsUnderMemoryLimit(t *testing.T) {
 	if bombtest.Child("modfile") {
-		dec, err := NewDecompressor(0)
+		dec, err := NewDecompressor()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,4 +250,19 @@ func TestLimitErrorMessage(t *testing.T) {
 	assert.True(t, errors.Is(err, syscall.EFBIG))
 	assert.EqualError(t, &LimitError{What: "decompressed size", Limit: 1000}, "decompressed size is over the limit of 1000 bytes")
 	assert.True(t, bytes.HasPrefix(bombtest.ZstdRLE(1), []byte{0x28, 0xb5, 0x2f, 0xfd}))
+}
+
+// TestNewDecompressorRefusesBadLimits: a limit that is not positive is
+// refused by NewDecompressor, naming the option; the defaults are the
+// documented ones.
+func TestNewDecompressorRefusesBadLimits(t *testing.T) {
+	_, err := NewDecompressor(WithMaxSize(0))
+	assert.ErrorContains(t, err, "WithMaxSize(0): the size limit must be positive")
+	_, err = NewDecompressor(WithMaxWindow(-1))
+	assert.ErrorContains(t, err, "WithMaxWindow(-1): the window limit must be positive")
+	dec, err := NewDecompressor()
+	require.NoError(t, err)
+	defer dec.Close()
+	assert.EqualValues(t, DefaultMaxSize, dec.MaxSize())
+	assert.EqualValues(t, DefaultMaxWindow, dec.MaxWindow())
 }

@@ -120,31 +120,42 @@ type Decompressor struct {
 // holds what kernel modules use (1 MiB), not what one file asked for.
 const pooledDict = 8 << 20
 
-// Option configures a Decompressor.
-type Option func(*Decompressor)
+// Option configures a Decompressor (see NewDecompressor).
+type Option func(*decompressorOptions)
 
-// WithMaxWindow sets the largest zstd window and xz dictionary accepted
-// (0 means DefaultMaxWindow). It is never more than the Decompressor's
-// maximum size.
-func WithMaxWindow(n int64) Option {
-	return func(d *Decompressor) { d.maxWindow = n }
+type decompressorOptions struct {
+	maxSize, maxWindow int64
 }
 
-// NewDecompressor returns a Decompressor that refuses to produce more
-// than maxSize bytes from one file, or to read a file larger than that
-// (0 means DefaultMaxSize).
-func NewDecompressor(maxSize int64, opts ...Option) (*Decompressor, error) {
-	if maxSize <= 0 {
-		maxSize = DefaultMaxSize
+// WithMaxSize sets the most bytes a Decompressor produces from one file,
+// and the largest file it reads (default DefaultMaxSize); NewDecompressor
+// refuses n <= 0.
+func WithMaxSize(n int64) Option {
+	return func(o *decompressorOptions) { o.maxSize = n }
+}
+
+// WithMaxWindow sets the largest zstd window and xz dictionary accepted
+// (default DefaultMaxWindow). It is never more than the Decompressor's
+// maximum size; NewDecompressor refuses n <= 0.
+func WithMaxWindow(n int64) Option {
+	return func(o *decompressorOptions) { o.maxWindow = n }
+}
+
+// NewDecompressor returns a Decompressor, by default one that refuses
+// to produce more than DefaultMaxSize bytes from one file or to read a
+// larger file, with windows up to DefaultMaxWindow.
+func NewDecompressor(opts ...Option) (*Decompressor, error) {
+	o := decompressorOptions{maxSize: DefaultMaxSize, maxWindow: DefaultMaxWindow}
+	for _, f := range opts {
+		f(&o)
 	}
-	d := &Decompressor{maxSize: maxSize}
-	for _, o := range opts {
-		o(d)
+	if o.maxSize <= 0 {
+		return nil, fmt.Errorf("modfile: WithMaxSize(%d): the size limit must be positive", o.maxSize)
 	}
-	if d.maxWindow <= 0 {
-		d.maxWindow = DefaultMaxWindow
+	if o.maxWindow <= 0 {
+		return nil, fmt.Errorf("modfile: WithMaxWindow(%d): the window limit must be positive", o.maxWindow)
 	}
-	d.maxWindow = max(min(d.maxWindow, maxSize), zstd.MinWindowSize)
+	d := &Decompressor{maxSize: o.maxSize, maxWindow: max(min(o.maxWindow, o.maxSize), zstd.MinWindowSize)}
 	if _, err := d.newZstd(); err != nil {
 		return nil, err
 	}

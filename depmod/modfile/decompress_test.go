@@ -30,7 +30,7 @@ func TestLargeModules(t *testing.T) {
 	enc, err := zstd.NewWriter(nil)
 	require.NoError(t, err)
 	defer enc.Close()
-	dec, err := NewDecompressor(0)
+	dec, err := NewDecompressor()
 	require.NoError(t, err)
 	defer dec.Close()
 	p := NewParser(dec)
@@ -70,7 +70,7 @@ func TestLargeModules(t *testing.T) {
 // file after file, except one that needed a dictionary over 8 MiB, which
 // is let go rather than kept for the rest of the run.
 func TestXZReaderPool(t *testing.T) {
-	dec, err := NewDecompressor(0)
+	dec, err := NewDecompressor()
 	require.NoError(t, err)
 	defer dec.Close()
 	small := bombtest.XZ(sample().Bytes())       // 1 MiB dictionary
@@ -146,7 +146,7 @@ func TestDeclaredOutputIsNotResident(t *testing.T) {
 	info, err := checkXZ(bytes.NewReader(data), int64(len(data)), DefaultMaxWindow, DefaultMaxSize)
 	require.NoError(t, err)
 	require.Equal(t, uint64(500<<20), info.size, "the walk adds up what the chunks declare")
-	dec, err := NewDecompressor(0)
+	dec, err := NewDecompressor()
 	require.NoError(t, err)
 	defer dec.Close()
 	var n uint64

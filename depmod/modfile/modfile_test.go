@@ -128,7 +128,7 @@ func compressWith(t *testing.T, c Compression, data []byte) []byte {
 }
 
 func TestParserFiles(t *testing.T) {
-	dec, err := NewDecompressor(0)
+	dec, err := NewDecompressor()
 	require.NoError(t, err)
 	defer dec.Close()
 	p := NewParser(dec)
@@ -172,7 +172,7 @@ func TestParserFiles(t *testing.T) {
 }
 
 func TestDecompressLimit(t *testing.T) {
-	dec, err := NewDecompressor(1000)
+	dec, err := NewDecompressor(WithMaxSize(1000))
 	require.NoError(t, err)
 	defer dec.Close()
 	data := make([]byte, 5000)
@@ -216,7 +216,7 @@ func FuzzParse(f *testing.F) {
 // most a few times the limits, whatever the headers declare.
 func FuzzDecompress(f *testing.F) {
 	const limit = 1 << 20
-	dec, err := NewDecompressor(limit, WithMaxWindow(limit))
+	dec, err := NewDecompressor(WithMaxSize(limit), WithMaxWindow(limit))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -86,8 +86,8 @@ func Run(ctx context.Context, cfg *rest.Config, namespace, workerImage string, l
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kmmkit-client-go-example"})
 
-	podLoader, err := loader.NewPodLoader(cs, loader.PodOptions{WorkerImage: workerImage},
-		loader.WithEventRecorder(recorder), loader.WithPodLoaderLogger(log),
+	podLoader, err := loader.NewPodLoader(cs, workerImage,
+		loader.WithEventRecorder(recorder), loader.WithLogger(log),
 		// Worker Pods come from the informer's cache too; the PodLoader reads
 		// again from the API server whatever a lagging cache contradicts.
 		loader.WithPodLister(func(_ context.Context, ns string, sel labels.Selector) ([]*corev1.Pod, error) {

@@ -99,7 +99,10 @@ func embedded(ctx context.Context, out io.Writer, workerImage string) error {
 		return err
 	}
 	mod := quickstartModule(host)
-	asm := &assemble.Builder{Client: rc, Source: assemble.DirSource(src)}
+	asm, err := assemble.New(rc, assemble.DirSource(src))
+	if err != nil {
+		return err
+	}
 	// The images of the two older kernels were published before.
 	for _, k := range kernels[:2] {
 		kk, _ := kernelmap.ParseKernel(k)
@@ -136,7 +139,7 @@ func embedded(ctx context.Context, out io.Writer, workerImage string) error {
 		return err
 	}
 
-	pl, err := loader.NewPodLoader(cs, loader.PodOptions{WorkerImage: workerImage})
+	pl, err := loader.NewPodLoader(cs, workerImage)
 	if err != nil {
 		return err
 	}

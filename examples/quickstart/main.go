@@ -36,7 +36,6 @@ import (
 	"github.com/kmmkit/kmmkit/builder/assemble"
 	"github.com/kmmkit/kmmkit/kmm"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
-	"github.com/kmmkit/kmmkit/loader"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
@@ -101,13 +100,13 @@ func real(ctx context.Context, out io.Writer, kubeconfig, file, workerImage, mod
 	if err != nil {
 		return err
 	}
-	pl, err := loader.NewPodLoader(cs, loader.PodOptions{WorkerImage: workerImage})
-	if err != nil {
-		return err
-	}
-	opts := []kmm.Option{kmm.WithModuleClient(kmm.NewModuleClient(dyn)), kmm.WithRegistry(rc), kmm.WithNodeLoader(pl)}
+	opts := []kmm.Option{kmm.WithModuleClient(kmm.NewModuleClient(dyn)), kmm.WithRegistry(rc), kmm.WithWorkerPods(workerImage)}
 	if modulesDir != "" {
-		opts = append(opts, kmm.WithBuilder(&assemble.Builder{Client: rc, Source: assemble.DirSource(modulesDir)}))
+		asm, err := assemble.New(rc, assemble.DirSource(modulesDir))
+		if err != nil {
+			return err
+		}
+		opts = append(opts, kmm.WithBuilder(asm))
 	}
 	r, err := kmm.NewReconciler(cs, opts...)
 	if err != nil {

@@ -1,3 +1,5 @@
+//go:build !windows
+
 // Command benchdepmod runs kmod's depmod and kmmkit's on copies of the same
 // module tree, several times each in alternation, and prints the median
 // wall time, CPU time and peak RSS of each and their ratios, for each

@@ -15,6 +15,7 @@ t0=$SECONDS
 #   docker-registry (distribution 2.8) and apache2-utils (htpasswd): the registry tests
 #   qemu-system-x86: boots Debian's kernel to load modules for real (this host's kernel cannot)
 #   buildah and runc: the buildah builder's real multi-stage builds (vfs storage, chroot isolation)
+#   netavark: the network backend buildah as a library (builder/buildahlib) insists on finding
 #   make and gcc: compile the out-of-tree test modules against linux-headers
 declare -A apt_packages=(
 	[buildah]=buildah
@@ -52,6 +53,7 @@ missing=()
 for cmd in "${!apt_packages[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("${apt_packages[$cmd]}")
 done
+[[ -x /usr/lib/podman/netavark ]] || missing+=(netavark) # not on PATH
 if ((${#missing[@]})); then
 	echo "deps: installing ${missing[*]}" >&2
 	if [[ $(id -u) -ne 0 ]]; then

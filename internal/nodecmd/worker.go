@@ -79,9 +79,9 @@ func Worker(ctx context.Context, env Env, args []string, stdout, stderr io.Write
 	log := cli.NewLogger(stderr, *verbose)
 	j := workerJob{
 		env: env, action: action, what: "kmm worker " + action, configFile: *configFile, log: log,
-		worker: node.Worker{
-			FirmwareHostPath: env.path(*firmwareHost), SetFirmwareClassPath: *setFirmwarePath,
-			SysRoot: env.path("/sys"), HostRoot: env.path("/"),
+		worker: []node.Option{
+			node.WithFirmwareHostPath(env.path(*firmwareHost)), node.WithSetFirmwareClassPath(*setFirmwarePath),
+			node.WithSysRoot(env.path("/sys")), node.WithHostRoot(env.path("/")),
 		},
 	}
 	cfg, err := j.config()
@@ -129,13 +129,12 @@ func kmodWorker(ctx context.Context, env Env, args []string, stdout, stderr io.W
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "firmware-path" })
 	j := workerJob{
 		env: env, action: action, what: "kmm worker kmod " + action, configFile: positional[0], log: cli.NewLogger(stderr, *verbose),
-		worker: node.Worker{SysRoot: env.path("/sys"), HostRoot: env.path("/")},
+		worker: []node.Option{node.WithSysRoot(env.path("/sys")), node.WithHostRoot(env.path("/"))},
 	}
 	if set {
 		// As KMM's worker: the firmware goes to the directory given, and
 		// a load points the kernel at it.
-		j.worker.FirmwareHostPath = env.path(*firmwarePath)
-		j.worker.SetFirmwareClassPath = action == "load"
+		j.worker = append(j.worker, node.WithFirmwareHostPath(env.path(*firmwarePath)), node.WithSetFirmwareClassPath(action == "load"))
 	}
 	cfg, err := j.config()
 	if err != nil {
@@ -151,7 +150,7 @@ type workerJob struct {
 	what       string // the command, for messages
 	configFile string
 	log        logr.Logger
-	worker     node.Worker
+	worker     []node.Option // of the node.Worker
 }
 
 func (j *workerJob) fail(stderr io.Writer, err error) int {
@@ -181,16 +180,15 @@ func (j *workerJob) config() (*v1beta1.ModuleConfig, error) {
 
 // run loads or unloads cfg from the image content at root.
 func (j *workerJob) run(ctx context.Context, cfg *v1beta1.ModuleConfig, root string, stdout, stderr io.Writer) int {
-	native, err := node.NewNative(j.env.kernel(), j.log)
+	w, err := node.NewWorker(j.env.kernel(), append(j.worker, node.WithLogger(j.log))...)
 	if err != nil {
 		return j.fail(stderr, err)
 	}
-	j.worker.Native = native
 	var res *node.Result
 	if j.action == "load" {
-		res, err = j.worker.Load(ctx, cfg, root)
+		res, err = w.Load(ctx, cfg, root)
 	} else {
-		res, err = j.worker.Unload(ctx, cfg, root)
+		res, err = w.Unload(ctx, cfg, root)
 	}
 	if err != nil {
 		return j.fail(stderr, err)

@@ -22,6 +22,19 @@ import (
 	"github.com/kmmkit/kmmkit/internal/testenv"
 )
 
+// tlsModuleImage pushes a module image for kver and returns the
+// registries, the image, the basic auth of the TLS registry's user and the
+// CA that signed its certificate.
+func tlsModuleImage(t *testing.T, kver string) (regs testenv.Registries, ref, auth string, ca []byte) {
+	t.Helper()
+	regs = testenv.Registry(t)
+	ref = pushModuleImage(t, regs, kver)
+	auth = base64.StdEncoding.EncodeToString([]byte(regs.User + ":" + regs.Password))
+	ca, err := os.ReadFile(regs.CAFile)
+	require.NoError(t, err)
+	return regs, ref, auth, ca
+}
+
 // pushModuleImage pushes to the authenticated test registry a kmod image
 // holding one module, indexed, under /opt/lib/modules/<kver>.
 func pushModuleImage(t *testing.T, regs testenv.Registries, kver string) string {
@@ -97,12 +110,8 @@ func TestWorkerPullsWithEitherPullSecretFormat(t *testing.T) {
 // registry that CA signed, with no --ca-file; without it the pull fails on
 // TLS and says so.
 func TestWorkerTrustsTheImageCABundle(t *testing.T) {
-	regs := testenv.Registry(t)
 	const kver = "6.1.0-57-amd64"
-	ref := pushModuleImage(t, regs, kver)
-	auth := base64.StdEncoding.EncodeToString([]byte(regs.User + ":" + regs.Password))
-	ca, err := os.ReadFile(regs.CAFile)
-	require.NoError(t, err)
+	regs, ref, auth, ca := tlsModuleImage(t, kver)
 	for _, withBundle := range []bool{true, false} {
 		root := t.TempDir()
 		write := func(p string, data []byte) {

@@ -2,6 +2,9 @@ package nodecmd
 
 import (
 	"context"
+	"encoding/pem"
+	"fmt"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,7 +70,7 @@ func TestWorkerPodCommandLine(t *testing.T) {
 	env := Env{Kernel: k, Root: root}
 	for _, action := range []loader.Action{loader.ActionLoad, loader.ActionUnload} {
 		pod, err := loader.WorkerPod(loader.PodRequest{Node: "n1", Module: "nic", Namespace: "drivers", Action: action, Config: cfg,
-			ImageRepoSecret: &corev1.LocalObjectReference{Name: "pull"}}, loader.PodOptions{WorkerImage: "quay.io/acme/kmm-worker:v1", FirmwareHostPath: "/var/lib/firmware"})
+			ImageRepoSecret: &corev1.LocalObjectReference{Name: "pull"}}, "quay.io/acme/kmm-worker:v1", loader.WithFirmwareHostPath("/var/lib/firmware"))
 		require.NoError(t, err)
 		c := pod.Spec.Containers[0]
 		require.Equal(t, []string{"/kmm"}, c.Command)
@@ -96,5 +99,70 @@ func TestWorkerPodCommandLine(t *testing.T) {
 			assert.Equal(t, "unloaded: test,b,c; unchanged: \n", stdout)
 			assert.Equal(t, "<absent>", readFile(t, filepath.Join(root, "var/lib/firmware/acme/nic.bin")))
 		}
+	}
+}
+
+// TestWorkerPodTrustsTheCABundleItMounts runs the worker with the command
+// line of a worker Pod made with loader.WithCABundleConfigMap, the
+// ConfigMap's key laid where the Pod mounts it, against the TLS registry
+// with htpasswd: the worker trusts that CA and pulls, and loads on a fake
+// kernel; without the mount the same pull fails on TLS, and the mounted
+// CA wins over a wrong one built into the image.
+func TestWorkerPodTrustsTheCABundleItMounts(t *testing.T) {
+	const kver = "6.1.0-57-amd64"
+	regs, ref, auth, ca := tlsModuleImage(t, kver)
+	// A CA that did not sign the registry's certificate: httptest's.
+	srv := httptest.NewTLSServer(nil)
+	srv.Close()
+	other := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	cfg := v1beta1.ModuleConfig{KernelVersion: kver, ContainerImage: ref, Modprobe: v1beta1.ModprobeSpec{ModuleName: "kmmkit_pull", DirName: "/opt"}}
+	for _, c := range []struct {
+		name              string
+		mounted, inImage  []byte
+		withOption, works bool
+	}{
+		{name: "mounted CA", mounted: ca, withOption: true, works: true},
+		{name: "mounted CA over a wrong one in the image", mounted: ca, inImage: other, withOption: true, works: true},
+		{name: "no CA", works: false},
+		{name: "a wrong mounted CA", mounted: other, withOption: true, works: false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var opts []loader.Option
+			if c.withOption {
+				opts = append(opts, loader.WithCABundleConfigMap("registry-ca", ""))
+			}
+			pod, err := loader.WorkerPod(loader.PodRequest{Node: "n1", Module: "nic", Namespace: "drivers", Action: loader.ActionLoad, Config: cfg,
+				ImageRepoSecret: &corev1.LocalObjectReference{Name: "pull"}}, "quay.io/acme/kmm-worker:v1", opts...)
+			require.NoError(t, err)
+			root := t.TempDir()
+			write := func(p string, data []byte) {
+				require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755))
+				require.NoError(t, os.WriteFile(filepath.Join(root, p), data, 0o644))
+			}
+			// What the kubelet lays out for the Pod.
+			for _, m := range pod.Spec.Containers[0].VolumeMounts {
+				require.NoError(t, os.MkdirAll(filepath.Join(root, m.MountPath), 0o755))
+			}
+			write("etc/kmm-worker/config.yaml", []byte(pod.Annotations[loader.AnnotationWorkerConfig]))
+			write("var/run/kmmkit/pull-secret/.dockerconfigjson", fmt.Appendf(nil, `{"auths":{%q:{"auth":%q}}}`, regs.TLS, auth))
+			if c.withOption {
+				write(loader.WorkerCADir+"/ca-bundle.crt", c.mounted) // the ConfigMap's key, as the volume's item maps it
+			}
+			if c.inImage != nil {
+				write(ImageCABundle, c.inImage)
+			}
+			k := fake.NewKernel(kver)
+			code, stdout, stderr := runWorker(t, Env{Kernel: k, Root: root}, pod.Spec.Containers[0].Args[1:]...)
+			if c.works {
+				require.Equal(t, cli.ExitOK, code, stderr)
+				assert.Equal(t, "loaded: kmmkit_pull; unchanged: \n", stdout)
+				assert.Equal(t, []string{"load kmmkit_pull"}, k.Events())
+				return
+			}
+			assert.Equal(t, cli.ExitError, code)
+			assert.Contains(t, stderr, "TLSError", stderr)
+			assert.Contains(t, stderr, "certificate signed by unknown authority")
+			assert.Empty(t, k.Events())
+		})
 	}
 }

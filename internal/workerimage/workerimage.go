@@ -41,8 +41,8 @@ import (
 // Module is kmmkit's module path, which the source must hold.
 const Module = "github.com/kmmkit/kmmkit"
 
-// Binary is the worker binary's path in the image, loader.PodOptions'
-// default Binary.
+// Binary is the worker binary's path in the image, the default of
+// loader.WithWorkerBinary.
 const Binary = "/kmm"
 
 // Entrypoint is the image's entrypoint. kmmkit's worker Pods replace it

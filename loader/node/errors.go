@@ -52,6 +52,10 @@ func (e *Error) Error() string {
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
 
+// ErrNotLinux is returned by LinuxKernel on systems other than Linux:
+// only Linux loads modules this way.
+var ErrNotLinux = errors.New("loading kernel modules works only on Linux")
+
 // ErrVermagic is wrapped when a module was built for another kernel: its
 // release or its flags differ from the running kernel's.
 var ErrVermagic = errors.New("vermagic mismatch")
@@ -62,11 +66,10 @@ func hintFor(op string, err error) string {
 	if !errors.As(err, &errno) {
 		return ""
 	}
+	if hint := signatureHint(errno); hint != "" {
+		return hint
+	}
 	switch errno {
-	case syscall.ENOKEY:
-		return "the module is unsigned or signed by a key the kernel does not trust (Secure Boot or module.sig_enforce); sign it with spec.moduleLoader.container.sign and enroll the key"
-	case syscall.EKEYREJECTED:
-		return "the kernel rejected the module's signature; sign it again with a key the kernel trusts"
 	case syscall.ENOENT:
 		return "the module uses a symbol or a parameter the kernel does not know (see dmesg); it was built against another kernel, or a dependency is missing"
 	case syscall.EPERM:

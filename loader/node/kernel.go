@@ -33,6 +33,40 @@ type Kernel interface {
 	Unload(name string) error
 }
 
+// LinuxKernel is the running Linux kernel, through finit_module(2),
+// delete_module(2), /proc/modules and /sys/module; its vermagic comes from
+// one of its own in-tree modules under ModulesDir/<release>. On other
+// systems every method fails with ErrNotLinux.
+type LinuxKernel struct {
+	// ProcRoot and SysRoot default to /proc and /sys.
+	ProcRoot, SysRoot string
+	// ModulesDir holds the running system's module trees; "" means
+	// /lib/modules. The worker Pod mounts the host's /lib/modules there,
+	// read-only.
+	ModulesDir string
+}
+
+func (k LinuxKernel) modules() string {
+	if k.ModulesDir == "" {
+		return "/lib/modules"
+	}
+	return k.ModulesDir
+}
+
+func (k LinuxKernel) proc() string {
+	if k.ProcRoot == "" {
+		return "/proc"
+	}
+	return k.ProcRoot
+}
+
+func (k LinuxKernel) sys() string {
+	if k.SysRoot == "" {
+		return "/sys"
+	}
+	return k.SysRoot
+}
+
 // LoadedModule is one line of /proc/modules.
 type LoadedModule struct {
 	Name     string

@@ -1,3 +1,8 @@
+//go:build linux
+
+// The hints of module signature errors (ENOKEY, EKEYREJECTED) exist only
+// on Linux.
+
 package node_test
 
 import (
@@ -48,7 +53,7 @@ func workerConfig(mp v1beta1.ModprobeSpec) *v1beta1.ModuleConfig {
 }
 
 func newWorker(t *testing.T, k *fake.Kernel, hostFW string) *node.Worker {
-	return &node.Worker{Native: newNative(t, k), FirmwareHostPath: hostFW}
+	return worker(t, k, node.WithFirmwareHostPath(hostFW))
 }
 
 // rawArgsOnly is KMM's case of rawArgs with one direction only: the

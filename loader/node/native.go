@@ -14,24 +14,38 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/kmmkit/kmmkit/depmod/modfile"
+	"github.com/kmmkit/kmmkit/internal/ctxlog"
 	"github.com/kmmkit/kmmkit/internal/modprobe"
 )
 
 // Native loads modules from a module tree into the running kernel.
 type Native struct {
 	kernel Kernel
-	log    logr.Logger
+	log    ctxlog.Logger
 	files  *moduleReader
 }
 
 // NewNative returns a Native loader on kernel (LinuxKernel{} for the real
-// one).
-func NewNative(kernel Kernel, log logr.Logger) (*Native, error) {
+// one, loader/node/fake's for tests). Of the options, WithLogger applies;
+// the others configure a Worker and are refused here. It fails without a
+// kernel.
+func NewNative(kernel Kernel, opts ...Option) (*Native, error) {
+	o := newOptions(opts)
+	if o.worker != "" {
+		return nil, fmt.Errorf("node: NewNative: %s configures a Worker (NewWorker)", o.worker)
+	}
+	return newNative(kernel, o)
+}
+
+func newNative(kernel Kernel, o options) (*Native, error) {
+	if kernel == nil {
+		return nil, errors.New("node: no Kernel (LinuxKernel{} is the running one)")
+	}
 	files, err := newModuleReader()
 	if err != nil {
 		return nil, err
 	}
-	return &Native{kernel: kernel, log: log, files: files}, nil
+	return &Native{kernel: kernel, log: o.log, files: files}, nil
 }
 
 // Request says what to load.
@@ -80,16 +94,16 @@ type Result struct {
 // ErrFirstTime is wrapped when Request.FirstTime finds nothing to do.
 var ErrFirstTime = errors.New("modprobe --first-time")
 
-func (n *Native) logger(req Request) logr.Logger {
+func (n *Native) logger(ctx context.Context, req Request) logr.Logger {
 	if req.Quiet {
 		return logr.Discard()
 	}
-	return n.log
+	return n.log.From(ctx)
 }
 
 // step logs one module loaded or unloaded.
-func (n *Native) step(req Request, msg string, kv ...any) {
-	log := n.logger(req)
+func (n *Native) step(ctx context.Context, req Request, msg string, kv ...any) {
+	log := n.logger(ctx, req)
 	if !req.Verbose {
 		log = log.V(1)
 	}
@@ -136,7 +150,7 @@ func (n *Native) Load(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := n.logger(req)
+	log := n.logger(ctx, req)
 	if req.Tree.KernelVersion != release {
 		log.Info("module tree and running kernel differ", "tree", req.Tree.KernelVersion, "kernel", release)
 	}
@@ -216,7 +230,7 @@ func (n *Native) Load(ctx context.Context, req Request) (*Result, error) {
 			res.Skipped = append(res.Skipped, p.step.Name)
 			continue
 		}
-		n.step(req, "insmod", "module", p.step.Name, "path", p.step.Path, "params", modprobe.Options(p.step.Params))
+		n.step(ctx, req, "insmod", "module", p.step.Name, "path", p.step.Path, "params", modprobe.Options(p.step.Params))
 		done = append(done, p.step.Name)
 	}
 	res.Changed = append(res.Changed, done...)
@@ -368,7 +382,7 @@ type moduleReader struct {
 }
 
 func newModuleReader() (*moduleReader, error) {
-	dec, err := modfile.NewDecompressor(0)
+	dec, err := modfile.NewDecompressor()
 	if err != nil {
 		return nil, err
 	}
@@ -419,7 +433,7 @@ func (n *Native) Unload(ctx context.Context, req Request) (*Result, error) {
 		if err := n.kernel.Unload(name); err != nil {
 			return res, &Error{Op: "unload", Module: name, Err: err, Hint: hintFor("unload", err)}
 		}
-		n.step(req, "rmmod", "module", name)
+		n.step(ctx, req, "rmmod", "module", name)
 		res.Changed = append(res.Changed, name)
 	}
 	return res, nil

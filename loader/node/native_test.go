@@ -1,3 +1,8 @@
+//go:build linux
+
+// The hints of module signature errors (ENOKEY, EKEYREJECTED) exist only
+// on Linux.
+
 package node_test
 
 import (
@@ -132,9 +137,17 @@ func TestPlan(t *testing.T) {
 
 func newNative(t *testing.T, k node.Kernel) *node.Native {
 	t.Helper()
-	n, err := node.NewNative(k, logr.Discard())
+	n, err := node.NewNative(k, node.WithLogger(logr.Discard()))
 	require.NoError(t, err)
 	return n
+}
+
+// worker is a Worker on k with opts, logging nowhere.
+func worker(t *testing.T, k node.Kernel, opts ...node.Option) *node.Worker {
+	t.Helper()
+	w, err := node.NewWorker(k, append([]node.Option{node.WithLogger(logr.Discard())}, opts...)...)
+	require.NoError(t, err)
+	return w
 }
 
 func TestLoadAndUnload(t *testing.T) {
@@ -406,7 +419,7 @@ func TestLoadVermagicFlags(t *testing.T) {
 	k = fake.NewKernel(kver)
 	k.HideVermagic()
 	var logs strings.Builder
-	n, err := node.NewNative(k, funcr.New(func(prefix, args string) { logs.WriteString(args + "\n") }, funcr.Options{}))
+	n, err := node.NewNative(k, node.WithLogger(funcr.New(func(prefix, args string) { logs.WriteString(args + "\n") }, funcr.Options{})))
 	require.NoError(t, err)
 	_, err = n.Load(ctx, node.Request{Tree: tree, Module: "nopreempt"})
 	require.ErrorIs(t, err, syscall.ENOEXEC, "the kernel refuses it itself")
@@ -416,4 +429,36 @@ func TestLoadVermagicFlags(t *testing.T) {
 
 	_, err = newNative(t, fake.NewKernel(kver)).Load(ctx, node.Request{Tree: tree, Module: "nopreempt", SkipVermagicCheck: true})
 	require.ErrorIs(t, err, syscall.ENOEXEC, "skipping our check leaves the kernel's")
+}
+
+// TestNativeLogsToTheContextsLogger: without WithLogger, Load logs to the
+// logger of its context; with it, to WithLogger's.
+func TestNativeLogsToTheContextsLogger(t *testing.T) {
+	tree := chainTree(t)
+	var fromCtx, given strings.Builder
+	ctx := logr.NewContext(context.Background(), funcr.New(func(_, args string) { fromCtx.WriteString(args + "\n") }, funcr.Options{Verbosity: 1}))
+	n, err := node.NewNative(fake.NewKernel(kver))
+	require.NoError(t, err)
+	_, err = n.Load(ctx, node.Request{Tree: tree, Module: "nic-drv"})
+	require.NoError(t, err)
+	assert.Contains(t, fromCtx.String(), `"msg"="insmod" "module"="nic_drv"`)
+
+	fromCtx.Reset()
+	n, err = node.NewNative(fake.NewKernel(kver), node.WithLogger(funcr.New(func(_, args string) { given.WriteString(args + "\n") }, funcr.Options{Verbosity: 1})))
+	require.NoError(t, err)
+	_, err = n.Load(ctx, node.Request{Tree: tree, Module: "nic-drv"})
+	require.NoError(t, err)
+	assert.Contains(t, given.String(), `"msg"="insmod" "module"="nic_drv"`)
+	assert.Empty(t, fromCtx.String(), "WithLogger wins over the context")
+}
+
+// TestNewNativeAndNewWorkerRefuse: a missing kernel and a Worker's option
+// given to NewNative are refused, naming them.
+func TestNewNativeAndNewWorkerRefuse(t *testing.T) {
+	_, err := node.NewNative(nil)
+	assert.EqualError(t, err, "node: no Kernel (LinuxKernel{} is the running one)")
+	_, err = node.NewWorker(nil)
+	assert.EqualError(t, err, "node: no Kernel (LinuxKernel{} is the running one)")
+	_, err = node.NewNative(fake.NewKernel(kver), node.WithLogger(logr.Discard()), node.WithSysRoot("/sys"), node.WithHostRoot("/"))
+	assert.EqualError(t, err, "node: NewNative: WithSysRoot configures a Worker (NewWorker)")
 }

@@ -25,47 +25,42 @@ import (
 // v1beta1.ValidateModuleConfig, which it runs first: a config that breaks
 // a rule fails before anything on the node changes. -d /tmp<dirName> (as
 // KMM's worker names the image's copy) is the image's dirName; a command
-// without -d (rawArgs) loads from the host's module tree under HostRoot.
+// without -d (rawArgs) loads from the host's module tree under the host
+// root (WithHostRoot).
 type Worker struct {
-	// Native loads and unloads.
-	Native *Native
-	// FirmwareHostPath is the host firmware directory; "" means
-	// /lib/firmware.
-	FirmwareHostPath string
-	// SetFirmwareClassPath also writes FirmwareHostPath to
-	// /sys/module/firmware_class/parameters/path.
-	SetFirmwareClassPath bool
-	// SysRoot is where sysfs is mounted; "" means /sys.
-	SysRoot string
-	// HostRoot holds the host's lib/modules (the worker Pod mounts the
-	// host's /lib/modules at /lib/modules); "" means /.
-	HostRoot string
+	native           *Native
+	firmwareHostPath string
+	setFirmwareClass bool
+	sysRoot          string
+	hostRoot         string
+}
+
+// NewWorker returns a Worker that loads and unloads through kernel
+// (LinuxKernel{} for the running one), with its own Native loader
+// (WithLogger applies to it). It fails without a kernel.
+func NewWorker(kernel Kernel, opts ...Option) (*Worker, error) {
+	o := newOptions(opts)
+	native, err := newNative(kernel, o)
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{native: native, firmwareHostPath: o.firmwareHostPath, setFirmwareClass: o.setFirmwareClass,
+		sysRoot: o.sysRoot, hostRoot: o.hostRoot}
+	if w.firmwareHostPath == "" {
+		w.firmwareHostPath = "/lib/firmware"
+	}
+	if w.sysRoot == "" {
+		w.sysRoot = "/sys"
+	}
+	if w.hostRoot == "" {
+		w.hostRoot = "/"
+	}
+	return w, nil
 }
 
 // ErrConfig is wrapped when a worker config breaks a rule of
 // v1beta1.ValidateModuleConfig.
 var ErrConfig = errors.New("invalid worker config")
-
-func (w *Worker) firmwareDir() string {
-	if w.FirmwareHostPath == "" {
-		return "/lib/firmware"
-	}
-	return w.FirmwareHostPath
-}
-
-func (w *Worker) sysRoot() string {
-	if w.SysRoot == "" {
-		return "/sys"
-	}
-	return w.SysRoot
-}
-
-func (w *Worker) hostRoot() string {
-	if w.HostRoot == "" {
-		return "/"
-	}
-	return w.HostRoot
-}
 
 // command checks cfg and returns its modprobe command and the module tree
 // it reads, the image's or the host's.
@@ -81,13 +76,13 @@ func (w *Worker) command(cfg *v1beta1.ModuleConfig, imageRoot string, unload boo
 	if len(perrs) > 0 { // ValidateModuleConfig refuses these already
 		return nil, nil, fmt.Errorf("%w: modprobe %s: %w", ErrConfig, strings.Join(argv, " "), perrs[0])
 	}
-	release, err := w.Native.kernel.Release()
+	release, err := w.native.kernel.Release()
 	if err != nil {
 		return nil, nil, err
 	}
 	// Like modprobe, without -d the running system's tree; with it, the
 	// image's dirName (ValidateModuleConfig checked -d names it).
-	root, kver := w.hostRoot(), release
+	root, kver := w.hostRoot, release
 	if cmd.DirAt >= 0 {
 		root = filepath.Join(imageRoot, cfg.Modprobe.DirName)
 		if cfg.KernelVersion != "" {
@@ -118,19 +113,19 @@ func (w *Worker) Load(ctx context.Context, cfg *v1beta1.ModuleConfig, imageRoot 
 		req.LoadingOrder = cfg.Modprobe.ModulesLoadingOrder
 	}
 	req.BeforeChanges = func() error {
-		if w.SetFirmwareClassPath {
-			if err := SetFirmwareClassPath(w.sysRoot(), w.firmwareDir()); err != nil {
+		if w.setFirmwareClass {
+			if err := SetFirmwareClassPath(w.sysRoot, w.firmwareHostPath); err != nil {
 				return err
 			}
 		}
 		if cfg.Modprobe.FirmwarePath != "" {
-			if _, err := CopyImageFirmware(imageRoot, cfg.Modprobe.FirmwarePath, w.firmwareDir()); err != nil {
+			if _, err := CopyImageFirmware(imageRoot, cfg.Modprobe.FirmwarePath, w.firmwareHostPath); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return w.Native.Load(ctx, req)
+	return w.native.Load(ctx, req)
 }
 
 // Unload unloads the modules of cfg, each with the dependencies nothing
@@ -149,7 +144,7 @@ func (w *Worker) Unload(ctx context.Context, cfg *v1beta1.ModuleConfig, imageRoo
 		if cfg.Modprobe.RawArgs == nil {
 			req.LoadingOrder = cfg.Modprobe.ModulesLoadingOrder
 		}
-		r, err := w.Native.Unload(ctx, req)
+		r, err := w.native.Unload(ctx, req)
 		if r != nil {
 			res.Changed = append(res.Changed, r.Changed...)
 			for _, s := range r.Skipped {
@@ -166,7 +161,7 @@ func (w *Worker) Unload(ctx context.Context, cfg *v1beta1.ModuleConfig, imageRoo
 		return res, errors.Join(errs...)
 	}
 	if cfg.Modprobe.FirmwarePath != "" {
-		if err := RemoveImageFirmware(imageRoot, cfg.Modprobe.FirmwarePath, w.firmwareDir()); err != nil {
+		if err := RemoveImageFirmware(imageRoot, cfg.Modprobe.FirmwarePath, w.firmwareHostPath); err != nil {
 			return res, err
 		}
 	}

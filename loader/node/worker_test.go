@@ -1,3 +1,7 @@
+//go:build linux
+
+// It uses the trees of native_test.go.
+
 package node_test
 
 import (
@@ -50,7 +54,7 @@ func TestWorkerLoadUnload(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(hostFW, "other"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(hostFW, "other", "keep.bin"), []byte("K"), 0o644))
 
-	w := &node.Worker{Native: newNative(t, k), FirmwareHostPath: hostFW, SetFirmwareClassPath: true, SysRoot: sys}
+	w := worker(t, k, node.WithFirmwareHostPath(hostFW), node.WithSetFirmwareClassPath(true), node.WithSysRoot(sys))
 	res, err := w.Load(context.Background(), cfg, image)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"old_nic", "core", "helper", "crc", "nic_drv", "post_mod"}, res.Changed)
@@ -74,7 +78,7 @@ func TestWorkerBadInput(t *testing.T) {
 	image, cfg := imageWithTree(t)
 	k := fake.NewKernel(kver)
 	hostFW := t.TempDir()
-	w := &node.Worker{Native: newNative(t, k), FirmwareHostPath: hostFW}
+	w := worker(t, k, node.WithFirmwareHostPath(hostFW))
 
 	var err error
 	// A module file that is not ELF: a clear error, nothing loaded.
@@ -113,7 +117,7 @@ func TestWorkerPathsStayInTheImage(t *testing.T) {
 	param := filepath.Join(sys, "module", "firmware_class", "parameters", "path")
 	require.NoError(t, os.MkdirAll(filepath.Dir(param), 0o755))
 	require.NoError(t, os.WriteFile(param, []byte("\n"), 0o644))
-	w := &node.Worker{Native: newNative(t, k), FirmwareHostPath: hostFW, SetFirmwareClassPath: true, SysRoot: sys}
+	w := worker(t, k, node.WithFirmwareHostPath(hostFW), node.WithSetFirmwareClassPath(true), node.WithSysRoot(sys))
 
 	bad := *cfg
 	bad.Modprobe.FirmwarePath = "/" + rel
@@ -148,7 +152,7 @@ func TestWorkerModprobeArgs(t *testing.T) {
 	host := chainTree(t) // the host's own /lib/modules/<kver>, for rawArgs without -d
 	newWorker := func() (*node.Worker, *fake.Kernel) {
 		k := fake.NewKernel(kver)
-		return &node.Worker{Native: newNative(t, k), FirmwareHostPath: t.TempDir(), HostRoot: host.Root}, k
+		return worker(t, k, node.WithFirmwareHostPath(t.TempDir()), node.WithHostRoot(host.Root)), k
 	}
 	with := func(f func(c *v1beta1.ModuleConfig)) *v1beta1.ModuleConfig {
 		c := *base

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/reason"
@@ -57,14 +58,16 @@ type LogReader interface {
 type Options struct {
 	Retry   builder.RetryPolicy
 	GCDelay time.Duration
-	Now     func() time.Time
-	Log     logr.Logger
+	// Clock is read for backoff and collection; nil means the real one.
+	Clock clock.PassiveClock
+	// Log is the logger of this pass.
+	Log logr.Logger
 }
 
 // Sync makes one pass of the life cycle for req.
 func Sync(ctx context.Context, s Store, req builder.Request, o Options) (builder.Status, error) {
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
 	}
 	if err := errors.Join(req.Validate(), req.ValidateDockerfile()); err != nil {
 		return builder.Status{Phase: builder.PhaseFailed, Final: true, Reason: reason.InvalidRequest, Message: err.Error()}, err
@@ -95,7 +98,7 @@ func Sync(ctx context.Context, s Store, req builder.Request, o Options) (builder
 	}
 	cur := current[0]
 	st.Name, st.Attempt, st.Digest = cur.Name, cur.Attempt, cur.Digest
-	now := o.Now()
+	now := o.Clock.Now()
 	switch {
 	case cur.Deleting:
 		st.Phase, st.RequeueAfter = builder.PhasePending, 2*time.Second

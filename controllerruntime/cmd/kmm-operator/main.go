@@ -42,6 +42,7 @@ import (
 	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/kmm"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/loader"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
@@ -166,13 +167,21 @@ func run(ctx context.Context, cfg *rest.Config, f *flags) error {
 	var b builder.Builder
 	switch f.builder {
 	case "kaniko":
-		b = kaniko.New(cs, kaniko.Options{Image: f.kanikoImage, ServiceAccountName: f.kanikoServiceAccount, Log: log.WithName("kaniko")})
+		ko := []kaniko.Option{kaniko.WithImage(f.kanikoImage), kaniko.WithLogger(log.WithName("kaniko"))}
+		if f.kanikoServiceAccount != "" {
+			ko = append(ko, kaniko.WithServiceAccount(f.kanikoServiceAccount))
+		}
+		if b, err = kaniko.New(cs, ko...); err != nil {
+			return fmt.Errorf("--kaniko-image: %w", err)
+		}
 	case "openshift":
 		bc, err := buildclient.NewForConfig(cfg)
 		if err != nil {
 			return err
 		}
-		b = openshift.New(bc, openshift.Options{Log: log.WithName("openshift"), Secrets: cs})
+		if b, err = openshift.New(bc, openshift.WithLogger(log.WithName("openshift")), openshift.WithSecrets(cs)); err != nil {
+			return err
+		}
 	}
 	m, err := kmm.NewMetrics(metrics.Registry)
 	if err != nil {
@@ -180,7 +189,9 @@ func run(ctx context.Context, cfg *rest.Config, f *flags) error {
 	}
 	o := operator.Options{WorkerImage: f.workerImage, Clientset: cs, Registry: reg, Builder: b, Metrics: m,
 		CachedReads: f.cachedReads, MaxConcurrentReconciles: f.maxConcurrentReconciles}
-	o.Pod.FirmwareHostPath = f.firmwareHostPath
+	if f.firmwareHostPath != "" {
+		o.PodLoaderOptions = append(o.PodLoaderOptions, loader.WithFirmwareHostPath(f.firmwareHostPath))
+	}
 	if err := operator.SetupModule(mgr, o); err != nil {
 		return err
 	}

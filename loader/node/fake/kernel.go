@@ -161,7 +161,7 @@ func (k *Kernel) Load(f *os.File, params string, compressed bool) error {
 		if k.noDecompress {
 			return syscall.EINVAL
 		}
-		dec, err := modfile.NewDecompressor(0)
+		dec, err := modfile.NewDecompressor()
 		if err != nil {
 			return err
 		}

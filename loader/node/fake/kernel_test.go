@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/go-logr/logr"
-
 	"github.com/kmmkit/kmmkit/depmod"
 	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/loader/node"
@@ -39,7 +37,7 @@ func ExampleKernel() {
 	defer os.RemoveAll(root)
 
 	k := fake.NewKernel(kver)
-	native, _ := node.NewNative(k, logr.Discard())
+	native, _ := node.NewNative(k)
 	tree, _ := node.OpenTree(root, kver)
 	_, err := native.Load(context.Background(), node.Request{Tree: tree, Module: "a", Parameters: []string{"debug=1"}})
 	fmt.Println(err, k.Events())
@@ -58,7 +56,7 @@ func ExampleKernel_FailLoad() {
 
 	k := fake.NewKernel(kver)
 	k.FailLoad("a", syscall.ENODEV)
-	native, _ := node.NewNative(k, logr.Discard())
+	native, _ := node.NewNative(k)
 	tree, _ := node.OpenTree(root, kver)
 	_, err := native.Load(context.Background(), node.Request{Tree: tree, Module: "a"})
 	var le *node.Error

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command vminit is /init of the test VMs: it mounts /proc, /sys and /dev,
 // preloads modules if asked, runs the native worker (node.Worker) on a
 // ModuleConfig for each action, or runs each command (the worker binary,
@@ -88,12 +90,12 @@ func run(cfg config) {
 	report("start", cfg)
 	// The worker's log, as its container log would show it.
 	log := funcr.New(func(prefix, args string) { fmt.Printf("KMMKIT log: %s\n", args) }, funcr.Options{})
-	n, err := node.NewNative(k, log)
+	w, err := node.NewWorker(k, node.WithLogger(log),
+		node.WithFirmwareHostPath(cfg.FirmwareHostPath), node.WithSetFirmwareClassPath(cfg.FirmwareHostPath != ""))
 	if err != nil {
 		fmt.Printf("KMMKIT error: %v\n", err)
 		return
 	}
-	w := &node.Worker{Native: n, FirmwareHostPath: cfg.FirmwareHostPath, SetFirmwareClassPath: cfg.FirmwareHostPath != ""}
 	ctx := context.Background()
 	seen := map[string]bool{}
 	for i, action := range cfg.Actions {
