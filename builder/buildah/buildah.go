@@ -16,7 +16,6 @@
 package buildah
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -285,7 +284,8 @@ type Job struct {
 	// IIDFile and DigestFile are where the image ID and the pushed
 	// digest may be written.
 	IIDFile, DigestFile string
-	// Log receives the build's output.
+	// Log receives the build's output; it is safe for concurrent writes
+	// (a builder.TailBuffer).
 	Log io.Writer
 }
 
@@ -305,14 +305,15 @@ func (b *Builder) run(ctx context.Context, req builder.Request) (string, string,
 		return "", "", err
 	}
 	defer os.RemoveAll(work)
-	var log bytes.Buffer
+	// A build's output is kept only as far as its tail is shown.
+	log := builder.NewTailBuffer(64 << 10)
 	job := Job{
 		Request: req, Dockerfile: filepath.Join(work, "Dockerfile"), ContextDir: filepath.Join(work, "context"),
 		Args: req.Args(), Volumes: append([]string(nil), b.o.volumes...),
 		PullTLSVerify: !req.BaseImageRegistryTLS.Insecure && !req.BaseImageRegistryTLS.InsecureSkipTLSVerify,
 		PushTLSVerify: !req.RegistryTLS.Insecure && !req.RegistryTLS.InsecureSkipTLSVerify,
 		Root:          b.o.root, RunRoot: b.o.runRoot, StorageDriver: b.o.storageDriver, Isolation: b.o.isolation, CertDir: b.o.certDir,
-		IIDFile: filepath.Join(work, "iid"), DigestFile: filepath.Join(work, "digest"), Log: &log,
+		IIDFile: filepath.Join(work, "iid"), DigestFile: filepath.Join(work, "digest"), Log: log,
 	}
 	if err := os.WriteFile(job.Dockerfile, []byte(req.Dockerfile), 0o644); err != nil {
 		return "", "", err
