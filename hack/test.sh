@@ -25,6 +25,10 @@ export KMMKIT_KERNEL_TREE KMMKIT_KANIKO_EXECUTOR
 # shellcheck source=lib/services.sh
 source hack/lib/services.sh
 finish() {
+	# The other modules' tests, if the suite stops before they end.
+	local pids
+	pids=$(jobs -p)
+	[[ -z $pids ]] || kill $pids 2>/dev/null || true
 	services_stop
 	printf '\n=== finished after %dm%02ds\n' $((SECONDS / 60)) $((SECONDS % 60))
 }
@@ -58,15 +62,32 @@ step "builds on other OSes"
 GOOS=darwin go build ./...
 (cd controllerruntime && GOOS=darwin go build ./...)
 
-step "go test -race"
-go test -race -count=1 "$@" ./...
-
-step "builder/buildahlib (its own module: buildah as a library, kmmkit's only cgo)"
+# The three other Go modules' tests run beside the main module's: the
+# suite waits on servers, qemu and buildah for much of its time, so two
+# cores stay busy only when more than one test binary runs.
+modules_dir=$(mktemp -d)
 buildah_tags='containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper'
-(cd builder/buildahlib && go vet -tags "$buildah_tags" ./... && go test -race -count=1 -tags "$buildah_tags" ./...)
+module_test() {
+	local name=$1 dir=$2 tags=$3
+	( (cd "$dir" && go vet ${tags:+-tags "$tags"} ./... && go test -race -count=1 ${tags:+-tags "$tags"} ./...) \
+		>"$modules_dir/$name.log" 2>&1; echo $? >"$modules_dir/$name.rc") &
+}
+module_test buildahlib builder/buildahlib "$buildah_tags"
+module_test controllerruntime controllerruntime ""
+module_test examples-controller-runtime examples/controller-runtime ""
 
-step "examples/controller-runtime (its own module, so the SDK does not depend on controller-runtime)"
-(cd examples/controller-runtime && go vet ./... && go test -race -count=1 ./...)
-
-step "controllerruntime (its own module: the controller-runtime integration and the drop-in kmm-operator)"
-(cd controllerruntime && go vet ./... && go test -race -count=1 ./...)
+step "go test -race (the main module; the other modules' tests run beside it)"
+main_rc=0
+go test -race -count=1 "$@" ./... || main_rc=$?
+wait
+failed=$main_rc
+for m in "builder/buildahlib:buildahlib:buildah as a library, kmmkit's only cgo" \
+	"controllerruntime:controllerruntime:the controller-runtime integration and the drop-in kmm-operator" \
+	"examples/controller-runtime:examples-controller-runtime:so the SDK does not depend on controller-runtime"; do
+	IFS=: read -r dir name why <<<"$m"
+	step "$dir (its own module: $why)"
+	cat "$modules_dir/$name.log"
+	[[ $(cat "$modules_dir/$name.rc") == 0 ]] || failed=1
+done
+rm -rf "$modules_dir"
+exit "$failed"

@@ -246,9 +246,13 @@ func MultiStage(t *testing.T, mk Constructor) {
 	plain := registry.Request{Image: regs.Plain, TLS: v1beta1.TLSOptions{Insecure: true}}
 	builderImage, baseImage := baseImages(t, c, plain)
 
+	// Each test binary (the command's, the library's) pushes under its own
+	// repository: make test runs them at the same time.
+	repo := fmt.Sprintf("kmmkit-test-%d", os.Getpid())
+
 	// Plain registry.
 	b := newBuilder(t, mk)
-	req := request(t, kver, regs.Plain+"/kmmkit-test/kmmkit:"+kver, builderImage, baseImage)
+	req := request(t, kver, regs.Plain+"/"+repo+"/kmmkit:"+kver, builderImage, baseImage)
 	req.RegistryTLS = v1beta1.TLSOptions{Insecure: true}
 	st := syncUntilDone(t, b, req)
 	require.Equal(t, builder.PhaseSucceeded, st.Phase, "%s\n%s", st.Message, st.LogTail)
@@ -262,7 +266,7 @@ func MultiStage(t *testing.T, mk Constructor) {
 	auth := []byte(`{"auths":{"` + regs.TLS + `":{"username":"` + regs.User + `","password":"` + regs.Password + `"}}}`)
 	tb := newBuilder(t, mk, buildah.WithCertDir(certDir),
 		buildah.WithAuth(func(context.Context, builder.Request) ([]byte, error) { return auth, nil }))
-	treq := request(t, kver, regs.TLS+"/kmmkit-test/kmmkit:"+kver, builderImage, baseImage)
+	treq := request(t, kver, regs.TLS+"/"+repo+"/kmmkit:"+kver, builderImage, baseImage)
 	st = syncUntilDone(t, tb, treq)
 	require.Equal(t, builder.PhaseSucceeded, st.Phase, "%s\n%s", st.Message, st.LogTail)
 	kc, err := registry.DockerConfigKeychain(auth)
@@ -271,7 +275,7 @@ func MultiStage(t *testing.T, mk Constructor) {
 
 	// A failing build: the log tail names the failure; no retry is left.
 	fb := newBuilder(t, mk, buildah.WithRetryPolicy(builder.RetryPolicy{MaxAttempts: 1}))
-	freq := request(t, kver, regs.Plain+"/kmmkit-test/broken:"+kver, builderImage, baseImage)
+	freq := request(t, kver, regs.Plain+"/"+repo+"/broken:"+kver, builderImage, baseImage)
 	freq.Dockerfile = strings.Replace(dockerfile, "M=/src modules", "M=/src no-such-target", 1)
 	st = syncUntilDone(t, fb, freq)
 	assert.Equal(t, builder.PhaseFailed, st.Phase)
