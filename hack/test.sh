@@ -24,11 +24,10 @@ export KMMKIT_KERNEL_TREE KMMKIT_KANIKO_EXECUTOR
 
 # shellcheck source=lib/services.sh
 source hack/lib/services.sh
+module_pids=() # the other modules' tests, started below
 finish() {
 	# The other modules' tests, if the suite stops before they end.
-	local pids
-	pids=$(jobs -p)
-	[[ -z $pids ]] || kill $pids 2>/dev/null || true
+	((${#module_pids[@]} == 0)) || kill "${module_pids[@]}" 2>/dev/null || true
 	services_stop
 	printf '\n=== finished after %dm%02ds\n' $((SECONDS / 60)) $((SECONDS % 60))
 }
@@ -71,6 +70,7 @@ module_test() {
 	local name=$1 dir=$2 tags=$3
 	( (cd "$dir" && go vet ${tags:+-tags "$tags"} ./... && go test -race -count=1 ${tags:+-tags "$tags"} ./...) \
 		>"$modules_dir/$name.log" 2>&1; echo $? >"$modules_dir/$name.rc") &
+	module_pids+=($!)
 }
 module_test buildahlib builder/buildahlib "$buildah_tags"
 module_test controllerruntime controllerruntime ""
@@ -79,7 +79,7 @@ module_test examples-controller-runtime examples/controller-runtime ""
 step "go test -race (the main module; the other modules' tests run beside it)"
 main_rc=0
 go test -race -count=1 "$@" ./... || main_rc=$?
-wait
+wait "${module_pids[@]}" # only these: the servers run in the background too
 failed=$main_rc
 for m in "builder/buildahlib:buildahlib:buildah as a library, kmmkit's only cgo" \
 	"controllerruntime:controllerruntime:the controller-runtime integration and the drop-in kmm-operator" \
