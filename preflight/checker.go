@@ -3,6 +3,7 @@ package preflight
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -27,9 +28,14 @@ type Signer interface {
 
 // Checker checks Modules against kernels. It is safe for concurrent use.
 type Checker struct {
-	client   kubernetes.Interface
-	reg      *registry.Client
-	mapper   *kernelmap.Mapper
+	client kubernetes.Interface
+	reg    *registry.Client
+	mapper *kernelmap.Mapper
+	options
+}
+
+// options are what the Options record; New checks them.
+type options struct {
 	builder  builder.Builder
 	signer   Signer
 	platform *v1.Platform
@@ -43,50 +49,50 @@ type Checker struct {
 }
 
 // Option configures a Checker.
-type Option func(*Checker)
+type Option func(*options)
 
 // WithBuilder makes the Checker build (and sign) a missing image whose
 // build is defined, and push it, instead of only checking that the build
 // can run: the assembler, buildah or Kaniko, through builder.Builder.
-func WithBuilder(b builder.Builder) Option { return func(c *Checker) { c.builder = b } }
+func WithBuilder(b builder.Builder) Option { return func(o *options) { o.builder = b } }
 
 // WithSigner replaces the signer used after a build, or for a sign-only
 // Module, when a builder is set (default: sign.New on the Checker's
 // registry client).
-func WithSigner(s Signer) Option { return func(c *Checker) { c.signer = s } }
+func WithSigner(s Signer) Option { return func(o *options) { o.signer = s } }
 
 // WithPlatform checks images for the nodes' platform (linux/arm64, say):
 // an index must hold a manifest for it. Nil accepts any.
-func WithPlatform(p *v1.Platform) Option { return func(c *Checker) { c.platform = p } }
+func WithPlatform(p *v1.Platform) Option { return func(o *options) { o.platform = p } }
 
 // WithAuth gives the registry credentials for every image, instead of
 // each Module's imageRepoSecret (the command line's --docker-config).
-func WithAuth(a registry.AuthInfo) Option { return func(c *Checker) { c.auth = &a } }
+func WithAuth(a registry.AuthInfo) Option { return func(o *options) { o.auth = &a } }
 
 // WithTLS adds TLS options to every registry request, on top of the
 // Module's registryTLS (plain HTTP, or no certificate check).
-func WithTLS(t v1beta1.TLSOptions) Option { return func(c *Checker) { c.tls = t } }
+func WithTLS(t v1beta1.TLSOptions) Option { return func(o *options) { o.tls = t } }
 
 // WithIdentity names the builds the Checker starts as an operator with
 // that identity does (package identity; the default is KMM's Module).
-func WithIdentity(d identity.Domain) Option { return func(c *Checker) { c.identity = d } }
+func WithIdentity(d identity.Domain) Option { return func(o *options) { o.identity = d } }
 
 // WithLint sets options of the linter on top of those the kernel mapping
 // gives (lint.FromRecord), such as lint.WithHostModules.
 func WithLint(opts ...lint.Option) Option {
-	return func(c *Checker) { c.lintOpts = append(c.lintOpts, opts...) }
+	return func(o *options) { o.lintOpts = append(o.lintOpts, opts...) }
 }
 
 // WithoutLint leaves images that exist unlinted.
-func WithoutLint() Option { return func(c *Checker) { c.lint = false } }
+func WithoutLint() Option { return func(o *options) { o.lint = false } }
 
 // WithBuildTimeout bounds one build (default one hour), and
 // WithPollInterval the wait between two looks at a running one (default
 // 2 s).
-func WithBuildTimeout(d time.Duration) Option { return func(c *Checker) { c.timeout = d } }
+func WithBuildTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
 
 // WithPollInterval sets the wait between two looks at a running build.
-func WithPollInterval(d time.Duration) Option { return func(c *Checker) { c.poll = d } }
+func WithPollInterval(d time.Duration) Option { return func(o *options) { o.poll = d } }
 
 // New returns a Checker that reads Secrets and ConfigMaps through client
 // (a real cluster, or an in-memory one holding a manifest's objects) and
@@ -99,18 +105,22 @@ func New(client kubernetes.Interface, reg *registry.Client, opts ...Option) (*Ch
 	if err != nil {
 		return nil, err
 	}
-	c := &Checker{client: client, reg: reg, mapper: mapper, lint: true, timeout: time.Hour, poll: 2 * time.Second}
-	for _, o := range opts {
-		o(c)
+	o := options{lint: true, timeout: time.Hour, poll: 2 * time.Second}
+	for _, opt := range opts {
+		opt(&o)
 	}
-	if c.signer == nil {
-		if c.signer, err = sign.New(reg); err != nil {
+	switch {
+	case o.timeout <= 0:
+		return nil, fmt.Errorf("preflight: WithBuildTimeout(%s): the timeout must be positive", o.timeout)
+	case o.poll <= 0:
+		return nil, fmt.Errorf("preflight: WithPollInterval(%s): the interval must be positive", o.poll)
+	}
+	if o.signer == nil {
+		if o.signer, err = sign.New(reg); err != nil {
 			return nil, err
 		}
 	}
-	if c.timeout <= 0 || c.poll <= 0 {
-		return nil, errors.New("preflight: the build timeout and poll interval must be positive")
-	}
+	c := &Checker{client: client, reg: reg, mapper: mapper, options: o}
 	return c, nil
 }
 
