@@ -470,8 +470,9 @@ func TestOperator(t *testing.T) {
 		assert.True(t, granted[u], "the operator made %q, which its roles do not grant", u)
 	}
 	optional := map[string]string{
-		"patch /events": "the recorder patches an event only when it repeats",
-		"get /pods":     "the PodLoader reads a worker afresh only when the cache contradicts its own writes",
+		"patch /events":                 "the recorder patches an event only when it repeats",
+		"get /pods":                     "the PodLoader reads a worker afresh only when the cache contradicts its own writes",
+		"get kmm.sigs.x-k8s.io/modules": "the Reconciler reads a Module afresh only after a conflict on its write",
 		"update kmm.sigs.x-k8s.io/modules/finalizers": "only under the OwnerReferencesPermissionEnforcement admission plugin",
 	}
 	for g := range granted {
