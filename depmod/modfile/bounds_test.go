@@ -223,9 +223,6 @@ func TestBombsUnderMemoryLimit(t *testing.T) {
 		fmt.Printf("RESULT sparse.ko.gz: %v\n", err)
 		return
 	}
-	if testing.Short() {
-		t.Skip("-short: no child process")
-	}
 	out, err := bombtest.Limited(t, "TestBombsUnderMemoryLimit", "modfile", 2304<<20)
 	require.NoError(t, err, "%s", out)
 	for _, b := range append(bombs(), struct {
