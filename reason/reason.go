@@ -127,6 +127,13 @@ const (
 	// are those last known. The next pass retries; the error is in the
 	// operator's log.
 	LoaderFailed Reason = "LoaderFailed"
+	// ModuleInUse: the module cannot be unloaded because the kernel says
+	// it is in use — its reference count is above zero, or other modules
+	// hold it (/sys/module/<m>/refcnt, /sys/module/<m>/holders/); the
+	// message names the holders. Stop what uses it (the device plugin,
+	// the Pods using the device, the dependent module); the unload is
+	// retried.
+	ModuleInUse Reason = "ModuleInUse"
 )
 
 // Preflight: would a Module work on a kernel that nodes do not run yet
