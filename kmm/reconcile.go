@@ -164,6 +164,12 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 		setCondition(&res.Status.Conditions, degradedCondition(obj, nodeProblems(states), 0, 0), r.now())
 		return res, err
 	}
+	var versions *versionPass
+	var verr error
+	if obj.Spec.ModuleLoader.Container.Version != "" {
+		// Ordered upgrade: step the version labels first; loading follows W.
+		nodes, versions, verr = r.stepVersionLabels(ctx, obj, nodes, &res)
+	}
 	t := r.target(obj, nodes)
 	kernels := t.kernels()
 	log.V(1).Info("targeted nodes", "nodes", len(t.selected), "kernels", len(kernels), "kept", len(t.keep), "noKernel", len(t.noKernel))
@@ -228,6 +234,15 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 			r.lintKernel(ctx, ks, rec, auth)
 		}
 		for _, n := range t.byKernel[k] {
+			if versions != nil {
+				switch versionLoad(n.Labels[versions.owner.VersionWorkerPodLabel()], versions.version) {
+				case loadNotDesired:
+					continue
+				case loadKeep:
+					keep[n.Name] = true
+					continue
+				}
+			}
 			if w.state != v1beta1.KernelStateReady {
 				keep[n.Name] = true
 				continue
@@ -247,7 +262,7 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 	for _, s := range states {
 		res.requeue(s.RequeueAfter)
 	}
-	res.Status = r.status(obj, t, kernels, kstat, load, states, lerr)
+	res.Status = r.status(obj, t, kernels, kstat, load, states, lerr, versions)
 	if verifyAll {
 		res.Status.ImageRebuildTriggerGeneration = obj.Spec.ImageRebuildTriggerGeneration
 	}
@@ -262,7 +277,7 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 		}
 	}
 	r.events(obj, res.Status, made)
-	return res, lerr
+	return res, errors.Join(lerr, verr)
 }
 
 // invalid is the result of a pass over an invalid spec: only conditions

@@ -140,10 +140,22 @@ func degradedCondition(obj Object, problems []problem, bad, desired int) metav1.
 // kernel version is desired and not available, and so is one whose
 // worker fails.
 func (r *Reconciler) status(obj Object, t targets, kernels []string, kstat map[string]*v1beta1.KernelStatus,
-	load map[string]*loader.PodRequest, states []loader.NodeState, lerr error) v1beta1.ModuleStatus {
+	load map[string]*loader.PodRequest, states []loader.NodeState, lerr error, versions *versionPass) v1beta1.ModuleStatus {
 	st := *obj.Status.DeepCopy()
 	now := r.now()
 	desired := len(t.selected)
+	// isDesired: with a version, only the selected nodes with a version
+	// label are (see versionPass.desired).
+	isDesired := func(string) bool { return true }
+	if versions != nil {
+		isDesired = versions.desired
+		desired = 0
+		for _, n := range t.selected {
+			if isDesired(n.Name) {
+				desired++
+			}
+		}
+	}
 	byNode := make(map[string]*loader.NodeState, len(states))
 	for i := range states {
 		byNode[states[i].Node] = &states[i]
@@ -189,7 +201,19 @@ func (r *Reconciler) status(obj Object, t targets, kernels []string, kstat map[s
 	}
 	available, unknown := 0, 0
 	for _, n := range t.selected {
+		if !isDesired(n.Name) {
+			delete(bad, n.Name)
+			delete(waiting, n.Name)
+			continue
+		}
 		if load[n.Name] == nil {
+			if versions != nil {
+				if rr, ok := versions.waitReason(n.Name); ok {
+					if _, failed := bad[n.Name]; !failed {
+						waiting[n.Name] = rr
+					}
+				}
+			}
 			continue // no image to load: counted above
 		}
 		s := byNode[n.Name]
@@ -233,6 +257,9 @@ func (r *Reconciler) status(obj Object, t targets, kernels []string, kstat map[s
 	loaded := metav1.Condition{Type: ConditionLoaded, Status: metav1.ConditionTrue, Reason: string(reason.AllNodesLoaded),
 		Message: fmt.Sprintf("loaded on all %d desired node(s)", desired)}
 	switch {
+	case desired == 0 && versions != nil && len(t.selected) > 0:
+		loaded.Status, loaded.Reason = metav1.ConditionFalse, string(reason.NoVersionModuleLabel)
+		loaded.Message = fmt.Sprintf("no selected node has the %s label, so version %q is loaded nowhere", versions.owner.VersionModuleLabel(), versions.version)
 	case desired == 0:
 		loaded.Status, loaded.Reason, loaded.Message = metav1.ConditionFalse, string(reason.NoTargetedNodes), "no schedulable node matches the selector"
 	case unknown > 0:
@@ -241,7 +268,7 @@ func (r *Reconciler) status(obj Object, t targets, kernels []string, kstat map[s
 	case available < desired:
 		loaded.Status = metav1.ConditionFalse
 		var why []string
-		var badReasons []reason.Reason
+		var badReasons, waitReasons []reason.Reason
 		building := false
 		for _, n := range t.selected {
 			if rr, ok := bad[n.Name]; ok {
@@ -250,6 +277,7 @@ func (r *Reconciler) status(obj Object, t targets, kernels []string, kstat map[s
 			} else if rr, ok := waiting[n.Name]; ok {
 				why = append(why, fmt.Sprintf("%s (%s)", n.Name, rr))
 				building = building || rr == reason.Building
+				waitReasons = append(waitReasons, rr)
 			}
 		}
 		switch {
@@ -257,11 +285,18 @@ func (r *Reconciler) status(obj Object, t targets, kernels []string, kstat map[s
 			loaded.Reason = string(oneReason(badReasons, reason.NodesFailing))
 		case building:
 			loaded.Reason = string(reason.Building)
+		case len(waitReasons) > 0:
+			loaded.Reason = string(oneReason(waitReasons, reason.Loading))
 		default:
 			loaded.Reason = string(reason.Loading)
 		}
 		loaded.Message = capMessage(fmt.Sprintf("loaded on %d of %d desired node(s); not on %d: %s",
 			available, desired, desired-available, names(why, maxProblems)))
+	}
+	if versions != nil && loaded.Reason != string(reason.LoaderFailed) {
+		if d := versions.detail(t.selected); d != "" {
+			loaded.Message = capMessage(loaded.Message + "; " + d)
+		}
 	}
 	for _, c := range []metav1.Condition{validCondition(obj), images, loaded, degradedCondition(obj, problems, len(bad), desired)} {
 		c.ObservedGeneration = obj.Generation

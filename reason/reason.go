@@ -136,6 +136,32 @@ const (
 	ModuleInUse Reason = "ModuleInUse"
 )
 
+// Ordered upgrade (spec.moduleLoader.container.version, KMM's version
+// labels): why a selected node is not at the spec's version yet.
+const (
+	// VersionNotRequested: the node's version-module label is unset or
+	// names another version than the spec's, so the node keeps what it
+	// has (or unloads, when the label was removed). Set the label to the
+	// spec's version to move the node.
+	VersionNotRequested Reason = "VersionNotRequested"
+	// VersionStepping: the node's version labels are moving towards its
+	// version-module label, one step a pass; wait.
+	VersionStepping Reason = "VersionStepping"
+	// WaitingForDevicePlugin: the old version is not unloaded while a
+	// device-plugin or DRA Pod of the owner is on the node (KMM's guard);
+	// it goes once the schedule label is removed. A Pod that stays
+	// (stuck terminating, say) holds the upgrade: remove it.
+	WaitingForDevicePlugin Reason = "WaitingForDevicePlugin"
+	// WaitingForUnload: the new version is not loaded while the ready
+	// label says the old one is still loaded (KMM's guard); wait for the
+	// unload (a failing unload says why on the node, ModuleInUse say).
+	WaitingForUnload Reason = "WaitingForUnload"
+	// NoVersionModuleLabel: the owner has a version and no selected node
+	// has its version-module label, so nothing is loaded anywhere. Label
+	// the nodes with the version to load it.
+	NoVersionModuleLabel Reason = "NoVersionModuleLabel"
+)
+
 // Preflight: would a Module work on a kernel that nodes do not run yet
 // (package preflight, kmm preflight, kmm image lint).
 const (

@@ -119,7 +119,7 @@ func (v SpecValidator[T]) ValidateUpdate(_ context.Context, oldObj, newObj runti
 	if err != nil {
 		return nil, err
 	}
-	errs := v1beta1.ValidateSpec(ptr.To(v.Spec(newer)), v.path())
+	errs := v1beta1.ValidateSpecUpdate(ptr.To(v.Spec(older)), ptr.To(v.Spec(newer)), v.path())
 	if newer.GetDeletionTimestamp() != nil || equality.Semantic.DeepEqual(v.Spec(older), v.Spec(newer)) {
 		return warnings(errs), nil
 	}

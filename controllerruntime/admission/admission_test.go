@@ -88,6 +88,26 @@ func accelValidator() admission.SpecValidator[*testapi.Accel] {
 	}
 }
 
+// TestSpecValidatorVersion: an embedded spec gets KMM's update rule for
+// the ordered-upgrade version, at its own path.
+func TestSpecValidatorVersion(t *testing.T) {
+	ctx := context.Background()
+	accel := func(version string) *testapi.Accel {
+		a := &testapi.Accel{ObjectMeta: metav1.ObjectMeta{Namespace: "drivers", Name: "a"}}
+		a.Spec.Driver = module("nic", "nic").Spec
+		a.Spec.Driver.ModuleLoader.Container.Version = version
+		return a
+	}
+	v := accelValidator()
+	_, err := v.ValidateUpdate(ctx, accel("v1"), accel("v2"))
+	require.NoError(t, err)
+	_, err = v.ValidateUpdate(ctx, accel(""), accel("v1"))
+	require.True(t, apierrors.IsInvalid(err), "%v", err)
+	assert.ErrorContains(t, err, `spec.driver.moduleLoader.container.version: Forbidden: cannot change from "" to "v1"`)
+	_, err = v.ValidateUpdate(ctx, accel("v1"), accel(""))
+	assert.ErrorContains(t, err, `spec.driver.moduleLoader.container.version: Forbidden: cannot change from "v1" to ""`)
+}
+
 // freePort returns a port on 127.0.0.1 nobody listens on now.
 func freePort(t *testing.T) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/kmm"
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 )
 
 // NodePredicate passes the node events that can matter to some owner:
@@ -28,7 +29,9 @@ import (
 // With domains, an update whose only label changes are the .ready and
 // .version.ready labels of those domains' owners does not pass either.
 // Give domains only when no selector names such a label (a Module that
-// loads where another one is ready needs those writes); NodeHandler
+// loads where another one is ready needs those writes), and no owner has
+// a version (an ordered-upgrade step that waits for the .ready label to
+// go would then wait for its requeue); NodeHandler
 // already enqueues nobody for them when no selector sees them, so the
 // setup helpers of package operator give none.
 func NodePredicate(ignore ...identity.Domain) predicate.Predicate {
@@ -131,7 +134,11 @@ func (h nodeHandler) enqueue(ctx context.Context, q queue, old, cur *corev1.Node
 // when the node is selected or carries the owner's module (its loaded
 // annotation or status labels), when the node appears or goes, or its
 // kernel version, boot ID or the taints the owner does not tolerate
-// (kmm.Untolerated) change.
+// (kmm.Untolerated) change. For an owner with a version (KMM's ordered
+// upgrade), a change of its version-module, version-worker-pod or
+// version-schedule-pod label matters on any node, and so does its .ready
+// label on a node with its version-module label: a step that waits for
+// the module to be unloaded goes on when it goes.
 func Affects(d identity.Domain, o Owner, old, cur *corev1.Node) bool {
 	spec := o.Spec
 	if spec == nil {
@@ -144,6 +151,9 @@ func Affects(d identity.Domain, o Owner, old, cur *corev1.Node) bool {
 		return true
 	}
 	id := d.Owner(o.Key.Namespace, o.Key.Name)
+	if versionChanged(id, spec, old, cur) {
+		return true
+	}
 	if !is && !carries(id, old) && !carries(id, cur) {
 		return false
 	}
@@ -151,6 +161,36 @@ func Affects(d identity.Domain, o Owner, old, cur *corev1.Node) bool {
 		return true
 	}
 	return nodeInfoChanged(old, cur) || !sameTaints(kmm.Untolerated(spec, old), kmm.Untolerated(spec, cur))
+}
+
+// versionChanged reports, for an owner with a version (ordered upgrade),
+// whether its M, W or S label changed (on any node: the labels are
+// stepped wherever they are), or its .ready label changed on a node that
+// has its M label (adding W waits for .ready to go).
+func versionChanged(o identity.Owner, spec *v1beta1.ModuleSpec, old, cur *corev1.Node) bool {
+	if spec.ModuleLoader == nil || spec.ModuleLoader.Container.Version == "" {
+		return false
+	}
+	label := func(n *corev1.Node, key string) (string, bool) {
+		if n == nil {
+			return "", false
+		}
+		v, ok := n.Labels[key]
+		return v, ok
+	}
+	for _, key := range []string{o.VersionModuleLabel(), o.VersionWorkerPodLabel(), o.VersionSchedulePodLabel()} {
+		a, _ := label(old, key)
+		b, _ := label(cur, key)
+		if a != b {
+			return true
+		}
+	}
+	if m, _ := label(cur, o.VersionModuleLabel()); m == "" || old == nil {
+		return false
+	}
+	_, was := label(old, o.ReadyLabel())
+	_, is := label(cur, o.ReadyLabel())
+	return was != is
 }
 
 // carries reports whether n has o's module, as far as kmmkit recorded it.

@@ -16,11 +16,18 @@
 //     changed. kmmkit's own writes — the .ready and .version.ready labels
 //     and the loaded annotation of every owner — therefore enqueue
 //     nobody, unless a selector names such a label (load B where A is
-//     ready), which is exactly when they matter.
+//     ready), which is exactly when they matter. For an owner with a
+//     version (KMM's ordered upgrade), its version-module (M),
+//     version-worker-pod (W) and version-schedule-pod (S) labels matter
+//     on every node, and its .ready label where M is set: the
+//     Reconciler steps W and S one change a pass, and each change, or
+//     the unload a step waits for, moves it on.
 //   - Pods: PodHandler maps worker, build and device-plugin Pods back to
 //     their owner by the identity's owner-name label (and the owner
 //     reference when the name was too long for a label value): a worker
-//     that finished, failed or cannot pull its image moves the owner on.
+//     that finished, failed or cannot pull its image moves the owner on,
+//     and so does a device-plugin Pod that leaves a node whose
+//     ordered-upgrade step waits for it.
 //   - The owner kind itself (For in the builder), with no predicate: a
 //     status write by kmmkit costs one pass that writes nothing.
 //

@@ -94,6 +94,54 @@ func TestAffects(t *testing.T) {
 	assert.False(t, watch.Affects(kmmID, watch.Owner{Key: a.Key}, nil, base), "an owner without a spec")
 }
 
+// TestAffectsOrderedUpgrade: for an owner with a version, its M, W and S
+// labels matter on any node (selected or not), and its .ready label where
+// M is set; another owner's, or an owner without a version, do not care.
+func TestAffectsOrderedUpgrade(t *testing.T) {
+	versioned := func(name string, sel map[string]string) watch.Owner {
+		o := owner(name, sel)
+		o.Spec.ModuleLoader = &v1beta1.ModuleLoaderSpec{Container: v1beta1.ModuleLoaderContainerSpec{Version: "v2"}}
+		return o
+	}
+	a := versioned("a", map[string]string{"pool": "a"})
+	b := versioned("b", map[string]string{"pool": "a"})
+	plain := owner("a", map[string]string{"pool": "a"})
+	idA := kmmID.Owner("drivers", "a")
+	m, w, s, ready := idA.VersionModuleLabel(), idA.VersionWorkerPodLabel(), idA.VersionSchedulePodLabel(), idA.ReadyLabel()
+	base := node(map[string]string{"pool": "a", m: "v2", w: "v1", ready: ""}, "6.1.0-56-amd64", "boot-1")
+	outside := node(map[string]string{"pool": "z", m: "v2"}, "6.1.0-56-amd64", "boot-1")
+	for _, tc := range []struct {
+		name     string
+		old, cur *corev1.Node
+		want     bool
+	}{
+		{"the admin sets M", with(base, func(n *corev1.Node) { delete(n.Labels, m) }), base, true},
+		{"the admin changes M", base, with(base, func(n *corev1.Node) { n.Labels[m] = "v3" }), true},
+		{"W removed", base, with(base, func(n *corev1.Node) { delete(n.Labels, w) }), true},
+		{"S added", base, with(base, func(n *corev1.Node) { n.Labels[s] = "v2" }), true},
+		{"on a node the selector leaves out", outside, with(outside, func(n *corev1.Node) { n.Labels[w] = "v2" }), true},
+		{"a new node with M", nil, outside, true},
+		{".ready goes where M is set", base, with(base, func(n *corev1.Node) { delete(n.Labels, ready) }), true},
+		{".ready goes where M is not set", with(base, func(n *corev1.Node) { delete(n.Labels, m) }),
+			with(base, func(n *corev1.Node) { delete(n.Labels, m); delete(n.Labels, ready) }), false},
+		{"another label", base, with(base, func(n *corev1.Node) { n.Labels["zone"] = "2" }), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, watch.Affects(kmmID, a, tc.old, tc.cur))
+			if tc.old != nil {
+				assert.False(t, watch.Affects(kmmID, b, tc.old, tc.cur), "another owner's labels")
+				assert.False(t, watch.Affects(kmmID, plain, tc.old, tc.cur), "an owner without a version")
+			}
+		})
+	}
+	// An embedder's keys.
+	nic := versioned("nic", map[string]string{"pool": "a"})
+	idN := nicID.Owner("drivers", "nic")
+	cur := with(base, func(n *corev1.Node) { n.Labels[idN.VersionModuleLabel()] = "v2" })
+	assert.True(t, watch.Affects(nicID, nic, base, cur))
+	assert.False(t, watch.Affects(kmmID, versioned("nic", map[string]string{"pool": "a"}), base, cur), "not KMM's key")
+}
+
 // TestNodePredicate drops what no owner can care about, and with
 // domains also their status labels.
 func TestNodePredicate(t *testing.T) {

@@ -84,19 +84,34 @@ func Validate(m *Module, opts ...ValidateOption) field.ErrorList {
 // compare it with the stored older Module.
 func ValidateUpdate(older, newer *Module, opts ...ValidateOption) field.ErrorList {
 	errs := Validate(newer, opts...)
+	return append(errs, validateVersionChange(&older.Spec, &newer.Spec, field.NewPath("spec"))...)
+}
+
+// ValidateSpecUpdate validates a ModuleSpec found at fldPath as
+// ValidateSpec does, and also the rules of KMM's webhook that compare it
+// with the stored older spec: moduleLoader.container.version can be
+// neither added nor removed (the ordered upgrade would unload every node
+// without a version label). Operators that embed ModuleSpec call it on
+// updates of their resources.
+func ValidateSpecUpdate(older, newer *ModuleSpec, fldPath *field.Path, opts ...ValidateOption) field.ErrorList {
+	errs := ValidateSpec(newer, fldPath, opts...)
+	return append(errs, validateVersionChange(older, newer, fldPath)...)
+}
+
+// validateVersionChange refuses a version that appears or goes.
+func validateVersionChange(older, newer *ModuleSpec, fldPath *field.Path) field.ErrorList {
 	var oldVersion, newVersion string
-	if older.Spec.ModuleLoader != nil {
-		oldVersion = older.Spec.ModuleLoader.Container.Version
+	if older.ModuleLoader != nil {
+		oldVersion = older.ModuleLoader.Container.Version
 	}
-	if newer.Spec.ModuleLoader != nil {
-		newVersion = newer.Spec.ModuleLoader.Container.Version
+	if newer.ModuleLoader != nil {
+		newVersion = newer.ModuleLoader.Container.Version
 	}
-	if (oldVersion == "") != (newVersion == "") {
-		errs = append(errs, field.Forbidden(
-			field.NewPath("spec", "moduleLoader", "container", "version"),
-			fmt.Sprintf("cannot change from %q to %q: a version can be neither added to nor removed from an existing Module; please delete the Module and create it again", oldVersion, newVersion)))
+	if (oldVersion == "") == (newVersion == "") {
+		return nil
 	}
-	return errs
+	return field.ErrorList{field.Forbidden(fldPath.Child("moduleLoader", "container", "version"),
+		fmt.Sprintf("cannot change from %q to %q: a version can be neither added to nor removed from an existing Module; please delete the Module and create it again", oldVersion, newVersion))}
 }
 
 // ValidateSpec validates a ModuleSpec found at fldPath. Operators that embed

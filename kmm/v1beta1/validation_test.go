@@ -419,6 +419,28 @@ func TestValidateUpdateVersion(t *testing.T) {
 	assert.Len(t, ValidateUpdate(withVersion("1"), bad), 1, "the new object is validated too")
 }
 
+// TestValidateSpecUpdateVersion: an embedded spec is held to the same
+// webhook rule, at its own path.
+func TestValidateSpecUpdateVersion(t *testing.T) {
+	withVersion := func(v string) *ModuleSpec {
+		m := validModule()
+		container(m).Version = v
+		return &m.Spec
+	}
+	at := field.NewPath("spec", "driver")
+	assert.Empty(t, ValidateSpecUpdate(withVersion("1"), withVersion("2"), at))
+	for _, pair := range [][2]string{{"", "v1"}, {"v1", ""}} {
+		errs := ValidateSpecUpdate(withVersion(pair[0]), withVersion(pair[1]), at)
+		require.Len(t, errs, 1)
+		assert.Equal(t, "spec.driver.moduleLoader.container.version", errs[0].Field)
+		assert.Equal(t, field.ErrorTypeForbidden, errs[0].Type)
+		assert.Contains(t, errs[0].Error(), `cannot change from "`+pair[0]+`" to "`+pair[1]+`"`)
+	}
+	bad := withVersion("1")
+	bad.Selector = nil
+	assert.Len(t, ValidateSpecUpdate(withVersion("1"), bad, at), 1, "the new spec is validated too")
+}
+
 func TestValidateSpecEmbedded(t *testing.T) {
 	m := validModule()
 	container(m).ContainerImage = "r.io/m"
