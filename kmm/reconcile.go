@@ -262,6 +262,9 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 	for _, s := range states {
 		res.requeue(s.RequeueAfter)
 	}
+	if versions != nil {
+		versions.afterSync(states, &res)
+	}
 	res.Status = r.status(obj, t, kernels, kstat, load, states, lerr, versions)
 	if verifyAll {
 		res.Status.ImageRebuildTriggerGeneration = obj.Spec.ImageRebuildTriggerGeneration

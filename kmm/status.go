@@ -238,7 +238,7 @@ func (r *Reconciler) status(obj Object, t targets, kernels []string, kstat map[s
 		}
 	}
 	st.ModuleLoader = &v1beta1.DaemonSetStatus{
-		NodesMatchingSelectorNumber: int32(desired),
+		NodesMatchingSelectorNumber: int32(len(t.selected)),
 		DesiredNumber:               int32(desired),
 		AvailableNumber:             int32(available),
 	}

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kmmkit/kmmkit/identity"
+	"github.com/kmmkit/kmmkit/loader"
 	"github.com/kmmkit/kmmkit/reason"
 )
 
@@ -136,21 +137,25 @@ const (
 	// or DRA Pod of the owner is on the node, in any phase.
 	guardDevicePlugin
 	// guardLoaded (KMM's G2, before adding W): the owner's ready label is
-	// on the node, so the old version is still loaded.
+	// on the node, so the old version is still loaded; or, since
+	// kmmkit's loader drops .ready as soon as an unload starts, its
+	// record of what is loaded (the owner's loaded annotation) is.
 	guardLoaded
 )
 
-// guarded reports what step must wait for on a node whose labels are
-// nodeLabels; hasPluginPod says whether a device-plugin or DRA Pod of the
-// owner is on it, and is asked only before deleting W.
-func guarded(step versionStep, o identity.Owner, nodeLabels map[string]string, hasPluginPod func() bool) versionGuard {
+// guarded reports what step must wait for on node n; hasPluginPod says
+// whether a device-plugin or DRA Pod of the owner is on it, and is asked
+// only before deleting W.
+func guarded(step versionStep, o identity.Owner, n *corev1.Node, hasPluginPod func() bool) versionGuard {
 	switch step {
 	case stepDeleteWorker:
 		if hasPluginPod() {
 			return guardDevicePlugin
 		}
 	case stepAddWorker:
-		if _, ok := nodeLabels[o.ReadyLabel()]; ok {
+		_, ready := n.Labels[o.ReadyLabel()]
+		_, recorded := n.Annotations[o.ObservedAnnotation()]
+		if ready || recorded {
 			return guardLoaded
 		}
 	}
@@ -261,7 +266,7 @@ func (r *Reconciler) stepVersionLabels(ctx context.Context, obj Object, nodes []
 		if step == stepNone {
 			continue
 		}
-		if g := guarded(step, o, n.Labels, func() bool { return hasPluginPod(n.Name) }); g != guardNone {
+		if g := guarded(step, o, n, func() bool { return hasPluginPod(n.Name) }); g != guardNone {
 			vn.waiting = g
 			res.requeue(versionWaitRequeue)
 			log.V(1).Info("ordered upgrade: a step waits", "node", n.Name, "state", stateOf(m, w, s).String(), "step", step.String(),
@@ -348,6 +353,17 @@ func (r *Reconciler) pluginPodNodes(ctx context.Context, obj Object, o identity.
 		}
 	}
 	return out, nil
+}
+
+// afterSync asks for a prompt pass when the loader has just finished an
+// unload that a step waits for (the loaded record goes in this pass,
+// after the step was decided).
+func (v *versionPass) afterSync(states []loader.NodeState, res *Result) {
+	for i := range states {
+		if vn, ok := v.nodes[states[i].Node]; ok && vn.waiting == guardLoaded && states[i].Phase == loader.PhaseUnloaded {
+			res.requeue(versionStepRequeue)
+		}
+	}
 }
 
 // versionWaits describes, for the Loaded condition, the selected nodes

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kmmkit/kmmkit/identity"
 )
@@ -116,16 +118,21 @@ func TestKMMVersionGuards(t *testing.T) {
 		t.Run(tc.it, func(t *testing.T) {
 			step, _ := versionAction(tc.m, tc.w, tc.s)
 			assert.Equal(t, tc.wantStep, step)
-			labels := map[string]string{}
+			n := &corev1.Node{}
 			if tc.ready {
-				labels = loaded
+				n.Labels = loaded
 			}
 			asked := false
-			g := guarded(step, o, labels, func() bool { asked = true; return tc.pluginPod })
+			g := guarded(step, o, n, func() bool { asked = true; return tc.pluginPod })
 			assert.Equal(t, tc.wantWait, g)
 			assert.Equal(t, tc.askedForPod, asked, "the Pods are looked up only before deleting W")
 		})
 	}
+	// kmmkit's loader drops .ready when an unload starts: its record of
+	// what is loaded holds W too.
+	recorded := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{o.ObservedAnnotation(): "{}"}}}
+	assert.Equal(t, guardLoaded, guarded(stepAddWorker, o, recorded, func() bool { return false }))
+	assert.Equal(t, guardNone, guarded(stepAddSchedule, o, recorded, func() bool { return false }))
 }
 
 // TestKMMPrepareNodeSchedulingData: the version cases of KMM's
