@@ -259,7 +259,7 @@ func (r *Reconciler) status(obj Object, t targets, kernels []string, kstat map[s
 	switch {
 	case desired == 0 && versions != nil && len(t.selected) > 0:
 		loaded.Status, loaded.Reason = metav1.ConditionFalse, string(reason.NoVersionModuleLabel)
-		loaded.Message = fmt.Sprintf("no selected node has the %s label, so version %q is loaded nowhere", versions.owner.VersionModuleLabel(), versions.version)
+		loaded.Message = fmt.Sprintf("no selected node has the %s label: set it to %q on the nodes that should load this version", versions.owner.VersionModuleLabel(), versions.version)
 	case desired == 0:
 		loaded.Status, loaded.Reason, loaded.Message = metav1.ConditionFalse, string(reason.NoTargetedNodes), "no schedulable node matches the selector"
 	case unknown > 0:

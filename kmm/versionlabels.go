@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -366,8 +365,8 @@ func (v *versionPass) afterSync(states []loader.NodeState, res *Result) {
 	}
 }
 
-// versionWaits describes, for the Loaded condition, the selected nodes
-// of an ordered upgrade that are not at the spec's version, by reason.
+// waitReason is why a node of an ordered upgrade is not at the spec's
+// version, if it is not.
 func (v *versionPass) waitReason(name string) (reason.Reason, bool) {
 	vn := v.node(name)
 	switch {
@@ -375,50 +374,52 @@ func (v *versionPass) waitReason(name string) (reason.Reason, bool) {
 		return reason.WaitingForDevicePlugin, true
 	case vn.waiting == guardLoaded:
 		return reason.WaitingForUnload, true
+	case vn.conflict || (vn.m == "" && (vn.w != "" || vn.s != "")):
+		return reason.VersionStepping, true
 	case vn.m != v.version:
 		return reason.VersionNotRequested, true
-	case vn.w != v.version || vn.s != v.version || vn.conflict:
+	case vn.w != v.version || vn.s != v.version:
 		return reason.VersionStepping, true
 	}
 	return "", false
 }
 
 // desired reports whether a selected node is desired for a versioned
-// owner: it carries M or W (KMM keeps a NodeModulesConfig entry for it,
-// or is about to give it one). A node with neither gets nothing, as in
-// KMM.
-func (v *versionPass) desired(name string) bool {
-	vn := v.node(name)
-	return vn.m != "" || vn.w != ""
-}
+// owner: it has M, the administrator's request for a version. A node
+// without M gets nothing, as in KMM; one that lost it is being unloaded
+// (its W and S go first) and is named apart (detail).
+func (v *versionPass) desired(name string) bool { return v.node(name).m != "" }
 
 // detail is the part of the Loaded message that explains the ordered
-// upgrade: unlabelled nodes and where the waiting nodes stand.
+// upgrade: nodes at another version, nodes being unloaded, nodes
+// without M.
 func (v *versionPass) detail(selected []*corev1.Node) string {
-	var unlabelled, other []string
+	var unlabelled, leaving, other []string
 	for _, n := range selected {
 		vn := v.node(n.Name)
-		switch r, waiting := v.waitReason(n.Name); {
-		case !v.desired(n.Name):
+		rr, _ := v.waitReason(n.Name)
+		switch {
+		case vn.m == "" && (vn.w != "" || vn.s != ""):
+			leaving = append(leaving, fmt.Sprintf("%s (%s)", n.Name, rr))
+		case vn.m == "":
 			unlabelled = append(unlabelled, n.Name)
-		case r == reason.VersionNotRequested:
-			at := "unset"
-			if vn.m != "" {
-				at = fmt.Sprintf("%q", vn.m)
-			}
-			other = append(other, fmt.Sprintf("%s (%s)", n.Name, at))
-		case waiting:
+		case rr == reason.VersionNotRequested:
+			other = append(other, fmt.Sprintf("%s (%q)", n.Name, vn.m))
 		}
 	}
+	key := v.owner.VersionModuleLabel()
 	var parts []string
 	if len(other) > 0 {
-		sort.Strings(other)
 		parts = append(parts, fmt.Sprintf("%d node(s) have %s at another version than %q, so they keep what they have: %s",
-			len(other), v.owner.VersionModuleLabel(), v.version, names(other, maxListedNodes)))
+			len(other), key, v.version, names(other, maxListedNodes)))
+	}
+	if len(leaving) > 0 {
+		parts = append(parts, fmt.Sprintf("%d selected node(s) lost their %s label and are being unloaded: %s",
+			len(leaving), key, names(leaving, maxListedNodes)))
 	}
 	if len(unlabelled) > 0 {
 		parts = append(parts, fmt.Sprintf("%d selected node(s) have no %s label, so nothing is loaded there (set it to %q to load): %s",
-			len(unlabelled), v.owner.VersionModuleLabel(), v.version, names(unlabelled, maxListedNodes)))
+			len(unlabelled), key, v.version, names(unlabelled, maxListedNodes)))
 	}
 	return strings.Join(parts, "; ")
 }
