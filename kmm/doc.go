@@ -23,6 +23,16 @@
 // appear at the final tag), signs it, and loads it on every targeted node;
 // it unloads from nodes no longer targeted.
 //
+// A spec with moduleLoader.container.version is upgraded node by node, as
+// KMM's ordered upgrade: the administrator's version-module node label
+// says which version a node should run, and each pass moves the
+// version-worker-pod and version-schedule-pod labels one step towards it
+// (KMM's action table and guards: no unload while a device-plugin or DRA
+// Pod of the owner is on the node, no load while the old version is); the
+// loader loads the current image where version-worker-pod is the spec's
+// version, keeps what is loaded where it names another, and unloads where
+// it is absent, so a node without the label gets nothing.
+//
 // The status is the truth about every selected node: each one is desired,
 // and one without a driver (no mapping for its kernel, an image that is
 // missing or cannot be checked, built or signed, a failing worker) makes

@@ -232,3 +232,61 @@ func fmtRestrictions(a k8stesting.Action) string {
 	}
 	return ""
 }
+
+// TestOrderedUpgradeCordonedNode: a node cordoned for its upgrade keeps
+// the old version (kmmkit keeps modules on unschedulable nodes) until its
+// W goes; then it unloads, and, as in KMM, loads the new version only
+// once it is schedulable again.
+func TestOrderedUpgradeCordonedNode(t *testing.T) {
+	ctx := context.Background()
+	h := cluster(t)
+	o := identity.Domain{}.Owner("drivers", "nic")
+	setLabel := func(node, key, v string) {
+		n, err := h.Clientset.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		require.NoError(t, err)
+		n.Labels[key] = v
+		_, err = h.Clientset.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		require.NoError(t, err)
+	}
+	cordon := func(on bool) {
+		n, err := h.Clientset.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+		require.NoError(t, err)
+		n.Spec.Taints = nil
+		if on {
+			n.Spec.Taints = []corev1.Taint{{Key: corev1.TaintNodeUnschedulable, Effect: corev1.TaintEffectNoSchedule}}
+		}
+		_, err = h.Clientset.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		require.NoError(t, err)
+	}
+	setLabel("n1", o.VersionModuleLabel(), "v1")
+	mod := nicModule()
+	mod.Spec = versionedSpec("v1")
+	mod.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = "registry.example.com/nic:v1-${KERNEL_FULL_VERSION}"
+	h.Registry.SetExists("registry.example.com/nic:v1-"+k56, "sha256:v1")
+	h.Registry.SetExists("registry.example.com/nic:v2-"+k56, "sha256:v2")
+	require.NoError(t, h.CreateModule(ctx, mod))
+	settled(t, h)
+	require.Equal(t, "registry.example.com/nic:v1-"+k56, h.Loader.LoadedOn("drivers", "nic")["n1"].ContainerImage)
+
+	cordon(true)
+	m, err := h.Module(ctx, "drivers", "nic")
+	require.NoError(t, err)
+	m.Spec = versionedSpec("v2")
+	m.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = "registry.example.com/nic:v2-${KERNEL_FULL_VERSION}"
+	_, err = h.Modules.Update(ctx, m)
+	require.NoError(t, err)
+	settled(t, h)
+	assert.Contains(t, h.Loader.LoadedOn("drivers", "nic"), "n1", "cordoned, W=v1: v1 stays")
+
+	setLabel("n1", o.VersionModuleLabel(), "v2")
+	settled(t, h)
+	n, err := h.Clientset.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "v2", n.Labels[o.VersionWorkerPodLabel()])
+	assert.Equal(t, "v2", n.Labels[o.VersionSchedulePodLabel()])
+	assert.NotContains(t, h.Loader.LoadedOn("drivers", "nic"), "n1", "W went: v1 unloaded although cordoned; v2 waits")
+
+	cordon(false)
+	settled(t, h)
+	assert.Equal(t, "registry.example.com/nic:v2-"+k56, h.Loader.LoadedOn("drivers", "nic")["n1"].ContainerImage)
+}

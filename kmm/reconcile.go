@@ -221,6 +221,9 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 	// Load where the image is ready; elsewhere keep what is loaded.
 	load := map[string]*loader.PodRequest{}
 	keep := t.keep
+	if versions != nil {
+		versions.unkeep(nodes, keep)
+	}
 	for _, k := range kernels {
 		rec, ok := recs[k]
 		if !ok {

@@ -207,8 +207,6 @@ type versionNode struct {
 	m, w, s string
 	// waiting is the guard the next step waits for.
 	waiting versionGuard
-	// stepped is the step this pass made.
-	stepped versionStep
 	// conflict: the node changed under the step, which is retried.
 	conflict bool
 }
@@ -293,7 +291,6 @@ func (r *Reconciler) stepVersionLabels(ctx context.Context, obj Object, nodes []
 			return out, vp, fmt.Errorf("ordered upgrade of %s on node %s: %w", o, n.Name, err)
 		}
 		out[i] = updated
-		vn.stepped = step
 		vn.w, vn.s = updated.Labels[wKey], updated.Labels[sKey]
 		res.requeue(versionStepRequeue)
 		why := fmt.Sprintf("%s is %q", mKey, m)
@@ -317,7 +314,7 @@ func (r *Reconciler) stepVersionLabels(ctx context.Context, obj Object, nodes []
 }
 
 func (g versionGuard) String() string {
-	return [...]string{"nothing", "device-plugin or DRA Pod", "ready label"}[g]
+	return [...]string{"nothing", "device-plugin or DRA Pod", "ready label or loaded record"}[g]
 }
 
 // patchNodeLabel sets (v != nil) or removes one label of n with a merge
@@ -352,6 +349,19 @@ func (r *Reconciler) pluginPodNodes(ctx context.Context, obj Object, o identity.
 		}
 	}
 	return out, nil
+}
+
+// unkeep drops from keep (the selected nodes that are not schedulable for
+// the owner, which keep what they have) those without W: the ordered
+// upgrade asks them to unload, and a node is often cordoned for just
+// that. As in KMM, nothing new is loaded there until it is schedulable
+// again.
+func (v *versionPass) unkeep(nodes []*corev1.Node, keep map[string]bool) {
+	for _, n := range nodes {
+		if keep[n.Name] && n.Labels[v.owner.VersionWorkerPodLabel()] == "" {
+			delete(keep, n.Name)
+		}
+	}
 }
 
 // afterSync asks for a prompt pass when the loader has just finished an
