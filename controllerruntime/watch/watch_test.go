@@ -175,6 +175,13 @@ func TestNodePredicate(t *testing.T) {
 	assert.True(t, update(with(own, func(n *corev1.Node) { n.Labels["pool"] = "b" }), kmmID, nicID), "another label changed too")
 	assert.True(t, update(with(base, func(n *corev1.Node) { n.Labels["kmm.node.kubernetes.io/version-module.drivers.a"] = "v2" }), kmmID),
 		"KMM's ordered-upgrade label is the user's")
+	for _, d := range []identity.Domain{kmmID, nicID} {
+		o := d.Owner("drivers", "a")
+		for _, key := range []string{o.VersionModuleLabel(), o.VersionWorkerPodLabel(), o.VersionSchedulePodLabel()} {
+			assert.True(t, update(with(base, func(n *corev1.Node) { n.Labels[key] = "v2" }), kmmID, nicID),
+				"%s: the ordered upgrade steps on it", key)
+		}
+	}
 }
 
 // TestPodOwner maps kmmkit's Pods back to their owner.
