@@ -144,8 +144,8 @@ func (r *Reconciler) status(obj Object, t targets, kernels []string, kstat map[s
 	st := *obj.Status.DeepCopy()
 	now := r.now()
 	desired := len(t.selected)
-	// isDesired: with a version, only the selected nodes with a version
-	// label are (see versionPass.desired).
+	// isDesired: with a version, only the selected nodes with the
+	// version-module label are (see versionPass.desired).
 	isDesired := func(string) bool { return true }
 	if versions != nil {
 		isDesired = versions.desired
@@ -208,10 +208,13 @@ func (r *Reconciler) status(obj Object, t targets, kernels []string, kstat map[s
 		}
 		if load[n.Name] == nil {
 			if versions != nil {
-				if rr, ok := versions.waitReason(n.Name); ok {
-					if _, failed := bad[n.Name]; !failed {
-						waiting[n.Name] = rr
-					}
+				// At another version the labels say why; at the spec's,
+				// a build in progress may.
+				_, failed := bad[n.Name]
+				_, building := waiting[n.Name]
+				current := versionLoad(versions.node(n.Name).w, versions.version) == loadCurrent
+				if rr, ok := versions.waitReason(n.Name); ok && !failed && !(current && building) {
+					waiting[n.Name] = rr
 				}
 			}
 			continue // no image to load: counted above
