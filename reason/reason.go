@@ -9,7 +9,10 @@
 // it; the README's "What the status means" table lists them by condition.
 package reason
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // Reason is a machine-readable cause, valid as a metav1.Condition reason.
 type Reason string
@@ -222,4 +225,41 @@ func Of(err error) Reason {
 		return c.ReasonOf()
 	}
 	return ""
+}
+
+// A worker's last line of output carries the reason of its failure to
+// the cluster side (through its Pod's termination message): the message,
+// then the reason in brackets. Tagged writes such a line; Untagged reads
+// it back.
+
+// Tagged returns msg with r appended in brackets ("… [ModuleInUse]"),
+// or msg alone when r is empty.
+func Tagged(msg string, r Reason) string {
+	if r == "" {
+		return msg
+	}
+	return msg + " [" + string(r) + "]"
+}
+
+// Untagged splits a line written by Tagged into its message and reason;
+// a line without a tag is returned whole, with no reason.
+func Untagged(line string) (string, Reason) {
+	i := strings.LastIndex(line, " [")
+	if i < 0 || !strings.HasSuffix(line, "]") || !isWord(line[i+2:len(line)-1]) {
+		return line, ""
+	}
+	return line[:i], Reason(line[i+2 : len(line)-1])
+}
+
+// isWord reports whether s is a CamelCase word, as every Reason is.
+func isWord(s string) bool {
+	if s == "" || s[0] < 'A' || s[0] > 'Z' {
+		return false
+	}
+	for _, c := range s {
+		if (c < 'A' || c > 'Z') && (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
 }

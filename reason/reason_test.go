@@ -76,3 +76,22 @@ func TestOf(t *testing.T) {
 		t.Fatalf("Of(nil) = %q", got)
 	}
 }
+
+func TestTagged(t *testing.T) {
+	line := Tagged("kmm worker unload: unload a: in use by b [sic]", ModuleInUse)
+	if line != "kmm worker unload: unload a: in use by b [sic] [ModuleInUse]" {
+		t.Fatalf("Tagged = %q", line)
+	}
+	msg, r := Untagged(line)
+	if msg != "kmm worker unload: unload a: in use by b [sic]" || r != ModuleInUse {
+		t.Errorf("Untagged(%q) = %q, %q", line, msg, r)
+	}
+	for _, plain := range []string{"no tag", "a [lowercase]", "a [Two Words]", "a [Open", "a []", "[ModuleInUse]"} {
+		if msg, r := Untagged(plain); msg != plain || r != "" {
+			t.Errorf("Untagged(%q) = %q, %q; want it whole, no reason", plain, msg, r)
+		}
+	}
+	if Tagged("m", "") != "m" {
+		t.Errorf("Tagged without a reason changed the message")
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/kmmkit/kmmkit/internal/cli"
 	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/loader/node/fake"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 const kmmKernel = "6.1.0-57-amd64"
@@ -193,4 +194,33 @@ func TestKMMWorkerCommandLineErrors(t *testing.T) {
 			assert.Equal(t, "<absent>", readFile(t, filepath.Join(root, "var/lib/firmware/acme/nic.bin")))
 		})
 	}
+}
+
+// TestWorkerUnloadInUse: an unload the kernel refuses because the module
+// is in use fails, and the worker's last line, its Pod's termination
+// message, names what holds it and is tagged with reason.ModuleInUse for
+// the pod loader; once the holder is gone the same command unloads.
+func TestWorkerUnloadInUse(t *testing.T) {
+	root := kmmPod(t, kmmConfig)
+	k := fake.NewKernel(kmmKernel)
+	env := Env{Kernel: k, Root: root}
+	code, _, stderr := runWorker(t, env, "kmod", "load", "/etc/kmm-worker/config.yaml")
+	require.Equal(t, cli.ExitOK, code, stderr)
+	require.True(t, k.Hold("test"), "a process holds test's device")
+
+	code, stdout, stderr := runWorker(t, env, "kmod", "unload", "/etc/kmm-worker/config.yaml")
+	assert.Equal(t, cli.ExitError, code)
+	assert.Empty(t, stdout)
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	last := lines[len(lines)-1]
+	assert.Equal(t, "kmm worker kmod unload: unload test: in use (reference count 1): a process holds its device, or another kernel user [ModuleInUse]", last)
+	msg, r := reason.Untagged(last)
+	assert.Equal(t, reason.ModuleInUse, r)
+	assert.NotContains(t, msg, "[")
+	assert.Equal(t, []string{"test"}, loadedNames(t, k), "as modprobe -r, the other modules named are unloaded")
+
+	k.Drop("test")
+	code, stdout, stderr = runWorker(t, env, "kmod", "unload", "/etc/kmm-worker/config.yaml")
+	require.Equal(t, cli.ExitOK, code, stderr)
+	assert.Equal(t, "unloaded: test; unchanged: b,c\n", stdout)
 }

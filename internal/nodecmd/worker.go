@@ -15,6 +15,7 @@ import (
 	"github.com/kmmkit/kmmkit/internal/cli"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader/node"
+	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
@@ -153,9 +154,19 @@ type workerJob struct {
 	worker     []node.Option // of the node.Worker
 }
 
+// fail writes the error as the worker's last line of output, which
+// becomes its Pod's termination message: tagged with its reason when it
+// carries one the pod loader reports (reason.ModuleInUse), so the cluster
+// side reports that reason rather than WorkerFailed.
 func (j *workerJob) fail(stderr io.Writer, err error) int {
-	fmt.Fprintf(stderr, "%s: %v\n", j.what, err)
+	fmt.Fprintln(stderr, reason.Tagged(fmt.Sprintf("%s: %v", j.what, oneLine(err)), reason.Of(err)))
 	return cli.ExitError
+}
+
+// oneLine joins the lines of err (errors.Join's, one per module) so the
+// whole error is the last line the termination message ends with.
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
 }
 
 // config reads the worker config file. Without a kernelVersion it is the

@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"strings"
 	"syscall"
 
 	"github.com/go-logr/logr"
@@ -397,8 +396,10 @@ func (r *moduleReader) read(path string) ([]byte, modfile.Compression, error) {
 }
 
 // Unload removes req.Module, then its dependencies from the tree that no
-// other module uses, in reverse load order. A module still used by others
-// is an error for the target and left alone for a dependency.
+// other module uses, in reverse load order. A module the kernel says is
+// in use (its reference count or holders, UsageReader) is an *Error
+// wrapping an *InUseError (reason.ModuleInUse) for the target, and left
+// alone for a dependency; so is an in-tree module to remove on Load.
 func (n *Native) Unload(ctx context.Context, req Request) (*Result, error) {
 	steps, err := req.Tree.Plan(req.Module, nil, req.LoadingOrder)
 	if err != nil {
@@ -422,22 +423,24 @@ func (n *Native) Unload(ctx context.Context, req Request) (*Result, error) {
 			res.Skipped = append(res.Skipped, name)
 			continue
 		}
-		if m.RefCount > 0 {
+		if err := n.inUse(m, ""); err != nil {
 			if steps[i].Target {
-				return res, &Error{Op: "unload", Module: name, Err: syscall.EBUSY,
-					Hint: fmt.Sprintf("still used by %s", strings.Join(m.UsedBy, ", "))}
+				return res, err
 			}
 			res.Skipped = append(res.Skipped, name)
 			continue
 		}
-		if err := n.kernel.Unload(name); err != nil {
-			return res, &Error{Op: "unload", Module: name, Err: err, Hint: hintFor("unload", err)}
+		if err := n.unloadOne(m, ""); err != nil {
+			return res, err
 		}
 		n.step(ctx, req, "rmmod", "module", name)
 		res.Changed = append(res.Changed, name)
 	}
 	return res, nil
 }
+
+// inTreeHint explains an in-tree module that cannot be removed.
+const inTreeHint = "it is in inTreeModulesToRemove: stop what uses it, or leave it out"
 
 // removeWithUnusedDeps unloads an in-tree module if it is loaded, then the
 // modules it used that nothing else uses any more.
@@ -450,9 +453,8 @@ func (n *Native) removeWithUnusedDeps(name string) ([]string, error) {
 	if !ok {
 		return nil, nil
 	}
-	if m.RefCount > 0 {
-		return nil, &Error{Op: "unload", Module: name, Err: syscall.EBUSY,
-			Hint: fmt.Sprintf("inTreeModulesToRemove: still used by %s", strings.Join(m.UsedBy, ", "))}
+	if err := n.inUse(m, inTreeHint); err != nil {
+		return nil, err
 	}
 	var deps []string
 	for other, om := range loaded {
@@ -461,8 +463,8 @@ func (n *Native) removeWithUnusedDeps(name string) ([]string, error) {
 		}
 	}
 	sort.Strings(deps)
-	if err := n.kernel.Unload(name); err != nil {
-		return nil, &Error{Op: "unload", Module: name, Err: err, Hint: hintFor("unload", err)}
+	if err := n.unloadOne(m, inTreeHint); err != nil {
+		return nil, err
 	}
 	removed := []string{name}
 	for _, d := range deps {
@@ -470,7 +472,7 @@ func (n *Native) removeWithUnusedDeps(name string) ([]string, error) {
 		if err != nil {
 			return removed, err
 		}
-		if dm, ok := now[d]; ok && dm.RefCount == 0 {
+		if dm, ok := now[d]; ok && !n.usage(dm).InUse() {
 			more, err := n.removeWithUnusedDeps(d)
 			if err != nil {
 				return removed, err

@@ -27,6 +27,7 @@ import (
 	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/loader/node"
 	"github.com/kmmkit/kmmkit/loader/node/fake"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 const kver = "6.1.0-56-amd64"
@@ -180,7 +181,8 @@ func TestLoadAndUnload(t *testing.T) {
 	_, err = n.Unload(ctx, node.Request{Tree: tree, Module: "core"})
 	var le *node.Error
 	require.ErrorAs(t, err, &le)
-	assert.Contains(t, err.Error(), "still used by other")
+	assert.Equal(t, "unload core: in use by other", err.Error())
+	assert.Equal(t, reason.ModuleInUse, reason.Of(err))
 }
 
 func TestLoadSkipsBuiltinAndRemovesInTree(t *testing.T) {

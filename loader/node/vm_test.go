@@ -23,6 +23,7 @@ import (
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/internal/vmtest"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // vmImage is the content of a kmod image as the worker sees it: files by
@@ -51,6 +52,17 @@ type vmScenario struct {
 	commands   [][]string
 	configFile string
 	imageRoot  string
+	// holds open a device after one action until after another, as a
+	// process using a module's device would.
+	holds []vmHold
+}
+
+// vmHold is a device held open from after action After to after action
+// Until (indexes into actions).
+type vmHold struct {
+	Device string `json:"device"`
+	After  int    `json:"after"`
+	Until  int    `json:"until"`
 }
 
 // bootWorker indexes the image's module tree with our depmod, packs it
@@ -121,7 +133,7 @@ func bootWorker(t *testing.T, s vmScenario) map[string]string {
 	}
 	cfg, err := json.Marshal(map[string]any{
 		"preload": preload, "worker": s.config, "workers": s.configs, "imageRoot": "/image", "firmwareHostPath": s.firmware,
-		"actions": s.actions, "commands": s.commands, "params": s.params, "files": s.files, "dmesg": s.dmesg,
+		"actions": s.actions, "commands": s.commands, "params": s.params, "files": s.files, "dmesg": s.dmesg, "holds": s.holds,
 	})
 	require.NoError(t, err)
 	files["/kmmkit.json"] = vmtest.File{Data: cfg}
@@ -467,4 +479,73 @@ func TestVMVermagicFallback(t *testing.T) {
 	assert.Contains(t, res["log"], `"msg"="cannot learn the running kernel's vermagic; checking only that modules are built for its release" "release"="`+kver+`" "reason"="no in-tree module of the running kernel found under /lib/modules/`+kver)
 	assert.Contains(t, res["load0-dmesg"], "kmmkit_b: version magic '"+kver+" SMP mod_unload modversions ' should be '"+kver+" SMP preempt mod_unload modversions '",
 		"the kernel refuses it for the reason the worker checks")
+}
+
+// TestVMModuleInUse: on Debian's kernel, a module another module uses
+// (kmmkit_a needs kmmkit_b's exported symbol) is not unloaded: the error
+// carries reason.ModuleInUse and names the holder from
+// /sys/module/kmmkit_b/holders; once the holder is unloaded, it goes. A
+// module whose device a process holds open (loop, /dev/loop0) has a
+// reference count and no holder, and is refused for that; once the
+// device is closed it unloads. The worker binary's last line, its Pod's
+// termination message, carries the reason to the cluster side.
+func TestVMModuleInUse(t *testing.T) {
+	root, kver := testenv.KernelTree(t)
+	a, b, _ := buildTestModules(t, kver)
+	loop, err := os.ReadFile(filepath.Join(root, "lib", "modules", kver, "kernel", "drivers", "block", "loop.ko"))
+	require.NoError(t, err)
+	mods := "opt/lib/modules/" + kver + "/"
+	named := func(name string) v1beta1.ModuleConfig {
+		return v1beta1.ModuleConfig{Modprobe: v1beta1.ModprobeSpec{ModuleName: name, DirName: "/opt"}}
+	}
+	unloadB, err := yaml.Marshal(v1beta1.ModuleConfig{KernelVersion: kver, ContainerImage: "registry.example.com/kmmkit/test:" + kver,
+		Modprobe: v1beta1.ModprobeSpec{ModuleName: "kmmkit_b", DirName: "/opt"}})
+	require.NoError(t, err)
+	worker := func(action, config string) []string {
+		return []string{"/kmm", "worker", action, "--config", config, "--image-dir", "/image"}
+	}
+	s := vmScenario{
+		image: vmImage{mods + "extra/kmmkit_a.ko": a, mods + "extra/kmmkit_b.ko": b, mods + "kernel/drivers/block/loop.ko": loop,
+			"cfg/unload-b.yaml": unloadB},
+		configs: []v1beta1.ModuleConfig{
+			named("kmmkit_a"), named("kmmkit_b"), named("kmmkit_a"),
+			named("loop"), named("loop"), named("loop"),
+		},
+		actions: []string{"load", "unload", "unload", "load", "unload", "unload"},
+		holds:   []vmHold{{Device: "/dev/loop0", After: 3, Until: 4}},
+		config: v1beta1.ModuleConfig{ContainerImage: "registry.example.com/kmmkit/test:" + kver,
+			Modprobe: v1beta1.ModprobeSpec{ModuleName: "kmmkit_a", DirName: "/opt"}},
+		configFile: "/etc/kmmkit/worker.yaml",
+		commands: [][]string{
+			worker("load", "/etc/kmmkit/worker.yaml"),
+			worker("unload", "/image/cfg/unload-b.yaml"),
+			worker("unload", "/etc/kmmkit/worker.yaml"),
+			worker("unload", "/image/cfg/unload-b.yaml"),
+		},
+	}
+	res := bootWorker(t, s)
+	assert.Equal(t, "kmmkit_b,kmmkit_a", res["load0-changed"], res["load0-error"])
+	assert.Equal(t, "unload kmmkit_b: in use by kmmkit_a", res["unload1-error"])
+	assert.Equal(t, string(reason.ModuleInUse), res["unload1-reason"])
+	assert.Equal(t, "kmmkit_a,kmmkit_b", res["unload1-modules"], "nothing was unloaded")
+	assert.Equal(t, "kmmkit_a,kmmkit_b", res["unload2-changed"], "with its holder gone first, it unloads: "+res["unload2-error"])
+	assert.Equal(t, "", res["unload2-modules"])
+
+	assert.Equal(t, "loop", res["load3-changed"], res["load3-error"])
+	assert.Equal(t, "<nil>", res["load3-hold /dev/loop0"])
+	assert.Equal(t, "unload loop: in use (reference count 1): a process holds its device, or another kernel user", res["unload4-error"])
+	assert.Equal(t, string(reason.ModuleInUse), res["unload4-reason"])
+	assert.Equal(t, "loop", res["unload4-modules"])
+	assert.Equal(t, "<nil>", res["unload4-close /dev/loop0"])
+	assert.Equal(t, "loop", res["unload5-changed"], "once the device is closed, it unloads: "+res["unload5-error"])
+
+	assert.Equal(t, "0", res["cmd0-exit"], res["cmd0-output"])
+	assert.Equal(t, "2", res["cmd1-exit"], res["cmd1-output"])
+	lines := strings.Split(res["cmd1-output"], "\n")
+	assert.Equal(t, "kmm worker unload: unload kmmkit_b: in use by kmmkit_a [ModuleInUse]", lines[len(lines)-1],
+		"the last line, the termination message, names the holder and the reason")
+	assert.Equal(t, "kmmkit_a,kmmkit_b", res["cmd1-modules"])
+	assert.Equal(t, "0", res["cmd2-exit"], res["cmd2-output"])
+	assert.Equal(t, "0", res["cmd3-exit"], "kmmkit_b went with kmmkit_a; unloading it again is nothing to do: "+res["cmd3-output"])
+	assert.Equal(t, "", res["cmd3-modules"])
 }

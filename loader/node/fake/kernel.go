@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,7 +38,10 @@ type Kernel struct {
 	events       []string
 }
 
-var _ node.Kernel = (*Kernel)(nil)
+var (
+	_ node.Kernel      = (*Kernel)(nil)
+	_ node.UsageReader = (*Kernel)(nil)
+)
 
 // DefaultFlags are the vermagic flags of a NewKernel, Debian's amd64
 // kernels' (with the trailing space the kernel's own string has).
@@ -105,6 +109,44 @@ func (k *Kernel) Preload(name string, usedBy ...string) {
 	for _, u := range usedBy {
 		k.deps[u] = append(k.deps[u], name)
 	}
+}
+
+// Hold takes a reference on a loaded module that is not another module's
+// (a process holding its device open, say): its reference count goes up
+// with no holder, and unloading it fails with EAGAIN until Drop. It
+// reports whether the module is loaded.
+func (k *Kernel) Hold(name string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	m, ok := k.loaded[name]
+	if ok {
+		m.RefCount++
+	}
+	return ok
+}
+
+// Drop gives back a reference taken with Hold.
+func (k *Kernel) Drop(name string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if m, ok := k.loaded[name]; ok && m.RefCount > len(m.UsedBy) {
+		m.RefCount--
+	}
+}
+
+// Usage implements node.UsageReader, as sysfs tells it: the reference
+// count, and the modules using it as holders. It fails with ENOENT for a
+// module that is not loaded.
+func (k *Kernel) Usage(name string) (node.Usage, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	m, ok := k.loaded[name]
+	if !ok {
+		return node.Usage{}, syscall.ENOENT
+	}
+	holders := slices.Clone(m.UsedBy)
+	slices.Sort(holders)
+	return node.Usage{RefCount: m.RefCount, Holders: holders}, nil
 }
 
 // Events returns what happened, in order: "load <name> [params]" and

@@ -23,6 +23,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader/node"
+	"github.com/kmmkit/kmmkit/reason"
 )
 
 // config is /kmmkit.json.
@@ -42,9 +43,20 @@ type config struct {
 	Actions []string `json:"actions"`
 	// Commands are run in order after the actions, each an argv.
 	Commands [][]string `json:"commands"`
+	// Holds are devices opened after one action and closed after
+	// another, as a process using a module's device would.
+	Holds []hold `json:"holds"`
 	// Params ("module/param") and Files are reported after each action.
 	Params []string `json:"params"`
 	Files  []string `json:"files"`
+}
+
+// hold is a device held open from after action After to after action
+// Until.
+type hold struct {
+	Device string `json:"device"`
+	After  int    `json:"after"`
+	Until  int    `json:"until"`
 }
 
 func main() {
@@ -98,6 +110,7 @@ func run(cfg config) {
 	}
 	ctx := context.Background()
 	seen := map[string]bool{}
+	open := map[string]*os.File{}
 	for i, action := range cfg.Actions {
 		wc := &cfg.Worker
 		if i < len(cfg.Workers) {
@@ -112,12 +125,25 @@ func run(cfg config) {
 		tag := fmt.Sprintf("%s%d", action, i)
 		if err != nil {
 			fmt.Printf("KMMKIT %s-error: %v\n", tag, err)
+			fmt.Printf("KMMKIT %s-reason: %s\n", tag, reason.Of(err))
 		} else {
 			fmt.Printf("KMMKIT %s-changed: %s\n", tag, strings.Join(res.Changed, ","))
 		}
 		report(tag, cfg)
 		if cfg.Dmesg != "" {
 			dmesg(tag, cfg.Dmesg, seen)
+		}
+		for _, h := range cfg.Holds {
+			switch i {
+			case h.After:
+				f, err := os.Open(h.Device)
+				fmt.Printf("KMMKIT %s-hold %s: %v\n", tag, h.Device, err)
+				open[h.Device] = f
+			case h.Until:
+				if f := open[h.Device]; f != nil {
+					fmt.Printf("KMMKIT %s-close %s: %v\n", tag, h.Device, f.Close())
+				}
+			}
 		}
 	}
 	for i, argv := range cfg.Commands {
