@@ -263,6 +263,21 @@ func TestStatusWorkerFailure(t *testing.T) {
 	assertCond(t, m, kmm.ConditionDegraded, metav1.ConditionFalse, reason.AsExpected)
 }
 
+// TestStatusModuleInUse: a node whose unload the kernel refuses, the
+// module being in use, gives the Module's conditions that reason, with
+// the node and the holder.
+func TestStatusModuleInUse(t *testing.T) {
+	ctx := context.Background()
+	h := cluster(t)
+	h.Registry.SetExists(img57, "sha256:57")
+	msg := "kmm worker unload: unload nic_drv: in use by nic_rdma (worker pod drivers/kmm-worker-n2-nic failed 3 time(s), last with exit code 2 on node n2; retried until the module is no longer in use)"
+	h.Loader.Fail("n2", "drivers", "nic", reason.ModuleInUse, msg)
+	require.NoError(t, h.CreateModule(ctx, nicModule()))
+	m := settled(t, h)
+	assertCond(t, m, kmm.ConditionLoaded, metav1.ConditionFalse, reason.ModuleInUse, "loaded on 2 of 3 desired node(s); not on 1: n2 (ModuleInUse)")
+	assertCond(t, m, kmm.ConditionDegraded, metav1.ConditionTrue, reason.ModuleInUse, "node n2: ModuleInUse: "+msg)
+}
+
 // TestStatusMixedFailures: several causes at once give the summary
 // reasons, and every cause is named.
 func TestStatusMixedFailures(t *testing.T) {

@@ -198,6 +198,25 @@ func runPodLoaderScenario(t *testing.T, c *cluster) {
 	require.Len(t, pods, 1)
 	assert.Equal(t, "Unload", pods[0].Labels[loader.LabelWorkerAction])
 	assert.Contains(t, pods[0].Annotations[loader.AnnotationWorkerConfig], "nic:v1", "the unloader unloads what was loaded")
+	// The kernel says the module is in use: the worker fails with that
+	// reason on its last line and, its Pod restarting on failure, is
+	// retried; the node's reason is ModuleInUse, naming node and holder.
+	c.kubelet(t, pods[0].Name, func(s *corev1.PodStatus) {
+		s.Phase = corev1.PodRunning
+		s.ContainerStatuses = []corev1.ContainerStatus{{Name: "worker", Image: "w", RestartCount: 1,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},
+			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 2,
+				Message: "\"msg\"=\"pulling\"\n" + reason.Tagged("kmm worker unload: unload nic_drv: in use by nic_rdma", reason.ModuleInUse) + "\n"}}}}
+	})
+	inUse := stateOf(t, sync(map[string]*loader.PodRequest{"n1": v2}), "n1")
+	assert.Equal(t, loader.PhaseFailed, inUse.Phase)
+	assert.Equal(t, loader.ReasonModuleInUse, inUse.Condition.Reason)
+	assert.Equal(t, fmt.Sprintf("kmm worker unload: unload nic_drv: in use by nic_rdma (worker pod %s/kmm-worker-n1-nic failed 1 time(s), last with exit code 2 on node n1; "+
+		"retried until the module is no longer in use)", c.ns), inUse.Condition.Message)
+	require.Len(t, c.pods(t), 1, "the unloader stays, and its container is restarted")
+	assert.Equal(t, pods[0].UID, c.pods(t)[0].UID)
+	require.NotNil(t, inUse.Observed)
+	assert.Equal(t, "registry.example.com/nic:v1", inUse.Observed.Config.ContainerImage, "the old module is still recorded as loaded")
 	assert.NotContains(t, c.node(t, "n1", "").Labels, ready, "not ready while the config differs")
 	c.kubelet(t, pods[0].Name, succeeded)
 	st = sync(map[string]*loader.PodRequest{"n1": v2})

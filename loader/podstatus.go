@@ -26,6 +26,7 @@ const (
 	ReasonNodeNotReady   = string(reason.NodeNotReady)
 	ReasonInvalidRequest = string(reason.InvalidRequest)
 	ReasonNameConflict   = string(reason.NameConflict)
+	ReasonModuleInUse    = string(reason.ModuleInUse)
 )
 
 // pullFailures are container waiting reasons that mean the kubelet cannot
@@ -76,13 +77,14 @@ func diagnose(pod *corev1.Pod, now time.Time, stuckAfter time.Duration) diagnosi
 			}
 		}
 		if t := cs.LastTerminationState.Terminated; t != nil && t.ExitCode != 0 {
-			d.failing, d.reason = true, ReasonWorkerFailed
-			d.message = fmt.Sprintf("%s failed %d time(s), last with exit code %d: %s", what, cs.RestartCount, t.ExitCode, lastLine(t.Message))
+			d.failing = true
+			d.reason, d.message = workerFailure(pod, t.Message,
+				fmt.Sprintf("%s failed %d time(s), last with exit code %d", what, cs.RestartCount, t.ExitCode))
 			return d
 		}
 		if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
-			d.failing, d.reason = true, ReasonWorkerFailed
-			d.message = fmt.Sprintf("%s exited with code %d: %s", what, t.ExitCode, lastLine(t.Message))
+			d.failing = true
+			d.reason, d.message = workerFailure(pod, t.Message, fmt.Sprintf("%s exited with code %d", what, t.ExitCode))
 			return d
 		}
 	}
@@ -92,6 +94,24 @@ func diagnose(pod *corev1.Pod, now time.Time, stuckAfter time.Duration) diagnosi
 			what, firstNonEmpty(string(pod.Status.Phase), "Pending"), now.Sub(pod.CreationTimestamp.Time).Round(time.Second))
 	}
 	return d
+}
+
+// workerReasons are the reasons a worker's last line may carry
+// (reason.Tagged) that the loader reports as the node's: the kernel's,
+// which a user acts on differently from a failing worker.
+var workerReasons = map[reason.Reason]bool{reason.ModuleInUse: true}
+
+// workerFailure is the reason and message of a worker that exited with an
+// error (what says how): its termination message's last line, and
+// WorkerFailed unless that line is tagged with one of workerReasons. An
+// in-use module names the node, and says the worker is retried: its Pod
+// restarts on failure, so the unload waits for the module's users to go.
+func workerFailure(pod *corev1.Pod, termination, what string) (string, string) {
+	msg, r := reason.Untagged(lastLine(termination))
+	if !workerReasons[r] {
+		return ReasonWorkerFailed, what + ": " + msg
+	}
+	return string(r), fmt.Sprintf("%s (%s on node %s; retried until the module is no longer in use)", msg, what, pod.Spec.NodeName)
 }
 
 func firstNonEmpty(s ...string) string {
