@@ -68,6 +68,10 @@ type Request struct {
 	// modprobe.firmwarePath, for backends that lay out the image
 	// themselves (the assembler).
 	DirName, FirmwarePath string
+	// Modules are the modules the image must hold (the Module's
+	// moduleName and modulesLoadingOrder), which the lint of a built
+	// image checks (package builder/publish).
+	Modules []string
 }
 
 // NewRequest returns the build request of a resolved per-kernel record.
@@ -89,6 +93,10 @@ func NewRequest(rec *kernelmap.Record, dockerfile string) (Request, error) {
 	if len(r.NodeSelector) == 0 {
 		r.NodeSelector = rec.Selector()
 	}
+	if mp := rec.Modprobe(); mp.RawArgs == nil && mp.ModuleName != "" {
+		r.Modules = append(r.Modules, mp.ModuleName)
+	}
+	r.Modules = append(r.Modules, rec.Modprobe().ModulesLoadingOrder...)
 	return r, r.Validate()
 }
 

@@ -2,7 +2,10 @@
 // controller or a CI job runs: real Dockerfile builds (multi-stage, build
 // args, build secrets at /run/secrets/<name>, base-image and push TLS
 // options, credentials), pushed to the target registry with the digest
-// reported.
+// reported. A build pushes to a staging tag, lints what it pushed for the
+// request's kernel (package builder/publish) and tags it at the
+// request's image only when it would load; otherwise it fails with
+// reason.ImageLintFailed and the findings, without retries.
 //
 // By default it drives the buildah command (Debian: apt-get install
 // buildah runc), so this package stays free of cgo and of buildah's C
@@ -34,9 +37,12 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/builder/publish"
 	"github.com/kmmkit/kmmkit/internal/ctxlog"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/lint"
 	"github.com/kmmkit/kmmkit/reason"
+	"github.com/kmmkit/kmmkit/registry"
 )
 
 // Option configures a Builder (see New). Options only record a value;
@@ -57,6 +63,8 @@ type options struct {
 	log           ctxlog.Logger
 	clock         clock.PassiveClock
 	runner        Runner
+	registry      *registry.Client
+	lint          []lint.Option
 }
 
 // WithBinary sets the buildah executable (default "buildah" on PATH).
@@ -101,6 +109,19 @@ func WithSecrets(secrets func(ctx context.Context, namespace, name string) (map[
 	return func(o *options) { o.secrets = secrets }
 }
 
+// WithRegistry gives the registry client that pulls a built image to
+// lint it and tags it at the request's image (package builder/publish).
+// Without it, New makes one that trusts the CA certificates of
+// WithCertDir (its *.crt files) besides the system's.
+func WithRegistry(c *registry.Client) Option { return func(o *options) { o.registry = c } }
+
+// WithLint adds lint options (lint.WithKernelTree, lint.WithHostModules,
+// …) to those every build's lint takes from its request: its dirName,
+// firmware path and modules.
+func WithLint(opts ...lint.Option) Option {
+	return func(o *options) { o.lint = append(o.lint, opts...) }
+}
+
 // WithRetryPolicy bounds retries of failed builds (default: the zero
 // builder.RetryPolicy, 3 attempts).
 func WithRetryPolicy(p builder.RetryPolicy) Option { return func(o *options) { o.retry = p } }
@@ -125,9 +146,10 @@ func WithRunner(r Runner) Option { return func(o *options) { o.runner = r } }
 
 // Builder is the buildah builder. It is safe for concurrent use.
 type Builder struct {
-	o    options
-	mu   sync.Mutex
-	jobs map[string]*job // by target image
+	o         options
+	mu        sync.Mutex
+	jobs      map[string]*job // by target image
+	publisher *publish.Publisher
 }
 
 var _ builder.Builder = (*Builder)(nil)
@@ -175,7 +197,18 @@ func New(opts ...Option) (*Builder, error) {
 	if o.runner == nil {
 		o.runner = commandRunner{binary: o.binary}
 	}
-	return &Builder{o: o, jobs: map[string]*job{}}, nil
+	if o.registry == nil {
+		c, err := defaultRegistry(o.certDir)
+		if err != nil {
+			return nil, err
+		}
+		o.registry = c
+	}
+	pub, err := publish.New(o.registry, publish.WithLint(o.lint...))
+	if err != nil {
+		return nil, err
+	}
+	return &Builder{o: o, jobs: map[string]*job{}, publisher: pub}, nil
 }
 
 // Sync implements builder.Builder.
@@ -226,6 +259,12 @@ func (b *Builder) start(log logr.Logger, req builder.Request, hash string, attem
 			return // replaced meanwhile
 		}
 		j.done, j.finished = true, b.o.clock.Now()
+		if reason.Of(err) == reason.ImageLintFailed {
+			// The same Dockerfile builds the same image: no retry.
+			j.status.Phase, j.status.Reason, j.status.Message, j.status.Final = builder.PhaseFailed, reason.ImageLintFailed, err.Error(), true
+			log.Info("built image would not load; not published", "image", req.Image, "error", err.Error())
+			return
+		}
 		if err != nil {
 			j.status.Phase, j.status.Reason, j.status.Message, j.status.LogTail = builder.PhaseFailed, reason.BuildFailed, err.Error(), logTail
 			if attempt >= b.o.retry.Attempts() {
@@ -236,7 +275,7 @@ func (b *Builder) start(log logr.Logger, req builder.Request, hash string, attem
 			return
 		}
 		j.status.Phase, j.status.Digest = builder.PhaseSucceeded, digest
-		log.Info("built and pushed", "image", req.Image, "digest", digest)
+		log.Info("built, linted and pushed", "image", req.Image, "digest", digest)
 	}()
 	return j.status
 }
@@ -289,7 +328,8 @@ type Job struct {
 	Log io.Writer
 }
 
-// Runner builds a Job, pushes the image to Job.Request.Image and returns
+// Runner builds a Job, pushes the image to Job.Request.Image (the
+// staging tag of the request's image, publish.StagingTag) and returns
 // the pushed manifest digest; ctx carries the Builder's logger. The
 // default runs the buildah command;
 // github.com/kmmkit/kmmkit/builder/buildahlib runs buildah as a library.
@@ -307,8 +347,14 @@ func (b *Builder) run(ctx context.Context, req builder.Request) (string, string,
 	defer os.RemoveAll(work)
 	// A build's output is kept only as far as its tail is shown.
 	log := builder.NewTailBuffer(64 << 10)
+	staging, err := publish.StagingTag(req.Image)
+	if err != nil {
+		return "", "", err
+	}
+	staged := req
+	staged.Image = staging
 	job := Job{
-		Request: req, Dockerfile: filepath.Join(work, "Dockerfile"), ContextDir: filepath.Join(work, "context"),
+		Request: staged, Dockerfile: filepath.Join(work, "Dockerfile"), ContextDir: filepath.Join(work, "context"),
 		Args: req.Args(), Volumes: append([]string(nil), b.o.volumes...),
 		PullTLSVerify: !req.BaseImageRegistryTLS.Insecure && !req.BaseImageRegistryTLS.InsecureSkipTLSVerify,
 		PushTLSVerify: !req.RegistryTLS.Insecure && !req.RegistryTLS.InsecureSkipTLSVerify,
@@ -321,12 +367,18 @@ func (b *Builder) run(ctx context.Context, req builder.Request) (string, string,
 	if err := os.MkdirAll(job.ContextDir, 0o755); err != nil {
 		return "", "", err
 	}
+	var auth registry.AuthInfo
 	if b.o.auth != nil {
 		cfg, err := b.o.auth(ctx, req)
 		if err != nil {
 			return "", "", fmt.Errorf("credentials: %w", err)
 		}
 		if len(cfg) > 0 {
+			kc, err := registry.DockerConfigKeychain(cfg)
+			if err != nil {
+				return "", "", fmt.Errorf("credentials: %w", err)
+			}
+			auth.Keychain = kc
 			if cfg, err = normalizeAuth(cfg); err != nil {
 				return "", "", fmt.Errorf("credentials: %w", err)
 			}
@@ -341,11 +393,61 @@ func (b *Builder) run(ctx context.Context, req builder.Request) (string, string,
 		return "", "", err
 	}
 	job.Volumes = append(job.Volumes, secrets...)
-	digest, err := b.o.runner.Run(ctx, job)
-	if err != nil {
+	if _, err := b.o.runner.Run(ctx, job); err != nil {
 		return "", builder.LogTail(log.String(), 20), err
 	}
+	// The image is at the staging tag: lint it, and publish it when it
+	// would load.
+	digest, err := b.publisher.Publish(ctx, req, auth, "")
+	if err != nil {
+		return "", "", err
+	}
 	return digest, "", nil
+}
+
+// defaultRegistry is the registry client of a Builder without
+// WithRegistry: it trusts the CA certificates of certDir too.
+func defaultRegistry(certDir string) (*registry.Client, error) {
+	var opts []registry.Option
+	if certDir != "" {
+		files, _ := filepath.Glob(filepath.Join(certDir, "*.crt"))
+		var pem []byte
+		for _, f := range files {
+			data, err := readBounded(f, maxCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("buildah: WithCertDir(%q): %w", certDir, err)
+			}
+			pem = append(append(pem, data...), '\n')
+		}
+		if len(pem) > 0 {
+			opts = append(opts, registry.WithCABundle(pem))
+		}
+	}
+	c, err := registry.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("buildah: registry client: %w", err)
+	}
+	return c, nil
+}
+
+// maxCAFile bounds a CA certificate file of WithCertDir.
+const maxCAFile = 4 << 20
+
+// readBounded reads a whole file of at most limit bytes.
+func readBounded(file string, limit int64) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes", file, limit)
+	}
+	return data, nil
 }
 
 // commandRunner runs the buildah command.

@@ -29,10 +29,12 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/buildah"
+	"github.com/kmmkit/kmmkit/builder/publish"
 	"github.com/kmmkit/kmmkit/depmod"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
 )
 
@@ -233,7 +235,8 @@ func checkImage(t *testing.T, c *registry.Client, req registry.Request, kver, di
 // MultiStage builds a real kmod image from a KMM-style Dockerfile with
 // buildah (vfs storage, chroot isolation), compiles the module pair
 // against Debian's headers, and pushes it to the plain registry and to the
-// TLS registry with authentication; then checks a failing build.
+// TLS registry with authentication; then checks that an image that would
+// not load is not published, and a failing build.
 func MultiStage(t *testing.T, mk Constructor) {
 	_, kver := testenv.KernelTree(t)
 	_, err := os.Stat("/usr/src/linux-headers-" + kver)
@@ -253,7 +256,7 @@ func MultiStage(t *testing.T, mk Constructor) {
 	// Plain registry.
 	b := newBuilder(t, mk)
 	req := request(t, kver, regs.Plain+"/"+repo+"/kmmkit:"+kver, builderImage, baseImage)
-	req.RegistryTLS = v1beta1.TLSOptions{Insecure: true}
+	req.RegistryTLS, req.Modules = v1beta1.TLSOptions{Insecure: true}, []string{"kmmkit_a", "kmmkit_b"}
 	st := syncUntilDone(t, b, req)
 	require.Equal(t, builder.PhaseSucceeded, st.Phase, "%s\n%s", st.Message, st.LogTail)
 	assert.True(t, strings.HasPrefix(st.Digest, "sha256:"), st.Digest)
@@ -272,6 +275,31 @@ func MultiStage(t *testing.T, mk Constructor) {
 	kc, err := registry.DockerConfigKeychain(auth)
 	require.NoError(t, err)
 	checkImage(t, c, registry.Request{Image: treq.Image, Auth: registry.AuthInfo{Keychain: kc}}, kver, st.Digest)
+
+	// An image that would not load (its modules under /lib/modules, not
+	// <dirName>/lib/modules): the build fails with ImageLintFailed and
+	// the finding, finally, and the image is not published at its tag;
+	// only the staging tag has it.
+	lb := newBuilder(t, mk)
+	lreq := request(t, kver, regs.Plain+"/"+repo+"/misplaced:"+kver, builderImage, baseImage)
+	lreq.RegistryTLS, lreq.Modules = v1beta1.TLSOptions{Insecure: true}, []string{"kmmkit_a"}
+	lreq.Dockerfile = strings.NewReplacer("/opt/lib/modules/", "/lib/modules/", "depmod -b /opt", "depmod -b /").Replace(dockerfile)
+	st = syncUntilDone(t, lb, lreq)
+	require.Equal(t, builder.PhaseFailed, st.Phase, "%s\n%s", st.Message, st.LogTail)
+	assert.Equal(t, reason.ImageLintFailed, st.Reason)
+	assert.True(t, st.Final, "the same Dockerfile builds the same image: no retry")
+	staging, err := publish.StagingTag(lreq.Image)
+	require.NoError(t, err)
+	assert.Contains(t, st.Message, staging+" would not load: ")
+	assert.Contains(t, st.Message, "/opt/lib/modules/"+kver+": layout: ")
+	assert.Contains(t, st.Message, " /lib/modules/"+kver, "the finding says where the modules are")
+	t.Logf("the build said: %s", st.Message)
+	res, err := c.Verify(context.Background(), registry.Request{Image: lreq.Image, TLS: lreq.RegistryTLS})
+	require.NoError(t, err)
+	assert.False(t, res.Exists, "not published: a Reconciler never sees it ready")
+	res, err = c.Verify(context.Background(), registry.Request{Image: staging, TLS: lreq.RegistryTLS})
+	require.NoError(t, err)
+	assert.True(t, res.Exists, "the staging tag keeps it, for kmm image lint")
 
 	// A failing build: the log tail names the failure; no retry is left.
 	fb := newBuilder(t, mk, buildah.WithRetryPolicy(builder.RetryPolicy{MaxAttempts: 1}))
