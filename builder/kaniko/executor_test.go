@@ -19,6 +19,7 @@ import (
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/assemble"
 	"github.com/kmmkit/kmmkit/builder/kaniko"
+	"github.com/kmmkit/kmmkit/builder/publish"
 	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kernelmap"
@@ -48,7 +49,8 @@ func TestKanikoExecutorInRunc(t *testing.T) {
 
 	// The base image: a kmod layout, FROM scratch.
 	const kver = "6.1.0-56-amd64"
-	base, err := assemble.Assemble(ctx, assemble.Input{KernelVersion: kver, Modules: []assemble.File{{Path: "extra/nic.ko", Data: elftest.Module{}.Bytes()}}})
+	base, err := assemble.Assemble(ctx, assemble.Input{KernelVersion: kver, Modules: []assemble.File{{Path: "extra/nic.ko",
+		Data: elftest.Module{Modinfo: []string{"name=nic", "vermagic=" + kver + " SMP preempt mod_unload modversions "}}.Bytes()}}})
 	require.NoError(t, err)
 	rc, err := registry.NewClient()
 	require.NoError(t, err)
@@ -62,7 +64,7 @@ func TestKanikoExecutorInRunc(t *testing.T) {
 		Dockerfile: "ARG BASE\nFROM ${BASE}\nARG KERNEL_FULL_VERSION\nARG MOD_NAME\nARG KERNEL_XYZ\n" +
 			"LABEL kernel=${KERNEL_FULL_VERSION} module=${MOD_NAME} xyz=${KERNEL_XYZ}\n",
 		BuildArgs:   []v1beta1.BuildArg{{Name: "BASE", Value: baseRef}},
-		RegistryTLS: tls, BaseImageRegistryTLS: tls}
+		RegistryTLS: tls, BaseImageRegistryTLS: tls, Modules: []string{"nic"}}
 	b, err := kaniko.New(k8sfake.NewClientset())
 	require.NoError(t, err)
 	pod, err := b.Pod(req, 1)
@@ -118,9 +120,24 @@ func TestKanikoExecutorInRunc(t *testing.T) {
 
 	digest := strings.TrimSpace(readFile(t, termination))
 	assert.True(t, strings.HasPrefix(digest, "sha256:"), "the termination log holds the digest: %q", digest)
+	staging, err := publish.StagingTag(req.Image)
+	require.NoError(t, err)
+	_, got, err := rc.Pull(ctx, registry.Request{Image: staging, TLS: tls})
+	require.NoError(t, err)
+	assert.Equal(t, digest, got, "the digest the build Pod reports is the one pushed to the staging tag")
+	res, err := rc.Verify(ctx, registry.Request{Image: req.Image, TLS: tls})
+	require.NoError(t, err)
+	assert.False(t, res.Exists, "not published before it is linted")
+
+	// What the Builder does once the Pod succeeded: lint it, and publish.
+	pub, err := publish.New(rc)
+	require.NoError(t, err)
+	published, err := pub.Publish(ctx, req, registry.AuthInfo{}, "")
+	require.NoError(t, err)
+	assert.Equal(t, digest, published, "the manifest Kaniko pushed, at the request's image")
 	img, got, err := rc.Pull(ctx, registry.Request{Image: req.Image, TLS: tls})
 	require.NoError(t, err)
-	assert.Equal(t, digest, got, "the digest the build Pod reports is the pushed one")
+	assert.Equal(t, digest, got)
 	cfg, err := img.ConfigFile()
 	require.NoError(t, err)
 	assert.Equal(t, map[string]string{"kernel": kver, "module": "nic", "xyz": "6.1.0"}, withoutKMMKit(cfg.Config.Labels))

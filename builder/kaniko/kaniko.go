@@ -9,7 +9,11 @@
 // resources are configurable, the pushed digest is reported (Kaniko writes
 // it to the termination log), failures carry the log tail, failed builds
 // are retried a bounded number of times, and a changed request replaces
-// the running build. Never run the Kaniko executor outside a container:
+// the running build. Unlike KMM's, the Pod pushes to a staging tag
+// (publish.StagingTag): once it succeeded the Builder lints the pushed
+// image for the kernel and tags it at the Module's image only when it
+// would load; otherwise the build fails with reason.ImageLintFailed and
+// the findings, and is not retried. Never run the Kaniko executor outside a container:
 // it takes over the root filesystem it runs on.
 package kaniko
 
@@ -34,8 +38,12 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/internal/lifecycle"
+	"github.com/kmmkit/kmmkit/builder/publish"
 	"github.com/kmmkit/kmmkit/internal/ctxlog"
+	"github.com/kmmkit/kmmkit/lint"
 	"github.com/kmmkit/kmmkit/reason"
+	"github.com/kmmkit/kmmkit/registry"
+	"github.com/kmmkit/kmmkit/registry/pullsecret"
 )
 
 // DefaultImage is the Kaniko executor image used unless WithImage says
@@ -57,6 +65,8 @@ type options struct {
 	gcDelay        time.Duration
 	log            ctxlog.Logger
 	clock          clock.PassiveClock
+	registry       *registry.Client
+	lint           []lint.Option
 }
 
 // WithImage sets the Kaniko executor image (default DefaultImage); a
@@ -90,10 +100,23 @@ func WithLogger(l logr.Logger) Option { return func(o *options) { o.log = ctxlog
 // from (default the real one).
 func WithClock(c clock.PassiveClock) Option { return func(o *options) { o.clock = c } }
 
+// WithRegistry gives the registry client that pulls a built image to
+// lint it and tags it at the request's image (package builder/publish);
+// without it, New makes one with the system's CA certificates.
+func WithRegistry(c *registry.Client) Option { return func(o *options) { o.registry = c } }
+
+// WithLint adds lint options (lint.WithKernelTree, lint.WithHostModules,
+// …) to those every build's lint takes from its request: its dirName,
+// firmware path and modules.
+func WithLint(opts ...lint.Option) Option {
+	return func(o *options) { o.lint = append(o.lint, opts...) }
+}
+
 // Builder is the Kaniko builder.
 type Builder struct {
-	client kubernetes.Interface
-	o      options
+	client    kubernetes.Interface
+	o         options
+	publisher *publish.Publisher
 }
 
 var _ builder.Builder = (*Builder)(nil)
@@ -118,7 +141,18 @@ func New(client kubernetes.Interface, opts ...Option) (*Builder, error) {
 	if o.clock == nil {
 		return nil, errors.New("kaniko: WithClock(nil): no clock")
 	}
-	return &Builder{client: client, o: o}, nil
+	if o.registry == nil {
+		c, err := registry.NewClient()
+		if err != nil {
+			return nil, fmt.Errorf("kaniko: registry client: %w", err)
+		}
+		o.registry = c
+	}
+	pub, err := publish.New(o.registry, publish.WithLint(o.lint...))
+	if err != nil {
+		return nil, err
+	}
+	return &Builder{client: client, o: o, publisher: pub}, nil
 }
 
 // Sync implements builder.Builder.
@@ -159,7 +193,11 @@ func (b *Builder) Pod(req builder.Request, attempt int) (*corev1.Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"--destination", req.Image}
+	staging, err := publish.StagingTag(req.Image)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--destination", staging}
 	if req.RegistryTLS.Insecure {
 		args = append(args, "--insecure")
 	}
@@ -295,6 +333,20 @@ func object(p *corev1.Pod) lifecycle.Object {
 
 // LogTail reads the last lines of a failed build's log from the kubelet,
 // when the termination message did not carry them (lifecycle.LogReader).
+// Publish implements lifecycle.Publisher: it lints the image the build
+// Pod pushed to the staging tag, with the request's pull secret, and tags
+// it at the request's image when it would load.
+func (s store) Publish(ctx context.Context, req builder.Request, obj lifecycle.Object) (string, error) {
+	var auth registry.AuthInfo
+	if req.PullSecret != nil && req.PullSecret.Name != "" {
+		var err error
+		if auth, err = pullsecret.Keychain(ctx, s.b.client, req.Namespace, req.PullSecret.Name); err != nil {
+			return "", err
+		}
+	}
+	return s.b.publisher.Publish(ctx, req, auth, fmt.Sprintf("%s/%s/%s@%s", req.Namespace, obj.Name, obj.Hash, obj.Created.UTC().Format(time.RFC3339Nano)))
+}
+
 func (s store) LogTail(ctx context.Context, req builder.Request, name string) string {
 	raw, err := s.b.client.CoreV1().Pods(req.Namespace).GetLogs(name, &corev1.PodLogOptions{Container: "kaniko", TailLines: ptr.To[int64](20)}).DoRaw(ctx)
 	if err != nil {

@@ -3,12 +3,16 @@ package kaniko_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log"
 	"math/rand/v2"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -18,11 +22,16 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/builder/assemble"
 	"github.com/kmmkit/kmmkit/builder/kaniko"
+	"github.com/kmmkit/kmmkit/builder/publish"
 	"github.com/kmmkit/kmmkit/identity"
+	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/reason"
+	"github.com/kmmkit/kmmkit/registry"
 )
 
 func request(t *testing.T, ns string) builder.Request {
@@ -105,7 +114,7 @@ func runKaniko(t *testing.T, e env) {
 	c := p.Spec.Containers[0]
 	assert.Equal(t, "registry.example.com:5000/kaniko-project/executor:v1.23.2-debug", c.Image, "the tag replaced, the registry port kept")
 	assert.Equal(t, strings.Join([]string{
-		"--destination registry.example.com:5000/acme/nic:6.1.0-56-amd64 --skip-tls-verify --insecure-pull",
+		"--destination registry.example.com:5000/acme/nic:6.1.0-56-amd64-kmmkit-unlinted --skip-tls-verify --insecure-pull",
 		"--build-arg KERNEL_VERSION=6.1.0-56-amd64 --build-arg GIT_REF=main --build-arg KERNEL_FULL_VERSION=6.1.0-56-amd64",
 		"--build-arg KERNEL_X=6 --build-arg KERNEL_XYZ=6.1.0 --build-arg KERNEL_Y=1 --build-arg KERNEL_Z=0",
 		"--build-arg MOD_NAME=nic --build-arg MOD_NAMESPACE=" + e.ns + " --digest-file /dev/termination-log",
@@ -176,25 +185,87 @@ func runKaniko(t *testing.T, e env) {
 	assert.Len(t, e.pods(t), 3, "failed builds are kept for inspection")
 	assert.Equal(t, newHash, e.pods(t)[0].Annotations[builder.AnnotationHash])
 
-	// 5. A fixed request replaces the failures, succeeds with a digest and
-	// is collected after the GC delay.
+	// 5. A fixed request replaces the failures; the Pod pushes to the
+	// staging tag (played here: an in-process registry), the image is
+	// linted and published at the request's image, with its digest, and
+	// the Pod is collected after the GC delay.
+	reg := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	host := strings.TrimPrefix(reg.URL, "http://")
+	rc, err := registry.NewClient()
+	require.NoError(t, err)
 	req.Dockerfile += "RUN true\n"
+	req.Image, req.RegistryTLS, req.Modules = host+"/acme/nic:6.1.0-56-amd64", v1beta1.TLSOptions{Insecure: true}, []string{"nic"}
 	st, err = b.Sync(ctx, req)
 	require.NoError(t, err)
 	require.Len(t, e.pods(t), 1)
-	e.setStatus(t, st.Name, corev1.PodSucceeded, &corev1.ContainerStateTerminated{ExitCode: 0, FinishedAt: metav1.NewTime(clock.Now()),
-		Message: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"})
+	assert.Contains(t, e.pods(t)[0].Spec.Containers[0].Args, host+"/acme/nic:6.1.0-56-amd64-kmmkit-unlinted")
+	pushed := kanikoPush(t, rc, req, "/opt")
+	e.setStatus(t, st.Name, corev1.PodSucceeded, &corev1.ContainerStateTerminated{ExitCode: 0, FinishedAt: metav1.NewTime(clock.Now()), Message: pushed})
+	// Publishing reads the pull secret; while it is missing the build
+	// waits, saying so.
 	st, err = b.Sync(ctx, req)
 	require.NoError(t, err)
-	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
-	assert.Equal(t, "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", st.Digest)
+	assert.Equal(t, builder.PhaseRunning, st.Phase)
+	assert.Contains(t, st.Message, "pushed its image; publishing it: pull secret "+e.ns+"/push")
+	assert.Equal(t, 30*time.Second, st.RequeueAfter)
+	_, err = e.cs.CoreV1().Secrets(e.ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "push"}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{}}`)}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseSucceeded, st.Phase, st.Message)
+	assert.Equal(t, pushed, st.Digest)
 	assert.Equal(t, time.Minute, st.RequeueAfter)
+	res, err := rc.Verify(ctx, registry.Request{Image: req.Image, TLS: req.RegistryTLS})
+	require.NoError(t, err)
+	assert.True(t, res.Exists, "published at the request's image")
+	assert.Equal(t, pushed, res.Digest, "the same manifest")
 	require.Len(t, e.pods(t), 1, "kept during the GC delay")
 	clock.SetTime(clock.Now().Add(time.Minute))
 	st, err = b.Sync(ctx, req)
 	require.NoError(t, err)
 	assert.Equal(t, builder.PhaseSucceeded, st.Phase)
 	assert.Empty(t, e.pods(t), "collected")
+
+	// 6. A build that pushes an image that would not load (its modules
+	// under /lib/modules, not /opt/lib/modules) fails with ImageLintFailed
+	// and the finding, finally; it is not published, and its Pod is kept.
+	req.Image = host + "/acme/misplaced:6.1.0-56-amd64"
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	bad := kanikoPush(t, rc, req, "/")
+	e.setStatus(t, st.Name, corev1.PodSucceeded, &corev1.ContainerStateTerminated{ExitCode: 0, FinishedAt: metav1.NewTime(clock.Now()), Message: bad})
+	for range 2 {
+		st, err = b.Sync(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, builder.PhaseFailed, st.Phase)
+		assert.Equal(t, reason.ImageLintFailed, st.Reason)
+		assert.True(t, st.Final)
+		assert.Contains(t, st.Message, "build "+st.Name+" pushed an image that would not load, so it was not published: "+req.Image+"-kmmkit-unlinted would not load: 1 finding(s) for 6.1.0-56-amd64: /opt/lib/modules/6.1.0-56-amd64: layout: ")
+		clock.SetTime(clock.Now().Add(2 * time.Minute))
+	}
+	require.Len(t, e.pods(t), 1, "kept, past the GC delay, to say why")
+	res, err = rc.Verify(ctx, registry.Request{Image: req.Image, TLS: req.RegistryTLS})
+	require.NoError(t, err)
+	assert.False(t, res.Exists, "not published")
+}
+
+// kanikoPush plays the Kaniko Pod's push: an image holding module nic
+// for the request's kernel under dirName, at the request's staging tag.
+// It returns the pushed digest.
+func kanikoPush(t *testing.T, rc *registry.Client, req builder.Request, dirName string) string {
+	t.Helper()
+	ctx := context.Background()
+	kver := req.Kernel.Version
+	img, err := assemble.Assemble(ctx, assemble.Input{KernelVersion: kver, DirName: dirName, Modules: []assemble.File{{Path: "extra/nic.ko",
+		Data: elftest.Module{Modinfo: []string{"name=nic", "vermagic=" + kver + " SMP preempt mod_unload modversions "}}.Bytes()}}})
+	require.NoError(t, err)
+	staging, err := publish.StagingTag(req.Image)
+	require.NoError(t, err)
+	d, err := rc.Push(ctx, registry.Request{Image: staging, TLS: req.RegistryTLS}, img)
+	require.NoError(t, err)
+	return d
 }
 
 func TestKanikoFakeClientset(t *testing.T) {

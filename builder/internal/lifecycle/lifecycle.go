@@ -54,6 +54,20 @@ type LogReader interface {
 	LogTail(ctx context.Context, req builder.Request, name string) string
 }
 
+// Publisher is a Store whose builds push to a staging tag
+// (publish.StagingTag): Publish lints what a succeeded build pushed and,
+// when it would load, tags it at the request's image, returning the
+// digest (package builder/publish). Findings (reason.ImageLintFailed)
+// fail the build finally, and the object stays to say why; another error
+// leaves the build running, to publish on a later pass.
+type Publisher interface {
+	Publish(ctx context.Context, req builder.Request, obj Object) (digest string, err error)
+}
+
+// publishRetry is the wait before publishing again after an error that
+// is not a finding (the registry could not be reached, say).
+const publishRetry = 30 * time.Second
+
 // Options tune Sync.
 type Options struct {
 	Retry   builder.RetryPolicy
@@ -104,6 +118,23 @@ func Sync(ctx context.Context, s Store, req builder.Request, o Options) (builder
 		st.Phase, st.RequeueAfter = builder.PhasePending, 2*time.Second
 		st.Message = fmt.Sprintf("waiting for build %s to be removed", cur.Name)
 	case cur.Phase == builder.PhaseSucceeded:
+		if p, ok := s.(Publisher); ok {
+			digest, err := p.Publish(ctx, req, cur)
+			switch {
+			case reason.Of(err) == reason.ImageLintFailed:
+				// The same Dockerfile builds the same image: no retry,
+				// and the object is kept.
+				st.Phase, st.Reason, st.Final = builder.PhaseFailed, reason.ImageLintFailed, true
+				st.Message = fmt.Sprintf("build %s pushed an image that would not load, so it was not published: %v", cur.Name, err)
+				return st, errors.Join(errs...)
+			case err != nil:
+				o.Log.Info("cannot publish the built image yet", "build", cur.Name, "error", err.Error())
+				st.Phase, st.RequeueAfter = builder.PhaseRunning, publishRetry
+				st.Message = fmt.Sprintf("build %s pushed its image; publishing it: %v", cur.Name, err)
+				return st, errors.Join(errs...)
+			}
+			st.Digest = digest
+		}
 		st.Phase = builder.PhaseSucceeded
 		done := cur.Finished
 		if done.IsZero() {
