@@ -169,6 +169,10 @@ func TestStatusBuildFailure(t *testing.T) {
 	}{
 		{reason.BuildFailed, "build pod nic-build-x failed: kaniko exited with code 1 (Error)"},
 		{reason.MissingSecret, `build secret drivers/git-token: secrets "git-token" not found`},
+		// A built image that would not load is not published: the kernel
+		// is not ready, whatever the staging tag holds.
+		{reason.ImageLintFailed, "build nic-build-x pushed an image that would not load, so it was not published: registry.example.com/nic:" + k57 +
+			"-kmmkit-unlinted would not load: 1 finding(s) for " + k57 + ": /opt/lib/modules/" + k57 + ": layout: does not exist"},
 	} {
 		t.Run(string(tc.r), func(t *testing.T) {
 			ctx := context.Background()
