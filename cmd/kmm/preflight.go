@@ -30,15 +30,17 @@ import (
 
 var preflightHelp = help{
 	Synopsis: "kmm preflight -f MODULES.yaml --kernel VERSION [--kernel VERSION ...] [flags]\n" +
-		"       kmm preflight --kubeconfig FILE [-n NAMESPACE] --kernel VERSION [...] [--build --modules-dir DIR]",
+		"       kmm preflight --kubeconfig FILE [-n NAMESPACE] --kernel VERSION [...] [--build [--builder assemble|buildah|kaniko]]",
 	About: "Says, for each Module and each kernel, whether it would work on nodes that boot that kernel, and why: which\n" +
 		"kernel mapping matches, whether the image exists for the kernel (and --platform), what the linter finds in it\n" +
 		"(as kmm image lint), or, when it is missing, whether its build and signing can run (the Dockerfile ConfigMap,\n" +
 		"the build secrets, the signing key and certificate, the unsigned image). With -f, the Modules, and the Secrets\n" +
 		"and ConfigMaps they name, come from the manifest (pull credentials from --docker-config when given); with\n" +
-		"--kubeconfig, from the cluster (Modules too, unless -f gives them). --build --builder assemble builds the\n" +
-		"missing images now from prebuilt modules (--modules-dir DIR/<kernel>/…), signs them when the Module asks,\n" +
-		"pushes them and lints them, so the upgrade finds them ready.",
+		"--kubeconfig, from the cluster (Modules too, unless -f gives them). --build builds the missing images now,\n" +
+		"lints them before they are published (an image that would not load fails with ImageLintFailed and is not\n" +
+		"pushed to its tag), signs them when the Module asks, and pushes them, so the upgrade finds them ready:\n" +
+		"--builder assemble from prebuilt modules (--modules-dir DIR/<kernel>/…), buildah from the Module's\n" +
+		"Dockerfile with the buildah command here, kaniko in a build Pod of the --kubeconfig cluster.",
 	Exit: "0 when every Module works on every kernel, 1 when some do not (each named with its kernel and reason),\n" +
 		"2 on bad input (an unreadable manifest, bad flags) or when a registry or the cluster could not answer.",
 }
@@ -53,12 +55,14 @@ func runPreflight(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	kernelTree := fs.String("kernel-tree", "", "a root holding the target kernels' own modules (lib/modules/<kernel>): the linter checks the images' vermagic flags against them")
 	noLint := fs.Bool("no-lint", false, "do not lint the images that exist")
 	build := fs.Bool("build", false, "build and sign missing images now, and push them")
-	builderName := fs.String("builder", "assemble", "with --build: the builder (assemble)")
+	builderName := fs.String("builder", "assemble", "with --build: the builder: assemble (prebuilt modules), buildah (the Module's Dockerfile, built here), or kaniko (a build Pod in the --kubeconfig cluster)")
 	modulesDir := fs.String("modules-dir", "", "with --builder assemble: prebuilt modules, DIR/<kernel>/… (and DIR/firmware/…)")
+	buildahRoot := fs.String("buildah-root", "", "with --builder buildah: the directory of buildah's storage (default under the temporary directory)")
 	buildTimeout := fs.Duration("build-timeout", time.Hour, "with --build: give up on one build after this long")
 	output := fs.String("o", "table", "output format: table or json")
 	verbosity := fs.Int("v", 0, "log verbosity on standard error")
-	var kernels, names, hostModules stringList
+	var kernels, names, hostModules, volumes stringList
+	fs.Var(&volumes, "build-volume", "with --builder buildah: a bind mount for the build's RUN steps, HOST:CONTAINER[:OPTIONS] (repeatable)")
 	fs.Var(&kernels, "kernel", "target kernel version, as nodes will report it (repeatable, or comma-separated)")
 	fs.Var(&names, "module", "check only the Modules of this name (repeatable)")
 	fs.Var(&hostModules, "host-module", "a module the images' modules may need that the node provides itself (repeatable)")
@@ -80,6 +84,8 @@ func runPreflight(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		return fail("unknown output format %q: use table or json", *output)
 	case !*build && *modulesDir != "":
 		return fail("--modules-dir needs --build")
+	case !*build && (*buildahRoot != "" || len(volumes) > 0):
+		return fail("--buildah-root and --build-volume need --build")
 	}
 	for _, k := range kernels {
 		if _, err := kernelmap.ParseKernel(k); err != nil {
@@ -88,7 +94,7 @@ func runPreflight(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	}
 	ctx = logrContext(ctx, stderr, *verbosity)
 
-	var client kubernetes.Interface
+	var client, cluster kubernetes.Interface
 	var mods []preflight.Module
 	if *kubeconfig != "" {
 		cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
@@ -99,7 +105,7 @@ func runPreflight(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		if err != nil {
 			return fail("%v", err)
 		}
-		client = cs
+		client, cluster = cs, cs
 		if *file == "" {
 			dyn, err := dynamic.NewForConfig(cfg)
 			if err != nil {
@@ -147,10 +153,11 @@ func runPreflight(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	if err != nil {
 		return fail("%v", err)
 	}
-	opts := []preflight.Option{preflight.WithTLS(rf.tls()), preflight.WithBuildTimeout(*buildTimeout), preflight.WithLint(lint.WithHostModules(hostModules...))}
+	lintOpts := []lint.Option{lint.WithHostModules(hostModules...)}
 	if *kernelTree != "" {
-		opts = append(opts, preflight.WithLint(lint.WithKernelTree(*kernelTree)))
+		lintOpts = append(lintOpts, lint.WithKernelTree(*kernelTree))
 	}
+	opts := []preflight.Option{preflight.WithTLS(rf.tls()), preflight.WithBuildTimeout(*buildTimeout), preflight.WithLint(lintOpts...)}
 	if p, err := rf.parsePlatform(); err != nil {
 		return fail("%v", err)
 	} else if p != nil {
@@ -166,11 +173,13 @@ func runPreflight(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	}
 	var checker *preflight.Checker
 	if *build {
-		b, err := newBuilder(builderSpec{name: *builderName, modulesDir: *modulesDir}, reg, rf,
-			func() *preflight.Checker { return checker })
+		spec := builderSpec{name: *builderName, modulesDir: *modulesDir, buildahRoot: *buildahRoot, volumes: volumes,
+			objects: client, cluster: cluster, lint: lintOpts}
+		b, cleanup, err := newBuilder(spec, reg, rf, func() *preflight.Checker { return checker })
 		if err != nil {
 			return fail("%v", err)
 		}
+		defer cleanup()
 		opts = append(opts, preflight.WithBuilder(b))
 	}
 	if checker, err = preflight.New(client, reg, opts...); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -205,6 +206,52 @@ func TestPreflightBuild(t *testing.T) {
 }
 
 // TestPreflightBadInputAndUnreachable: exit 2.
+// TestPreflightBuildah: kmm preflight --build --builder buildah builds
+// the Module's Dockerfile here with the real buildah, lints what it
+// pushed and publishes it at the Module's image; an image that would not
+// load (its modules under /lib/modules) fails with ImageLintFailed and is
+// not published.
+func TestPreflightBuildah(t *testing.T) {
+	e := newKmodEnv(t)
+	bin := testenv.LookPath(t, "buildah", "apt-get install buildah runc")
+	good := e.push(t, "base-good", assemble.Input{Modules: e.debianModules(t)})
+	misplaced := e.push(t, "base-misplaced", assemble.Input{DirName: "/", Modules: e.debianModules(t)})
+	root := t.TempDir()
+	t.Cleanup(func() {
+		_ = exec.Command(bin, "--root", filepath.Join(root, "root"), "--runroot", filepath.Join(root, "runroot"), "--storage-driver", "vfs", "rm", "--all").Run()
+	})
+	build := dockerfileBuild + "            baseImageRegistryTLS: {insecure: true}\n"
+	manifest := func(image, from string) string {
+		cm := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: nic-dockerfile, namespace: drivers}\n" +
+			"data: {dockerfile: \"FROM " + from + "\\nLABEL built-by=buildah\\n\"}\n"
+		return writeManifest(t, preflightModule("nic", image, build), cm)
+	}
+	args := func(m string) []string {
+		return []string{"preflight", "-f", m, "--kernel", e.Kernel, "--build", "--builder", "buildah", "--buildah-root", root, "--build-timeout", "5m"}
+	}
+	insecure := v1beta1.TLSOptions{Insecure: true}
+
+	image := e.repo + "/buildah-good:" + e.Kernel
+	code, out, stderr := runCmd(t, "", args(manifest(e.repo+"/buildah-good:${KERNEL_FULL_VERSION}", good))...)
+	require.Equal(t, exitOK, code, out+stderr)
+	assert.Equal(t, []string{"Works", "ImageReady"}, preflightRows(t, out)["drivers/nic "+e.Kernel][2:4])
+	assert.Contains(t, out, "image "+image+" was built and pushed (sha256:")
+	img, _, err := e.Client.Pull(context.Background(), registry.Request{Image: image, TLS: insecure})
+	require.NoError(t, err)
+	cfg, err := img.ConfigFile()
+	require.NoError(t, err)
+	assert.Equal(t, "buildah", cfg.Config.Labels["built-by"], "the image buildah built from the Dockerfile")
+
+	bad := e.repo + "/buildah-misplaced:" + e.Kernel
+	code, out, stderr = runCmd(t, "", args(manifest(e.repo+"/buildah-misplaced:${KERNEL_FULL_VERSION}", misplaced))...)
+	assert.Equal(t, exitNo, code, out+stderr)
+	assert.Equal(t, []string{"Fails", "ImageLintFailed"}, preflightRows(t, out)["drivers/nic "+e.Kernel][2:4], out)
+	assert.Contains(t, out, bad+"-kmmkit-unlinted would not load: 1 finding(s) for "+e.Kernel+": /opt/lib/modules/"+e.Kernel+": layout: ")
+	found, err := e.Client.Verify(context.Background(), registry.Request{Image: bad, TLS: insecure})
+	require.NoError(t, err)
+	assert.False(t, found.Exists, "not published")
+}
+
 func TestPreflightBadInputAndUnreachable(t *testing.T) {
 	e := newKmodEnv(t)
 	manifest := writeManifest(t, preflightModule("nic", "127.0.0.1:1/acme/nic:${KERNEL_FULL_VERSION}", ""))
@@ -229,7 +276,11 @@ func TestPreflightBadInputAndUnreachable(t *testing.T) {
 		{"bad output", []string{"-f", manifest, "--kernel", e.Kernel, "-o", "xml"}, `unknown output format "xml"`},
 		{"modules-dir without build", []string{"-f", manifest, "--kernel", e.Kernel, "--modules-dir", "/tmp"}, "--modules-dir needs --build"},
 		{"build without modules-dir", []string{"-f", manifest, "--kernel", e.Kernel, "--build"}, "--builder assemble needs --modules-dir"},
-		{"other builder", []string{"-f", manifest, "--kernel", e.Kernel, "--build", "--builder", "kaniko"}, "--builder kaniko: not available"},
+		{"kaniko without a cluster", []string{"-f", manifest, "--kernel", e.Kernel, "--build", "--builder", "kaniko"},
+			"--builder kaniko runs its build Pod in a cluster: give --kubeconfig, or build here with --builder buildah (or assemble)"},
+		{"unknown builder", []string{"-f", manifest, "--kernel", e.Kernel, "--build", "--builder", "docker"}, `unknown --builder "docker": use assemble, buildah or kaniko`},
+		{"modules-dir with buildah", []string{"-f", manifest, "--kernel", e.Kernel, "--build", "--builder", "buildah", "--modules-dir", "/tmp"}, "--modules-dir is for --builder assemble, not buildah"},
+		{"build-volume without build", []string{"-f", manifest, "--kernel", e.Kernel, "--build-volume", "/usr:/usr"}, "--buildah-root and --build-volume need --build"},
 		{"two ConfigMaps of one name", []string{"-f", writeManifest(t, cm, cm), "--kernel", e.Kernel}, "metadata.name: Duplicate value: \"nic-dockerfile\""},
 		{"stray argument", []string{"-f", manifest, e.Kernel}, `unexpected argument "` + e.Kernel + `"`},
 	}
