@@ -167,7 +167,9 @@ func run(ctx context.Context, cfg *rest.Config, f *flags) error {
 	var b builder.Builder
 	switch f.builder {
 	case "kaniko":
-		ko := []kaniko.Option{kaniko.WithImage(f.kanikoImage), kaniko.WithLogger(log.WithName("kaniko"))}
+		// The registry client (and its CA) also lints and publishes what
+		// the build Pods pushed.
+		ko := []kaniko.Option{kaniko.WithImage(f.kanikoImage), kaniko.WithLogger(log.WithName("kaniko")), kaniko.WithRegistry(reg)}
 		if f.kanikoServiceAccount != "" {
 			ko = append(ko, kaniko.WithServiceAccount(f.kanikoServiceAccount))
 		}
