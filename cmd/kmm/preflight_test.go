@@ -332,6 +332,20 @@ func TestPreflightKubeconfig(t *testing.T) {
 	assert.Equal(t, exitOK, code, out+stderr)
 	assert.Equal(t, []string{"Works", "ImageBuildable"}, preflightRows(t, out)[space+"/nic "+e.Kernel][2:4])
 
+	// --builder kaniko runs KMM's build Pod in the cluster, pushing to the
+	// staging tag. This API server has no kubelet, so the Pod stays
+	// pending and the build times out.
+	code, out, stderr = runCmd(t, "", "preflight", "--kubeconfig", kubeconfig, "-n", space, "--kernel", e.Kernel,
+		"--build", "--builder", "kaniko", "--build-timeout", "2s")
+	assert.Equal(t, exitNo, code, out+stderr)
+	assert.Equal(t, []string{"Fails", "BuildFailed"}, preflightRows(t, out)[space+"/nic "+e.Kernel][2:4])
+	assert.Contains(t, out, "did not finish within 2s (it is pending)")
+	pods, err := cs.CoreV1().Pods(space).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	require.Len(t, pods.Items, 1)
+	assert.Equal(t, "nic-build-"+strings.ReplaceAll(e.Kernel, ".", "-"), pods.Items[0].Name)
+	assert.Contains(t, pods.Items[0].Spec.Containers[0].Args, e.repo+"/kube:"+e.Kernel+"-kmmkit-unlinted")
+
 	// An unreachable cluster: exit 2.
 	bad := filepath.Join(t.TempDir(), "kubeconfig")
 	require.NoError(t, os.WriteFile(bad, []byte(`apiVersion: v1
