@@ -12,9 +12,9 @@ import (
 
 func TestStagingTag(t *testing.T) {
 	for image, want := range map[string]string{
-		"registry.example.com:5000/acme/nic:6.1.0-57-amd64": "registry.example.com:5000/acme/nic:6.1.0-57-amd64-kmmkit-unlinted",
+		"registry.example.com:5000/acme/nic:6.1.0-57-amd64":                                                     "registry.example.com:5000/acme/nic:6.1.0-57-amd64-kmmkit-unlinted",
 		"registry.example.com/acme/nic@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef": "registry.example.com/acme/nic:0123456789abcdef-kmmkit-unlinted",
-		"registry.example.com/acme/nic:" + strings.Repeat("t", 128): "registry.example.com/acme/nic:" + strings.Repeat("t", 128-len("-kmmkit-unlinted")) + "-kmmkit-unlinted",
+		"registry.example.com/acme/nic:" + strings.Repeat("t", 128):                                             "registry.example.com/acme/nic:" + strings.Repeat("t", 128-len("-kmmkit-unlinted")) + "-kmmkit-unlinted",
 	} {
 		got, err := publish.StagingTag(image)
 		require.NoError(t, err, image)
