@@ -336,10 +336,10 @@ func TestPreflightKubeconfig(t *testing.T) {
 	// staging tag. This API server has no kubelet, so the Pod stays
 	// pending and the build times out.
 	code, out, stderr = runCmd(t, "", "preflight", "--kubeconfig", kubeconfig, "-n", space, "--kernel", e.Kernel,
-		"--build", "--builder", "kaniko", "--build-timeout", "2s")
+		"--build", "--builder", "kaniko", "--build-timeout", "5s")
 	assert.Equal(t, exitNo, code, out+stderr)
 	assert.Equal(t, []string{"Fails", "BuildFailed"}, preflightRows(t, out)[space+"/nic "+e.Kernel][2:4])
-	assert.Contains(t, out, "did not finish within 2s (it is pending)")
+	assert.Contains(t, out, "did not finish within 5s (it is pending)")
 	pods, err := cs.CoreV1().Pods(space).List(ctx, metav1.ListOptions{})
 	require.NoError(t, err)
 	require.Len(t, pods.Items, 1)
