@@ -13,6 +13,8 @@
 //
 // Registry TLS options have no per-build flag in OpenShift: insecure
 // registries are configured cluster-wide (image.config.openshift.io).
+// WithPublish lints a Build's image before it is published at the
+// Module's image (package builder/publish).
 package openshift
 
 import (
@@ -36,8 +38,12 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/internal/lifecycle"
+	"github.com/kmmkit/kmmkit/builder/publish"
 	"github.com/kmmkit/kmmkit/internal/ctxlog"
+	"github.com/kmmkit/kmmkit/lint"
 	"github.com/kmmkit/kmmkit/reason"
+	"github.com/kmmkit/kmmkit/registry"
+	"github.com/kmmkit/kmmkit/registry/pullsecret"
 )
 
 // LabelBuildType is the label KMM's OpenShift edition puts on Builds (of
@@ -56,6 +62,8 @@ type options struct {
 	log            ctxlog.Logger
 	clock          clock.PassiveClock
 	secrets        kubernetes.Interface
+	publish        *registry.Client
+	lint           []lint.Option
 }
 
 // WithServiceAccount sets the service account that runs the builds
@@ -84,10 +92,22 @@ func WithClock(c clock.PassiveClock) Option { return func(o *options) { o.clock 
 // not read (the Build names them all the same).
 func WithSecrets(cs kubernetes.Interface) Option { return func(o *options) { o.secrets = cs } }
 
+// WithPublish makes Builds push to a staging tag (publish.StagingTag)
+// and the Builder, once a Build completed, lint the pushed image for the
+// kernel through c and tag it at the request's image only when it would
+// load (package builder/publish); findings fail the build, finally, with
+// reason.ImageLintFailed. The pull secret is read through WithSecrets'
+// clientset, which it then needs. Without it, Builds push to the
+// request's image unlinted, as KMM's do.
+func WithPublish(c *registry.Client, opts ...lint.Option) Option {
+	return func(o *options) { o.publish, o.lint = c, append(o.lint, opts...) }
+}
+
 // Builder is the OpenShift Build backend.
 type Builder struct {
-	client buildclient.Interface
-	o      options
+	client    buildclient.Interface
+	o         options
+	publisher *publish.Publisher
 }
 
 var _ builder.Builder = (*Builder)(nil)
@@ -112,7 +132,15 @@ func New(client buildclient.Interface, opts ...Option) (*Builder, error) {
 	if o.clock == nil {
 		return nil, errors.New("openshift: WithClock(nil): no clock")
 	}
-	return &Builder{client: client, o: o}, nil
+	b := &Builder{client: client, o: o}
+	if o.publish != nil {
+		pub, err := publish.New(o.publish, publish.WithLint(o.lint...))
+		if err != nil {
+			return nil, err
+		}
+		b.publisher = pub
+	}
+	return b, nil
 }
 
 // Sync implements builder.Builder.
@@ -120,7 +148,11 @@ func (b *Builder) Sync(ctx context.Context, req builder.Request) (builder.Status
 	if err := builder.FillSecretVersions(ctx, b.o.secrets, &req); err != nil {
 		return builder.Status{Phase: builder.PhaseFailed, Reason: reason.MissingSecret, Message: err.Error()}, err
 	}
-	return lifecycle.Sync(ctx, store{b}, req, lifecycle.Options{Retry: b.o.retry, GCDelay: b.o.gcDelay, Clock: b.o.clock, Log: b.o.log.From(ctx)})
+	var s lifecycle.Store = store{b}
+	if b.publisher != nil {
+		s = publishingStore{store{b}}
+	}
+	return lifecycle.Sync(ctx, s, req, lifecycle.Options{Retry: b.o.retry, GCDelay: b.o.gcDelay, Clock: b.o.clock, Log: b.o.log.From(ctx)})
 }
 
 // Build returns the Build object of an attempt of req.
@@ -155,6 +187,12 @@ func (b *Builder) Build(req builder.Request, attempt int) *buildv1.Build {
 	}
 	lbl[builder.LabelAttempt] = strconv.Itoa(attempt)
 	dockerfile := req.Dockerfile
+	output := req.Image
+	if b.publisher != nil {
+		if staging, err := publish.StagingTag(req.Image); err == nil {
+			output = staging
+		}
+	}
 	bld := &buildv1.Build{
 		TypeMeta: metav1.TypeMeta{APIVersion: "build.openshift.io/v1", Kind: "Build"},
 		ObjectMeta: metav1.ObjectMeta{
@@ -167,7 +205,7 @@ func (b *Builder) Build(req builder.Request, attempt int) *buildv1.Build {
 			Strategy: buildv1.BuildStrategy{Type: buildv1.DockerBuildStrategyType, DockerStrategy: &buildv1.DockerBuildStrategy{
 				BuildArgs: env, Volumes: volumes, PullSecret: pull,
 			}},
-			Output:         buildv1.BuildOutput{To: &corev1.ObjectReference{Kind: "DockerImage", Name: req.Image}, PushSecret: pull},
+			Output:         buildv1.BuildOutput{To: &corev1.ObjectReference{Kind: "DockerImage", Name: output}, PushSecret: pull},
 			NodeSelector:   buildv1.OptionalNodeSelector(req.NodeSelector),
 			MountTrustedCA: ptr.To(true),
 		}},
@@ -179,6 +217,25 @@ func (b *Builder) Build(req builder.Request, attempt int) *buildv1.Build {
 }
 
 type store struct{ b *Builder }
+
+// publishingStore is the store of a Builder WithPublish: it publishes
+// completed Builds (lifecycle.Publisher).
+type publishingStore struct{ store }
+
+// Publish implements lifecycle.Publisher.
+func (s publishingStore) Publish(ctx context.Context, req builder.Request, obj lifecycle.Object) (string, error) {
+	var auth registry.AuthInfo
+	if req.PullSecret != nil && req.PullSecret.Name != "" {
+		if s.b.o.secrets == nil {
+			return "", fmt.Errorf("openshift: reading pull secret %s/%s to publish the built image needs WithSecrets", req.Namespace, req.PullSecret.Name)
+		}
+		var err error
+		if auth, err = pullsecret.Keychain(ctx, s.b.o.secrets, req.Namespace, req.PullSecret.Name); err != nil {
+			return "", err
+		}
+	}
+	return s.b.publisher.Publish(ctx, req, auth, fmt.Sprintf("%s/%s/%s@%s", req.Namespace, obj.Name, obj.Hash, obj.Created.UTC().Format(time.RFC3339Nano)))
+}
 
 func (s store) List(ctx context.Context, req builder.Request) ([]lifecycle.Object, error) {
 	sel := labels.Set(builder.Selector(req))

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"math/rand/v2"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	buildv1 "github.com/openshift/api/build/v1"
 	buildclient "github.com/openshift/client-go/build/clientset/versioned"
 	buildfake "github.com/openshift/client-go/build/clientset/versioned/fake"
@@ -22,12 +26,16 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/builder/assemble"
 	"github.com/kmmkit/kmmkit/builder/openshift"
+	"github.com/kmmkit/kmmkit/builder/publish"
 	"github.com/kmmkit/kmmkit/identity"
+	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/reason"
+	"github.com/kmmkit/kmmkit/registry"
 )
 
 type dtk map[string]string
@@ -265,4 +273,72 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	assert.ErrorContains(t, err, `openshift: WithServiceAccount("")`)
 	_, err = openshift.New(buildfake.NewSimpleClientset(), openshift.WithGCDelay(-time.Minute))
 	assert.ErrorContains(t, err, "openshift: WithGCDelay(-1m0s): the delay must not be negative")
+}
+
+// TestOpenShiftPublish: WithPublish makes the Build push to the staging
+// tag; a completed Build's image is linted and tagged at the request's
+// image, and one that would not load fails with ImageLintFailed, finally,
+// unpublished. The image pushes of the Builds are played on an
+// in-process registry.
+func TestOpenShiftPublish(t *testing.T) {
+	ctx := context.Background()
+	reg := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	host := strings.TrimPrefix(reg.URL, "http://")
+	rc, err := registry.NewClient()
+	require.NoError(t, err)
+	c := buildfake.NewSimpleClientset()
+	secrets := k8sfake.NewClientset(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "push", Namespace: "drivers"}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{}}`)}})
+	b, err := openshift.New(c, openshift.WithSecrets(secrets), openshift.WithPublish(rc), openshift.WithRetryPolicy(builder.RetryPolicy{MaxAttempts: 1}))
+	require.NoError(t, err)
+	req := request(t, "drivers")
+	req.Secrets = nil
+	req.Image, req.RegistryTLS, req.Modules = host+"/drivers/nic:"+req.Kernel.Version, v1beta1.TLSOptions{Insecure: true}, []string{"nic"}
+
+	// played is what the Build pushed: module nic under dirName, at the
+	// staging tag; the Build completes with its digest.
+	played := func(st builder.Status, dirName string) {
+		t.Helper()
+		kver := req.Kernel.Version
+		img, err := assemble.Assemble(ctx, assemble.Input{KernelVersion: kver, DirName: dirName, Modules: []assemble.File{{Path: "extra/nic.ko",
+			Data: elftest.Module{Modinfo: []string{"name=nic", "vermagic=" + kver + " SMP preempt mod_unload modversions "}}.Bytes()}}})
+		require.NoError(t, err)
+		staging, err := publish.StagingTag(req.Image)
+		require.NoError(t, err)
+		d, err := rc.Push(ctx, registry.Request{Image: staging, TLS: req.RegistryTLS}, img)
+		require.NoError(t, err)
+		setPhase(t, c, "drivers", st.Name, func(s *buildv1.BuildStatus) {
+			s.Phase, s.CompletionTimestamp = buildv1.BuildPhaseComplete, &metav1.Time{Time: time.Now()}
+			s.Output.To = &buildv1.BuildStatusOutputTo{ImageDigest: d}
+		})
+	}
+
+	st, err := b.Sync(ctx, req)
+	require.NoError(t, err)
+	list := builds(t, c, "drivers")
+	require.Len(t, list, 1)
+	assert.Equal(t, req.Image+"-kmmkit-unlinted", list[0].Spec.Output.To.Name, "the Build pushes to the staging tag")
+	played(st, "/opt")
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseSucceeded, st.Phase, st.Message)
+	res, err := rc.Verify(ctx, registry.Request{Image: req.Image, TLS: req.RegistryTLS})
+	require.NoError(t, err)
+	assert.True(t, res.Exists, "published")
+	assert.Equal(t, st.Digest, res.Digest)
+
+	req.Image = host + "/drivers/misplaced:" + req.Kernel.Version
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	played(st, "/")
+	st, err = b.Sync(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, builder.PhaseFailed, st.Phase)
+	assert.Equal(t, reason.ImageLintFailed, st.Reason)
+	assert.True(t, st.Final)
+	assert.Contains(t, st.Message, req.Image+"-kmmkit-unlinted would not load: 1 finding(s) for "+req.Kernel.Version+": /opt/lib/modules/"+req.Kernel.Version+": layout: ")
+	res, err = rc.Verify(ctx, registry.Request{Image: req.Image, TLS: req.RegistryTLS})
+	require.NoError(t, err)
+	assert.False(t, res.Exists, "not published")
 }
