@@ -162,7 +162,9 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 			res.requeue(s.RequeueAfter)
 		}
 		setCondition(&res.Status.Conditions, degradedCondition(obj, nodeProblems(states), 0, 0), r.now())
-		return res, err
+		dp, dperr := r.syncDevicePlugin(ctx, obj, nodes, r.devicePluginStops(obj, nodes))
+		r.setDevicePlugin(&res.Status, dp)
+		return res, errors.Join(err, dperr)
 	}
 	var versions *versionPass
 	var verr error
@@ -283,8 +285,17 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 		}
 	}
 	r.events(obj, res.Status, made)
-	return res, errors.Join(lerr, verr)
+	dp, dperr := r.syncDevicePlugin(ctx, obj, nodes, r.devicePluginStops(obj, nodes))
+	r.setDevicePlugin(&res.Status, dp)
+	return res, errors.Join(lerr, verr, dperr)
 }
+
+// devicePluginStops is the hook through which day-2 policies stop the
+// device plugin on nodes the spec targets (see syncDevicePlugin): the
+// names of the nodes where it must not run now. A rolling-upgrade policy
+// fills it to stop the device plugin before it unloads a node's module;
+// until one is configured, nil stops nothing.
+func (r *Reconciler) devicePluginStops(Object, []*corev1.Node) map[string]bool { return nil }
 
 // invalid is the result of a pass over an invalid spec: only conditions
 // change.
@@ -362,7 +373,24 @@ func (r *Reconciler) finalize(ctx context.Context, obj Object, nodes []*corev1.N
 		res.Done = true
 		return res, nil
 	}
-	states, err := r.loader.Sync(ctx, r.syncRequest(obj, nodes))
+	// The device plugin goes first (KMM's #590): its DaemonSets are
+	// deleted and the target labels stripped, and a node unloads only
+	// once no device plugin Pod of the owner is left there, since a
+	// running one keeps the module in use.
+	dp, dperr := r.syncDevicePlugin(ctx, obj, nodes, nil)
+	sreq := r.syncRequest(obj, nodes)
+	sreq.Keep = map[string]bool{}
+	var waitDP []string
+	for _, n := range nodes {
+		if dp.podsOn == nil || dp.podsOn[n.Name] {
+			sreq.Keep[n.Name] = true
+			if dp.podsOn != nil {
+				waitDP = append(waitDP, n.Name)
+			}
+		}
+	}
+	states, err := r.loader.Sync(ctx, sreq)
+	err = errors.Join(dperr, err)
 	var pending []string
 	for _, s := range states {
 		if s.Phase != loader.PhaseUnloaded {
@@ -373,6 +401,10 @@ func (r *Reconciler) finalize(ctx context.Context, obj Object, nodes []*corev1.N
 	sort.Strings(pending)
 	cond := metav1.Condition{Type: ConditionLoaded, Status: metav1.ConditionFalse, Reason: string(reason.Unloading),
 		Message: fmt.Sprintf("unloading from %d node(s): %s", len(pending), names(pending, 10)), ObservedGeneration: obj.Generation}
+	if len(waitDP) > 0 {
+		sort.Strings(waitDP)
+		cond.Message += fmt.Sprintf("; waiting for the device plugin Pods to leave %d node(s) first: %s", len(waitDP), names(waitDP, 10))
+	}
 	if len(pending) == 0 {
 		cond.Reason, cond.Message = string(reason.Unloaded), "unloaded from every node"
 		res.Done = err == nil

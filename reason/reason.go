@@ -210,6 +210,22 @@ const (
 	NoTargetedNodes Reason = "NoTargetedNodes"
 )
 
+// The device plugin (spec.devicePlugin): condition DevicePluginReady.
+const (
+	// DevicePluginReady: the device plugin Pod is Ready on every node it
+	// should run on.
+	DevicePluginReady Reason = "DevicePluginReady"
+	// DevicePluginNotReady: on some node the device plugin should run on
+	// it has no Pod, or its Pod is not Ready; the message names each node
+	// and why (no Pod yet, Pod not Ready, module not loaded there yet).
+	// Look at the DaemonSet's Pods on those nodes.
+	DevicePluginNotReady Reason = "DevicePluginNotReady"
+	// DevicePluginFailed: the API server refused a read or write of the
+	// device plugin's DaemonSets, Pods or node labels; the message has
+	// its answer. The next pass retries.
+	DevicePluginFailed Reason = "DevicePluginFailed"
+)
+
 // Carrier is implemented by errors that carry a Reason.
 type Carrier interface {
 	error
