@@ -94,14 +94,18 @@ func (r *Reconciler) syncDevicePlugin(ctx context.Context, obj Object, nodes []*
 	ns := obj.podNamespace()
 	want := obj.Spec.DevicePlugin != nil && !obj.Deleting
 	var out devicePlugin
+	if !want && !obj.Deleting && obj.Status.DevicePlugin == nil &&
+		meta.FindStatusCondition(obj.Status.Conditions, ConditionDevicePluginReady) == nil &&
+		!anyNodeLabel(nodes, o.DevicePluginTargetLabel(), o.DevicePluginReadyLabel()) {
+		// No device plugin, and none left from an earlier spec (whose
+		// status and node labels would say so): nothing to list or write.
+		// (DaemonSets made by a pass whose status was never written go
+		// with the owner, at the latest: a deleting pass always looks.)
+		return out, nil
+	}
 	dss, err := r.devicePluginDaemonSets(ctx, o, ns)
 	if err != nil {
 		return r.devicePluginFailed(obj, want, err)
-	}
-	if !want && !obj.Deleting && len(dss) == 0 && !anyNodeLabel(nodes, o.DevicePluginTargetLabel(), o.DevicePluginReadyLabel()) {
-		// No device plugin, now or left from an earlier spec: nothing to
-		// list or write.
-		return out, nil
 	}
 	var errs []error
 	version := ""
