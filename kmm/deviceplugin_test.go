@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
@@ -513,4 +514,32 @@ func TestDevicePluginSpecChangePatches(t *testing.T) {
 	require.NoError(t, err)
 	dpSettled(t, h)
 	assert.Equal(t, "system-node-critical", daemonSets(t, h)[0].Spec.Template.Spec.PriorityClassName)
+}
+
+// spec.dra is refused, not ignored: kmmkit runs no DRA driver. The
+// Module is invalid, nothing is done, and the message names the field.
+func TestDRARefused(t *testing.T) {
+	ctx := context.Background()
+	h := dpCluster(t)
+	m := nicModule()
+	m.Spec.DRA = &v1beta1.DRASpec{DriverName: "gpu.example.com", Container: v1beta1.CommonContainerSpec{Image: "dra:v1"}}
+	require.NoError(t, h.CreateModule(ctx, m))
+	_, err := h.Reconcile(ctx, "drivers", "nic")
+	require.NoError(t, err)
+	got, err := h.Module(ctx, "drivers", "nic")
+	require.NoError(t, err)
+	c := cond(t, got, kmm.ConditionValid)
+	assert.Equal(t, metav1.ConditionFalse, c.Status)
+	assert.Equal(t, string(reason.InvalidSpec), c.Reason)
+	assert.Contains(t, c.Message, "spec.dra: Forbidden: kmmkit runs no DRA driver: remove spec.dra (use spec.devicePlugin for a device plugin), "+
+		"or let KMM's operator drive this Module")
+	assert.Empty(t, h.Loader.LoadedOn("drivers", "nic"))
+	assert.Empty(t, daemonSets(t, h))
+
+	// An embedded spec: the field path is the caller's.
+	res, err := h.Reconciler().ReconcileSpec(ctx, kmm.Object{Namespace: "drivers", Name: "nic", Spec: m.Spec,
+		SpecPath: field.NewPath("spec", "module")})
+	require.NoError(t, err)
+	c = *meta.FindStatusCondition(res.Status.Conditions, kmm.ConditionValid)
+	assert.Contains(t, c.Message, "spec.module.dra: Forbidden: kmmkit runs no DRA driver: remove spec.module.dra (use spec.module.devicePlugin")
 }

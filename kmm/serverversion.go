@@ -16,7 +16,8 @@ const serverVersionTTL = 10 * time.Minute
 // validateOptions are the options of v1beta1's validation for this
 // cluster: the API server's version, so that KMM's version gates (such as
 // the one for spec.dra) apply. When discovery fails or reports nothing,
-// the gates are skipped, as KMM's hub webhook skips them.
+// the gates are skipped, as KMM's hub webhook skips them. spec.dra is
+// refused in any case (v1beta1.WithoutDRA): kmmkit runs no DRA driver.
 func (r *Reconciler) validateOptions(ctx context.Context) []v1beta1.ValidateOption {
 	r.mu.Lock()
 	v, at := r.serverVersion, r.serverVersionAt
@@ -34,8 +35,10 @@ func (r *Reconciler) validateOptions(ctx context.Context) []v1beta1.ValidateOpti
 			r.mu.Unlock()
 		}
 	}
+	// kmmkit runs no DRA driver: spec.dra is refused, not ignored.
+	opts := []v1beta1.ValidateOption{v1beta1.WithoutDRA()}
 	if v == "" {
-		return nil
+		return opts
 	}
-	return []v1beta1.ValidateOption{v1beta1.WithKubernetesVersion(v)}
+	return append(opts, v1beta1.WithKubernetesVersion(v))
 }

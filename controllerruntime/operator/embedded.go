@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -95,6 +96,7 @@ func SetupEmbedded[T client.Object](mgr ctrl.Manager, e Embedded[T], o Options) 
 		Watches(&corev1.Node{}, watch.NodeHandler(watch.Objects(mgr.GetCache(), e.NewList, e.Spec), e.Identity),
 			builder.WithPredicates(watch.NodePredicate())).
 		Watches(&corev1.Pod{}, watch.PodHandler(e.Identity, c.clusterScoped)).
+		Watches(&appsv1.DaemonSet{}, watch.PodHandler(e.Identity, c.clusterScoped)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}).
 		Complete(c)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -46,6 +47,7 @@ func SetupModule(mgr ctrl.Manager, o Options) error {
 		Watches(&corev1.Node{}, watch.NodeHandler(watch.Modules(mgr.GetCache()), identity.Domain{}),
 			builder.WithPredicates(watch.NodePredicate())).
 		Watches(&corev1.Pod{}, watch.PodHandler(identity.Domain{}, false)).
+		Watches(&appsv1.DaemonSet{}, watch.PodHandler(identity.Domain{}, false)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}).
 		Complete(c)
 }

@@ -18,6 +18,11 @@ package operator
 //     namespace of a deleted owner is terminating). With
 //     Options.CachedReads they are listed and watched instead.
 //
+//   - daemonsets (apps): the device plugin DaemonSets of spec.devicePlugin
+//     are listed, created, updated and deleted, and watched (their status
+//     gives the counts and when an old version's may go).
+//
+// +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=pods/log,verbs=get

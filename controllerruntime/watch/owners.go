@@ -26,8 +26,15 @@
 //     their owner by the identity's owner-name label (and the owner
 //     reference when the name was too long for a label value): a worker
 //     that finished, failed or cannot pull its image moves the owner on,
-//     and so does a device-plugin Pod that leaves a node whose
-//     ordered-upgrade step waits for it.
+//     a device-plugin Pod that leaves a node whose ordered-upgrade step
+//     waits for it moves it on too, and a device plugin Pod that turns
+//     Ready, not Ready or goes moves the owner's device-plugin-ready node
+//     label (kmmkit has no node labeler controller of its own: the
+//     owner's pass keeps it).
+//   - DaemonSets: the same PodHandler maps the device plugin DaemonSets
+//     of spec.devicePlugin to their owner: their status gives
+//     status.devicePlugin's counts, and tells when an old version's
+//     DaemonSet schedules nothing and may go.
 //   - The owner kind itself (For in the builder), with no predicate: a
 //     status write by kmmkit costs one pass that writes nothing.
 //

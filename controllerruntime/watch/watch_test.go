@@ -5,9 +5,11 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/kmmkit/kmmkit/controllerruntime/watch"
@@ -214,4 +216,19 @@ func TestPodOwner(t *testing.T) {
 		metav1.OwnerReference{Kind: "Other", Name: "x"}, metav1.OwnerReference{Kind: "NICDriver", Name: long}))
 	assert.True(t, ok)
 	assert.Equal(t, types.NamespacedName{Name: long}, key, "a long name from the owner reference; cluster-scoped: no namespace")
+}
+
+// TestDaemonSetOwner: the device plugin DaemonSets map to their owner
+// through the same handler (their status gives the counts and the garbage
+// collection of old versions).
+func TestDaemonSetOwner(t *testing.T) {
+	nicA := nicID.Owner("drivers", "a")
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "drivers", Name: "a-device-plugin-x",
+		Labels:          map[string]string{nicA.NameLabel(): "a", nicA.RoleLabel(): "device-plugin"},
+		OwnerReferences: []metav1.OwnerReference{{Kind: "NICDriver", Name: "a", Controller: ptr.To(true)}}}}
+	key, ok := watch.PodOwner(nicID, false, ds)
+	assert.True(t, ok)
+	assert.Equal(t, types.NamespacedName{Namespace: "drivers", Name: "a"}, key)
+	_, ok = watch.PodOwner(kmmID, false, ds)
+	assert.False(t, ok, "not KMM's")
 }

@@ -42,13 +42,14 @@ type ModuleSpec struct {
 	// +optional
 	ModuleLoader *ModuleLoaderSpec `json:"moduleLoader,omitempty"`
 
-	// DevicePlugin runs a device plugin next to the module. kmmkit carries
-	// it for compatibility and gives it no behaviour.
+	// DevicePlugin runs a device plugin next to the module: a DaemonSet
+	// per version, on the nodes where the module is loaded, as KMM makes it.
 	// +optional
 	DevicePlugin *DevicePluginSpec `json:"devicePlugin,omitempty"`
 
 	// DRA runs a dynamic resource allocation driver next to the module.
-	// kmmkit carries it for compatibility and gives it no behaviour.
+	// kmmkit's Reconciler runs no DRA driver and refuses a spec with one
+	// (v1beta1.WithoutDRA).
 	// +optional
 	DRA *DRASpec `json:"dra,omitempty"`
 

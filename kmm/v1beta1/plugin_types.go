@@ -36,8 +36,7 @@ type CommonContainerSpec struct {
 	VolumeMounts []corev1.VolumeMount `json:"volumeMounts,omitempty"`
 }
 
-// DevicePluginSpec describes a device plugin DaemonSet. kmmkit carries it
-// for compatibility only.
+// DevicePluginSpec describes a device plugin DaemonSet.
 type DevicePluginSpec struct {
 	// InitContainer runs before the device plugin.
 	// +optional
@@ -59,8 +58,8 @@ type DevicePluginSpec struct {
 	AutomountServiceAccountToken *bool `json:"automountServiceAccountToken,omitempty"`
 }
 
-// DRASpec describes a dynamic resource allocation driver. kmmkit carries it
-// for compatibility only.
+// DRASpec describes a dynamic resource allocation driver. kmmkit's
+// Reconciler refuses it (v1beta1.WithoutDRA).
 type DRASpec struct {
 	// InitContainer runs before the driver.
 	// +optional

@@ -43,6 +43,15 @@ type ValidateOption func(*validateOptions)
 
 type validateOptions struct {
 	kubeVersion string
+	noDRA       bool
+}
+
+// WithoutDRA refuses spec.dra, naming the field: for a consumer that runs
+// no DRA driver (kmmkit's Reconciler, which passes it), so that a spec
+// asking for one is reported invalid instead of silently ignored. KMM's
+// own rules accept spec.dra; without this option Validate does too.
+func WithoutDRA() ValidateOption {
+	return func(o *validateOptions) { o.noDRA = true }
 }
 
 // WithKubernetesVersion applies the rules that depend on the cluster's
@@ -135,6 +144,11 @@ func ValidateSpec(spec *ModuleSpec, fldPath *field.Path, opts ...ValidateOption)
 	}
 	if spec.DevicePlugin != nil {
 		errs = append(errs, validateDevicePlugin(spec.DevicePlugin, fldPath.Child("devicePlugin"))...)
+	}
+	if spec.DRA != nil && o.noDRA {
+		errs = append(errs, field.Forbidden(fldPath.Child("dra"),
+			"kmmkit runs no DRA driver: remove "+fldPath.Child("dra").String()+" (use "+fldPath.Child("devicePlugin").String()+
+				" for a device plugin), or let KMM's operator drive this Module"))
 	}
 	if spec.DRA != nil {
 		errs = append(errs, validateDRAVersion(o.kubeVersion, fldPath.Child("dra"))...)

@@ -468,3 +468,16 @@ func TestValidateKubernetesVersion(t *testing.T) {
 	m.Spec.DRA = nil
 	assert.Empty(t, Validate(m, WithKubernetesVersion("v1.20.0")), "the gate concerns spec.dra only")
 }
+
+// TestWithoutDRA: KMM's rules accept spec.dra; WithoutDRA refuses it,
+// naming the field, and leaves a spec without one alone.
+func TestWithoutDRA(t *testing.T) {
+	spec := &ModuleSpec{Selector: map[string]string{}, DRA: &DRASpec{DriverName: "gpu.example.com", Container: CommonContainerSpec{Image: "dra:v1"}}}
+	assert.Empty(t, ValidateSpec(spec, field.NewPath("spec")))
+	errs := ValidateSpec(spec, field.NewPath("spec"), WithoutDRA())
+	require.Len(t, errs, 1)
+	assert.Equal(t, "spec.dra", errs[0].Field)
+	assert.Equal(t, field.ErrorTypeForbidden, errs[0].Type)
+	spec.DRA = nil
+	assert.Empty(t, ValidateSpec(spec, field.NewPath("spec"), WithoutDRA()))
+}

@@ -474,6 +474,9 @@ func TestOperator(t *testing.T) {
 		"get /pods":                     "the PodLoader reads a worker afresh only when the cache contradicts its own writes",
 		"get kmm.sigs.x-k8s.io/modules": "the Reconciler reads a Module afresh only after a conflict on its write",
 		"update kmm.sigs.x-k8s.io/modules/finalizers": "only under the OwnerReferencesPermissionEnforcement admission plugin",
+		"create apps/daemonsets":                      "only for a Module with spec.devicePlugin (none here)",
+		"update apps/daemonsets":                      "only for a Module with spec.devicePlugin (none here)",
+		"delete apps/daemonsets":                      "only for a Module with spec.devicePlugin (none here)",
 	}
 	for g := range granted {
 		if _, ok := optional[g]; !ok {
