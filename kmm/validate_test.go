@@ -212,13 +212,14 @@ func expectedErrors(errs field.ErrorList) string {
 }
 
 // TestDRAVersionGate: the Reconciler validates with the API server's
-// version, so spec.dra on a cluster older than Kubernetes 1.34 is an
-// invalid spec, as KMM's webhook refuses it; on 1.34 it is not.
+// version, so spec.dra on a cluster older than Kubernetes 1.34 is refused
+// as KMM's webhook refuses it; on 1.34 the gate passes, and only kmmkit's
+// own refusal (it runs no DRA driver, v1beta1.WithoutDRA) remains.
 func TestDRAVersionGate(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
-		version string
-		valid   bool
+		version    string
+		gatePasses bool
 	}{{"v1.33.4", false}, {"v1.34.0", true}} {
 		t.Run(tc.version, func(t *testing.T) {
 			h := cluster(t)
@@ -232,11 +233,12 @@ func TestDRAVersionGate(t *testing.T) {
 			require.NoError(t, err)
 			valid := meta.FindStatusCondition(got.Status.Conditions, kmm.ConditionValid)
 			require.NotNil(t, valid)
-			if tc.valid {
-				assert.Equal(t, metav1.ConditionTrue, valid.Status, valid.Message)
+			assert.Equal(t, metav1.ConditionFalse, valid.Status)
+			if tc.gatePasses {
+				assert.Equal(t, "1 error(s): spec.dra: Forbidden: kmmkit runs no DRA driver: remove spec.dra (use spec.devicePlugin for a device plugin), "+
+					"or let KMM's operator drive this Module", valid.Message, "the version gate passes")
 				return
 			}
-			assert.Equal(t, metav1.ConditionFalse, valid.Status)
 			assert.Equal(t, string(reason.InvalidSpec), valid.Reason)
 			assert.Contains(t, valid.Message, "spec.dra")
 			assert.Contains(t, valid.Message, "1.34")
