@@ -543,3 +543,38 @@ func TestDRARefused(t *testing.T) {
 	c = *meta.FindStatusCondition(res.Status.Conditions, kmm.ConditionValid)
 	assert.Contains(t, c.Message, "spec.module.dra: Forbidden: kmmkit runs no DRA driver: remove spec.module.dra (use spec.module.devicePlugin")
 }
+
+// KMM: PodNodeLabelReconciler "should return an error if we failed to get
+// the list of pods": the ready labels are left alone, the target labels
+// still set, and the condition says what failed.
+func TestDevicePluginPodListRefused(t *testing.T) {
+	ctx := context.Background()
+	h := dpCluster(t)
+	h.Clientset.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("etcd timed out")
+	})
+	require.NoError(t, h.CreateModule(ctx, dpModule("")))
+	var err error
+	for i := 0; i < 3; i++ {
+		_, err = h.Reconcile(ctx, "drivers", "nic")
+	}
+	require.Error(t, err)
+	m, gerr := h.Module(ctx, "drivers", "nic")
+	require.NoError(t, gerr)
+	dc := cond(t, m, kmm.ConditionDevicePluginReady)
+	assert.Equal(t, metav1.ConditionUnknown, dc.Status)
+	assert.Equal(t, string(reason.DevicePluginFailed), dc.Reason)
+	assert.Equal(t, "listing the device plugin Pods of Module drivers/nic in namespace drivers: etcd timed out", dc.Message)
+	assert.Contains(t, nodeLabels(t, h, "n1"), nicOwner.DevicePluginTargetLabel())
+	assert.Len(t, daemonSets(t, h), 1)
+	assert.Equal(t, int32(3), m.Status.DevicePlugin.DesiredNumber)
+
+	// Deleting while the Pods cannot be listed: the DaemonSet goes, but no
+	// node unloads (a device plugin Pod may still run there).
+	require.NoError(t, h.DeleteModule(ctx, "drivers", "nic"))
+	res, err := h.Reconcile(ctx, "drivers", "nic")
+	require.Error(t, err)
+	assert.False(t, res.Done)
+	assert.Empty(t, daemonSets(t, h))
+	assert.Len(t, h.Loader.LoadedOn("drivers", "nic"), 3, "nothing unloaded while the device plugin Pods are unknown")
+}
