@@ -26,6 +26,7 @@ import (
 	"context"
 	"fmt"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -90,13 +91,14 @@ func PodSelector(d identity.Domain) labels.Selector {
 	return labels.NewSelector().Add(*req)
 }
 
-// ByObject is the cache configuration for kmmkit's Pods of d, to put in
-// ctrl.Options.Cache.ByObject: only Pods with d's owner-name label are
-// cached. A label selector cannot say "this label or that", so a manager
+// ByObject is the cache configuration for kmmkit's Pods and DaemonSets of
+// d, to put in ctrl.Options.Cache.ByObject: only Pods (worker, build and
+// device plugin Pods) and DaemonSets (the device plugin's) with d's
+// owner-name label are cached. A label selector cannot say "this label or that", so a manager
 // that runs owners of two domains, or that needs other Pods too, caches
 // Pods without it (or by a label of its own).
 func ByObject(d identity.Domain) map[client.Object]cache.ByObject {
-	return map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: PodSelector(d)}}
+	return map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: PodSelector(d)}, &appsv1.DaemonSet{}: {Label: PodSelector(d)}}
 }
 
 // Clientset returns cs with the gets kmmkit makes of Secrets, ConfigMaps

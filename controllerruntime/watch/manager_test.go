@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -71,6 +72,7 @@ func TestManagerEnqueuesExactlyTheAffectedModules(t *testing.T) {
 		For(&v1beta1.Module{}).
 		Watches(&corev1.Node{}, watch.NodeHandler(watch.Modules(mgr.GetCache()), kmmID), builder.WithPredicates(watch.NodePredicate())).
 		Watches(&corev1.Pod{}, watch.PodHandler(kmmID, false)).
+		Watches(&appsv1.DaemonSet{}, watch.PodHandler(kmmID, false)).
 		Complete(count))
 
 	gpu := "example.com/" + run
@@ -194,4 +196,26 @@ func TestManagerEnqueuesExactlyTheAffectedModules(t *testing.T) {
 	})
 	require.Equal(t, []string{"a"}, requested(got))
 	require.Equal(t, []string{"a"}, requested(settle()))
+
+	// A device plugin DaemonSet of a, and its status (the counts, and
+	// when an old version's may go), route to a; another identity's
+	// routes nowhere.
+	lbl := map[string]string{kmmID.Owner(ns, "a").NameLabel(): "a", kmmID.Owner(ns, "a").RoleLabel(): "device-plugin"}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "a-device-plugin-", Labels: lbl},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: lbl}, Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: lbl}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
+	ds, err = env.Clientset.AppsV1().DaemonSets(ns).Create(ctx, ds, metav1.CreateOptions{})
+	require.NoError(t, err)
+	foreign := ds.DeepCopy()
+	foreign.ResourceVersion, foreign.Name, foreign.GenerateName = "", "", "b-device-plugin-"
+	nicB := nicID.Owner(ns, "b")
+	foreign.Labels = map[string]string{nicB.NameLabel(): "b", nicB.RoleLabel(): "device-plugin"}
+	foreign.Spec.Selector.MatchLabels, foreign.Spec.Template.Labels = foreign.Labels, foreign.Labels
+	_, err = env.Clientset.AppsV1().DaemonSets(ns).Create(ctx, foreign, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.Equal(t, []string{"a"}, requested(settle()), "a's device plugin DaemonSet created")
+	ds.Status = appsv1.DaemonSetStatus{DesiredNumberScheduled: 1, NumberAvailable: 1}
+	_, err = env.Clientset.AppsV1().DaemonSets(ns).UpdateStatus(ctx, ds, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Equal(t, []string{"a"}, requested(settle()), "its status changed")
 }
