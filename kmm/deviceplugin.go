@@ -292,7 +292,12 @@ func (r *Reconciler) applyDevicePlugin(ctx context.Context, obj Object, o identi
 	upd.Labels = mergeMaps(upd.Labels, desired.Labels)
 	upd.Annotations = mergeMaps(upd.Annotations, desired.Annotations)
 	upd.OwnerReferences = withController(upd.OwnerReferences, desired.OwnerReferences)
-	upd.Spec.Selector, upd.Spec.Template = desired.Spec.Selector, desired.Spec.Template
+	if upd.Spec.Selector == nil {
+		upd.Spec.Selector = desired.Spec.Selector
+	}
+	// A DaemonSet's selector is immutable: one from an older KMM (without
+	// the role label, say) is kept; the template's labels still match it.
+	upd.Spec.Template = desired.Spec.Template
 	made, err := api.Update(ctx, upd, metav1.UpdateOptions{})
 	if err != nil {
 		return cur, fmt.Errorf("updating the device plugin DaemonSet %s/%s of %s: %w", ns, cur.Name, o, err)
@@ -387,7 +392,10 @@ func daemonSetDiffers(desired, cur *appsv1.DaemonSet, o identity.Owner) bool {
 	if len(desired.OwnerReferences) > 0 && !slicesContainsRef(cur.OwnerReferences, desired.OwnerReferences[0]) {
 		return true
 	}
-	return !jsonSubset(desired.Spec, cur.Spec)
+	if cur.Spec.Selector == nil {
+		return true
+	}
+	return !jsonSubset(desired.Spec.Template, cur.Spec.Template)
 }
 
 func slicesContainsRef(refs []metav1.OwnerReference, want metav1.OwnerReference) bool {

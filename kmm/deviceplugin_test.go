@@ -578,3 +578,30 @@ func TestDevicePluginPodListRefused(t *testing.T) {
 	assert.Empty(t, daemonSets(t, h))
 	assert.Len(t, h.Loader.LoadedOn("drivers", "nic"), 3, "nothing unloaded while the device plugin Pods are unknown")
 }
+
+// KMM: getModuleDevicePluginDaemonSets counts a DaemonSet without a role
+// (an older KMM's) and getExistingDSFromVersion picks it when neither it
+// nor the Module has a version: it is adopted, brought in line with its
+// immutable selector kept, and then left alone.
+func TestDevicePluginAdoptsOlderKMMDaemonSet(t *testing.T) {
+	ctx := context.Background()
+	h := dpCluster(t)
+	old := map[string]string{nicOwner.NameLabel(): "nic"}
+	_, err := h.Clientset.AppsV1().DaemonSets("drivers").Create(ctx, &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "nic-device-plugin-old", Namespace: "drivers", Labels: old},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: old},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: old}}}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.NoError(t, h.CreateModule(ctx, dpModule("")))
+	dpSettled(t, h)
+	dss := daemonSets(t, h)
+	require.Len(t, dss, 1)
+	assert.Equal(t, "nic-device-plugin-old", dss[0].Name)
+	assert.Equal(t, old, dss[0].Spec.Selector.MatchLabels, "the selector is immutable")
+	assert.Equal(t, "device-plugin", dss[0].Spec.Template.Labels[nicOwner.RoleLabel()])
+	assert.Equal(t, "registry.example.com/nic-dp:1", dss[0].Spec.Template.Spec.Containers[0].Image)
+	before := h.Writes()
+	_, err = h.Reconcile(ctx, "drivers", "nic")
+	require.NoError(t, err)
+	assert.Equal(t, before, h.Writes())
+}
