@@ -64,10 +64,10 @@ type devicePlugin struct {
 //     moduleLoader, a DaemonSet of another version is deleted once it
 //     schedules no Pod (status.desiredNumberScheduled == 0);
 //   - the device-plugin-target node label is set on the nodes the
-//     selector matches that are schedulable for spec.tolerations (a
-//     cordoned node loses it, so that a drain evicts the device plugin and
-//     the unload is not blocked) and are not in stop, and removed from
-//     every other node;
+//     selector matches that are schedulable for spec.tolerations (with
+//     the internal pressure tolerations, as for loading; a cordoned node
+//     loses it, so that a drain evicts the device plugin and the unload is
+//     not blocked) and are not in stop, and removed from every other node;
 //   - the device-plugin-ready node label is set on the nodes where a Pod
 //     of these DaemonSets is Ready and not being deleted, and removed
 //     elsewhere; the Pods are listed once per pass, never per node.
@@ -173,7 +173,11 @@ func (r *Reconciler) syncDevicePlugin(ctx context.Context, obj Object, nodes []*
 	var targeted []*corev1.Node
 	for _, n := range nodes {
 		change := map[string]*string{}
-		target := want && sel.Matches(labels.Set(n.Labels)) && schedulable(n, obj.Spec.Tolerations)
+		// Schedulable as for loading: spec.tolerations and the internal
+		// pressure tolerations (KMM's device plugin controller uses
+		// spec.tolerations alone, so memory pressure evicted the device
+		// plugin; a watcher's kmm.Untolerated sees the same taints).
+		target := want && sel.Matches(labels.Set(n.Labels)) && len(Untolerated(&obj.Spec, n)) == 0
 		if target {
 			targeted = append(targeted, n)
 		}

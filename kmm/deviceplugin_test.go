@@ -605,3 +605,24 @@ func TestDevicePluginAdoptsOlderKMMDaemonSet(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, before, h.Writes())
 }
+
+// A memory pressure taint keeps the target label (kmmkit's targeting, as
+// for loading); an untolerated NoExecute taint removes it.
+func TestDevicePluginTargetUnderPressure(t *testing.T) {
+	ctx := context.Background()
+	h := dpCluster(t)
+	require.NoError(t, h.CreateModule(ctx, dpModule("")))
+	dpSettled(t, h)
+	taint := func(node string, tt corev1.Taint) {
+		n, err := h.Clientset.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		require.NoError(t, err)
+		n.Spec.Taints = append(n.Spec.Taints, tt)
+		_, err = h.Clientset.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		require.NoError(t, err)
+	}
+	taint("n1", corev1.Taint{Key: "node.kubernetes.io/memory-pressure", Effect: corev1.TaintEffectNoSchedule})
+	taint("n3", corev1.Taint{Key: "maintenance", Effect: corev1.TaintEffectNoExecute})
+	dpSettled(t, h)
+	assert.Contains(t, nodeLabels(t, h, "n1"), nicOwner.DevicePluginTargetLabel(), "memory pressure")
+	assert.NotContains(t, nodeLabels(t, h, "n3"), nicOwner.DevicePluginTargetLabel(), "an untolerated NoExecute taint")
+}
