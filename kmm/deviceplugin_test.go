@@ -626,3 +626,33 @@ func TestDevicePluginTargetUnderPressure(t *testing.T) {
 	assert.Contains(t, nodeLabels(t, h, "n1"), nicOwner.DevicePluginTargetLabel(), "memory pressure")
 	assert.NotContains(t, nodeLabels(t, h, "n3"), nicOwner.DevicePluginTargetLabel(), "an untolerated NoExecute taint")
 }
+
+// In a namespace being deleted nothing can unload, and the finalizer goes
+// at once (TestReconcileDeletionInTerminatingNamespace); the device
+// plugin's node labels go too, since nothing else would remove them.
+func TestDevicePluginLabelsGoWithATerminatingNamespace(t *testing.T) {
+	ctx := context.Background()
+	h := dpCluster(t)
+	require.NoError(t, h.CreateModule(ctx, dpModule("")))
+	dpSettled(t, h)
+	ds := daemonSets(t, h)[0]
+	dpPod(t, h, &ds, "dp-n1", "n1", true)
+	dpSettled(t, h)
+	require.Contains(t, nodeLabels(t, h, "n1"), nicOwner.DevicePluginReadyLabel())
+	_, err := h.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "drivers"},
+		Status: corev1.NamespaceStatus{Phase: corev1.NamespaceTerminating}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	p, err := h.Clientset.CoreV1().Pods("drivers").Get(ctx, "dp-n1", metav1.GetOptions{})
+	require.NoError(t, err)
+	p.DeletionTimestamp = ptr.To(metav1.Now()) // the namespace controller deletes it
+	_, err = h.Clientset.CoreV1().Pods("drivers").Update(ctx, p, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.NoError(t, h.DeleteModule(ctx, "drivers", "nic"))
+	res, err := h.Reconcile(ctx, "drivers", "nic")
+	require.NoError(t, err)
+	assert.True(t, res.Done)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		assert.NotContains(t, nodeLabels(t, h, n), nicOwner.DevicePluginTargetLabel(), n)
+		assert.NotContains(t, nodeLabels(t, h, n), nicOwner.DevicePluginReadyLabel(), n)
+	}
+}

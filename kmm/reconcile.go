@@ -370,6 +370,11 @@ func (r *Reconciler) finalize(ctx context.Context, obj Object, nodes []*corev1.N
 	if obj.NamespaceTerminating {
 		r.event(obj, corev1.EventTypeWarning, "UnloadSkipped",
 			"namespace %s is being deleted, so no worker can unload the module; it stays loaded until the nodes reboot", obj.podNamespace())
+		// The device plugin goes with the namespace; its node labels are
+		// kmmkit's to remove (best effort: nothing waits for them).
+		if _, err := r.syncDevicePlugin(ctx, obj, nodes, nil); err != nil {
+			r.logger(ctx).Error(err, "removing the device plugin's node labels of a deleted namespace")
+		}
 		res.Done = true
 		return res, nil
 	}
