@@ -21,7 +21,11 @@
 // changes), builds it when it is missing and a build is defined (to an
 // intermediate tag when it is to be signed, so unsigned modules never
 // appear at the final tag), signs it, and loads it on every targeted node;
-// it unloads from nodes no longer targeted.
+// it unloads from nodes no longer targeted. With spec.devicePlugin it
+// keeps KMM's device plugin DaemonSet (one per version) and its
+// device-plugin-target and device-plugin-ready node labels, and on
+// deletion removes the device plugin before any node unloads; spec.dra
+// is refused (kmmkit runs no DRA driver).
 //
 // A spec with moduleLoader.container.version is upgraded node by node, as
 // KMM's ordered upgrade: the administrator's version-module node label
@@ -38,7 +42,7 @@
 // missing or cannot be checked, built or signed, a failing worker) makes
 // Loaded not True and Degraded True, naming it and why. Status carries
 // KMM's counts, the conditions Valid, ImagesReady, Loaded and Degraded
-// with the reasons of package github.com/kmmkit/kmmkit/reason, and a
+// (and DevicePluginReady with a device plugin) with the reasons of package github.com/kmmkit/kmmkit/reason, and a
 // per-kernel summary with a state (v1beta1.KernelState) and a reason;
 // events go to the Module; NewMetrics exports KMM's kmm_* gauges and
 // more. The README's "What the status means" lists every reason and what
