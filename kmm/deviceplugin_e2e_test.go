@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
@@ -79,8 +80,11 @@ func TestDevicePluginEndToEnd(t *testing.T) {
 	ns := "kmmkit-" + run
 	testenv.Namespace(t, cs, ns)
 	selected := []string{run + "-n1", run + "-n2", run + "-n3"}
+	// The administrator asks for version v1 on every node (ordered
+	// upgrade: the version-module label).
+	M := identity.Domain{}.Owner(ns, "nic").VersionModuleLabel()
 	for _, n := range selected {
-		testenv.ReadyNode(t, cs, n, map[string]string{"kmmkit-dp": run}, k56, n+"-boot1")
+		testenv.ReadyNode(t, cs, n, map[string]string{"kmmkit-dp": run, M: "v1"}, k56, n+"-boot1")
 	}
 	testenv.ReadyNode(t, cs, run+"-other", nil, k56, "other-boot1")
 
@@ -146,11 +150,10 @@ func TestDevicePluginEndToEnd(t *testing.T) {
 	}
 	assert.NotContains(t, e.node(run+"-other").Labels, o.DevicePluginTargetLabel())
 
-	// The version controller's S label, then the kubelet: Ready Pods.
+	// The ordered upgrade let v1's device plugin run there (S); the
+	// kubelet: Ready Pods.
 	for _, n := range selected {
-		p := []byte(fmt.Sprintf(`{"metadata":{"labels":{%q:"v1"}}}`, S))
-		_, err := cs.CoreV1().Nodes().Patch(ctx, n, "application/merge-patch+json", p, metav1.PatchOptions{})
-		require.NoError(t, err)
+		assert.Equal(t, "v1", e.node(n).Labels[S], n)
 	}
 	dpKubelet(t, cs, &ds, selected)
 	require.True(t, e.settle("nic"))
@@ -201,12 +204,46 @@ func TestDevicePluginEndToEnd(t *testing.T) {
 	_, err = cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
 	require.NoError(t, err)
 
-	// Version v2: a second DaemonSet; v1 stays while it schedules Pods,
-	// and goes once it schedules none.
+	// Version v2 (ordered upgrade): a second DaemonSet. Each node's S
+	// goes first, so v1's device plugin leaves it (the test plays the
+	// DaemonSet controller), then the module is unloaded and v2 loaded,
+	// then S=v2. v1's DaemonSet stays while it schedules Pods, and goes
+	// once it schedules none.
+	for _, n := range selected {
+		_, err := cs.CoreV1().Nodes().Patch(ctx, n, "application/merge-patch+json",
+			[]byte(fmt.Sprintf(`{"metadata":{"labels":{%q:"v2"}}}`, M)), metav1.PatchOptions{})
+		require.NoError(t, err)
+	}
+	m, err = modules.Get(ctx, ns, "nic")
+	require.NoError(t, err)
 	m.Spec.ModuleLoader.Container.Version = "v2"
 	_, err = modules.Update(ctx, m)
 	require.NoError(t, err)
-	require.True(t, e.settle("nic"))
+	upgraded := func() bool {
+		for _, n := range selected {
+			if e.node(n).Labels[S] != "v2" {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < 60 && !upgraded(); i++ {
+		m, err := modules.Get(ctx, ns, "nic")
+		require.NoError(t, err)
+		_, err = r.Reconcile(ctx, m)
+		require.NoError(t, err)
+		e.kubelet()
+		for _, n := range selected {
+			if e.node(n).Labels[S] != "v1" {
+				err := cs.CoreV1().Pods(ns).Delete(ctx, ds.Name+"-"+n, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))})
+				require.True(t, err == nil || apierrors.IsNotFound(err), "%v", err)
+			}
+		}
+	}
+	require.True(t, upgraded(), "every node moved to v2")
+	for _, n := range selected {
+		assert.Equal(t, []string{"Load", "Unload", "Load"}, e.loads[n], n)
+	}
 	dss = list()
 	require.Len(t, dss, 2)
 	var v2 appsv1.DaemonSet
@@ -217,6 +254,7 @@ func TestDevicePluginEndToEnd(t *testing.T) {
 	}
 	require.NotEmpty(t, v2.Name)
 	assert.Equal(t, "v2", v2.Spec.Template.Spec.NodeSelector[S])
+	dpKubelet(t, cs, &v2, selected)
 	setDSStatus(t, cs, &ds, 0)
 	require.True(t, e.settle("nic"))
 	dss = list()
@@ -224,7 +262,7 @@ func TestDevicePluginEndToEnd(t *testing.T) {
 	assert.Equal(t, v2.Name, dss[0].Name)
 
 	// Delete: the DaemonSet goes on the first pass, and no node unloads
-	// while its device plugin Pod (v1's, left for the garbage collector)
+	// while its device plugin Pod (v2's, left for the garbage collector)
 	// is there.
 	require.NoError(t, dyn.Resource(kmm.ModuleGVR).Namespace(ns).Delete(ctx, "nic", metav1.DeleteOptions{}))
 	m, err = modules.Get(ctx, ns, "nic")
