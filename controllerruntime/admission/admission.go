@@ -13,7 +13,8 @@
 // that is being deleted are always allowed, and so are updates that leave
 // the spec as it is (a label, say, on an object stored before the webhook
 // existed), with the errors as warnings, so the webhook never holds a
-// finalizer or an object hostage.
+// finalizer or an object hostage. spec.dra is refused, as kmmkit's
+// Reconciler refuses it (v1beta1.WithoutDRA): kmmkit runs no DRA driver.
 package admission
 
 import (
@@ -52,7 +53,7 @@ func (ModuleValidator) ValidateCreate(_ context.Context, obj runtime.Object) (ad
 	if err != nil {
 		return nil, err
 	}
-	return nil, invalid(moduleKind, m.Name, v1beta1.Validate(m))
+	return nil, invalid(moduleKind, m.Name, v1beta1.Validate(m, rules()...))
 }
 
 // ValidateUpdate implements admission.CustomValidator.
@@ -65,7 +66,7 @@ func (ModuleValidator) ValidateUpdate(_ context.Context, oldObj, newObj runtime.
 	if err != nil {
 		return nil, err
 	}
-	errs := v1beta1.ValidateUpdate(older, newer)
+	errs := v1beta1.ValidateUpdate(older, newer, rules()...)
 	if newer.DeletionTimestamp != nil || equality.Semantic.DeepEqual(older.Spec, newer.Spec) {
 		return warnings(errs), nil
 	}
@@ -77,6 +78,9 @@ func (ModuleValidator) ValidateUpdate(_ context.Context, oldObj, newObj runtime.
 func (ModuleValidator) ValidateDelete(context.Context, runtime.Object) (admission.Warnings, error) {
 	return nil, nil
 }
+
+// rules are the options of every validation: kmmkit's Reconciler's.
+func rules() []v1beta1.ValidateOption { return []v1beta1.ValidateOption{v1beta1.WithoutDRA()} }
 
 func asModule(obj runtime.Object) (*v1beta1.Module, error) {
 	m, ok := obj.(*v1beta1.Module)
@@ -106,7 +110,7 @@ func (v SpecValidator[T]) ValidateCreate(_ context.Context, obj runtime.Object) 
 	if err != nil {
 		return nil, err
 	}
-	return nil, invalid(v.Kind, o.GetName(), v1beta1.ValidateSpec(ptr.To(v.Spec(o)), v.path()))
+	return nil, invalid(v.Kind, o.GetName(), v1beta1.ValidateSpec(ptr.To(v.Spec(o)), v.path(), rules()...))
 }
 
 // ValidateUpdate implements admission.CustomValidator.
@@ -119,7 +123,7 @@ func (v SpecValidator[T]) ValidateUpdate(_ context.Context, oldObj, newObj runti
 	if err != nil {
 		return nil, err
 	}
-	errs := v1beta1.ValidateSpecUpdate(ptr.To(v.Spec(older)), ptr.To(v.Spec(newer)), v.path())
+	errs := v1beta1.ValidateSpecUpdate(ptr.To(v.Spec(older)), ptr.To(v.Spec(newer)), v.path(), rules()...)
 	if newer.GetDeletionTimestamp() != nil || equality.Semantic.DeepEqual(v.Spec(older), v.Spec(newer)) {
 		return warnings(errs), nil
 	}

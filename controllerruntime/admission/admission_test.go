@@ -108,6 +108,25 @@ func TestSpecValidatorVersion(t *testing.T) {
 	assert.ErrorContains(t, err, `spec.driver.moduleLoader.container.version: Forbidden: cannot change from "v1" to ""`)
 }
 
+// TestValidatorsRefuseDRA: the webhook refuses spec.dra as kmmkit's
+// Reconciler does (it runs no DRA driver), for Modules and embedded specs.
+func TestValidatorsRefuseDRA(t *testing.T) {
+	ctx := context.Background()
+	withDRA := module("nic", "nic")
+	withDRA.Spec.DRA = &v1beta1.DRASpec{DriverName: "gpu.example.com", Container: v1beta1.CommonContainerSpec{Image: "dra:v1"}}
+	_, err := admission.ModuleValidator{}.ValidateCreate(ctx, withDRA)
+	require.True(t, apierrors.IsInvalid(err), "%v", err)
+	assert.ErrorContains(t, err, "spec.dra")
+	_, err = admission.ModuleValidator{}.ValidateUpdate(ctx, module("nic", "nic"), withDRA)
+	assert.ErrorContains(t, err, "spec.dra")
+
+	a := &testapi.Accel{ObjectMeta: metav1.ObjectMeta{Namespace: "drivers", Name: "a"}}
+	a.Spec.Driver = withDRA.Spec
+	_, err = accelValidator().ValidateCreate(ctx, a)
+	require.True(t, apierrors.IsInvalid(err), "%v", err)
+	assert.ErrorContains(t, err, "spec.driver.dra")
+}
+
 // freePort returns a port on 127.0.0.1 nobody listens on now.
 func freePort(t *testing.T) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
