@@ -8,6 +8,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/registry"
+	"github.com/kmmkit/kmmkit/upgrade"
 )
 
 // Metrics are the Reconciler's Prometheus metrics: KMM's kmm_* gauges,
@@ -17,6 +18,8 @@ type Metrics struct {
 	nodes                                                                *prometheus.GaugeVec
 	duration                                                             *prometheus.HistogramVec
 	buildPhases, checks                                                  *prometheus.CounterVec
+	upgradeNodes                                                         *prometheus.GaugeVec
+	upgradeSteps                                                         *prometheus.CounterVec
 
 	mu    sync.Mutex
 	known map[string]moduleFlags
@@ -46,10 +49,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Build syncs by reported phase."}, []string{"phase"}),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kmmkit_image_checks_total",
 			Help: "Image existence checks by result: exists, missing, error."}, []string{"result"}),
+		upgradeNodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kmmkit_upgrade_nodes",
+			Help: "Targeted nodes of an owner by rolling-upgrade state (WithRollingUpgrade; \"none\": never upgraded)."},
+			[]string{"owner", "namespace", "module", "state"}),
+		upgradeSteps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kmmkit_upgrade_steps_total",
+			Help: "Rolling-upgrade steps taken, by the state a node entered."}, []string{"owner", "namespace", "module", "state"}),
 		known: map[string]moduleFlags{},
 	}
 	for _, c := range []prometheus.Collector{m.modules, m.builds, m.signs, m.devicePlugins, m.modprobeArgs, m.modprobeRawArgs,
-		m.nodes, m.duration, m.buildPhases, m.checks} {
+		m.nodes, m.duration, m.buildPhases, m.checks, m.upgradeNodes, m.upgradeSteps} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -136,4 +144,30 @@ func bool01(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// upgradeStates sets the rolling-upgrade gauge of an owner.
+func (m *Metrics) upgradeStates(owner string, obj Object, nodes []upgrade.Node) {
+	if m == nil {
+		return
+	}
+	count := map[upgrade.State]int{}
+	for _, n := range nodes {
+		count[n.State]++
+	}
+	for _, s := range append([]upgrade.State{upgrade.None}, upgrade.States...) {
+		name := string(s)
+		if s == upgrade.None {
+			name = "none"
+		}
+		m.upgradeNodes.WithLabelValues(owner, obj.Namespace, obj.Name, name).Set(float64(count[s]))
+	}
+}
+
+// upgradeStep counts a node entering state s.
+func (m *Metrics) upgradeStep(owner string, obj Object, s upgrade.State) {
+	if m == nil {
+		return
+	}
+	m.upgradeSteps.WithLabelValues(owner, obj.Namespace, obj.Name, string(s)).Inc()
 }

@@ -263,6 +263,12 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 	}
 	sreq := r.syncRequest(obj, nodes)
 	sreq.Desired, sreq.Keep = load, keep
+	var roll *rollout
+	if r.rolling != nil {
+		// Outdated nodes keep the old module until their upgrade
+		// reaches the load step.
+		sreq.Desired, roll = r.rollGate(obj, t, load, keep)
+	}
 	states, lerr := r.loader.Sync(ctx, sreq)
 	for _, s := range states {
 		res.requeue(s.RequeueAfter)
@@ -271,6 +277,9 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 		versions.afterSync(states, &res)
 	}
 	res.Status = r.status(obj, t, kernels, kstat, load, states, lerr, versions)
+	if roll != nil {
+		lerr = errors.Join(lerr, r.rollStep(ctx, obj, roll, states, &res))
+	}
 	if verifyAll {
 		res.Status.ImageRebuildTriggerGeneration = obj.Spec.ImageRebuildTriggerGeneration
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/kmmkit/kmmkit/loader"
 	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
+	"github.com/kmmkit/kmmkit/upgrade"
 )
 
 // Finalizer holds a Module until every node has unloaded it (KMM's key).
@@ -86,6 +87,7 @@ type options struct {
 	dtk           builder.DTKResolver
 	identity      identity.Domain
 	imageLint     *imageLint
+	rolling       *upgrade.Policy
 }
 
 // Option configures a Reconciler (see NewReconciler). Options only
@@ -234,6 +236,11 @@ func NewReconciler(client kubernetes.Interface, opts ...Option) (*Reconciler, er
 	}
 	if err := r.identity.Validate(); err != nil {
 		return nil, fmt.Errorf("kmm: WithIdentity: %w", err)
+	}
+	if r.rolling != nil {
+		if err := r.rolling.Validate(); err != nil {
+			return nil, fmt.Errorf("kmm: WithRollingUpgrade: %w", err)
+		}
 	}
 	log, logSet := r.log.Get()
 	if r.mapper == nil {

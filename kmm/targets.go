@@ -6,8 +6,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/kmmkit/kmmkit/identity"
 	"github.com/kmmkit/kmmkit/kernelmap"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/upgrade"
 )
 
 // targets is which nodes a Module is for.
@@ -34,11 +36,18 @@ func (r *Reconciler) target(obj Object, nodes []*corev1.Node) targets {
 	t := targets{byKernel: map[string][]*corev1.Node{}, keep: map[string]bool{}}
 	sel := labels.SelectorFromSet(obj.Spec.Selector)
 	tolerations := append(append([]corev1.Toleration{}, obj.Spec.Tolerations...), kernelmap.InternalTolerations()...)
+	owner := r.identity.Owner(obj.Namespace, obj.Name)
 	for _, n := range nodes {
 		if !sel.Matches(labels.Set(n.Labels)) {
 			continue
 		}
-		if !schedulable(n, tolerations) {
+		tol := tolerations
+		if r.rolling != nil && cordonedByUpgrade(owner, n) {
+			// The upgrade's own cordon does not untarget the node.
+			tol = append(append([]corev1.Toleration{}, tolerations...), corev1.Toleration{Key: corev1.TaintNodeUnschedulable,
+				Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
+		}
+		if !schedulable(n, tol) {
 			if !r.unloadOnTaint {
 				t.keep[n.Name] = true
 			}
@@ -108,4 +117,14 @@ func tolerated(taint *corev1.Taint, tolerations []corev1.Toleration) bool {
 		}
 	}
 	return false
+}
+
+// cordonedByUpgrade reports whether n is in the middle of a rolling
+// upgrade of owner that cordoned it.
+func cordonedByUpgrade(owner identity.Owner, n *corev1.Node) bool {
+	if !upgrade.State(n.Labels[owner.UpgradeStateLabel()]).InProgress() {
+		return false
+	}
+	rec, err := upgrade.ParseRecord(n.Annotations[owner.UpgradeAnnotation()])
+	return err == nil && rec.Cordoned
 }

@@ -226,6 +226,27 @@ const (
 	DevicePluginFailed Reason = "DevicePluginFailed"
 )
 
+// Rolling upgrade (kmm.WithRollingUpgrade, a kmmkit extension): the
+// Upgraded condition and the node events of each step.
+const (
+	// UpgradeDone: Upgraded is true: every targeted node runs the
+	// desired module.
+	UpgradeDone Reason = "UpgradeDone"
+	// UpgradeInProgress: nodes are being upgraded or wait for a slot
+	// (the message counts them against the policy's limits); also the
+	// reason of the Normal event of each node's step.
+	UpgradeInProgress Reason = "UpgradeInProgress"
+	// UpgradePaused: as many nodes as the policy's FailureThreshold have
+	// failed, so no node is admitted any more; the message names each
+	// failed node and why. Fix the cause (a new image or version starts
+	// over; a load that succeeds on retry goes on), or label the node to
+	// skip it and clear its state label.
+	UpgradePaused Reason = "UpgradePaused"
+	// UpgradeFailed: the Warning event of a node whose upgrade failed
+	// (the message says in which step and why).
+	UpgradeFailed Reason = "UpgradeFailed"
+)
+
 // Carrier is implemented by errors that carry a Reason.
 type Carrier interface {
 	error
