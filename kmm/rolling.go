@@ -333,15 +333,15 @@ func (r *Reconciler) rollWrite(ctx context.Context, obj Object, o identity.Owner
 		return nil
 	}
 	msg := d.Record.Message
-	if msg == "" {
-		msg = "-"
+	if msg != "" {
+		msg = ": " + msg
 	}
 	r.logger(ctx).Info("upgrade step", "node", name, "from", string(from), "to", string(d.State), "message", d.Record.Message)
 	r.metrics.upgradeStep(r.identity.String(), obj, d.State)
 	if d.State == upgrade.Failed {
-		r.event(obj, corev1.EventTypeWarning, string(reason.UpgradeFailed), "node %s: upgrade failed in %s: %s", name, d.Record.FailedIn, msg)
+		r.event(obj, corev1.EventTypeWarning, string(reason.UpgradeFailed), "node %s: upgrade failed in %s%s", name, d.Record.FailedIn, msg)
 	} else {
-		r.event(obj, corev1.EventTypeNormal, string(reason.UpgradeInProgress), "node %s: %s -> %s: %s", name, stateName(from), d.State, msg)
+		r.event(obj, corev1.EventTypeNormal, string(reason.UpgradeInProgress), "node %s: %s -> %s%s", name, stateName(from), d.State, msg)
 	}
 	return nil
 }

@@ -1,0 +1,476 @@
+package kmm_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
+
+	"github.com/kmmkit/kmmkit/identity"
+	"github.com/kmmkit/kmmkit/internal/testenv"
+	"github.com/kmmkit/kmmkit/kmm"
+	"github.com/kmmkit/kmmkit/kmm/v1beta1"
+	"github.com/kmmkit/kmmkit/loader"
+	"github.com/kmmkit/kmmkit/reason"
+	registryfake "github.com/kmmkit/kmmkit/registry/fake"
+	"github.com/kmmkit/kmmkit/upgrade"
+)
+
+// rollEnv is a rolling upgrade on the real kube-apiserver, driven through
+// ReconcileSpec with an embedder's identity. The test plays the kubelet
+// (worker and workload Pods) and the disruption controller (PDB status).
+type rollEnv struct {
+	t       *testing.T
+	cs      kubernetes.Interface
+	run, ns string
+	id      identity.Domain
+	owner   identity.Owner
+	policy  upgrade.Policy
+	r       *kmm.Reconciler
+	rec     *record.FakeRecorder
+	obj     kmm.Object
+	nodes   []string
+	// failLoad makes the kubelet fail new loads (of image failImage) on
+	// these nodes.
+	failLoad  map[string]bool
+	failImage string
+	// loads records, per node, the worker actions and images run there.
+	loads map[string][]string
+
+	mu     sync.Mutex
+	writes []nodeWrite // every Node change the watch saw, in order
+	last   map[string]nodeWrite
+}
+
+// nodeWrite is the part of a Node the invariants look at.
+type nodeWrite struct {
+	node          string
+	state         upgrade.State
+	ready         bool // the owner's .ready label: the module is loaded
+	unschedulable bool
+	rv            string
+}
+
+const (
+	rollImageV1 = "registry.example.com/nic:v1"
+	rollImageV2 = "registry.example.com/nic:v2"
+)
+
+func newRollEnv(t *testing.T, n int, p upgrade.Policy) *rollEnv {
+	cfg := testenv.RESTConfig(t)
+	cs, err := kubernetes.NewForConfig(cfg)
+	require.NoError(t, err)
+	run := fmt.Sprintf("roll%d", rand.Uint32()%100000)
+	e := &rollEnv{t: t, cs: cs, run: run, ns: "kmmkit-" + run, id: identity.Domain{Name: "nic.acme.io", Kind: "NICDriver"},
+		policy: p, failLoad: map[string]bool{}, loads: map[string][]string{}, last: map[string]nodeWrite{}}
+	e.owner = e.id.Owner(e.ns, "nic")
+	testenv.Namespace(t, cs, e.ns)
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("%s-n%d", run, i)
+		testenv.ReadyNode(t, cs, name, map[string]string{"rolling": run}, k56, name+"-boot")
+		e.nodes = append(e.nodes, name)
+	}
+	e.obj = kmm.Object{Namespace: e.ns, Name: "nic", Generation: 1,
+		Ref: &corev1.ObjectReference{APIVersion: "nic.acme.io/v1", Kind: "NICDriver", Namespace: e.ns, Name: "nic"},
+		Spec: v1beta1.ModuleSpec{Selector: map[string]string{"rolling": run},
+			ModuleLoader: &v1beta1.ModuleLoaderSpec{Container: v1beta1.ModuleLoaderContainerSpec{
+				Modprobe:       v1beta1.ModprobeSpec{ModuleName: "nic_drv"},
+				KernelMappings: []v1beta1.KernelMapping{{Regexp: "^.+$", ContainerImage: rollImageV1}},
+			}}}}
+	e.restart()
+	return e
+}
+
+// restart replaces the Reconciler (and its PodLoader) with a new one, as
+// a restarted controller process has: nothing is remembered.
+func (e *rollEnv) restart() {
+	images := registryfake.New()
+	images.SetExists(rollImageV1, "sha256:"+strings.Repeat("1", 64))
+	images.SetExists(rollImageV2, "sha256:"+strings.Repeat("2", 64))
+	e.rec = record.NewFakeRecorder(1000)
+	r, err := kmm.NewReconciler(e.cs, kmm.WithIdentity(e.id), kmm.WithWorkerPods("quay.io/kmmkit/kmm:test"),
+		kmm.WithImageChecker(images), kmm.WithEventRecorder(e.rec), kmm.WithRollingUpgrade(e.policy))
+	require.NoError(e.t, err)
+	e.r = r
+}
+
+// watchNodes records every change of the test's nodes from now on.
+func (e *rollEnv) watchNodes(ctx context.Context) {
+	l, err := e.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "rolling=" + e.run})
+	require.NoError(e.t, err)
+	for i := range l.Items {
+		e.observe(&l.Items[i])
+	}
+	w, err := e.cs.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{LabelSelector: "rolling=" + e.run, ResourceVersion: l.ResourceVersion})
+	require.NoError(e.t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			if n, ok := ev.Object.(*corev1.Node); ok && ev.Type == watch.Modified {
+				e.observe(n)
+			}
+		}
+	}()
+	e.t.Cleanup(func() { w.Stop(); <-done })
+}
+
+func (e *rollEnv) observe(n *corev1.Node) {
+	_, ready := n.Labels[e.owner.ReadyLabel()]
+	nw := nodeWrite{node: n.Name, state: upgrade.State(n.Labels[e.owner.UpgradeStateLabel()]), ready: ready,
+		unschedulable: n.Spec.Unschedulable, rv: n.ResourceVersion}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.writes = append(e.writes, nw)
+	e.last[n.Name] = nw
+}
+
+// pass is one ReconcileSpec, then the kubelet's and the disruption
+// controller's turn.
+func (e *rollEnv) pass(ctx context.Context) kmm.Result {
+	res, err := e.r.ReconcileSpec(ctx, e.obj)
+	require.NoError(e.t, err)
+	e.obj.Status = res.Status
+	e.kubelet(ctx)
+	return res
+}
+
+// kubelet runs worker Pods to success (or failure where asked), and
+// removes Pods being deleted.
+func (e *rollEnv) kubelet(ctx context.Context) {
+	pods, err := e.cs.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
+	require.NoError(e.t, err)
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.DeletionTimestamp != nil {
+			err := e.cs.CoreV1().Pods(e.ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+			if !apierrors.IsNotFound(err) {
+				require.NoError(e.t, err)
+			}
+			continue
+		}
+		action, worker := p.Labels[e.owner.ActionLabel()]
+		if !worker || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		cfg, err := v1beta1.DecodeModuleConfig([]byte(p.Annotations[loader.AnnotationWorkerConfig]))
+		require.NoError(e.t, err)
+		e.loads[p.Spec.NodeName] = append(e.loads[p.Spec.NodeName], action+" "+cfg.ContainerImage)
+		if action == string(loader.ActionLoad) && e.failLoad[p.Spec.NodeName] && cfg.ContainerImage == e.failImage {
+			p.Status.Phase = corev1.PodFailed
+			p.Status.Message = "modprobe: ERROR: could not insert 'nic_drv': Exec format error"
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "worker", State: corev1.ContainerState{
+				Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error",
+					Message: "modprobe: ERROR: could not insert 'nic_drv': Exec format error"}}}}
+		} else {
+			p.Status.Phase = corev1.PodSucceeded
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "worker", State: corev1.ContainerState{
+				Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed"}}}}
+		}
+		_, err = e.cs.CoreV1().Pods(e.ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+		require.NoError(e.t, err)
+	}
+}
+
+// load brings v1 to every node, before the rolling upgrade matters.
+func (e *rollEnv) load(ctx context.Context) {
+	for i := 0; i < 20; i++ {
+		e.pass(ctx)
+		if c := meta.FindStatusCondition(e.obj.Status.Conditions, kmm.ConditionLoaded); c != nil && c.Status == metav1.ConditionTrue {
+			return
+		}
+	}
+	e.t.Fatalf("v1 never loaded: %+v", e.obj.Status.Conditions)
+}
+
+// workload starts a Running, Ready Pod that uses the device on node.
+func (e *rollEnv) workload(ctx context.Context, node string, labels map[string]string) {
+	p, err := e.cs.CoreV1().Pods(e.ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "gpu-user-" + node[strings.LastIndex(node, "-")+1:], Labels: labels},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "registry.example.com/app:1"}}},
+	}, metav1.CreateOptions{})
+	require.NoError(e.t, err)
+	p.Status.Phase = corev1.PodRunning
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	_, err = e.cs.CoreV1().Pods(e.ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+	require.NoError(e.t, err)
+}
+
+// assertInvariants checks every instant the watch recorded: at most
+// MaxParallel nodes in an upgrade, and at most maxUnavailable targeted
+// nodes without the module or cordoned.
+func (e *rollEnv) assertInvariants(maxUnavailable int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := map[string]nodeWrite{}
+	worstP, worstU := 0, 0
+	for i, w := range e.writes {
+		now[w.node] = w
+		if len(now) < len(e.nodes) {
+			continue // the initial list
+		}
+		inProgress, unavailable := 0, 0
+		for _, s := range now {
+			if s.state.InProgress() {
+				inProgress++
+			}
+			if s.state.InProgress() || !s.ready || s.unschedulable {
+				unavailable++
+			}
+		}
+		worstP, worstU = max(worstP, inProgress), max(worstU, unavailable)
+		if !assert.LessOrEqual(e.t, inProgress, e.policy.MaxParallel, "write %d (%s at rv %s): %d nodes in an upgrade", i, w.node, w.rv, inProgress) ||
+			!assert.LessOrEqual(e.t, unavailable, maxUnavailable, "write %d (%s at rv %s): %d nodes unavailable", i, w.node, w.rv, unavailable) {
+			return
+		}
+	}
+	e.t.Logf("%d node writes; at most %d nodes in an upgrade and %d unavailable at once", len(e.writes), worstP, worstU)
+	assert.Equal(e.t, e.policy.MaxParallel, worstP, "the rollout used its parallelism")
+}
+
+// states is each node's sequence of upgrade states, repeats dropped.
+func (e *rollEnv) states() map[string][]upgrade.State {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := map[string][]upgrade.State{}
+	for _, w := range e.writes {
+		s := out[w.node]
+		if w.state != upgrade.None && (len(s) == 0 || s[len(s)-1] != w.state) {
+			out[w.node] = append(s, w.state)
+		}
+	}
+	return out
+}
+
+func (e *rollEnv) events() []string {
+	var out []string
+	for {
+		select {
+		case ev := <-e.rec.Events:
+			out = append(out, ev)
+		default:
+			return out
+		}
+	}
+}
+
+func (e *rollEnv) node(ctx context.Context, name string) *corev1.Node {
+	n, err := e.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	require.NoError(e.t, err)
+	return n
+}
+
+// TestRollingUpgrade: six nodes move from v1 to v2 with MaxParallel 2 and
+// MaxUnavailable 33% (2 of 6): each is cordoned, its device users are
+// evicted through the Eviction API, the module is reloaded and the node
+// uncordoned. A PodDisruptionBudget blocks the eviction on one node until
+// it is relaxed; the Reconciler is replaced mid-rollout and the new one
+// resumes from the nodes' state. Every Node write is recorded by a watch
+// and the limits hold at every instant.
+func TestRollingUpgrade(t *testing.T) {
+	ctx := context.Background()
+	p := upgrade.Policy{MaxParallel: 2, MaxUnavailable: ptr.To(intstr.FromString("34%")), Cordon: true,
+		Evict: &upgrade.Eviction{Selector: "app=gpu-user"}}
+	e := newRollEnv(t, 6, p)
+	e.load(ctx)
+	for _, n := range e.nodes {
+		labels := map[string]string{"app": "gpu-user"}
+		if n == e.nodes[1] {
+			labels["budget"] = "strict"
+		}
+		e.workload(ctx, n, labels)
+	}
+	// n2's user has a budget that allows no disruption (the test plays
+	// the disruption controller: it writes the status).
+	pdb, err := e.cs.PolicyV1().PodDisruptionBudgets(e.ns).Create(ctx, &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: "strict"},
+		Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"budget": "strict"}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, DisruptionsAllowed: 0, CurrentHealthy: 1,
+		DesiredHealthy: 1, ExpectedPods: 1}
+	_, err = e.cs.PolicyV1().PodDisruptionBudgets(e.ns).UpdateStatus(ctx, pdb, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	e.watchNodes(ctx)
+
+	// The new image.
+	e.obj.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = rollImageV2
+	e.obj.Generation = 2
+	blockedPasses, restarted, relaxed := 0, false, false
+	for i := 0; i < 300; i++ {
+		res := e.pass(ctx)
+		c := meta.FindStatusCondition(e.obj.Status.Conditions, kmm.ConditionUpgraded)
+		require.NotNil(t, c)
+		if c.Status == metav1.ConditionTrue {
+			break
+		}
+		require.NotZero(t, res.RequeueAfter, "a rollout in progress asks for another pass")
+		n2 := e.node(ctx, e.nodes[1])
+		rec, err := upgrade.ParseRecord(n2.Annotations[e.owner.UpgradeAnnotation()])
+		require.NoError(t, err)
+		if upgrade.State(n2.Labels[e.owner.UpgradeStateLabel()]) == upgrade.Evict && strings.Contains(rec.Message, "PodDisruptionBudget") {
+			blockedPasses++
+			assert.True(t, n2.Spec.Unschedulable, "cordoned while it waits")
+			if blockedPasses == 5 {
+				// Relax the budget.
+				pdb, err := e.cs.PolicyV1().PodDisruptionBudgets(e.ns).Get(ctx, "strict", metav1.GetOptions{})
+				require.NoError(t, err)
+				pdb.Spec.MinAvailable = ptr.To(intstr.FromInt32(0))
+				pdb, err = e.cs.PolicyV1().PodDisruptionBudgets(e.ns).Update(ctx, pdb, metav1.UpdateOptions{})
+				require.NoError(t, err)
+				pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, DisruptionsAllowed: 1, CurrentHealthy: 1,
+					DesiredHealthy: 0, ExpectedPods: 1}
+				_, err = e.cs.PolicyV1().PodDisruptionBudgets(e.ns).UpdateStatus(ctx, pdb, metav1.UpdateOptions{})
+				require.NoError(t, err)
+				relaxed = true
+			}
+		}
+		if !restarted && e.doneCount(ctx) >= 3 {
+			// Kill the controller mid-rollout: a new process resumes.
+			mid := e.states()
+			e.restart()
+			restarted = true
+			t.Logf("restarted with nodes at %v", mid)
+		}
+	}
+	require.True(t, relaxed, "the budget blocked n2's eviction")
+	require.True(t, restarted)
+	c := meta.FindStatusCondition(e.obj.Status.Conditions, kmm.ConditionUpgraded)
+	require.NotNil(t, c)
+	assert.Equal(t, metav1.ConditionTrue, c.Status, c.Message)
+	assert.Equal(t, string(reason.UpgradeDone), c.Reason)
+	assert.Equal(t, "all 6 targeted node(s) run the desired module", c.Message)
+
+	e.assertInvariants(2)
+	want := []upgrade.State{upgrade.Required, upgrade.Cordon, upgrade.WaitForPods, upgrade.Evict, upgrade.StopDevicePlugin,
+		upgrade.Load, upgrade.Validate, upgrade.Uncordon, upgrade.Done}
+	for name, seq := range e.states() {
+		if seq[0] == upgrade.Cordon {
+			seq = append([]upgrade.State{upgrade.Required}, seq...) // admitted in the pass that found it outdated
+		}
+		assert.Equal(t, want, seq, "node %s went through every step once, in order (across the restart too)", name)
+	}
+	for _, name := range e.nodes {
+		n := e.node(ctx, name)
+		assert.False(t, n.Spec.Unschedulable, "%s uncordoned", name)
+		obs, ok, err := loader.ObservedBy(n, e.owner)
+		require.NoError(t, err)
+		require.True(t, ok, name)
+		assert.Equal(t, rollImageV2, obs.Config.ContainerImage, name)
+		assert.Equal(t, []string{"Load " + rollImageV1, "Unload " + rollImageV1, "Load " + rollImageV2}, e.loads[name],
+			"%s: loaded once, then unloaded and loaded with v2 once", name)
+		_, err = e.cs.CoreV1().Pods(e.ns).Get(ctx, "gpu-user-"+name[strings.LastIndex(name, "-")+1:], metav1.GetOptions{})
+		assert.True(t, apierrors.IsNotFound(err), "the device user on %s was evicted", name)
+	}
+	assert.GreaterOrEqual(t, blockedPasses, 5, "n2 waited for its budget")
+}
+
+// doneCount counts the nodes in upgrade-done.
+func (e *rollEnv) doneCount(ctx context.Context) int {
+	l, err := e.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: e.owner.UpgradeStateLabel() + "=" + string(upgrade.Done)})
+	require.NoError(e.t, err)
+	return len(l.Items)
+}
+
+// TestRollingUpgradeFailurePauses: the new load fails on a node; it goes
+// upgrade-failed, the rollout pauses with a condition naming the node and
+// why, and no other node is admitted. Once the load succeeds on the
+// loader's retry, the node goes on and the rollout resumes. A node with
+// the skip label keeps v1 throughout; an already cordoned node stays
+// cordoned.
+func TestRollingUpgradeFailurePauses(t *testing.T) {
+	ctx := context.Background()
+	p := upgrade.Policy{MaxParallel: 2, MaxUnavailable: ptr.To(intstr.FromInt32(2)), Cordon: true}
+	e := newRollEnv(t, 6, p)
+	e.load(ctx)
+	bad, skipped, cordoned := e.nodes[0], e.nodes[5], e.nodes[4]
+	e.failLoad[bad], e.failImage = true, rollImageV2
+	_, err := e.cs.CoreV1().Nodes().Patch(ctx, skipped, "application/merge-patch+json",
+		[]byte(fmt.Sprintf(`{"metadata":{"labels":{%q:"true"}}}`, e.owner.UpgradeSkipLabel())), metav1.PatchOptions{})
+	require.NoError(t, err)
+	_, err = e.cs.CoreV1().Nodes().Patch(ctx, cordoned, "application/merge-patch+json", []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{})
+	require.NoError(t, err)
+	e.watchNodes(ctx)
+
+	e.obj.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = rollImageV2
+	var c *metav1.Condition
+	for i := 0; i < 60; i++ {
+		e.pass(ctx)
+		c = meta.FindStatusCondition(e.obj.Status.Conditions, kmm.ConditionUpgraded)
+		if c != nil && c.Reason == string(reason.UpgradePaused) && e.doneCount(ctx) == 1 {
+			break
+		}
+	}
+	require.NotNil(t, c)
+	assert.Equal(t, metav1.ConditionFalse, c.Status)
+	assert.Equal(t, string(reason.UpgradePaused), c.Reason, c.Message)
+	assert.Contains(t, c.Message, "the rollout is paused: 1 node(s) failed")
+	assert.Contains(t, c.Message, "node "+bad+": loading the new module failed: ")
+	assert.Contains(t, c.Message, "Exec format error")
+	// Paused: more passes admit nobody.
+	for i := 0; i < 5; i++ {
+		e.pass(ctx)
+	}
+	for _, name := range e.nodes {
+		n := e.node(ctx, name)
+		s := upgrade.State(n.Labels[e.owner.UpgradeStateLabel()])
+		switch name {
+		case bad:
+			assert.Equal(t, upgrade.Failed, s)
+			assert.True(t, n.Spec.Unschedulable, "a failed node stays cordoned")
+		case cordoned:
+			assert.Equal(t, upgrade.Done, s, "unavailable already, it went first with the bad node, and finished")
+		default:
+			assert.Equal(t, upgrade.Required, s, "%s waits: the rollout is paused", name)
+			obs, _, err := loader.ObservedBy(n, e.owner)
+			require.NoError(t, err)
+			assert.Equal(t, rollImageV1, obs.Config.ContainerImage, "%s keeps v1", name)
+		}
+	}
+	ev := e.events()
+	assert.True(t, slices.ContainsFunc(ev, func(s string) bool {
+		return strings.HasPrefix(s, "Warning UpgradeFailed node "+bad+": upgrade failed in module-update-required: loading the new module failed")
+	}), "%v", ev)
+	assert.True(t, slices.ContainsFunc(ev, func(s string) bool {
+		return strings.HasPrefix(s, "Normal UpgradeInProgress node "+cordoned+": uncordon-required -> upgrade-done: upgraded")
+	}), "%v", ev)
+
+	// The image is fixed: the loader's retry succeeds, and the rollout
+	// goes on.
+	e.failLoad[bad] = false
+	for i := 0; i < 200; i++ {
+		e.pass(ctx)
+		c = meta.FindStatusCondition(e.obj.Status.Conditions, kmm.ConditionUpgraded)
+		if e.doneCount(ctx) == 5 {
+			break
+		}
+	}
+	require.Equal(t, 5, e.doneCount(ctx), c.Message)
+	assert.Equal(t, string(reason.UpgradeInProgress), c.Reason)
+	assert.Contains(t, c.Message, "1 waiting (1 skipped)")
+	n := e.node(ctx, skipped)
+	assert.Equal(t, string(upgrade.Required), n.Labels[e.owner.UpgradeStateLabel()])
+	obs, _, err := loader.ObservedBy(n, e.owner)
+	require.NoError(t, err)
+	assert.Equal(t, rollImageV1, obs.Config.ContainerImage, "the skipped node keeps v1")
+	assert.True(t, e.node(ctx, cordoned).Spec.Unschedulable, "cordoned before the upgrade: left cordoned")
+	assert.False(t, e.node(ctx, bad).Spec.Unschedulable, "cordoned by the upgrade: uncordoned")
+	e.assertInvariants(2)
+}
