@@ -2,13 +2,16 @@ package kmm_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -19,6 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	k8sfake "k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 
@@ -27,6 +32,7 @@ import (
 	"github.com/kmmkit/kmmkit/kmm"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader"
+	loaderfake "github.com/kmmkit/kmmkit/loader/fake"
 	"github.com/kmmkit/kmmkit/reason"
 	registryfake "github.com/kmmkit/kmmkit/registry/fake"
 	"github.com/kmmkit/kmmkit/upgrade"
@@ -52,6 +58,13 @@ type rollEnv struct {
 	failImage string
 	// loads records, per node, the worker actions and images run there.
 	loads map[string][]string
+	// dpStopped lists the nodes whose device plugin Pod the test removed
+	// because upgrade.DevicePluginHeld said so.
+	dpStopped []string
+
+	// metrics outlive restarts (one registry for the test).
+	metrics *kmm.Metrics
+	reg     *prometheus.Registry
 
 	mu     sync.Mutex
 	writes []nodeWrite // every Node change the watch saw, in order
@@ -80,6 +93,9 @@ func newRollEnv(t *testing.T, n int, p upgrade.Policy) *rollEnv {
 	e := &rollEnv{t: t, cs: cs, run: run, ns: "kmmkit-" + run, id: identity.Domain{Name: "nic.acme.io", Kind: "NICDriver"},
 		policy: p, failLoad: map[string]bool{}, loads: map[string][]string{}, last: map[string]nodeWrite{}}
 	e.owner = e.id.Owner(e.ns, "nic")
+	e.reg = prometheus.NewRegistry()
+	e.metrics, err = kmm.NewMetrics(e.reg)
+	require.NoError(t, err)
 	testenv.Namespace(t, cs, e.ns)
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("%s-n%d", run, i)
@@ -99,16 +115,47 @@ func newRollEnv(t *testing.T, n int, p upgrade.Policy) *rollEnv {
 
 // restart replaces the Reconciler (and its PodLoader) with a new one, as
 // a restarted controller process has: nothing is remembered.
-func (e *rollEnv) restart() {
+func (e *rollEnv) restart() { e.restartWith(e.cs) }
+
+// restartWith starts a new Reconciler on cs.
+func (e *rollEnv) restartWith(cs kubernetes.Interface) {
 	images := registryfake.New()
 	images.SetExists(rollImageV1, "sha256:"+strings.Repeat("1", 64))
 	images.SetExists(rollImageV2, "sha256:"+strings.Repeat("2", 64))
 	e.rec = record.NewFakeRecorder(1000)
-	r, err := kmm.NewReconciler(e.cs, kmm.WithIdentity(e.id), kmm.WithWorkerPods("quay.io/kmmkit/kmm:test"),
-		kmm.WithImageChecker(images), kmm.WithEventRecorder(e.rec), kmm.WithRollingUpgrade(e.policy))
+	r, err := kmm.NewReconciler(cs, kmm.WithIdentity(e.id), kmm.WithWorkerPods("quay.io/kmmkit/kmm:test"),
+		kmm.WithImageChecker(images), kmm.WithEventRecorder(e.rec), kmm.WithRollingUpgrade(e.policy), kmm.WithMetrics(e.metrics))
 	require.NoError(e.t, err)
 	e.r = r
 }
+
+// crashingClient is a clientset whose requests fail once it has made
+// writes writes: a controller killed in the middle of a pass.
+func crashingClient(t *testing.T, writes int) kubernetes.Interface {
+	cfg := rest.CopyConfig(testenv.RESTConfig(t))
+	var mu sync.Mutex
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return crashTripper(func(req *http.Request) (*http.Response, error) {
+			mu.Lock()
+			dead := writes <= 0
+			if req.Method != http.MethodGet {
+				writes--
+			}
+			mu.Unlock()
+			if dead {
+				return nil, errors.New("the controller was killed")
+			}
+			return rt.RoundTrip(req)
+		})
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	require.NoError(t, err)
+	return cs
+}
+
+type crashTripper func(*http.Request) (*http.Response, error)
+
+func (f crashTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // watchNodes records every change of the test's nodes from now on.
 func (e *rollEnv) watchNodes(ctx context.Context) {
@@ -166,6 +213,31 @@ func (e *rollEnv) kubelet(ctx context.Context) {
 			continue
 		}
 		action, worker := p.Labels[e.owner.ActionLabel()]
+		if p.Labels["app"] == "validator" && !podIsReady(p) {
+			// The validation Pod gets Ready once v2 is loaded on its node.
+			n := e.node(ctx, p.Spec.NodeName)
+			if obs, ok, _ := loader.ObservedBy(n, e.owner); ok && obs.Config.ContainerImage == rollImageV2 {
+				p.Status.Phase = corev1.PodRunning
+				p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+				_, err := e.cs.CoreV1().Pods(e.ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+				require.NoError(e.t, err)
+			}
+			continue
+		}
+		if p.Labels[e.owner.RoleLabel()] == identity.RoleDevicePlugin {
+			// The device plugin DaemonSet controller honours the hook.
+			nodes, err := e.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "rolling=" + e.run})
+			require.NoError(e.t, err)
+			var ptrs []*corev1.Node
+			for i := range nodes.Items {
+				ptrs = append(ptrs, &nodes.Items[i])
+			}
+			if upgrade.DevicePluginHeld(e.owner, ptrs)[p.Spec.NodeName] {
+				require.NoError(e.t, e.cs.CoreV1().Pods(e.ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))
+				e.dpStopped = append(e.dpStopped, p.Spec.NodeName)
+			}
+			continue
+		}
 		if !worker || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
@@ -197,6 +269,32 @@ func (e *rollEnv) load(ctx context.Context) {
 		}
 	}
 	e.t.Fatalf("v1 never loaded: %+v", e.obj.Status.Conditions)
+}
+
+func podIsReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// pod creates a Pod on node with labels, Running and Ready as asked.
+func (e *rollEnv) pod(ctx context.Context, name, node string, labels map[string]string, ready bool) {
+	p, err := e.cs.CoreV1().Pods(e.ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "registry.example.com/app:1"}}},
+	}, metav1.CreateOptions{})
+	require.NoError(e.t, err)
+	p.Status.Phase = corev1.PodRunning
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
+	_, err = e.cs.CoreV1().Pods(e.ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+	require.NoError(e.t, err)
 }
 
 // workload starts a Running, Ready Pod that uses the device on node.
@@ -286,9 +384,17 @@ func (e *rollEnv) node(ctx context.Context, name string) *corev1.Node {
 func TestRollingUpgrade(t *testing.T) {
 	ctx := context.Background()
 	p := upgrade.Policy{MaxParallel: 2, MaxUnavailable: ptr.To(intstr.FromString("34%")), Cordon: true,
-		Evict: &upgrade.Eviction{Selector: "app=gpu-user"}}
+		WaitForPods: &upgrade.PodWait{Selector: "app=batch"},
+		Evict:       &upgrade.Eviction{Selector: "app=gpu-user"},
+		Validation:  &upgrade.Validation{Selector: "app=validator"}}
 	e := newRollEnv(t, 6, p)
 	e.load(ctx)
+	for _, n := range e.nodes {
+		e.pod(ctx, "validator-"+n[strings.LastIndex(n, "-")+1:], n, map[string]string{"app": "validator"}, false)
+	}
+	// A batch job runs on n1; a device plugin on n3.
+	e.pod(ctx, "batch", e.nodes[0], map[string]string{"app": "batch"}, true)
+	e.pod(ctx, "nic-device-plugin", e.nodes[2], map[string]string{e.owner.NameLabel(): "nic", e.owner.RoleLabel(): identity.RoleDevicePlugin}, true)
 	for _, n := range e.nodes {
 		labels := map[string]string{"app": "gpu-user"}
 		if n == e.nodes[1] {
@@ -313,7 +419,7 @@ func TestRollingUpgrade(t *testing.T) {
 	// The new image.
 	e.obj.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = rollImageV2
 	e.obj.Generation = 2
-	blockedPasses, restarted, relaxed := 0, false, false
+	blockedPasses, batchPasses, restarted, relaxed := 0, 0, false, false
 	for i := 0; i < 300; i++ {
 		res := e.pass(ctx)
 		c := meta.FindStatusCondition(e.obj.Status.Conditions, kmm.ConditionUpgraded)
@@ -322,12 +428,31 @@ func TestRollingUpgrade(t *testing.T) {
 			break
 		}
 		require.NotZero(t, res.RequeueAfter, "a rollout in progress asks for another pass")
+		n1 := e.node(ctx, e.nodes[0])
+		if upgrade.State(n1.Labels[e.owner.UpgradeStateLabel()]) == upgrade.WaitForPods {
+			rec, err := upgrade.ParseRecord(n1.Annotations[e.owner.UpgradeAnnotation()])
+			require.NoError(t, err)
+			if rec.Message == "waiting for pod "+e.ns+"/batch to finish" {
+				batchPasses++
+			}
+			if batchPasses == 3 {
+				// The job finishes.
+				b, err := e.cs.CoreV1().Pods(e.ns).Get(ctx, "batch", metav1.GetOptions{})
+				require.NoError(t, err)
+				b.Status.Phase = corev1.PodSucceeded
+				_, err = e.cs.CoreV1().Pods(e.ns).UpdateStatus(ctx, b, metav1.UpdateOptions{})
+				require.NoError(t, err)
+			}
+		}
 		n2 := e.node(ctx, e.nodes[1])
 		rec, err := upgrade.ParseRecord(n2.Annotations[e.owner.UpgradeAnnotation()])
 		require.NoError(t, err)
 		if upgrade.State(n2.Labels[e.owner.UpgradeStateLabel()]) == upgrade.Evict && strings.Contains(rec.Message, "PodDisruptionBudget") {
 			blockedPasses++
 			assert.True(t, n2.Spec.Unschedulable, "cordoned while it waits")
+			assert.Contains(t, rec.Message, "a PodDisruptionBudget blocks the eviction of "+e.ns+"/gpu-user-n2")
+			_, err = e.cs.CoreV1().Pods(e.ns).Get(ctx, "gpu-user-n2", metav1.GetOptions{})
+			assert.NoError(t, err, "the budget keeps the pod")
 			if blockedPasses == 5 {
 				// Relax the budget.
 				pdb, err := e.cs.PolicyV1().PodDisruptionBudgets(e.ns).Get(ctx, "strict", metav1.GetOptions{})
@@ -343,7 +468,19 @@ func TestRollingUpgrade(t *testing.T) {
 			}
 		}
 		if !restarted && e.doneCount(ctx) >= 3 {
-			// Kill the controller mid-rollout: a new process resumes.
+			// Kill the controller in the middle of a pass (its second
+			// write fails, and all after it); a new process resumes.
+			var err error
+			for j := 0; j < 10 && err == nil; j++ {
+				e.restartWith(crashingClient(t, 1))
+				var res kmm.Result
+				res, err = e.r.ReconcileSpec(ctx, e.obj)
+				if err == nil {
+					e.obj.Status = res.Status
+					e.kubelet(ctx)
+				}
+			}
+			require.ErrorContains(t, err, "the controller was killed")
 			mid := e.states()
 			e.restart()
 			restarted = true
@@ -380,6 +517,17 @@ func TestRollingUpgrade(t *testing.T) {
 		assert.True(t, apierrors.IsNotFound(err), "the device user on %s was evicted", name)
 	}
 	assert.GreaterOrEqual(t, blockedPasses, 5, "n2 waited for its budget")
+	assert.Equal(t, 3, batchPasses, "n1 waited for its batch job")
+	assert.Equal(t, []string{e.nodes[2]}, e.dpStopped, "the device plugin left n3 when the upgrade held it")
+
+	m := gather(t, e.reg)
+	lbl := func(state string) string {
+		return fmt.Sprintf("{module=nic,namespace=%s,owner=%s,state=%s}", e.ns, e.id.String(), state)
+	}
+	assert.Equal(t, 6.0, m["kmmkit_upgrade_nodes"+lbl("upgrade-done")])
+	assert.Equal(t, 0.0, m["kmmkit_upgrade_nodes"+lbl("upgrade-required")])
+	assert.Equal(t, 6.0, m["kmmkit_upgrade_steps_total"+lbl("upgrade-done")])
+	assert.Equal(t, 6.0, m["kmmkit_upgrade_steps_total"+lbl("module-update-required")])
 }
 
 // doneCount counts the nodes in upgrade-done.
@@ -473,4 +621,19 @@ func TestRollingUpgradeFailurePauses(t *testing.T) {
 	assert.True(t, e.node(ctx, cordoned).Spec.Unschedulable, "cordoned before the upgrade: left cordoned")
 	assert.False(t, e.node(ctx, bad).Spec.Unschedulable, "cordoned by the upgrade: uncordoned")
 	e.assertInvariants(2)
+}
+
+// TestWithRollingUpgradeRefused: NewReconciler names the option and the
+// field of a policy it cannot use.
+func TestWithRollingUpgradeRefused(t *testing.T) {
+	cs := k8sfake.NewClientset()
+	_, err := kmm.NewReconciler(cs, kmm.WithNodeLoader(loaderfake.NewNodeLoader()), kmm.WithImageChecker(registryfake.New()),
+		kmm.WithRollingUpgrade(upgrade.Policy{MaxParallel: 2, Evict: &upgrade.Eviction{Selector: "app in ("}}))
+	assert.ErrorContains(t, err, `kmm: WithRollingUpgrade: upgrade policy: Evict.Selector "app in (": `)
+	_, err = kmm.NewReconciler(cs, kmm.WithNodeLoader(loaderfake.NewNodeLoader()), kmm.WithImageChecker(registryfake.New()),
+		kmm.WithRollingUpgrade(upgrade.Policy{MaxUnavailable: ptr.To(intstr.FromString("150%"))}))
+	assert.EqualError(t, err, `kmm: WithRollingUpgrade: upgrade policy: MaxUnavailable "150%": must be between 0 and 100% or a non-negative number`)
+	_, err = kmm.NewReconciler(cs, kmm.WithNodeLoader(loaderfake.NewNodeLoader()), kmm.WithImageChecker(registryfake.New()),
+		kmm.WithRollingUpgrade(upgrade.Policy{}))
+	assert.NoError(t, err, "the zero policy is valid")
 }
