@@ -86,11 +86,16 @@ const (
 )
 
 func newRollEnv(t *testing.T, n int, p upgrade.Policy) *rollEnv {
+	return newRollEnvAs(t, identity.Domain{Name: "nic.acme.io", Kind: "NICDriver"}, n, p)
+}
+
+// newRollEnvAs is newRollEnv for owners of identity id.
+func newRollEnvAs(t *testing.T, id identity.Domain, n int, p upgrade.Policy) *rollEnv {
 	cfg := testenv.RESTConfig(t)
 	cs, err := kubernetes.NewForConfig(cfg)
 	require.NoError(t, err)
 	run := fmt.Sprintf("roll%d", rand.Uint32()%100000)
-	e := &rollEnv{t: t, cs: cs, run: run, ns: "kmmkit-" + run, id: identity.Domain{Name: "nic.acme.io", Kind: "NICDriver"},
+	e := &rollEnv{t: t, cs: cs, run: run, ns: "kmmkit-" + run, id: id,
 		policy: p, failLoad: map[string]bool{}, loads: map[string][]string{}, last: map[string]nodeWrite{}}
 	e.owner = e.id.Owner(e.ns, "nic")
 	e.reg = prometheus.NewRegistry()
@@ -542,11 +547,18 @@ func (e *rollEnv) doneCount(ctx context.Context) int {
 // why, and no other node is admitted. Once the load succeeds on the
 // loader's retry, the node goes on and the rollout resumes. A node with
 // the skip label keeps v1 throughout; an already cordoned node stays
-// cordoned.
+// cordoned. It runs for KMM's own keys (the zero identity) and an
+// embedder's.
 func TestRollingUpgradeFailurePauses(t *testing.T) {
+	for _, id := range []identity.Domain{{}, {Name: "nic.acme.io", Kind: "NICDriver"}} {
+		t.Run(id.String(), func(t *testing.T) { testRollingUpgradeFailurePauses(t, id) })
+	}
+}
+
+func testRollingUpgradeFailurePauses(t *testing.T, id identity.Domain) {
 	ctx := context.Background()
 	p := upgrade.Policy{MaxParallel: 2, MaxUnavailable: ptr.To(intstr.FromInt32(2)), Cordon: true}
-	e := newRollEnv(t, 6, p)
+	e := newRollEnvAs(t, id, 6, p)
 	e.load(ctx)
 	bad, skipped, cordoned := e.nodes[0], e.nodes[5], e.nodes[4]
 	e.failLoad[bad], e.failImage = true, rollImageV2
