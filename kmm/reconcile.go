@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
@@ -268,6 +269,20 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 		// Outdated nodes keep the old module until their upgrade
 		// reaches the load step.
 		sreq.Desired, roll = r.rollGate(obj, t, load, keep)
+		// Nodes that left the selector drop the rollout's state.
+		var gone []*corev1.Node
+		sel := labels.SelectorFromSet(obj.Spec.Selector)
+		for _, n := range nodes {
+			if !sel.Matches(labels.Set(n.Labels)) {
+				gone = append(gone, n)
+			}
+		}
+		if pending, err := r.rollCleanup(ctx, obj, roll.owner, gone); err != nil || pending {
+			res.requeue(rollRequeue)
+			if err != nil {
+				log.Error(err, "removing the upgrade state of nodes that left the selector")
+			}
+		}
 	}
 	states, lerr := r.loader.Sync(ctx, sreq)
 	for _, s := range states {
@@ -405,6 +420,9 @@ func (r *Reconciler) finalize(ctx context.Context, obj Object, nodes []*corev1.N
 	}
 	states, err := r.loader.Sync(ctx, sreq)
 	err = errors.Join(dperr, err)
+	// A rolling upgrade leaves no state, and no cordon of its own, behind.
+	rollPending, rerr := r.rollCleanup(ctx, obj, r.identity.Owner(obj.Namespace, obj.Name), nodes)
+	err = errors.Join(err, rerr)
 	var pending []string
 	for _, s := range states {
 		if s.Phase != loader.PhaseUnloaded {
@@ -419,9 +437,12 @@ func (r *Reconciler) finalize(ctx context.Context, obj Object, nodes []*corev1.N
 		sort.Strings(waitDP)
 		cond.Message += fmt.Sprintf("; waiting for the device plugin Pods to leave %d node(s) first: %s", len(waitDP), names(waitDP, 10))
 	}
+	if rollPending {
+		res.requeue(rollRequeue)
+	}
 	if len(pending) == 0 {
 		cond.Reason, cond.Message = string(reason.Unloaded), "unloaded from every node"
-		res.Done = err == nil
+		res.Done = err == nil && !rollPending
 	} else {
 		res.requeue(5 * time.Second)
 	}

@@ -393,3 +393,44 @@ func upgradedCondition(obj Object, pl upgrade.Plan, nodes []upgrade.Node) metav1
 	}
 	return c
 }
+
+// rollCleanup removes the owner's upgrade keys from nodes, and uncordons
+// those the upgrade cordoned and had not uncordoned yet: for a deleted
+// owner, and for nodes that left its selector. A conflict leaves the node
+// for the next pass.
+func (r *Reconciler) rollCleanup(ctx context.Context, obj Object, o identity.Owner, nodes []*corev1.Node) (pending bool, err error) {
+	var errs []error
+	for _, n := range nodes {
+		state, hasState := n.Labels[o.UpgradeStateLabel()]
+		raw, hasRecord := n.Annotations[o.UpgradeAnnotation()]
+		if !hasState && !hasRecord {
+			continue
+		}
+		rec, _ := upgrade.ParseRecord(raw) // a damaged record cordoned nothing we know of
+		patch := map[string]any{"metadata": map[string]any{
+			"resourceVersion": n.ResourceVersion,
+			"labels":          map[string]any{o.UpgradeStateLabel(): nil},
+			"annotations":     map[string]any{o.UpgradeAnnotation(): nil},
+		}}
+		s := upgrade.State(state)
+		uncordon := rec.Cordoned && n.Spec.Unschedulable && (s.InProgress() || s == upgrade.Failed)
+		if uncordon {
+			patch["spec"] = map[string]any{"unschedulable": nil}
+		}
+		body, _ := json.Marshal(patch) // plain data: cannot fail
+		_, perr := r.client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, body, metav1.PatchOptions{})
+		switch {
+		case apierrors.IsConflict(perr):
+			pending = true
+		case apierrors.IsNotFound(perr):
+		case perr != nil:
+			errs = append(errs, fmt.Errorf("upgrade of node %s: removing its upgrade state: %w", n.Name, perr))
+		default:
+			r.logger(ctx).Info("upgrade state removed", "node", n.Name, "state", state, "uncordoned", uncordon)
+			if uncordon {
+				r.event(obj, corev1.EventTypeNormal, string(reason.UpgradeInProgress), "node %s: %s -> (none): uncordoned, the upgrade no longer applies", n.Name, s)
+			}
+		}
+	}
+	return pending, errors.Join(errs...)
+}

@@ -649,3 +649,55 @@ func TestWithRollingUpgradeRefused(t *testing.T) {
 		kmm.WithRollingUpgrade(upgrade.Policy{}))
 	assert.NoError(t, err, "the zero policy is valid")
 }
+
+// TestRollingUpgradeLeavesNothingBehind: a node that leaves the selector
+// in the middle of a rollout loses its upgrade state, and a deleted
+// owner's nodes lose theirs, the node the upgrade had cordoned being
+// uncordoned.
+func TestRollingUpgradeLeavesNothingBehind(t *testing.T) {
+	ctx := context.Background()
+	e := newRollEnv(t, 3, upgrade.Policy{Cordon: true})
+	e.load(ctx)
+	e.obj.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = rollImageV2
+	state := func(name string) (upgrade.State, bool) {
+		n := e.node(ctx, name)
+		s, ok := n.Labels[e.owner.UpgradeStateLabel()]
+		_, rec := n.Annotations[e.owner.UpgradeAnnotation()]
+		return upgrade.State(s), ok || rec
+	}
+	for i := 0; i < 20; i++ {
+		e.pass(ctx)
+		if s, _ := state(e.nodes[0]); s == upgrade.Load {
+			break
+		}
+	}
+	s, _ := state(e.nodes[0])
+	require.Equal(t, upgrade.Load, s)
+	require.True(t, e.node(ctx, e.nodes[0]).Spec.Unschedulable)
+	s, _ = state(e.nodes[1])
+	require.Equal(t, upgrade.Required, s)
+
+	// n2 leaves the selector.
+	_, err := e.cs.CoreV1().Nodes().Patch(ctx, e.nodes[1], "application/merge-patch+json", []byte(`{"metadata":{"labels":{"rolling":null}}}`),
+		metav1.PatchOptions{})
+	require.NoError(t, err)
+	e.pass(ctx)
+	_, has := state(e.nodes[1])
+	assert.False(t, has, "a node that left the selector keeps no upgrade state")
+
+	// The owner is deleted.
+	e.obj.Deleting = true
+	var done bool
+	for i := 0; i < 20 && !done; i++ {
+		done = e.pass(ctx).Done
+	}
+	require.True(t, done)
+	for _, name := range e.nodes {
+		_, has := state(name)
+		assert.False(t, has, "%s keeps no upgrade state", name)
+		assert.False(t, e.node(ctx, name).Spec.Unschedulable, "%s is not cordoned", name)
+	}
+	assert.True(t, slices.ContainsFunc(e.events(), func(s string) bool {
+		return s == "Normal UpgradeInProgress node "+e.nodes[0]+": module-update-required -> (none): uncordoned, the upgrade no longer applies"
+	}))
+}
