@@ -385,7 +385,7 @@ func upgradedCondition(obj Object, pl upgrade.Plan, nodes []upgrade.Node) metav1
 			len(pl.Failed), summarize(why, maxProblems), inProgress, pl.Waiting))
 	case inProgress == 0 && pl.Waiting == 0 && len(pl.Failed) == 0:
 		c.Status, c.Reason = metav1.ConditionTrue, string(reason.UpgradeDone)
-		c.Message = fmt.Sprintf("all %d targeted node(s) run the desired module", len(nodes))
+		c.Message = fmt.Sprintf("none of the %d targeted node(s) has an outdated module or an upgrade under way", len(nodes))
 	default:
 		c.Reason = string(reason.UpgradeInProgress)
 		c.Message = fmt.Sprintf("%d node(s) upgrading (at most %d at a time), %d waiting (%d skipped), %d failed; %d of %d targeted node(s) unavailable (at most %d)",

@@ -498,7 +498,7 @@ func TestRollingUpgrade(t *testing.T) {
 	require.NotNil(t, c)
 	assert.Equal(t, metav1.ConditionTrue, c.Status, c.Message)
 	assert.Equal(t, string(reason.UpgradeDone), c.Reason)
-	assert.Equal(t, "all 6 targeted node(s) run the desired module", c.Message)
+	assert.Equal(t, "none of the 6 targeted node(s) has an outdated module or an upgrade under way", c.Message)
 
 	e.assertInvariants(2)
 	want := []upgrade.State{upgrade.Required, upgrade.Cordon, upgrade.WaitForPods, upgrade.Evict, upgrade.StopDevicePlugin,
@@ -557,12 +557,24 @@ func TestRollingUpgradeFailurePauses(t *testing.T) {
 
 func testRollingUpgradeFailurePauses(t *testing.T, id identity.Domain) {
 	ctx := context.Background()
-	p := upgrade.Policy{MaxParallel: 2, MaxUnavailable: ptr.To(intstr.FromInt32(2)), Cordon: true}
+	p := upgrade.Policy{MaxParallel: 2, MaxUnavailable: ptr.To(intstr.FromInt32(2)), Cordon: true,
+		Evict: &upgrade.Eviction{Selector: "app=gpu-user", Delete: true}}
 	e := newRollEnvAs(t, id, 6, p)
 	e.load(ctx)
 	bad, skipped, cordoned := e.nodes[0], e.nodes[5], e.nodes[4]
+	// Evict.Delete deletes the device's users, budget or not.
+	e.workload(ctx, cordoned, map[string]string{"app": "gpu-user", "budget": "strict"})
+	pdb, err := e.cs.PolicyV1().PodDisruptionBudgets(e.ns).Create(ctx, &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: "strict"},
+		Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"budget": "strict"}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1}
+	_, err = e.cs.PolicyV1().PodDisruptionBudgets(e.ns).UpdateStatus(ctx, pdb, metav1.UpdateOptions{})
+	require.NoError(t, err)
 	e.failLoad[bad], e.failImage = true, rollImageV2
-	_, err := e.cs.CoreV1().Nodes().Patch(ctx, skipped, "application/merge-patch+json",
+	_, err = e.cs.CoreV1().Nodes().Patch(ctx, skipped, "application/merge-patch+json",
 		[]byte(fmt.Sprintf(`{"metadata":{"labels":{%q:"true"}}}`, e.owner.UpgradeSkipLabel())), metav1.PatchOptions{})
 	require.NoError(t, err)
 	_, err = e.cs.CoreV1().Nodes().Patch(ctx, cordoned, "application/merge-patch+json", []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{})
@@ -631,6 +643,8 @@ func testRollingUpgradeFailurePauses(t *testing.T, id identity.Domain) {
 	require.NoError(t, err)
 	assert.Equal(t, rollImageV1, obs.Config.ContainerImage, "the skipped node keeps v1")
 	assert.True(t, e.node(ctx, cordoned).Spec.Unschedulable, "cordoned before the upgrade: left cordoned")
+	_, err = e.cs.CoreV1().Pods(e.ns).Get(ctx, "gpu-user-"+cordoned[strings.LastIndex(cordoned, "-")+1:], metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "Evict.Delete deleted the device user despite its budget: %v", err)
 	assert.False(t, e.node(ctx, bad).Spec.Unschedulable, "cordoned by the upgrade: uncordoned")
 	e.assertInvariants(2)
 }
