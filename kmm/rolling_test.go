@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -204,8 +205,26 @@ func (e *rollEnv) pass(ctx context.Context) kmm.Result {
 }
 
 // kubelet runs worker Pods to success (or failure where asked), and
-// removes Pods being deleted.
+// removes Pods being deleted. It also plays the node lifecycle
+// controller: a cordoned node gets the node.kubernetes.io/unschedulable
+// taint, an uncordoned one loses it.
 func (e *rollEnv) kubelet(ctx context.Context) {
+	for _, name := range e.nodes {
+		n := e.node(ctx, name)
+		has := slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == corev1.TaintNodeUnschedulable })
+		if has == n.Spec.Unschedulable {
+			continue
+		}
+		if n.Spec.Unschedulable {
+			n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: corev1.TaintNodeUnschedulable, Effect: corev1.TaintEffectNoSchedule})
+		} else {
+			n.Spec.Taints = slices.DeleteFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == corev1.TaintNodeUnschedulable })
+		}
+		_, err := e.cs.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		if !apierrors.IsConflict(err) {
+			require.NoError(e.t, err)
+		}
+	}
 	pods, err := e.cs.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
 	require.NoError(e.t, err)
 	for i := range pods.Items {
@@ -338,9 +357,14 @@ func (e *rollEnv) assertInvariants(maxUnavailable int) {
 			}
 		}
 		worstP, worstU = max(worstP, inProgress), max(worstU, unavailable)
-		if !assert.LessOrEqual(e.t, inProgress, e.policy.MaxParallel, "write %d (%s at rv %s): %d nodes in an upgrade", i, w.node, w.rv, inProgress) ||
-			!assert.LessOrEqual(e.t, unavailable, maxUnavailable, "write %d (%s at rv %s): %d nodes unavailable", i, w.node, w.rv, unavailable) {
-			return
+		if !assert.LessOrEqual(e.t, inProgress, e.policy.MaxParallel, "write %d (%s at rv %s): %d nodes in an upgrade: %v", i, w.node, w.rv, inProgress, now) ||
+			!assert.LessOrEqual(e.t, unavailable, maxUnavailable, "write %d (%s at rv %s): %d nodes unavailable: %v", i, w.node, w.rv, unavailable, now) {
+			break
+		}
+	}
+	if e.t.Failed() || os.Getenv("ROLL_DEBUG") != "" {
+		for _, w := range e.writes {
+			e.t.Logf("%+v", w)
 		}
 	}
 	e.t.Logf("%d node writes; at most %d nodes in an upgrade and %d unavailable at once", len(e.writes), worstP, worstU)

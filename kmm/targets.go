@@ -42,8 +42,9 @@ func (r *Reconciler) target(obj Object, nodes []*corev1.Node) targets {
 			continue
 		}
 		tol := tolerations
-		if r.rolling != nil && cordonedByUpgrade(owner, n) {
-			// The upgrade's own cordon does not untarget the node.
+		if r.rolling != nil && rollingCandidate(owner, n) {
+			// A cordon (the upgrade's own, or one the node had before)
+			// does not untarget a node with the module: it is upgraded.
 			tol = append(append([]corev1.Toleration{}, tolerations...), corev1.Toleration{Key: corev1.TaintNodeUnschedulable,
 				Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
 		}
@@ -119,12 +120,14 @@ func tolerated(taint *corev1.Taint, tolerations []corev1.Toleration) bool {
 	return false
 }
 
-// cordonedByUpgrade reports whether n is in the middle of a rolling
-// upgrade of owner that cordoned it.
-func cordonedByUpgrade(owner identity.Owner, n *corev1.Node) bool {
-	if !upgrade.State(n.Labels[owner.UpgradeStateLabel()]).InProgress() {
-		return false
+// rollingCandidate reports whether a rolling upgrade of owner keeps n
+// targeted while it is cordoned: it has the owner's module loaded (so
+// it can be upgraded), or it is in an upgrade, or failed one (between
+// the unload and the load nothing is loaded, and the upgrade goes on).
+func rollingCandidate(owner identity.Owner, n *corev1.Node) bool {
+	if _, loaded := n.Annotations[owner.ObservedAnnotation()]; loaded {
+		return true
 	}
-	rec, err := upgrade.ParseRecord(n.Annotations[owner.UpgradeAnnotation()])
-	return err == nil && rec.Cordoned
+	s := upgrade.State(n.Labels[owner.UpgradeStateLabel()])
+	return s.InProgress() || s == upgrade.Failed
 }
