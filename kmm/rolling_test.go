@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
@@ -525,6 +526,18 @@ func TestRollingUpgrade(t *testing.T) {
 	assert.Equal(t, "none of the 6 targeted node(s) has an outdated module or an upgrade under way", c.Message)
 
 	e.assertInvariants(2)
+	// Steady: another pass writes no node, and asks for no pass.
+	rvs := func() map[string]string {
+		out := map[string]string{}
+		for _, name := range e.nodes {
+			out[name] = e.node(ctx, name).ResourceVersion
+		}
+		return out
+	}
+	before := rvs()
+	res := e.pass(ctx)
+	assert.Equal(t, before, rvs(), "a steady pass writes no node")
+	assert.GreaterOrEqual(t, res.RequeueAfter, time.Minute, "no pass is asked for by the rollout (only the image re-verification)")
 	want := []upgrade.State{upgrade.Required, upgrade.Cordon, upgrade.WaitForPods, upgrade.Evict, upgrade.StopDevicePlugin,
 		upgrade.Load, upgrade.Validate, upgrade.Uncordon, upgrade.Done}
 	for name, seq := range e.states() {
