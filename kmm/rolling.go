@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kmmkit/kmmkit/identity"
@@ -146,6 +147,18 @@ func (r *Reconciler) rollStep(ctx context.Context, obj Object, ro *rollout, stat
 		after[i].State, after[i].Record = decisions[i].State, decisions[i].Record
 	}
 	plan := upgrade.Admit(p, after)
+	if len(plan.Admit) > 0 {
+		// Admission counts every targeted node: it is made only on a
+		// view that is current (an informer's may lag behind writes).
+		current, err := r.viewIsCurrent(ctx, obj, ro)
+		if err != nil || !current {
+			errs = append(errs, err)
+			r.logger(ctx).V(1).Info("node view is older than the cluster: admission left for the next pass", "admit", len(plan.Admit))
+			plan.Waiting += len(plan.Admit)
+			plan.Admit = nil
+			res.requeue(rollRequeue)
+		}
+	}
 	for _, name := range plan.Admit {
 		i := sort.Search(len(ro.nodes), func(i int) bool { return ro.nodes[i].facts.Name >= name })
 		d := &decisions[i]
@@ -433,4 +446,55 @@ func (r *Reconciler) rollCleanup(ctx context.Context, obj Object, o identity.Own
 		}
 	}
 	return pending, errors.Join(errs...)
+}
+
+// viewIsCurrent reports whether the pass's view of the targeted nodes is
+// what the API server holds now: the same nodes, with the same upgrade
+// keys, loaded module, cordon and readiness. One list, made only when a
+// node is about to be admitted.
+func (r *Reconciler) viewIsCurrent(ctx context.Context, obj Object, ro *rollout) (bool, error) {
+	l, err := r.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(obj.Spec.Selector).String()})
+	if err != nil {
+		return false, fmt.Errorf("upgrade: listing the targeted nodes: %w", err)
+	}
+	view := make(map[string]*corev1.Node, len(ro.nodes))
+	for _, rn := range ro.nodes {
+		view[rn.node.Name] = rn.node
+	}
+	seen := 0
+	for i := range l.Items {
+		fresh := &l.Items[i]
+		v, ok := view[fresh.Name]
+		if !ok {
+			if r.targetedNode(obj, fresh) {
+				return false, nil // a targeted node the view does not have
+			}
+			continue
+		}
+		seen++
+		if rollFingerprint(ro.owner, v) != rollFingerprint(ro.owner, fresh) {
+			return false, nil
+		}
+	}
+	return seen == len(view), nil
+}
+
+// targetedNode reports whether the selector's node n is targeted (see
+// target).
+func (r *Reconciler) targetedNode(obj Object, n *corev1.Node) bool {
+	return len(r.target(obj, []*corev1.Node{n}).selected) == 1
+}
+
+// rollFingerprint is what admission depends on of a node.
+func rollFingerprint(o identity.Owner, n *corev1.Node) string {
+	ready := ""
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			ready = string(c.Status)
+		}
+	}
+	_, loaded := n.Labels[o.ReadyLabel()]
+	b, _ := json.Marshal([]any{n.Labels[o.UpgradeStateLabel()], n.Labels[o.UpgradeSkipLabel()], n.Annotations[o.UpgradeAnnotation()],
+		n.Annotations[o.ObservedAnnotation()], loaded, n.Spec.Unschedulable, ready, n.Status.NodeInfo.BootID}) // plain data: cannot fail
+	return string(b)
 }
