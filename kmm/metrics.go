@@ -105,6 +105,7 @@ func (m *Metrics) reconciled(owner string, obj Object, res Result, err error, d 
 		delete(m.known, key)
 		m.nodes.DeleteLabelValues(owner, obj.Namespace, obj.Name, "desired")
 		m.nodes.DeleteLabelValues(owner, obj.Namespace, obj.Name, "available")
+		m.upgradeNodes.DeletePartialMatch(prometheus.Labels{"owner": owner, "namespace": obj.Namespace, "module": obj.Name})
 	} else {
 		f := moduleFlags{devicePlugin: obj.Spec.DevicePlugin != nil}
 		if ml := obj.Spec.ModuleLoader; ml != nil {

@@ -743,6 +743,9 @@ func TestRollingUpgradeLeavesNothingBehind(t *testing.T) {
 		done = e.pass(ctx).Done
 	}
 	require.True(t, done)
+	for k := range gather(t, e.reg) {
+		assert.NotContains(t, k, "kmmkit_upgrade_nodes{", "a deleted owner leaves the upgrade gauge")
+	}
 	for _, name := range e.nodes {
 		_, has := state(name)
 		assert.False(t, has, "%s keeps no upgrade state", name)
