@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -363,7 +362,7 @@ func (e *rollEnv) assertInvariants(maxUnavailable int) {
 			break
 		}
 	}
-	if e.t.Failed() || os.Getenv("ROLL_DEBUG") != "" {
+	if e.t.Failed() {
 		for _, w := range e.writes {
 			e.t.Logf("%+v", w)
 		}

@@ -207,15 +207,17 @@ func Step(p Policy, n Node, now time.Time) Decision {
 		}
 	case Required:
 		switch {
+		case n.Target == "":
+			// Nothing is desired yet (an image being built): wait.
 		case !n.Loaded || n.Current:
 			// Reverted, or nothing is loaded any more: nothing to move.
-			move(Done, "the node runs the desired module")
+			move(Done, "no outdated module on the node any more")
 		case n.Skip:
-			if d.Record.Message != skipMessage {
-				d.Record.Message = skipMessage
-			}
+			d.Record.Message = skipMessage
 		}
-		d.Record.Target = n.Target
+		if n.Target != "" {
+			d.Record.Target = n.Target
+		}
 	case Cordon:
 		switch {
 		case !p.Cordon:
