@@ -25,6 +25,7 @@ import (
 	"github.com/kmmkit/kmmkit/reason"
 	"github.com/kmmkit/kmmkit/registry"
 	"github.com/kmmkit/kmmkit/registry/pullsecret"
+	"github.com/kmmkit/kmmkit/upgrade"
 )
 
 // Reconcile makes one level-triggered pass over a Module: it holds the
@@ -316,10 +317,14 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 
 // devicePluginStops is the hook through which day-2 policies stop the
 // device plugin on nodes the spec targets (see syncDevicePlugin): the
-// names of the nodes where it must not run now. A rolling-upgrade policy
-// fills it to stop the device plugin before it unloads a node's module;
-// until one is configured, nil stops nothing.
-func (r *Reconciler) devicePluginStops(Object, []*corev1.Node) map[string]bool { return nil }
+// names of the nodes where it must not run now. A rolling upgrade
+// (WithRollingUpgrade) stops it from its device-plugin-stop step until
+// the node is validated, and while the node's upgrade has failed; the
+// nodes' state labels say which (upgrade.DevicePluginHeld), so any
+// Reconciler, restarted or not, agrees.
+func (r *Reconciler) devicePluginStops(obj Object, nodes []*corev1.Node) map[string]bool {
+	return upgrade.DevicePluginHeld(r.identity.Owner(obj.Namespace, obj.Name), nodes)
+}
 
 // invalid is the result of a pass over an invalid spec: only conditions
 // change.

@@ -869,6 +869,13 @@ func TestRollingUpgradeStaleViewAdmission(t *testing.T) {
 	state := func(name string) upgrade.State {
 		return upgrade.State(e.node(ctx, name).Labels[e.owner.UpgradeStateLabel()])
 	}
+	// With a device plugin: the Reconciler labels its target nodes.
+	e.obj.Spec.DevicePlugin = &v1beta1.DevicePluginSpec{Container: v1beta1.CommonContainerSpec{Image: "registry.example.com/nic-dp:1"}}
+	e.pass(ctx)
+	for _, name := range e.nodes {
+		_, ok := e.node(ctx, name).Labels[e.owner.DevicePluginTargetLabel()]
+		require.True(t, ok, "%s is a device plugin target", name)
+	}
 	skip(n1, `"true"`)
 	skip(n2, `"true"`)
 	e.obj.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = rollImageV2
@@ -886,6 +893,15 @@ func TestRollingUpgradeStaleViewAdmission(t *testing.T) {
 	require.Equal(t, upgrade.Load, state(n1))
 	require.Equal(t, upgrade.Required, state(n2))
 
+	// The device plugin is held on n1 (in module-update-required), as
+	// upgrade.DevicePluginHeld says: no target label there, while n2,
+	// waiting, keeps its device plugin.
+	target := e.owner.DevicePluginTargetLabel()
+	_, onN1 := e.node(ctx, n1).Labels[target]
+	_, onN2 := e.node(ctx, n2).Labels[target]
+	assert.False(t, onN1, "no device plugin on a node being upgraded")
+	assert.True(t, onN2, "the device plugin stays on a waiting node")
+
 	stale = []*corev1.Node{old1, e.node(ctx, n2), e.node(ctx, n3)}
 	useStale = true
 	for i := 0; i < 3; i++ {
@@ -899,4 +915,9 @@ func TestRollingUpgradeStaleViewAdmission(t *testing.T) {
 		e.pass(ctx)
 	}
 	assert.Equal(t, 3, e.doneCount(ctx))
+	e.pass(ctx)
+	for _, name := range e.nodes {
+		_, ok := e.node(ctx, name).Labels[e.owner.DevicePluginTargetLabel()]
+		assert.True(t, ok, "%s is a device plugin target again", name)
+	}
 }
