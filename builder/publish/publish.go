@@ -14,12 +14,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
-	"github.com/google/go-containerregistry/pkg/name"
-
 	"github.com/kmmkit/kmmkit/builder"
+	"github.com/kmmkit/kmmkit/internal/ociimage"
 	"github.com/kmmkit/kmmkit/lint"
 	"github.com/kmmkit/kmmkit/registry"
 )
@@ -32,22 +30,7 @@ const stagingSuffix = "-kmmkit-unlinted"
 // "<tag>-kmmkit-unlinted" (for a digest reference, the digest's first 16
 // hex digits), cut to the 128 characters a tag may have.
 func StagingTag(image string) (string, error) {
-	ref, err := name.ParseReference(image)
-	if err != nil {
-		return "", fmt.Errorf("image %q: %w", image, err)
-	}
-	base := ""
-	switch r := ref.(type) {
-	case name.Tag:
-		base = r.TagStr()
-	case name.Digest:
-		base = strings.TrimPrefix(r.DigestStr(), "sha256:")
-		base = base[:min(len(base), 16)]
-	}
-	if len(base)+len(stagingSuffix) > 128 {
-		base = base[:128-len(stagingSuffix)]
-	}
-	return ref.Context().Name() + ":" + base + stagingSuffix, nil
+	return ociimage.SiblingTag(image, stagingSuffix)
 }
 
 // Option configures a Publisher.

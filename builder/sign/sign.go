@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -37,6 +36,7 @@ import (
 	"github.com/kmmkit/kmmkit/builder/signfile"
 	"github.com/kmmkit/kmmkit/depmod/modfile"
 	"github.com/kmmkit/kmmkit/internal/ctxlog"
+	"github.com/kmmkit/kmmkit/internal/ociimage"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/registry"
 )
@@ -293,23 +293,7 @@ func writeLayer(w io.Writer, files []spooled) error {
 // "<tag>-kmmkit-unsigned" (or "<digest hex prefix>-kmmkit-unsigned" for a
 // digest reference), so unsigned modules never appear at the final tag.
 func IntermediateTag(image string) (string, error) {
-	ref, err := name.ParseReference(image)
-	if err != nil {
-		return "", fmt.Errorf("image %q: %w", image, err)
-	}
-	base := ""
-	switch r := ref.(type) {
-	case name.Tag:
-		base = r.TagStr()
-	case name.Digest:
-		base = strings.TrimPrefix(r.DigestStr(), "sha256:")
-		base = base[:min(len(base), 16)]
-	}
-	const suffix = "-kmmkit-unsigned"
-	if len(base)+len(suffix) > 128 {
-		base = base[:128-len(suffix)]
-	}
-	return ref.Context().Name() + ":" + base + suffix, nil
+	return ociimage.SiblingTag(image, "-kmmkit-unsigned")
 }
 
 // KeysFromSecrets reads the signing key and certificate of a Module's sign
