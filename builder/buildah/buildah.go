@@ -38,6 +38,7 @@ import (
 
 	"github.com/kmmkit/kmmkit/builder"
 	"github.com/kmmkit/kmmkit/builder/publish"
+	"github.com/kmmkit/kmmkit/internal/bounded"
 	"github.com/kmmkit/kmmkit/internal/ctxlog"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/lint"
@@ -413,7 +414,7 @@ func defaultRegistry(certDir string) (*registry.Client, error) {
 		files, _ := filepath.Glob(filepath.Join(certDir, "*.crt"))
 		var pem []byte
 		for _, f := range files {
-			data, err := readBounded(f, maxCAFile)
+			data, err := bounded.ReadFile(f, maxCAFile)
 			if err != nil {
 				return nil, fmt.Errorf("buildah: WithCertDir(%q): %w", certDir, err)
 			}
@@ -432,23 +433,6 @@ func defaultRegistry(certDir string) (*registry.Client, error) {
 
 // maxCAFile bounds a CA certificate file of WithCertDir.
 const maxCAFile = 4 << 20
-
-// readBounded reads a whole file of at most limit bytes.
-func readBounded(file string, limit int64) ([]byte, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", file, limit)
-	}
-	return data, nil
-}
 
 // commandRunner runs the buildah command.
 type commandRunner struct {

@@ -12,6 +12,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kmmkit/kmmkit/internal/bounded"
 	"github.com/kmmkit/kmmkit/internal/cli"
 	"github.com/kmmkit/kmmkit/kmm/v1beta1"
 	"github.com/kmmkit/kmmkit/loader/node"
@@ -172,7 +173,7 @@ func oneLine(err error) string {
 // config reads the worker config file. Without a kernelVersion it is the
 // running kernel's, as KMM's worker (modprobe) loads for it.
 func (j *workerJob) config() (*v1beta1.ModuleConfig, error) {
-	data, err := readBounded(j.env.path(j.configFile), maxConfigFile)
+	data, err := bounded.ReadFile(j.env.path(j.configFile), maxConfigFile)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +214,7 @@ func (j *workerJob) run(ctx context.Context, cfg *v1beta1.ModuleConfig, root str
 func pullImage(ctx context.Context, cfg *v1beta1.ModuleConfig, dir, dockerConfig, caFile string, log logr.Logger) (string, error) {
 	var opts []registry.Option
 	if caFile != "" {
-		pem, err := readBounded(caFile, maxCAFile)
+		pem, err := bounded.ReadFile(caFile, maxCAFile)
 		if err != nil {
 			return "", err
 		}
@@ -262,23 +263,6 @@ const (
 	maxCAFile       = 4 << 20
 )
 
-// readBounded reads a whole file of at most limit bytes.
-func readBounded(file string, limit int64) ([]byte, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", file, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", file, limit)
-	}
-	return data, nil
-}
-
 // readDockerConfig reads --docker-config: a file, or the directory a pull
 // secret is mounted at, where it reads .dockerconfigjson
 // (kubernetes.io/dockerconfigjson) or else .dockercfg
@@ -302,7 +286,7 @@ func readDockerConfig(p string) (string, []byte, error) {
 				p, corev1.DockerConfigJsonKey, corev1.DockerConfigKey, corev1.SecretTypeDockerConfigJson, corev1.SecretTypeDockercfg)
 		}
 	}
-	data, err := readBounded(file, maxDockerConfig)
+	data, err := bounded.ReadFile(file, maxDockerConfig)
 	if err != nil {
 		return "", nil, fmt.Errorf("pull secret: %w", err)
 	}
