@@ -225,6 +225,26 @@ func runPodLoaderScenario(t *testing.T, c *cluster) {
 	require.Len(t, pods, 1)
 	assert.Equal(t, "Load", pods[0].Labels[loader.LabelWorkerAction])
 	assert.Contains(t, pods[0].Annotations[loader.AnnotationWorkerConfig], "nic:v2")
+	// The kernel still runs another build of the module (loaded by hand):
+	// the loader's last line is tagged, and the node's reason is
+	// ModuleBuildMismatch, naming the node and both srcversions.
+	mismatch := "kmm worker kmod load: load nic_drv (/tmp/opt/lib/modules/6.1.0-56-amd64/nic_drv.ko): " +
+		"the kernel runs nic_drv srcversion OLD1, the image's file has srcversion NEW2: " +
+		"another build of the module is loaded: unload it first (or let kmmkit's upgrade do it)"
+	c.kubelet(t, pods[0].Name, func(s *corev1.PodStatus) {
+		s.Phase = corev1.PodRunning
+		s.ContainerStatuses = []corev1.ContainerStatus{{Name: "worker", Image: "w", RestartCount: 1,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},
+			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 2,
+				Message: reason.Tagged(mismatch, reason.ModuleBuildMismatch) + "\n"}}}}
+	})
+	other := stateOf(t, sync(map[string]*loader.PodRequest{"n1": v2}), "n1")
+	assert.Equal(t, loader.PhaseFailed, other.Phase)
+	assert.Equal(t, loader.ReasonModuleBuildMismatch, other.Condition.Reason)
+	assert.Equal(t, fmt.Sprintf("%s (worker pod %s/kmm-worker-n1-nic failed 1 time(s), last with exit code 2 on node n1; "+
+		"retried until the other build is unloaded)", mismatch, c.ns), other.Condition.Message)
+	require.Len(t, c.pods(t), 1, "the loader stays, and its container is restarted")
+	assert.Equal(t, pods[0].UID, c.pods(t)[0].UID)
 	c.kubelet(t, pods[0].Name, succeeded)
 	st = sync(map[string]*loader.PodRequest{"n1": v2})
 	assert.Equal(t, loader.PhaseLoaded, stateOf(t, st, "n1").Phase)

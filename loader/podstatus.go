@@ -29,6 +29,10 @@ const (
 	ReasonModuleInUse    = string(reason.ModuleInUse)
 )
 
+// ReasonModuleBuildMismatch is the condition reason of a node whose
+// kernel runs another build of the module than the image's.
+const ReasonModuleBuildMismatch = string(reason.ModuleBuildMismatch)
+
 // pullFailures are container waiting reasons that mean the kubelet cannot
 // get the worker image.
 var pullFailures = map[string]bool{
@@ -98,20 +102,26 @@ func diagnose(pod *corev1.Pod, now time.Time, stuckAfter time.Duration) diagnosi
 
 // workerReasons are the reasons a worker's last line may carry
 // (reason.Tagged) that the loader reports as the node's: the kernel's,
-// which a user acts on differently from a failing worker.
-var workerReasons = map[reason.Reason]bool{reason.ModuleInUse: true}
+// which a user acts on differently from a failing worker. Each says what
+// the retried worker waits for.
+var workerReasons = map[reason.Reason]string{
+	reason.ModuleInUse:         "retried until the module is no longer in use",
+	reason.ModuleBuildMismatch: "retried until the other build is unloaded",
+}
 
 // workerFailure is the reason and message of a worker that exited with an
 // error (what says how): its termination message's last line, and
 // WorkerFailed unless that line is tagged with one of workerReasons. An
-// in-use module names the node, and says the worker is retried: its Pod
-// restarts on failure, so the unload waits for the module's users to go.
+// in-use module (or another build loaded) names the node, and says the
+// worker is retried: its Pod restarts on failure, so the unload waits for
+// the module's users to go (the load, for the other build to go).
 func workerFailure(pod *corev1.Pod, termination, what string) (string, string) {
 	msg, r := reason.Untagged(lastLine(termination))
-	if !workerReasons[r] {
+	wait, ok := workerReasons[r]
+	if !ok {
 		return ReasonWorkerFailed, what + ": " + msg
 	}
-	return string(r), fmt.Sprintf("%s (%s on node %s; retried until the module is no longer in use)", msg, what, pod.Spec.NodeName)
+	return string(r), fmt.Sprintf("%s (%s on node %s; %s)", msg, what, pod.Spec.NodeName, wait)
 }
 
 func firstNonEmpty(s ...string) string {

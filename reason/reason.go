@@ -139,6 +139,17 @@ const (
 	ModuleInUse Reason = "ModuleInUse"
 )
 
+// The build a node runs.
+const (
+	// ModuleBuildMismatch: the kernel runs another build of the module
+	// than the image's file — its srcversion (or, when a srcversion is
+	// unknown, its version) differs — because an old build was not
+	// unloaded or the module was loaded by hand; the message names the
+	// module and both srcversions. Unload the module on the node (or let
+	// kmmkit's upgrade do it); the load is retried.
+	ModuleBuildMismatch Reason = "ModuleBuildMismatch"
+)
+
 // Ordered upgrade (spec.moduleLoader.container.version, KMM's version
 // labels): why a selected node is not at the spec's version yet.
 const (

@@ -13,6 +13,7 @@ import (
 	"github.com/kmmkit/kmmkit/depmod"
 	"github.com/kmmkit/kmmkit/internal/cli"
 	"github.com/kmmkit/kmmkit/internal/elftest"
+	"github.com/kmmkit/kmmkit/loader/node"
 	"github.com/kmmkit/kmmkit/loader/node/fake"
 	"github.com/kmmkit/kmmkit/reason"
 )
@@ -223,4 +224,32 @@ func TestWorkerUnloadInUse(t *testing.T) {
 	code, stdout, stderr = runWorker(t, env, "kmod", "unload", "/etc/kmm-worker/config.yaml")
 	require.Equal(t, cli.ExitOK, code, stderr)
 	assert.Equal(t, "unloaded: test; unchanged: b,c\n", stdout)
+}
+
+// TestWorkerLoadBuildMismatch: the worker's line says which srcversion
+// the kernel runs after a load; when the kernel runs another build of the
+// module, the load fails and its last line names both srcversions and is
+// tagged with reason.ModuleBuildMismatch for the pod loader.
+func TestWorkerLoadBuildMismatch(t *testing.T) {
+	root := kmmPod(t, kmmConfig)
+	mod := elftest.Module{Modinfo: []string{"name=test", "vermagic=" + kmmKernel + " " + fake.DefaultFlags, "version=2.0", "srcversion=NEWBUILD"}}.Bytes()
+	file := filepath.Join(root, "tmp/dir/lib/modules", kmmKernel, "extra/test.ko")
+	require.NoError(t, os.WriteFile(file, mod, 0o644))
+	k := fake.NewKernel(kmmKernel)
+	env := Env{Kernel: k, Root: root}
+	code, stdout, stderr := runWorker(t, env, "kmod", "load", "/etc/kmm-worker/config.yaml")
+	require.Equal(t, cli.ExitOK, code, stderr)
+	assert.Equal(t, "loaded: c,b,test; unchanged: ; srcversion: NEWBUILD\n", stdout)
+
+	k.SetBuild("test", node.Build{SrcVersion: "OLDBUILD", Version: "1.0"})
+	before := len(k.Events())
+	code, stdout, stderr = runWorker(t, env, "kmod", "load", "/etc/kmm-worker/config.yaml")
+	assert.Equal(t, cli.ExitError, code)
+	assert.Empty(t, stdout)
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	msg, r := reason.Untagged(lines[len(lines)-1])
+	assert.Equal(t, reason.ModuleBuildMismatch, r)
+	assert.Equal(t, "kmm worker kmod load: load test ("+file+"): the kernel runs test srcversion OLDBUILD, the image's file has srcversion NEWBUILD: "+
+		"another build of the module is loaded: unload it first (or let kmmkit's upgrade do it)", msg)
+	assert.Len(t, k.Events(), before, "nothing changed")
 }

@@ -157,7 +157,8 @@ type workerJob struct {
 
 // fail writes the error as the worker's last line of output, which
 // becomes its Pod's termination message: tagged with its reason when it
-// carries one the pod loader reports (reason.ModuleInUse), so the cluster
+// carries one the pod loader reports (reason.ModuleInUse,
+// reason.ModuleBuildMismatch), so the cluster
 // side reports that reason rather than WorkerFailed.
 func (j *workerJob) fail(stderr io.Writer, err error) int {
 	fmt.Fprintln(stderr, reason.Tagged(fmt.Sprintf("%s: %v", j.what, oneLine(err)), reason.Of(err)))
@@ -205,7 +206,11 @@ func (j *workerJob) run(ctx context.Context, cfg *v1beta1.ModuleConfig, root str
 	if err != nil {
 		return j.fail(stderr, err)
 	}
-	fmt.Fprintf(stdout, "%sed: %s; unchanged: %s\n", j.action, strings.Join(res.Changed, ","), strings.Join(res.Skipped, ","))
+	line := fmt.Sprintf("%sed: %s; unchanged: %s", j.action, strings.Join(res.Changed, ","), strings.Join(res.Skipped, ","))
+	if res.SrcVersion != "" {
+		line += "; srcversion: " + res.SrcVersion // the build the kernel runs
+	}
+	fmt.Fprintln(stdout, line)
 	return cli.ExitOK
 }
 

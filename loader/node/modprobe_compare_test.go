@@ -130,7 +130,7 @@ func TestCommandMatchesModprobe(t *testing.T) {
 		require.Empty(t, errs)
 		require.Equal(t, base, c.Dir)
 		names := modprobe.Values(c.Names)
-		steps, err := plan(Request{Tree: tree, Module: names[0], Modules: names[1:], Parameters: modprobe.Values(c.Params)})
+		steps, _, err := plan(Request{Tree: tree, Module: names[0], Modules: names[1:], Parameters: modprobe.Values(c.Params)})
 		require.NoError(t, err)
 		var got []string
 		for _, s := range steps {

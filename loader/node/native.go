@@ -88,6 +88,11 @@ type Result struct {
 	Changed []string
 	// Skipped lists modules already in the wanted state (or built in).
 	Skipped []string
+	// SrcVersion is, after Load, the srcversion of Module as the kernel
+	// shows it (/sys/module/<m>/srcversion): "" when it cannot tell
+	// (a module without MODULE_VERSION, a built-in one, a Kernel that is
+	// not a BuildReader).
+	SrcVersion string
 }
 
 // ErrFirstTime is wrapped when Request.FirstTime finds nothing to do.
@@ -110,9 +115,9 @@ func (n *Native) step(ctx context.Context, req Request, msg string, kv ...any) {
 }
 
 // plan returns the load order of every module the request names, each
-// module once; Step.Target marks the ones named.
-func plan(req Request) ([]Step, error) {
-	var steps []Step
+// module once; Step.Target marks the ones named. main is the module
+// req.Module names (the first, when it is an alias of several).
+func plan(req Request) (steps []Step, main string, err error) {
 	at := map[string]int{}
 	for i, name := range append([]string{req.Module}, req.Modules...) {
 		var params []string
@@ -121,9 +126,12 @@ func plan(req Request) ([]Step, error) {
 		}
 		more, err := req.Tree.Plan(name, params, req.LoadingOrder)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		for _, s := range more {
+			if i == 0 && s.Target && main == "" {
+				main = s.Name
+			}
 			if j, ok := at[s.Name]; ok {
 				steps[j].Target = steps[j].Target || s.Target
 				continue
@@ -132,7 +140,7 @@ func plan(req Request) ([]Step, error) {
 			steps = append(steps, s)
 		}
 	}
-	return steps, nil
+	return steps, main, nil
 }
 
 // Load loads req.Module (and req.Modules) with what they need, in order.
@@ -140,8 +148,17 @@ func plan(req Request) ([]Step, error) {
 // before anything changes. If loading fails part way, the modules this
 // call loaded are unloaded again, last first, and the *Error says which
 // were rolled back and which could not be.
+//
+// With a Kernel that is a BuildReader, Load checks that the kernel runs
+// the image's build of each module of the plan: one already loaded (and
+// not an in-tree module to remove) whose srcversion differs from its
+// file's fails before anything changes, and so does one just loaded whose
+// srcversion is not its file's (it is rolled back); the *Error wraps a
+// *BuildMismatchError (reason.ModuleBuildMismatch) naming both. When a
+// srcversion is unknown on either side, the versions (MODULE_VERSION)
+// are compared if both are known; otherwise nothing is checked.
 func (n *Native) Load(ctx context.Context, req Request) (*Result, error) {
-	steps, err := plan(req)
+	steps, main, err := plan(req)
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +195,11 @@ func (n *Native) Load(ctx context.Context, req Request) (*Result, error) {
 	ready := map[string]prepared{}
 	for _, s := range steps {
 		if present(loaded, s.Name) && !removing[s.Name] {
+			if _, ok := loaded[s.Name]; ok {
+				if err := n.checkLoadedBuild(s); err != nil {
+					return nil, err
+				}
+			}
 			continue
 		}
 		p, err := n.prepare(s, kern)
@@ -227,12 +249,21 @@ func (n *Native) Load(ctx context.Context, req Request) (*Result, error) {
 		}
 		if !inserted {
 			res.Skipped = append(res.Skipped, p.step.Name)
+			if err := n.checkBuild(p.step, p.build); err != nil {
+				return n.rollback(res, done, err)
+			}
 			continue
 		}
 		n.step(ctx, req, "insmod", "module", p.step.Name, "path", p.step.Path, "params", modprobe.Options(p.step.Params))
 		done = append(done, p.step.Name)
+		if err := n.checkBuild(p.step, p.build); err != nil {
+			return n.rollback(res, done, err)
+		}
 	}
 	res.Changed = append(res.Changed, done...)
+	if live, ok := n.liveBuild(main); ok {
+		res.SrcVersion = live.SrcVersion
+	}
 	return res, nil
 }
 
@@ -287,9 +318,10 @@ func (k *runningKernel) check(moduleVermagic string) error {
 
 // prepared is a module checked and ready to load.
 type prepared struct {
-	step Step
-	elf  []byte
-	comp modfile.Compression
+	step  Step
+	elf   []byte
+	comp  modfile.Compression
+	build Build
 }
 
 // fail wraps a load error of step s.
@@ -326,7 +358,7 @@ func (n *Native) prepare(s Step, kern *runningKernel) (prepared, error) {
 	if comp == modfile.None {
 		elf = nil // the kernel reads the file itself
 	}
-	return prepared{step: s, elf: elf, comp: comp}, nil
+	return prepared{step: s, elf: elf, comp: comp, build: fileBuild(info)}, nil
 }
 
 // loadOne hands a prepared module to the kernel; inserted is false when

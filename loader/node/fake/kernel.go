@@ -36,11 +36,14 @@ type Kernel struct {
 	noDecompress bool
 	hideVermagic bool
 	events       []string
+	builds       map[string]node.Build // of the loaded modules
+	setBuilds    map[string]node.Build // SetBuild's
 }
 
 var (
 	_ node.Kernel      = (*Kernel)(nil)
 	_ node.UsageReader = (*Kernel)(nil)
+	_ node.BuildReader = (*Kernel)(nil)
 )
 
 // DefaultFlags are the vermagic flags of a NewKernel, Debian's amd64
@@ -52,7 +55,8 @@ const DefaultFlags = "SMP preempt mod_unload modversions "
 func NewKernel(release string) *Kernel {
 	return &Kernel{release: release, vermagic: release + " " + DefaultFlags,
 		loaded: map[string]*node.LoadedModule{}, deps: map[string][]string{},
-		builtin: map[string]bool{}, fail: map[string]error{}, failUnload: map[string]error{}}
+		builtin: map[string]bool{}, fail: map[string]error{}, failUnload: map[string]error{},
+		builds: map[string]node.Build{}, setBuilds: map[string]node.Build{}}
 }
 
 // SetVermagic sets the kernel's whole vermagic.
@@ -109,6 +113,31 @@ func (k *Kernel) Preload(name string, usedBy ...string) {
 	for _, u := range usedBy {
 		k.deps[u] = append(k.deps[u], name)
 	}
+}
+
+// SetBuild makes Build report b for the module, loaded now or later,
+// whatever its file's .modinfo says: another build of it loaded by hand,
+// say, when used with Preload.
+func (k *Kernel) SetBuild(name string, b node.Build) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.setBuilds[name] = b
+}
+
+// Build implements node.BuildReader, as sysfs tells it: the srcversion
+// and version of the file the module was loaded from (a Preload'ed
+// module has neither), unless SetBuild said otherwise. It fails with
+// ENOENT for a module that is not loaded.
+func (k *Kernel) Build(name string) (node.Build, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.loaded[name]; !ok {
+		return node.Build{}, syscall.ENOENT
+	}
+	if b, ok := k.setBuilds[name]; ok {
+		return b, nil
+	}
+	return k.builds[name], nil
 }
 
 // Hold takes a reference on a loaded module that is not another module's
@@ -221,12 +250,17 @@ func (k *Kernel) Load(f *os.File, params string, compressed bool) error {
 	}
 	name, vermagic := "", ""
 	var deps []string
+	var build node.Build
 	for _, kv := range info {
 		switch kv.Key {
 		case "name":
 			name = kv.Value
 		case "vermagic":
 			vermagic = kv.Value
+		case "srcversion":
+			build.SrcVersion = kv.Value
+		case "version":
+			build.Version = kv.Value
 		case "depends":
 			if kv.Value != "" {
 				deps = strings.Split(kv.Value, ",")
@@ -254,6 +288,7 @@ func (k *Kernel) Load(f *os.File, params string, compressed bool) error {
 	}
 	k.loaded[name] = &node.LoadedModule{Name: name}
 	k.deps[name] = deps
+	k.builds[name] = build
 	ev := "load " + name
 	if params != "" {
 		ev += " " + params
@@ -289,6 +324,7 @@ func (k *Kernel) Unload(name string) error {
 	}
 	delete(k.loaded, name)
 	delete(k.deps, name)
+	delete(k.builds, name)
 	k.events = append(k.events, "unload "+name)
 	return nil
 }
