@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kmmkit/kmmkit/depmod"
+	"github.com/kmmkit/kmmkit/depmod/modfile"
 	"github.com/kmmkit/kmmkit/internal/elftest"
 	"github.com/kmmkit/kmmkit/internal/testenv"
 	"github.com/kmmkit/kmmkit/internal/vmtest"
@@ -78,10 +79,19 @@ func bootWorker(t *testing.T, s vmScenario) map[string]string {
 		require.NoError(t, os.WriteFile(full, data, 0o644))
 	}
 	require.NoError(t, os.MkdirAll(filepath.Join(imageDir, "opt", "lib", "modules", kver), 0o755))
-	_, err := depmod.Run(context.Background(), depmod.Options{BaseDir: filepath.Join(imageDir, "opt"), KernelVersion: kver, ConfigPaths: []string{}})
-	require.NoError(t, err)
+	dirs := map[string]bool{"/opt": true}
+	for _, c := range s.configs {
+		if c.Modprobe.DirName != "" {
+			dirs[c.Modprobe.DirName] = true
+		}
+	}
+	for dir := range dirs { // each module tree the configs name
+		_, err := depmod.Run(context.Background(), depmod.Options{BaseDir: filepath.Join(imageDir, dir), KernelVersion: kver, ConfigPaths: []string{}})
+		require.NoError(t, err)
+	}
 
 	files := map[string]vmtest.File{}
+	var err error
 	require.NoError(t, filepath.Walk(imageDir, func(p string, info os.FileInfo, err error) error {
 		if err != nil || info.IsDir() {
 			return err
@@ -548,4 +558,77 @@ func TestVMModuleInUse(t *testing.T) {
 	assert.Equal(t, "0", res["cmd2-exit"], res["cmd2-output"])
 	assert.Equal(t, "0", res["cmd3-exit"], "kmmkit_b went with kmmkit_a; unloading it again is nothing to do: "+res["cmd3-output"])
 	assert.Equal(t, "", res["cmd3-modules"])
+}
+
+// buildVersioned compiles, against Debian's headers, kmmkit_v: a module
+// with MODULE_VERSION (so modpost stamps a srcversion) whose source
+// differs by greeting, so two greetings are two builds of one module.
+func buildVersioned(t *testing.T, kver, greeting string) []byte {
+	t.Helper()
+	return once(t, "kmmkit_v "+kver+" "+greeting, func() []byte {
+		headers := "/usr/src/linux-headers-" + kver
+		_, err := os.Stat(headers)
+		testenv.Need(t, "linux-headers-"+kver, err == nil, "apt-get install linux-headers-"+kver)
+		dir := t.TempDir()
+		src := "#include <linux/module.h>\n\n" +
+			"static int __init kmmkit_v_init(void)\n{\n\tpr_info(\"kmmkit_v: " + greeting + "\\n\");\n\treturn 0;\n}\n\n" +
+			"static void __exit kmmkit_v_exit(void)\n{\n}\n\n" +
+			"module_init(kmmkit_v_init);\nmodule_exit(kmmkit_v_exit);\n" +
+			"MODULE_LICENSE(\"GPL\");\nMODULE_VERSION(\"1.0\");\nMODULE_DESCRIPTION(\"kmmkit test module v, built twice\");\n"
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "kmmkit_v.c"), []byte(src), 0o644))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "Kbuild"), []byte("obj-m += kmmkit_v.o\n"), 0o644))
+		out, err := exec.Command("make", "-s", "-C", headers, "M="+dir, "modules").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		data, err := os.ReadFile(filepath.Join(dir, "kmmkit_v.ko"))
+		require.NoError(t, err)
+		return data
+	})
+}
+
+// TestVMModuleBuildMismatch: with build 1 of kmmkit_v in the kernel, a
+// load from an image with build 2 (same name and version, other source,
+// so another srcversion) is refused with reason.ModuleBuildMismatch,
+// naming both srcversions, and changes nothing; build 1's image loads
+// as a no-op, and once build 1 is unloaded build 2 loads and is what
+// the kernel runs.
+func TestVMModuleBuildMismatch(t *testing.T) {
+	_, kver := testenv.KernelTree(t)
+	v1, v2 := buildVersioned(t, kver, "build one"), buildVersioned(t, kver, "build two")
+	src := func(ko []byte) string {
+		info, err := modfile.ParseInfo(ko)
+		require.NoError(t, err)
+		for _, kv := range info {
+			if kv.Key == "srcversion" {
+				return kv.Value
+			}
+		}
+		t.Fatalf("the module has no srcversion")
+		return ""
+	}
+	src1, src2 := src(v1), src(v2)
+	require.NotEqual(t, src1, src2, "two sources, two srcversions")
+	from := func(dir string) v1beta1.ModuleConfig {
+		return v1beta1.ModuleConfig{Modprobe: v1beta1.ModprobeSpec{ModuleName: "kmmkit_v", DirName: dir}}
+	}
+	s := vmScenario{
+		image: vmImage{
+			"opt/lib/modules/" + kver + "/extra/kmmkit_v.ko":  v1,
+			"opt2/lib/modules/" + kver + "/extra/kmmkit_v.ko": v2,
+		},
+		configs: []v1beta1.ModuleConfig{from("/opt"), from("/opt2"), from("/opt"), from("/opt"), from("/opt2")},
+		actions: []string{"load", "load", "load", "unload", "load"},
+	}
+	res := bootWorker(t, s)
+	assert.Equal(t, "kmmkit_v", res["load0-changed"], res["load0-error"])
+	assert.Equal(t, src1, res["load0-srcversion"])
+	assert.Equal(t, "load kmmkit_v (/image/opt2/lib/modules/"+kver+"/extra/kmmkit_v.ko): the kernel runs kmmkit_v srcversion "+src1+
+		", the image's file has srcversion "+src2+": another build of the module is loaded: unload it first (or let kmmkit's upgrade do it)",
+		res["load1-error"])
+	assert.Equal(t, string(reason.ModuleBuildMismatch), res["load1-reason"])
+	assert.Equal(t, "kmmkit_v", res["load1-modules"], "build 1 stays")
+	assert.Equal(t, "", res["load2-changed"], "build 1's image: already loaded, nothing to do: "+res["load2-error"])
+	assert.Equal(t, src1, res["load2-srcversion"])
+	assert.Equal(t, "kmmkit_v", res["unload3-changed"], res["unload3-error"])
+	assert.Equal(t, "kmmkit_v", res["load4-changed"], res["load4-error"])
+	assert.Equal(t, src2, res["load4-srcversion"], "the kernel runs build 2")
 }

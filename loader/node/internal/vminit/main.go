@@ -128,6 +128,9 @@ func run(cfg config) {
 			fmt.Printf("KMMKIT %s-reason: %s\n", tag, reason.Of(err))
 		} else {
 			fmt.Printf("KMMKIT %s-changed: %s\n", tag, strings.Join(res.Changed, ","))
+			if action == "load" {
+				fmt.Printf("KMMKIT %s-srcversion: %s\n", tag, res.SrcVersion)
+			}
 		}
 		report(tag, cfg)
 		if cfg.Dmesg != "" {
