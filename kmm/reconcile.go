@@ -224,6 +224,9 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 
 	// Load where the image is ready; elsewhere keep what is loaded.
 	load := map[string]*loader.PodRequest{}
+	// want is what each node would load, whatever its version labels say:
+	// a rolling upgrade of a versioned owner paces nodes towards it.
+	want := map[string]*loader.PodRequest{}
 	keep := t.keep
 	if versions != nil {
 		versions.unkeep(nodes, keep)
@@ -241,6 +244,17 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 			r.lintKernel(ctx, ks, rec, auth)
 		}
 		for _, n := range t.byKernel[k] {
+			var req *loader.PodRequest
+			if w.state == v1beta1.KernelStateReady {
+				req = &loader.PodRequest{
+					Config:             moduleConfig(rec),
+					ServiceAccountName: obj.Spec.ModuleLoader.ServiceAccountName,
+					ImageRepoSecret:    rec.ImageRepoSecret(),
+					Tolerations:        obj.Spec.Tolerations,
+					ModuleVersion:      rec.ModuleVersion(),
+				}
+				want[n.Name] = req
+			}
 			if versions != nil {
 				switch versionLoad(n.Labels[versions.owner.VersionWorkerPodLabel()], versions.version) {
 				case loadNotDesired:
@@ -250,17 +264,11 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 					continue
 				}
 			}
-			if w.state != v1beta1.KernelStateReady {
+			if req == nil {
 				keep[n.Name] = true
 				continue
 			}
-			load[n.Name] = &loader.PodRequest{
-				Config:             moduleConfig(rec),
-				ServiceAccountName: obj.Spec.ModuleLoader.ServiceAccountName,
-				ImageRepoSecret:    rec.ImageRepoSecret(),
-				Tolerations:        obj.Spec.Tolerations,
-				ModuleVersion:      rec.ModuleVersion(),
-			}
+			load[n.Name] = req
 		}
 	}
 	sreq := r.syncRequest(obj, nodes)
@@ -269,7 +277,7 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 	if r.rolling != nil {
 		// Outdated nodes keep the old module until their upgrade
 		// reaches the load step.
-		sreq.Desired, roll = r.rollGate(obj, t, load, keep)
+		sreq.Desired, roll = r.rollGate(obj, t, load, want, keep)
 		// Nodes that left the selector drop the rollout's state.
 		var gone []*corev1.Node
 		sel := labels.SelectorFromSet(obj.Spec.Selector)

@@ -58,23 +58,30 @@ type rollNode struct {
 // rollout is a pass's view of the rollout of obj.
 type rollout struct {
 	owner identity.Owner
-	nodes []*rollNode // by name
+	// version is spec.moduleLoader.container.version ("" for none): the
+	// rollout then sets the owner's version-module label (see
+	// rollVersionLabel).
+	version string
+	nodes   []*rollNode // by name
 }
 
 // rollGate reads each targeted node's upgrade state and returns what the
 // loader is to load: load without the outdated nodes that have not
-// reached the load step (they keep what they have, added to keep).
-func (r *Reconciler) rollGate(obj Object, t targets, load map[string]*loader.PodRequest, keep map[string]bool) (map[string]*loader.PodRequest, *rollout) {
-	ro := &rollout{owner: r.identity.Owner(obj.Namespace, obj.Name)}
+// reached the load step (they keep what they have, added to keep). want
+// is what each node would load, version labels aside: a node's facts are
+// taken against it. For a versioned owner, a node with the skip label is
+// not gated: its version labels, the administrator's, decide.
+func (r *Reconciler) rollGate(obj Object, t targets, load, want map[string]*loader.PodRequest, keep map[string]bool) (map[string]*loader.PodRequest, *rollout) {
+	ro := &rollout{owner: r.identity.Owner(obj.Namespace, obj.Name), version: obj.Spec.ModuleLoader.Container.Version}
 	gated := make(map[string]*loader.PodRequest, len(load))
 	for k, v := range load {
 		gated[k] = v
 	}
 	for _, n := range t.selected {
-		rn := &rollNode{node: n, facts: nodeFacts(ro.owner, n, load[n.Name])}
+		rn := &rollNode{node: n, facts: nodeFacts(ro.owner, n, want[n.Name])}
 		ro.nodes = append(ro.nodes, rn)
 		f := rn.facts
-		if f.Target == "" || f.Current || !f.Loaded {
+		if f.Target == "" || f.Current || !f.Loaded || (f.Skip && ro.version != "") {
 			continue
 		}
 		if f.State.LoadsNew() || (f.State == upgrade.Failed && f.Record.FailedIn == upgrade.Load) {
@@ -171,10 +178,17 @@ func (r *Reconciler) rollStep(ctx context.Context, obj Object, ro *rollout, stat
 			d.Record.Message = r.evict(ctx, p, rn.facts.Pods)
 			d.Changed = d.Record != rn.facts.Record || d.State != rn.facts.State
 		}
-		if !d.Changed {
+		m, why := "", ""
+		if ro.version != "" {
+			m, why = rollVersionLabel(rn.facts, d.State, rn.node.Labels[ro.owner.VersionModuleLabel()], ro.version)
+		}
+		if !d.Changed && why == "" {
 			continue
 		}
-		if err := r.rollWrite(ctx, obj, ro.owner, rn, d); err != nil {
+		if why != "" {
+			d.Changed = true // a write, for the label
+		}
+		if err := r.rollWrite(ctx, obj, ro.owner, rn, d, m, why); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -310,21 +324,31 @@ func capLen(s string, n int) string {
 // node's resourceVersion as a precondition: the node is read first, and
 // left for the next pass when someone else moved its upgrade keys since
 // the pass's view.
-func (r *Reconciler) rollWrite(ctx context.Context, obj Object, o identity.Owner, rn *rollNode, d upgrade.Decision) error {
+//
+// When why is not empty, the same patch sets the owner's version-module
+// label to m (see rollVersionLabel), and the node is left for the next
+// pass if that label moved since the view too.
+func (r *Reconciler) rollWrite(ctx context.Context, obj Object, o identity.Owner, rn *rollNode, d upgrade.Decision, m, why string) error {
 	name := rn.facts.Name
 	fresh, err := r.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("upgrade of node %s: reading it: %w", name, err)
 	}
+	mKey := o.VersionModuleLabel()
 	if fresh.Labels[o.UpgradeStateLabel()] != rn.node.Labels[o.UpgradeStateLabel()] ||
 		fresh.Annotations[o.UpgradeAnnotation()] != rn.node.Annotations[o.UpgradeAnnotation()] ||
-		fresh.Spec.Unschedulable != rn.node.Spec.Unschedulable {
+		fresh.Spec.Unschedulable != rn.node.Spec.Unschedulable ||
+		(why != "" && fresh.Labels[mKey] != rn.node.Labels[mKey]) {
 		r.logger(ctx).V(1).Info("node changed since the pass's view; upgrade step left for the next pass", "node", name)
 		return nil
 	}
+	lbls := map[string]any{o.UpgradeStateLabel(): nullIfEmpty(string(d.State))}
+	if why != "" {
+		lbls[mKey] = m
+	}
 	meta := map[string]any{
 		"resourceVersion": fresh.ResourceVersion,
-		"labels":          map[string]any{o.UpgradeStateLabel(): nullIfEmpty(string(d.State))},
+		"labels":          lbls,
 		"annotations":     map[string]any{o.UpgradeAnnotation(): d.Record.String()},
 	}
 	patch := map[string]any{"metadata": meta}
@@ -340,6 +364,10 @@ func (r *Reconciler) rollWrite(ctx context.Context, obj Object, o identity.Owner
 			return nil // the next pass sees the node as it is
 		}
 		return fmt.Errorf("upgrade of node %s: writing state %s: %w", name, d.State, err)
+	}
+	if why != "" {
+		r.logger(ctx).Info("upgrade: version-module label set", "node", name, "label", mKey, "value", m, "why", why)
+		r.event(obj, corev1.EventTypeNormal, eventVersionLabelAdded, "node %s: set %s=%s (%s)", name, mKey, m, why)
 	}
 	from := rn.facts.State
 	if from == d.State {

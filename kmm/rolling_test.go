@@ -79,6 +79,10 @@ type nodeWrite struct {
 	ready         bool // the owner's .ready label: the module is loaded
 	unschedulable bool
 	rv            string
+	// The owner's version labels (M, S, .version.ready) and whether the
+	// device plugin target label is there.
+	m, s, versionReady string
+	dpTarget           bool
 }
 
 const (
@@ -186,8 +190,10 @@ func (e *rollEnv) watchNodes(ctx context.Context) {
 
 func (e *rollEnv) observe(n *corev1.Node) {
 	_, ready := n.Labels[e.owner.ReadyLabel()]
+	_, dpTarget := n.Labels[e.owner.DevicePluginTargetLabel()]
 	nw := nodeWrite{node: n.Name, state: upgrade.State(n.Labels[e.owner.UpgradeStateLabel()]), ready: ready,
-		unschedulable: n.Spec.Unschedulable, rv: n.ResourceVersion}
+		unschedulable: n.Spec.Unschedulable, rv: n.ResourceVersion, m: n.Labels[e.owner.VersionModuleLabel()],
+		s: n.Labels[e.owner.VersionSchedulePodLabel()], versionReady: n.Labels[e.owner.VersionReadyLabel()], dpTarget: dpTarget}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.writes = append(e.writes, nw)
