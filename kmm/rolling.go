@@ -44,7 +44,12 @@ const rollRequeue = 2 * time.Second
 // UpgradeAnnotation), so a restarted Reconciler resumes; a node with the
 // skip label (UpgradeSkipLabel=true) keeps what it has. NewReconciler
 // refuses a policy that p.Validate refuses. Nodes with nothing loaded
-// yet (new nodes, a new kernel) are loaded at once, as without it.
+// yet (new nodes, a new kernel) are loaded at once, as without it. For an
+// owner with spec.moduleLoader.container.version, the policy sets the
+// version-module label of KMM's ordered upgrade itself: on a node when
+// its upgrade reaches the load step, and at once on a node with nothing
+// loaded and no such label; KMM's label steps then unload and load. A
+// node with the skip label is left to the administrator's label.
 func WithRollingUpgrade(p upgrade.Policy) Option {
 	return func(o *options) { o.rolling = &p }
 }

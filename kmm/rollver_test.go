@@ -198,3 +198,60 @@ func (e *rollEnv) assertVersionInvariant(skipped ...string) {
 		}
 	}
 }
+
+// TestRollingUpgradeVersionedUserLabel: on a node the policy manages, an
+// M the administrator sets before the node's turn does not jump the
+// queue: KMM's steps take S and W away, but v1 stays loaded there until
+// the node is admitted and reaches the load step.
+func TestRollingUpgradeVersionedUserLabel(t *testing.T) {
+	ctx := context.Background()
+	e := newRollEnv(t, 2, upgrade.Policy{MaxParallel: 1})
+	e.obj.Spec.ModuleLoader.Container.Version = "v1"
+	mKey, vKey := e.owner.VersionModuleLabel(), e.owner.VersionReadyLabel()
+	first, second := e.nodes[0], e.nodes[1]
+	at := func(name string) string { return e.node(ctx, name).Labels[vKey] }
+	for i := 0; i < 30 && (at(first) != "v1" || at(second) != "v1"); i++ {
+		e.pass(ctx)
+	}
+	require.Equal(t, "v1", at(first))
+	require.Equal(t, "v1", at(second))
+	e.watchNodes(ctx)
+	e.obj.Spec.ModuleLoader.Container.Version = "v2"
+	e.obj.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = rollImageV2
+	stateOf := func(name string) upgrade.State { return upgrade.State(e.node(ctx, name).Labels[e.owner.UpgradeStateLabel()]) }
+	for i := 0; i < 5 && !stateOf(first).InProgress(); i++ {
+		e.pass(ctx)
+	}
+	require.True(t, stateOf(first).InProgress(), "the first node is admitted")
+	require.Equal(t, upgrade.Required, stateOf(second))
+	_, err := e.cs.CoreV1().Nodes().Patch(ctx, second, "application/merge-patch+json",
+		[]byte(fmt.Sprintf(`{"metadata":{"labels":{%q:"v2"}}}`, mKey)), metav1.PatchOptions{})
+	require.NoError(t, err)
+	waited := 0
+	for i := 0; i < 60 && stateOf(first) != upgrade.Done; i++ {
+		e.pass(ctx)
+		n := e.node(ctx, second)
+		if upgrade.State(n.Labels[e.owner.UpgradeStateLabel()]) == upgrade.Required {
+			waited++
+			assert.Equal(t, "v1", n.Labels[vKey], "the second node keeps v1 while it waits")
+		}
+	}
+	require.Equal(t, upgrade.Done, stateOf(first))
+	assert.Greater(t, waited, 3, "the second node waited for its turn")
+	// The pass that finished the first node admitted the second.
+	n := e.node(ctx, second)
+	assert.Contains(t, []upgrade.State{upgrade.Required, upgrade.Cordon}, stateOf(second))
+	assert.Equal(t, "v1", n.Labels[vKey])
+	assert.Empty(t, n.Labels[e.owner.VersionWorkerPodLabel()], "KMM's steps took W away")
+	assert.Equal(t, []string{"Load " + rollImageV1}, e.loads[second], "nothing unloaded before its turn")
+	for i := 0; i < 60 && e.doneCount(ctx) < 2; i++ {
+		e.pass(ctx)
+	}
+	require.Equal(t, 2, e.doneCount(ctx))
+	for i := 0; i < 10 && at(second) != "v2"; i++ {
+		e.pass(ctx)
+	}
+	assert.Equal(t, "v2", at(second))
+	assert.Equal(t, []string{"Load " + rollImageV1, "Unload " + rollImageV1, "Load " + rollImageV2}, e.loads[second])
+	e.assertInvariants(1)
+}
