@@ -218,7 +218,9 @@ func TestRollingUpgradeVersionedUserLabel(t *testing.T) {
 	e.watchNodes(ctx)
 	e.obj.Spec.ModuleLoader.Container.Version = "v2"
 	e.obj.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = rollImageV2
-	stateOf := func(name string) upgrade.State { return upgrade.State(e.node(ctx, name).Labels[e.owner.UpgradeStateLabel()]) }
+	stateOf := func(name string) upgrade.State {
+		return upgrade.State(e.node(ctx, name).Labels[e.owner.UpgradeStateLabel()])
+	}
 	for i := 0; i < 5 && !stateOf(first).InProgress(); i++ {
 		e.pass(ctx)
 	}
