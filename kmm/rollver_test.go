@@ -257,3 +257,46 @@ func TestRollingUpgradeVersionedUserLabel(t *testing.T) {
 	assert.Equal(t, []string{"Load " + rollImageV1, "Unload " + rollImageV1, "Load " + rollImageV2}, e.loads[second])
 	e.assertInvariants(1)
 }
+
+// TestRollingUpgradeVersionedImageOnly: a new image at the same version
+// is paced as any image change; M, W and S stay as they are.
+func TestRollingUpgradeVersionedImageOnly(t *testing.T) {
+	ctx := context.Background()
+	e := newRollEnv(t, 3, upgrade.Policy{MaxParallel: 1, Cordon: true})
+	e.obj.Spec.ModuleLoader.Container.Version = "v1"
+	mKey, sKey, vKey := e.owner.VersionModuleLabel(), e.owner.VersionSchedulePodLabel(), e.owner.VersionReadyLabel()
+	loadedV1 := func() bool {
+		for _, name := range e.nodes {
+			if l := e.node(ctx, name).Labels; l[sKey] != "v1" || l[vKey] != "v1" {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < 30 && !loadedV1(); i++ {
+		e.pass(ctx)
+	}
+	require.True(t, loadedV1())
+	e.events()
+	e.watchNodes(ctx)
+	e.obj.Spec.ModuleLoader.Container.KernelMappings[0].ContainerImage = rollImageV2
+	for i := 0; i < 100 && e.doneCount(ctx) < 3; i++ {
+		e.pass(ctx)
+	}
+	require.Equal(t, 3, e.doneCount(ctx))
+	e.assertInvariants(1)
+	for _, name := range e.nodes {
+		assert.Equal(t, []string{"Load " + rollImageV1, "Unload " + rollImageV1, "Load " + rollImageV2}, e.loads[name], name)
+		assert.Equal(t, []string{"v1"}, e.labelSeq(name, func(w nodeWrite) string { return w.m }), "%s: M untouched", name)
+		assert.Equal(t, []string{"v1"}, e.labelSeq(name, func(w nodeWrite) string { return w.s }), "%s: S untouched", name)
+		obs, ok, err := loader.ObservedBy(e.node(ctx, name), e.owner)
+		require.NoError(t, err)
+		require.True(t, ok)
+		assert.Equal(t, rollImageV2, obs.Config.ContainerImage, name)
+		assert.Equal(t, "v1", obs.Version, name)
+		assert.Equal(t, "v1", e.node(ctx, name).Labels[mKey], name)
+	}
+	for _, ev := range e.events() {
+		assert.NotContains(t, ev, "VersionLabel", "no version label moves")
+	}
+}
