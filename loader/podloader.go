@@ -158,6 +158,7 @@ type PodLoader struct {
 	stuckAfter  time.Duration
 	retryAfter  time.Duration
 	pods        PodLister
+	maxWorkers  int
 	mem         *memory
 }
 
@@ -180,7 +181,7 @@ func NewPodLoader(client kubernetes.Interface, workerImage string, opts ...Optio
 		return nil, err
 	}
 	l := &PodLoader{client: client, workerImage: workerImage, pod: o.pod, recorder: o.recorder, log: o.log,
-		clock: o.clock, stuckAfter: o.stuckAfter, retryAfter: 10 * time.Second, pods: o.pods, mem: newMemory()}
+		clock: o.clock, stuckAfter: o.stuckAfter, retryAfter: 10 * time.Second, pods: o.pods, maxWorkers: o.maxWorkers, mem: newMemory()}
 	if l.pods == nil {
 		l.pods = func(ctx context.Context, ns string, sel labels.Selector) ([]*corev1.Pod, error) {
 			list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
@@ -223,9 +224,11 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 		nodes[n.Name] = n
 	}
 	podsByNode := map[string][]*corev1.Pod{}
+	workers := &workerCount{max: l.maxWorkers}
 	for _, p := range pods {
 		if owner.IsWorker(p.Labels) {
 			podsByNode[p.Spec.NodeName] = append(podsByNode[p.Spec.NodeName], p)
+			workers.running++
 		}
 	}
 	seen := map[string]bool{}
@@ -263,7 +266,7 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 		if err := ctx.Err(); err != nil {
 			return states, errors.Join(append(errs, err)...)
 		}
-		st, ok, err := l.syncNode(ctx, req, owner, name, nodes[name], podsByNode[name])
+		st, ok, err := l.syncNode(ctx, req, owner, name, nodes[name], podsByNode[name], workers)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("node %s: %w", name, err))
 		}
@@ -292,13 +295,21 @@ type nodeSync struct {
 	labels   map[string]*string
 	annots   map[string]*string
 	taken    *corev1.Pod // the Pod a create found under its name
+	workers  *workerCount
 	st       NodeState
 }
+
+// workerCount is how many worker Pods of the owner exist during a Sync
+// (as listed, plus those it created, minus those it harvested), against
+// WithMaxWorkers (0: no limit).
+type workerCount struct{ running, max int }
+
+func (w *workerCount) full() bool { return w.max > 0 && w.running >= w.max }
 
 // syncNode brings one node to its desired state. ok is false when there is
 // nothing to report: the node is gone, the caller does not see it yet, or
 // nothing of the owner is there and nothing is wanted.
-func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identity.Owner, name string, view *corev1.Node, pods []*corev1.Pod) (NodeState, bool, error) {
+func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identity.Owner, name string, view *corev1.Node, pods []*corev1.Pod, workers *workerCount) (NodeState, bool, error) {
 	node, fresh, err := l.node(ctx, owner, name, view)
 	if err != nil {
 		return NodeState{}, false, err
@@ -331,7 +342,7 @@ func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identit
 		fresh = true
 	}
 	desired := req.Desired[name]
-	s := &nodeSync{l: l, req: req, owner: owner, node: node,
+	s := &nodeSync{l: l, req: req, owner: owner, node: node, workers: workers,
 		outdated: fresh && view.Status.NodeInfo.KernelVersion != node.Status.NodeInfo.KernelVersion,
 		labels:   map[string]*string{}, annots: map[string]*string{}}
 	s.st.Node = name
@@ -496,7 +507,11 @@ func (s *nodeSync) harvest(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, e
 		if err := s.patchNode(ctx); err != nil {
 			return pod, err
 		}
-		return nil, s.l.deletePod(ctx, s.owner, pod, false)
+		if err := s.l.deletePod(ctx, s.owner, pod, false); err != nil {
+			return nil, err
+		}
+		s.workers.running--
+		return nil, nil
 	case pod.Status.Phase == corev1.PodFailed:
 		d := diagnose(pod, s.l.now(), 0)
 		s.fail(d.reason, d.message)
@@ -504,6 +519,7 @@ func (s *nodeSync) harvest(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, e
 		if err := s.l.deletePod(ctx, s.owner, pod, false); err != nil {
 			return pod, err
 		}
+		s.workers.running--
 		return nil, errStop
 	}
 	return pod, nil
@@ -627,6 +643,12 @@ func (s *nodeSync) create(ctx context.Context, action Action, r PodRequest) erro
 		s.fail(ReasonInvalidRequest, err.Error())
 		return err
 	}
+	if s.workers.full() {
+		s.set(phase, metav1.ConditionFalse, reason, fmt.Sprintf("waiting to %s the module: %d worker pods of %s are running, the most at once (WithMaxWorkers)",
+			action, s.workers.running, s.owner))
+		s.st.RequeueAfter = 2 * time.Second
+		return nil
+	}
 	created, err := s.l.client.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	switch {
 	case apierrors.IsAlreadyExists(err):
@@ -654,6 +676,7 @@ func (s *nodeSync) create(ctx context.Context, action Action, r PodRequest) erro
 		return fmt.Errorf("creating worker pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	s.l.mem.created(s.owner, created, s.l.now())
+	s.workers.running++
 	s.l.log.From(ctx).Info("created worker pod", "pod", pod.Name, "node", s.node.Name, "action", action)
 	s.set(phase, metav1.ConditionFalse, reason, fmt.Sprintf("worker pod %s created to %s the module", pod.Name, action))
 	if s.l.stuckAfter > 0 && s.st.RequeueAfter == 0 {

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -104,14 +103,33 @@ func runController(ctx context.Context, cfg *rest.Config, cc fleetbench.Controll
 	if err := out.Encode(reply{Synced: time.Since(start)}); err != nil {
 		return err
 	}
-	in := json.NewDecoder(os.Stdin)
+	// Commands come from the driver; when it goes (stdin ends), so does
+	// this process, whatever it is waiting for.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmds := make(chan command)
+	go func() {
+		defer cancel()
+		in := json.NewDecoder(os.Stdin)
+		for {
+			var cmd command
+			if err := in.Decode(&cmd); err != nil {
+				return
+			}
+			select {
+			case cmds <- cmd:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	var mark fleetbench.Mark
 	for {
 		var cmd command
-		if err := in.Decode(&cmd); errors.Is(err, io.EOF) {
+		select {
+		case <-ctx.Done():
 			return nil
-		} else if err != nil {
-			return err
+		case cmd = <-cmds:
 		}
 		var r reply
 		var err error
