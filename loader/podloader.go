@@ -224,7 +224,7 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 		nodes[n.Name] = n
 	}
 	podsByNode := map[string][]*corev1.Pod{}
-	workers := &workerCount{max: l.maxWorkers}
+	workers := &workerCount{max: l.maxWorkers, keys: keysOf(owner)}
 	for _, p := range pods {
 		if owner.IsWorker(p.Labels) {
 			podsByNode[p.Spec.NodeName] = append(podsByNode[p.Spec.NodeName], p)
@@ -302,7 +302,23 @@ type nodeSync struct {
 // workerCount is how many worker Pods of the owner exist during a Sync
 // (as listed, plus those it created, minus those it harvested), against
 // WithMaxWorkers (0: no limit).
-type workerCount struct{ running, max int }
+type workerCount struct {
+	running, max int
+	keys         ownerKeys // made once per Sync, not per node
+}
+
+// ownerKeys are an owner's node keys.
+type ownerKeys struct{ observed, ready, version, deprecated string }
+
+func keysOf(o identity.Owner) ownerKeys {
+	return ownerKeys{observed: o.ObservedAnnotation(), ready: o.ReadyLabel(), version: o.VersionReadyLabel(), deprecated: deprecatedReadyLabel(o)}
+}
+
+// holdsKeys reports whether node carries any of the owner's keys.
+func holdsKeys(node *corev1.Node, o identity.Owner) bool {
+	_, none := fingerprint(node, o)
+	return !none
+}
 
 func (w *workerCount) full() bool { return w.max > 0 && w.running >= w.max }
 
@@ -362,7 +378,7 @@ func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identit
 			desired = &keep
 		}
 	}
-	if _, none := fingerprint(node, owner); desired == nil && pod == nil && none {
+	if desired == nil && pod == nil && !holdsKeys(node, owner) {
 		// Only a lagging view said the node held something of the owner.
 		return NodeState{}, false, nil
 	}
@@ -638,16 +654,18 @@ func (s *nodeSync) podFor(action Action, r PodRequest) (*corev1.Pod, error) {
 
 func (s *nodeSync) create(ctx context.Context, action Action, r PodRequest) error {
 	phase, reason := phaseOf(action)
-	pod, err := s.podFor(action, r)
-	if err != nil {
-		s.fail(ReasonInvalidRequest, err.Error())
-		return err
-	}
 	if s.workers.full() {
+		// Checked before the Pod is built: a node that waits costs no
+		// worker template (and its config's YAML) on every pass.
 		s.set(phase, metav1.ConditionFalse, reason, fmt.Sprintf("waiting to %s the module: %d worker pods of %s are running, the most at once (WithMaxWorkers)",
 			action, s.workers.running, s.owner))
 		s.st.RequeueAfter = 2 * time.Second
 		return nil
+	}
+	pod, err := s.podFor(action, r)
+	if err != nil {
+		s.fail(ReasonInvalidRequest, err.Error())
+		return err
 	}
 	created, err := s.l.client.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	switch {
@@ -711,7 +729,7 @@ func (s *nodeSync) fail(reason, msg string) { s.set(PhaseFailed, metav1.Conditio
 
 // setObserved records (or, with nil, clears) the observed state.
 func (s *nodeSync) setObserved(obs *Observed) {
-	key := s.owner.ObservedAnnotation()
+	key := s.workers.keys.observed
 	s.obs = obs
 	if obs == nil {
 		s.annots[key] = nil
@@ -727,7 +745,7 @@ func (s *nodeSync) setObserved(obs *Observed) {
 // label appears or goes. It writes only when something changes.
 func (s *nodeSync) patchNode(ctx context.Context) error {
 	ready := s.desired != nil && s.obs != nil && equality.Semantic.DeepEqual(s.obs.Config, s.desired.Config)
-	readyKey, versionKey := s.owner.ReadyLabel(), s.owner.VersionReadyLabel()
+	readyKey, versionKey := s.workers.keys.ready, s.workers.keys.version
 	_, wasReady := s.node.Labels[readyKey]
 	empty := ""
 	if s.outdated {
@@ -747,7 +765,7 @@ func (s *nodeSync) patchNode(ctx context.Context) error {
 	default:
 		s.labels[readyKey], s.labels[versionKey] = nil, nil
 	}
-	if old := deprecatedReadyLabel(s.owner); old != "" {
+	if old := s.workers.keys.deprecated; old != "" {
 		s.labels[old] = nil
 	}
 	labels := changes(s.node.Labels, s.labels)

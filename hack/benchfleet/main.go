@@ -5,7 +5,9 @@
 // and runs the controller under test (package internal/fleetbench) in a
 // child process of its own, so that the peak RSS and heap it reports are
 // the controller's alone. It reads the servers from the KMMKIT_*
-// variables hack/lib/services.sh exports.
+// variables hack/lib/services.sh exports. With BENCHFLEET_PROFILE=dir,
+// the controller writes its heap profile to dir/controller.heap at the
+// end.
 package main
 
 import (
@@ -19,6 +21,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"runtime"
 	"time"
 
@@ -151,6 +155,9 @@ func runController(ctx context.Context, cfg *rest.Config, cc fleetbench.Controll
 			p := c.Since(mark)
 			r.Phase = &p
 		case "mem":
+			if dir := os.Getenv("BENCHFLEET_PROFILE"); dir != "" {
+				err = writeHeapProfile(filepath.Join(dir, "controller.heap"))
+			}
 			m := c.Mem()
 			r.Memory = &m
 			r.Errors, _ = c.Errors()
@@ -282,6 +289,19 @@ func drive(ctx context.Context, cfg *rest.Config, fc fleetbench.Config, changed 
 		return err
 	}
 	return nil
+}
+
+// writeHeapProfile writes the controller's heap profile (go tool pprof).
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func mb(b uint64) float64 { return float64(b) / 1e6 }
