@@ -3,7 +3,8 @@
 # etcd) and a loopback registry with htpasswd authentication, both started
 # here (hack/lib/services.sh) and stopped afterwards, exactly the
 # processes started. Arguments go to hack/benchfleet (-nodes 5000
-# -kernels 50 -modules 10 -changed 1000 -qps 300 -burst 600 -workers 10).
+# -kernels 50 -modules 10 -changed 1000 -qps 300 -burst 600 -workers 10
+# -ttl 1h).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

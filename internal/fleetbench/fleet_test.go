@@ -44,7 +44,7 @@ func TestFleetCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl, err := NewController(ctx, cfg, ControllerConfig{Namespace: f.Namespace, QPS: 300, Burst: 600, Workers: 2, CAFile: regs.CAFile})
+	ctl, err := NewController(ctx, cfg, ControllerConfig{Namespace: f.Namespace, QPS: 300, Burst: 600, Workers: 2, CAFile: regs.CAFile, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
