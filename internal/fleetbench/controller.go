@@ -362,12 +362,15 @@ func (c *Controller) WaitLoaded(ctx context.Context, modules, want int, kernel s
 	}
 }
 
-// Steady waits until the queue is idle, then makes one pass over every
-// Module, one after the other, with the queue's workers held off, and
-// returns what the pass did.
+// Steady waits briefly for the queue to go idle, then makes one pass over
+// every Module, one after the other, with the queue's workers held off,
+// and returns what the pass did.
 func (c *Controller) Steady(ctx context.Context) (Phase, error) {
+	// Let the rollout's last passes end: a second without work, or at
+	// most 5 s (on a shared API server, other nodes' changes queue passes
+	// all the time; they are held off below anyway).
 	idle := 0
-	for idle < 10 { // one second without work
+	for deadline := time.Now().Add(5 * time.Second); idle < 10 && time.Now().Before(deadline); {
 		if c.queue.Len() == 0 && c.busy.Load() == 0 {
 			idle++
 		} else {

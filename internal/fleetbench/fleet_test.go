@@ -31,9 +31,11 @@ func TestFleetCounts(t *testing.T) {
 	f, err := Setup(ctx, driver, c)
 	if f != nil {
 		t.Cleanup(func() {
+			start := time.Now()
 			if err := f.Cleanup(context.Background()); err != nil {
 				t.Logf("cleanup: %v", err)
 			}
+			t.Logf("cleanup: %s", time.Since(start).Round(time.Millisecond))
 		})
 	}
 	if err != nil {
@@ -79,11 +81,12 @@ func TestFleetCounts(t *testing.T) {
 		t.Errorf("the kubelet finished %d worker Pods, want at least %d", n, pairs)
 	}
 
+	start = time.Now()
 	steady, err := ctl.Steady(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("steady pass: %d passes, %d registry requests, API %s", steady.Passes, steady.Registry, steady.API)
+	t.Logf("steady pass, with the wait for the queue: %s; %d passes, %d registry requests, API %s", time.Since(start).Round(time.Millisecond), steady.Passes, steady.Registry, steady.API)
 	if w := steady.API.Writes(); w != 0 {
 		t.Errorf("steady pass: %d API writes (%s), want 0", w, steady.API)
 	}
