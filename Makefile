@@ -2,7 +2,7 @@
 
 GO ?= go
 
-.PHONY: test unit generate bench bench-depmod bench-sign bench-reconcile fuzz kmm kmm-worker worker-image quickstart
+.PHONY: test unit generate bench bench-depmod bench-sign bench-reconcile bench-fleet fuzz kmm kmm-worker worker-image quickstart
 
 ## test: install test dependencies, start servers, vet, and run every test with -race
 test:
@@ -39,6 +39,10 @@ quickstart:
 ## bench-reconcile: full Reconcile passes, 10 Modules on 5,000 nodes and 50 kernels (fakes), and a pull-secret Module on the real registry.Client (in-process registry with Basic auth): time, allocations, registry requests, API writes
 bench-reconcile:
 	$(GO) test ./kmm -run '^$$' -bench ReconcileScale -benchtime 5x -v
+
+## bench-fleet: the Reconciler and PodLoader on the real kube-apiserver and an htpasswd registry it starts (and stops): 5,000 nodes on 50 kernels, 10 Modules with imageRepoSecret; first rollout, steady pass, kernel change on 1,000 nodes (time, API requests by verb, writes per (node, module), registry requests) and the controller's peak RSS and heap. ARGS= for hack/benchfleet flags (-nodes, -modules, -qps, ...)
+bench-fleet:
+	hack/bench-fleet.sh $(ARGS)
 
 ## kmm: the static kmm binary (also a drop-in depmod: `kmm depmod ...`) in bin/
 kmm:

@@ -30,6 +30,7 @@ type options struct {
 	clock      clock.PassiveClock
 	stuckAfter time.Duration
 	pods       PodLister
+	maxWorkers int
 }
 
 // podOptions are the operator-wide settings of worker Pods.
@@ -128,9 +129,25 @@ func WithStuckTimeout(d time.Duration) Option { return func(o *options) { o.stuc
 // label identity.Owner.ActionLabel, loader.LabelWorkerAction for KMM's).
 func WithPodLister(p PodLister) Option { return func(o *options) { o.pods = p } }
 
+// DefaultMaxWorkers is how many worker Pods of one owner exist at once
+// unless WithMaxWorkers says otherwise.
+const DefaultMaxWorkers = 500
+
+// WithMaxWorkers sets how many worker Pods of one owner exist at once
+// (default DefaultMaxWorkers; 0 means no limit, as KMM, which starts a
+// worker on every node at once). A node beyond the limit waits, Loading
+// (or Unloading) with a message saying so, and gets its worker in a later
+// pass, as running workers finish: a rollout to thousands of nodes is
+// paced, so no single pass creates thousands of Pods (blocking on the
+// client's rate limit while finished workers wait to be harvested), the
+// registry is not hit by every node at once, and the Pods the loader and
+// its informers hold stay bounded. NewPodLoader refuses a negative
+// number.
+func WithMaxWorkers(n int) Option { return func(o *options) { o.maxWorkers = n } }
+
 // newOptions applies opts to the defaults and checks the result.
 func newOptions(workerImage string, opts []Option) (options, error) {
-	o := options{clock: clock.RealClock{}, stuckAfter: 5 * time.Minute}
+	o := options{clock: clock.RealClock{}, stuckAfter: 5 * time.Minute, maxWorkers: DefaultMaxWorkers}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -142,6 +159,8 @@ func newOptions(workerImage string, opts []Option) (options, error) {
 		return options{}, errors.New("pod loader: WithClock(nil): no clock")
 	case o.stuckAfter < 0:
 		return options{}, fmt.Errorf("pod loader: WithStuckTimeout(%v): the timeout must not be negative (0 disables it)", o.stuckAfter)
+	case o.maxWorkers < 0:
+		return options{}, fmt.Errorf("pod loader: WithMaxWorkers(%d): the number must not be negative (0 means no limit)", o.maxWorkers)
 	}
 	return o, nil
 }

@@ -158,6 +158,7 @@ type PodLoader struct {
 	stuckAfter  time.Duration
 	retryAfter  time.Duration
 	pods        PodLister
+	maxWorkers  int
 	mem         *memory
 }
 
@@ -180,7 +181,7 @@ func NewPodLoader(client kubernetes.Interface, workerImage string, opts ...Optio
 		return nil, err
 	}
 	l := &PodLoader{client: client, workerImage: workerImage, pod: o.pod, recorder: o.recorder, log: o.log,
-		clock: o.clock, stuckAfter: o.stuckAfter, retryAfter: 10 * time.Second, pods: o.pods, mem: newMemory()}
+		clock: o.clock, stuckAfter: o.stuckAfter, retryAfter: 10 * time.Second, pods: o.pods, maxWorkers: o.maxWorkers, mem: newMemory()}
 	if l.pods == nil {
 		l.pods = func(ctx context.Context, ns string, sel labels.Selector) ([]*corev1.Pod, error) {
 			list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
@@ -223,9 +224,11 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 		nodes[n.Name] = n
 	}
 	podsByNode := map[string][]*corev1.Pod{}
+	workers := &workerCount{max: l.maxWorkers, keys: keysOf(owner)}
 	for _, p := range pods {
 		if owner.IsWorker(p.Labels) {
 			podsByNode[p.Spec.NodeName] = append(podsByNode[p.Spec.NodeName], p)
+			workers.running++
 		}
 	}
 	seen := map[string]bool{}
@@ -263,7 +266,7 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 		if err := ctx.Err(); err != nil {
 			return states, errors.Join(append(errs, err)...)
 		}
-		st, ok, err := l.syncNode(ctx, req, owner, name, nodes[name], podsByNode[name])
+		st, ok, err := l.syncNode(ctx, req, owner, name, nodes[name], podsByNode[name], workers)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("node %s: %w", name, err))
 		}
@@ -292,13 +295,37 @@ type nodeSync struct {
 	labels   map[string]*string
 	annots   map[string]*string
 	taken    *corev1.Pod // the Pod a create found under its name
+	workers  *workerCount
 	st       NodeState
 }
+
+// workerCount is how many worker Pods of the owner exist during a Sync
+// (as listed, plus those it created, minus those it harvested), against
+// WithMaxWorkers (0: no limit).
+type workerCount struct {
+	running, max int
+	keys         ownerKeys // made once per Sync, not per node
+}
+
+// ownerKeys are an owner's node keys.
+type ownerKeys struct{ observed, ready, version, deprecated string }
+
+func keysOf(o identity.Owner) ownerKeys {
+	return ownerKeys{observed: o.ObservedAnnotation(), ready: o.ReadyLabel(), version: o.VersionReadyLabel(), deprecated: deprecatedReadyLabel(o)}
+}
+
+// holdsKeys reports whether node carries any of the owner's keys.
+func holdsKeys(node *corev1.Node, o identity.Owner) bool {
+	_, none := fingerprint(node, o)
+	return !none
+}
+
+func (w *workerCount) full() bool { return w.max > 0 && w.running >= w.max }
 
 // syncNode brings one node to its desired state. ok is false when there is
 // nothing to report: the node is gone, the caller does not see it yet, or
 // nothing of the owner is there and nothing is wanted.
-func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identity.Owner, name string, view *corev1.Node, pods []*corev1.Pod) (NodeState, bool, error) {
+func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identity.Owner, name string, view *corev1.Node, pods []*corev1.Pod, workers *workerCount) (NodeState, bool, error) {
 	node, fresh, err := l.node(ctx, owner, name, view)
 	if err != nil {
 		return NodeState{}, false, err
@@ -331,7 +358,7 @@ func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identit
 		fresh = true
 	}
 	desired := req.Desired[name]
-	s := &nodeSync{l: l, req: req, owner: owner, node: node,
+	s := &nodeSync{l: l, req: req, owner: owner, node: node, workers: workers,
 		outdated: fresh && view.Status.NodeInfo.KernelVersion != node.Status.NodeInfo.KernelVersion,
 		labels:   map[string]*string{}, annots: map[string]*string{}}
 	s.st.Node = name
@@ -351,7 +378,7 @@ func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identit
 			desired = &keep
 		}
 	}
-	if _, none := fingerprint(node, owner); desired == nil && pod == nil && none {
+	if desired == nil && pod == nil && !holdsKeys(node, owner) {
 		// Only a lagging view said the node held something of the owner.
 		return NodeState{}, false, nil
 	}
@@ -496,7 +523,11 @@ func (s *nodeSync) harvest(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, e
 		if err := s.patchNode(ctx); err != nil {
 			return pod, err
 		}
-		return nil, s.l.deletePod(ctx, s.owner, pod, false)
+		if err := s.l.deletePod(ctx, s.owner, pod, false); err != nil {
+			return nil, err
+		}
+		s.workers.running--
+		return nil, nil
 	case pod.Status.Phase == corev1.PodFailed:
 		d := diagnose(pod, s.l.now(), 0)
 		s.fail(d.reason, d.message)
@@ -504,6 +535,7 @@ func (s *nodeSync) harvest(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, e
 		if err := s.l.deletePod(ctx, s.owner, pod, false); err != nil {
 			return pod, err
 		}
+		s.workers.running--
 		return nil, errStop
 	}
 	return pod, nil
@@ -622,6 +654,14 @@ func (s *nodeSync) podFor(action Action, r PodRequest) (*corev1.Pod, error) {
 
 func (s *nodeSync) create(ctx context.Context, action Action, r PodRequest) error {
 	phase, reason := phaseOf(action)
+	if s.workers.full() {
+		// Checked before the Pod is built: a node that waits costs no
+		// worker template (and its config's YAML) on every pass.
+		s.set(phase, metav1.ConditionFalse, reason, fmt.Sprintf("waiting to %s the module: %d worker pods of %s are running, the most at once (WithMaxWorkers)",
+			action, s.workers.running, s.owner))
+		s.st.RequeueAfter = 2 * time.Second
+		return nil
+	}
 	pod, err := s.podFor(action, r)
 	if err != nil {
 		s.fail(ReasonInvalidRequest, err.Error())
@@ -654,6 +694,7 @@ func (s *nodeSync) create(ctx context.Context, action Action, r PodRequest) erro
 		return fmt.Errorf("creating worker pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	s.l.mem.created(s.owner, created, s.l.now())
+	s.workers.running++
 	s.l.log.From(ctx).Info("created worker pod", "pod", pod.Name, "node", s.node.Name, "action", action)
 	s.set(phase, metav1.ConditionFalse, reason, fmt.Sprintf("worker pod %s created to %s the module", pod.Name, action))
 	if s.l.stuckAfter > 0 && s.st.RequeueAfter == 0 {
@@ -688,7 +729,7 @@ func (s *nodeSync) fail(reason, msg string) { s.set(PhaseFailed, metav1.Conditio
 
 // setObserved records (or, with nil, clears) the observed state.
 func (s *nodeSync) setObserved(obs *Observed) {
-	key := s.owner.ObservedAnnotation()
+	key := s.workers.keys.observed
 	s.obs = obs
 	if obs == nil {
 		s.annots[key] = nil
@@ -704,7 +745,7 @@ func (s *nodeSync) setObserved(obs *Observed) {
 // label appears or goes. It writes only when something changes.
 func (s *nodeSync) patchNode(ctx context.Context) error {
 	ready := s.desired != nil && s.obs != nil && equality.Semantic.DeepEqual(s.obs.Config, s.desired.Config)
-	readyKey, versionKey := s.owner.ReadyLabel(), s.owner.VersionReadyLabel()
+	readyKey, versionKey := s.workers.keys.ready, s.workers.keys.version
 	_, wasReady := s.node.Labels[readyKey]
 	empty := ""
 	if s.outdated {
@@ -724,7 +765,7 @@ func (s *nodeSync) patchNode(ctx context.Context) error {
 	default:
 		s.labels[readyKey], s.labels[versionKey] = nil, nil
 	}
-	if old := deprecatedReadyLabel(s.owner); old != "" {
+	if old := s.workers.keys.deprecated; old != "" {
 		s.labels[old] = nil
 	}
 	labels := changes(s.node.Labels, s.labels)

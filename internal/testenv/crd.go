@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -22,15 +23,23 @@ var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version:
 // manifest on the test API server and waits until the resource is served.
 func InstallCRD(t testing.TB, cfg *rest.Config, manifest []byte) {
 	t.Helper()
+	if err := ApplyCRD(context.Background(), cfg, manifest); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ApplyCRD is InstallCRD for programs that are not tests (benchmarks that
+// run as their own binary): it creates or updates the
+// CustomResourceDefinition of manifest and waits until it is served.
+func ApplyCRD(ctx context.Context, cfg *rest.Config, manifest []byte) error {
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
-		t.Fatalf("dynamic client: %v", err)
+		return fmt.Errorf("dynamic client: %w", err)
 	}
 	crd := &unstructured.Unstructured{}
 	if err := yaml.Unmarshal(manifest, &crd.Object); err != nil {
-		t.Fatalf("CRD manifest: %v", err)
+		return fmt.Errorf("CRD manifest: %w", err)
 	}
-	ctx := context.Background()
 	// Test packages run in parallel against one API server, and the server
 	// itself writes a CRD's status: an update that meets a newer version is
 	// retried on that version rather than failing the test.
@@ -49,14 +58,16 @@ func InstallCRD(t testing.TB, cfg *rest.Config, manifest []byte) {
 		return err
 	})
 	if err != nil {
-		t.Fatalf("installing CRD %s: %v", crd.GetName(), err)
+		return fmt.Errorf("installing CRD %s: %w", crd.GetName(), err)
 	}
 	group, _, _ := unstructured.NestedString(crd.Object, "spec", "group")
 	plural, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "plural")
 	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
 	version := ""
 	if len(versions) > 0 {
-		version, _, _ = unstructured.NestedString(versions[0].(map[string]any), "name")
+		if v, ok := versions[0].(map[string]any); ok {
+			version, _, _ = unstructured.NestedString(v, "name")
+		}
 	}
 	gvr := schema.GroupVersionResource{Group: group, Version: version, Resource: plural}
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
@@ -64,6 +75,7 @@ func InstallCRD(t testing.TB, cfg *rest.Config, manifest []byte) {
 		return err == nil, nil
 	})
 	if err != nil {
-		t.Fatalf("CRD %s never became served", crd.GetName())
+		return fmt.Errorf("CRD %s never became served", crd.GetName())
 	}
+	return nil
 }
