@@ -1,8 +1,6 @@
 package loader
 
 import (
-	"encoding/json"
-	"fmt"
 	"regexp"
 
 	corev1 "k8s.io/api/core/v1"
@@ -84,9 +82,8 @@ func ObservedBy(node *corev1.Node, o identity.Owner) (obs *Observed, ok bool, er
 	if !ok {
 		return nil, false, nil
 	}
-	obs = new(Observed)
-	if err := json.Unmarshal([]byte(raw), obs); err != nil {
-		return nil, false, fmt.Errorf("node %s: annotation %s: %w", node.Name, key, err)
+	if obs, err = decodeObserved(node.Name, key, raw); err != nil {
+		return nil, false, err
 	}
 	return obs, true, nil
 }

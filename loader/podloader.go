@@ -9,7 +9,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -113,7 +112,9 @@ type NodeState struct {
 	Node string
 	// Phase is the summary.
 	Phase Phase
-	// Observed is what is recorded as loaded, nil if nothing.
+	// Observed is what is recorded as loaded, nil if nothing. The loader
+	// keeps it (and shares its config among the nodes of one record) so
+	// that a steady pass decodes nothing: read it, do not modify it.
 	Observed *Observed
 	// Condition explains Phase with a reason a user can act on. Its
 	// LastTransitionTime is left for the caller's condition helpers.
@@ -224,7 +225,8 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 		nodes[n.Name] = n
 	}
 	podsByNode := map[string][]*corev1.Pod{}
-	workers := &workerCount{max: l.maxWorkers, keys: keysOf(owner)}
+	keys := l.mem.keys(owner)
+	workers := &workerCount{max: l.maxWorkers, keys: keys}
 	for _, p := range pods {
 		if owner.IsWorker(p.Labels) {
 			podsByNode[p.Spec.NodeName] = append(podsByNode[p.Spec.NodeName], p)
@@ -239,7 +241,8 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 			names = append(names, n)
 		}
 	}
-	obsKey, readyKey, versionKey := owner.ObservedAnnotation(), owner.ReadyLabel(), owner.VersionReadyLabel()
+	obsKey, readyKey, versionKey := keys.observed, keys.ready, keys.version
+	defer l.mem.records.forget(obsKey, func(node string) bool { return nodes[node] != nil })
 	for name, n := range nodes {
 		_, desired := req.Desired[name]
 		_, hasObs := n.Annotations[obsKey]
@@ -292,9 +295,8 @@ type nodeSync struct {
 	outdated bool
 	obs      *Observed
 	desired  *PodRequest
-	labels   map[string]*string
-	annots   map[string]*string
-	taken    *corev1.Pod // the Pod a create found under its name
+	annots   map[string]*string // pending annotation changes (nil deletes); made when needed
+	taken    *corev1.Pod        // the Pod a create found under its name
 	workers  *workerCount
 	st       NodeState
 }
@@ -315,9 +317,11 @@ func keysOf(o identity.Owner) ownerKeys {
 }
 
 // holdsKeys reports whether node carries any of the owner's keys.
-func holdsKeys(node *corev1.Node, o identity.Owner) bool {
-	_, none := fingerprint(node, o)
-	return !none
+func holdsKeys(node *corev1.Node, k ownerKeys) bool {
+	_, obs := node.Annotations[k.observed]
+	_, ready := node.Labels[k.ready]
+	_, version := node.Labels[k.version]
+	return obs || ready || version
 }
 
 func (w *workerCount) full() bool { return w.max > 0 && w.running >= w.max }
@@ -360,13 +364,13 @@ func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identit
 	desired := req.Desired[name]
 	s := &nodeSync{l: l, req: req, owner: owner, node: node, workers: workers,
 		outdated: fresh && view.Status.NodeInfo.KernelVersion != node.Status.NodeInfo.KernelVersion,
-		labels:   map[string]*string{}, annots: map[string]*string{}}
+	}
 	s.st.Node = name
-	obs, _, err := ObservedBy(node, owner)
+	obs, err := l.mem.records.observed(node, workers.keys.observed)
 	if err != nil {
 		// A damaged record cannot be unloaded from; reload over it.
 		l.log.From(ctx).Error(err, "ignoring unreadable observed state", "node", name)
-		s.annots[owner.ObservedAnnotation()] = nil
+		s.setAnnotation(workers.keys.observed, nil)
 		obs = nil
 	}
 	if desired == nil && req.Keep[name] {
@@ -378,7 +382,7 @@ func (l *PodLoader) syncNode(ctx context.Context, req SyncRequest, owner identit
 			desired = &keep
 		}
 	}
-	if desired == nil && pod == nil && !holdsKeys(node, owner) {
+	if desired == nil && pod == nil && !holdsKeys(node, workers.keys) {
 		// Only a lagging view said the node held something of the owner.
 		return NodeState{}, false, nil
 	}
@@ -627,7 +631,7 @@ func (s *nodeSync) withoutPod(ctx context.Context) error {
 	switch {
 	case s.obs == nil:
 		return s.create(ctx, ActionLoad, *s.desired)
-	case !equality.Semantic.DeepEqual(s.obs.Config, s.desired.Config):
+	case !sameConfig(&s.obs.Config, &s.desired.Config):
 		if s.obs.Config.KernelVersion == s.desired.Config.KernelVersion {
 			return s.create(ctx, ActionUnload, s.obs.Request())
 		}
@@ -732,45 +736,59 @@ func (s *nodeSync) setObserved(obs *Observed) {
 	key := s.workers.keys.observed
 	s.obs = obs
 	if obs == nil {
-		s.annots[key] = nil
+		s.setAnnotation(key, nil)
 		return
 	}
 	raw, _ := json.Marshal(obs) // plain data: cannot fail
 	v := string(raw)
-	s.annots[key] = &v
+	s.setAnnotation(key, &v)
+}
+
+// setAnnotation makes a pending change of the node annotation k (nil
+// deletes it).
+func (s *nodeSync) setAnnotation(k string, v *string) {
+	if s.annots == nil {
+		s.annots = map[string]*string{}
+	}
+	s.annots[k] = v
 }
 
 // patchNode applies pending annotation changes and brings the ready labels
 // in line with the observed state, emitting KMM's events when the ready
 // label appears or goes. It writes only when something changes.
 func (s *nodeSync) patchNode(ctx context.Context) error {
-	ready := s.desired != nil && s.obs != nil && equality.Semantic.DeepEqual(s.obs.Config, s.desired.Config)
+	ready := s.desired != nil && s.obs != nil && sameConfig(&s.obs.Config, &s.desired.Config)
 	readyKey, versionKey := s.workers.keys.ready, s.workers.keys.version
 	_, wasReady := s.node.Labels[readyKey]
-	empty := ""
 	if s.outdated {
 		// What is desired is outdated: the labels stay, and go only when
 		// nothing is loaded any more.
 		ready = wasReady && s.obs != nil
 	}
+	// The changes are made only where the node differs: a steady pass
+	// allocates nothing here.
+	var labels, annots map[string]any
 	switch {
 	case s.outdated && ready:
 	case ready:
-		s.labels[readyKey] = &empty
+		empty := ""
+		change(&labels, s.node.Labels, readyKey, &empty)
 		if v := s.obs.Version; v != "" {
-			s.labels[versionKey] = &v
+			change(&labels, s.node.Labels, versionKey, &v)
 		} else {
-			s.labels[versionKey] = nil
+			change(&labels, s.node.Labels, versionKey, nil)
 		}
 	default:
-		s.labels[readyKey], s.labels[versionKey] = nil, nil
+		change(&labels, s.node.Labels, readyKey, nil)
+		change(&labels, s.node.Labels, versionKey, nil)
 	}
 	if old := s.workers.keys.deprecated; old != "" {
-		s.labels[old] = nil
+		change(&labels, s.node.Labels, old, nil)
 	}
-	labels := changes(s.node.Labels, s.labels)
-	annots := changes(s.node.Annotations, s.annots)
-	s.labels, s.annots = map[string]*string{}, map[string]*string{}
+	for k, v := range s.annots {
+		change(&annots, s.node.Annotations, k, v)
+	}
+	s.annots = nil
 	if len(labels) == 0 && len(annots) == 0 {
 		return nil
 	}
@@ -799,20 +817,24 @@ func (s *nodeSync) patchNode(ctx context.Context) error {
 	return nil
 }
 
-// changes returns the entries of want that differ from have, as a JSON
-// merge patch map (nil deletes).
-func changes(have map[string]string, want map[string]*string) map[string]any {
-	out := map[string]any{}
-	for k, v := range want {
-		cur, ok := have[k]
-		switch {
-		case v == nil && ok:
-			out[k] = nil
-		case v != nil && (!ok || cur != *v):
-			out[k] = *v
-		}
+// change adds k to the JSON merge patch map *patch when want (nil: no
+// entry) differs from what have holds, making the map on the first change.
+func change(patch *map[string]any, have map[string]string, k string, want *string) {
+	cur, ok := have[k]
+	switch {
+	case want == nil && ok:
+	case want != nil && (!ok || cur != *want):
+	default:
+		return
 	}
-	return out
+	if *patch == nil {
+		*patch = map[string]any{}
+	}
+	if want == nil {
+		(*patch)[k] = nil
+	} else {
+		(*patch)[k] = *want
+	}
 }
 
 // deletePod deletes a worker Pod of owner, that one only (its UID) and,

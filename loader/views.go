@@ -1,7 +1,7 @@
 package loader
 
 import (
-	"crypto/sha256"
+	"hash/maphash"
 	"sync"
 	"time"
 
@@ -26,11 +26,14 @@ const forgetAfter = 10 * time.Minute
 // what was written.
 type memory struct {
 	mu        sync.Mutex
-	owners    map[string]*ownerMemory // by the owner's node annotation key
+	owners    map[identity.Owner]*ownerMemory // by ownerOf
+	seed      maphash.Seed                    // of the node fingerprints
 	lastSweep time.Time
+	records   recordCache
 }
 
 type ownerMemory struct {
+	keys  ownerKeys              // the owner's node keys, made once
 	nodes map[string]*nodeMemory // by node name
 	pods  map[string]*podMemory  // by worker Pod name
 }
@@ -38,8 +41,8 @@ type ownerMemory struct {
 // nodeMemory is the owner's keys on a node as last written or read.
 type nodeMemory struct {
 	uid  types.UID
-	keys [sha256.Size]byte // fingerprint of the owner's labels and annotation
-	none bool              // the node holds none of them
+	keys uint64 // fingerprint of the owner's labels and annotation
+	none bool   // the node holds none of them
 	at   time.Time
 }
 
@@ -53,36 +56,56 @@ type podMemory struct {
 	at       time.Time
 }
 
-func newMemory() *memory { return &memory{owners: map[string]*ownerMemory{}} }
+func newMemory() *memory {
+	return &memory{owners: map[identity.Owner]*ownerMemory{}, seed: maphash.MakeSeed(), records: newRecordCache()}
+}
 
+// ownerOf is the map key of o: KMM's identity has one spelling.
+func ownerOf(o identity.Owner) identity.Owner {
+	if o.Domain.IsKMM() {
+		o.Domain = identity.Domain{}
+	}
+	return o
+}
+
+// owner returns what is remembered of o; m.mu is held.
 func (m *memory) owner(o identity.Owner) *ownerMemory {
-	k := o.ObservedAnnotation()
-	om := m.owners[k]
+	o = ownerOf(o)
+	om := m.owners[o]
 	if om == nil {
-		om = &ownerMemory{nodes: map[string]*nodeMemory{}, pods: map[string]*podMemory{}}
-		m.owners[k] = om
+		om = &ownerMemory{keys: keysOf(o), nodes: map[string]*nodeMemory{}, pods: map[string]*podMemory{}}
+		m.owners[o] = om
 	}
 	return om
 }
 
-// fingerprint sums the owner's keys on node.
-func fingerprint(node *corev1.Node, o identity.Owner) (sum [sha256.Size]byte, none bool) {
-	h := sha256.New()
+// keys returns o's node keys, made once per owner rather than per node.
+func (m *memory) keys(o identity.Owner) ownerKeys {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.owner(o).keys
+}
+
+// fingerprint sums the owner's keys on node; none is set when the node
+// holds none of them. It allocates nothing: a steady pass computes one per
+// node and owner.
+func fingerprint(seed maphash.Seed, node *corev1.Node, k ownerKeys) (sum uint64, none bool) {
+	var h maphash.Hash
+	h.SetSeed(seed)
 	none = true
-	for _, kv := range []struct {
+	for _, kv := range [...]struct {
 		m map[string]string
 		k string
-	}{{node.Annotations, o.ObservedAnnotation()}, {node.Labels, o.ReadyLabel()}, {node.Labels, o.VersionReadyLabel()}} {
+	}{{node.Annotations, k.observed}, {node.Labels, k.ready}, {node.Labels, k.version}} {
 		v, ok := kv.m[kv.k]
 		if ok {
 			none = false
-			h.Write([]byte{1})
-			h.Write([]byte(v))
+			h.WriteByte(1)
+			h.WriteString(v)
 		}
-		h.Write([]byte{0})
+		h.WriteByte(0)
 	}
-	copy(sum[:], h.Sum(nil))
-	return sum, none
+	return h.Sum64(), none
 }
 
 // trustNode reports whether view may be acted on for o: the loader knows
@@ -90,11 +113,12 @@ func fingerprint(node *corev1.Node, o identity.Owner) (sum [sha256.Size]byte, no
 func (m *memory) trustNode(o identity.Owner, view *corev1.Node) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	nm := m.owner(o).nodes[view.Name]
+	om := m.owner(o)
+	nm := om.nodes[view.Name]
 	if nm == nil {
 		return true
 	}
-	sum, _ := fingerprint(view, o)
+	sum, _ := fingerprint(m.seed, view, om.keys)
 	return nm.uid == view.UID && nm.keys == sum
 }
 
@@ -113,8 +137,9 @@ func (m *memory) nodesOf(o identity.Owner) []string {
 func (m *memory) setNode(o identity.Owner, node *corev1.Node, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	sum, none := fingerprint(node, o)
-	m.owner(o).nodes[node.Name] = &nodeMemory{uid: node.UID, keys: sum, none: none, at: now}
+	om := m.owner(o)
+	sum, none := fingerprint(m.seed, node, om.keys)
+	om.nodes[node.Name] = &nodeMemory{uid: node.UID, keys: sum, none: none, at: now}
 }
 
 func (m *memory) forgetNode(o identity.Owner, node string) {
