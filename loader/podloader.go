@@ -583,12 +583,15 @@ func (s *nodeSync) withPod(ctx context.Context, pod *corev1.Pod) error {
 // for action and r, saying why. done is set when it deleted pod or could
 // not tell (err says why); the caller then stops there.
 func (s *nodeSync) replaceOutdated(ctx context.Context, pod *corev1.Pod, action Action, r PodRequest, d diagnosis, why string) (done bool, err error) {
-	want, err := s.podFor(action, r)
+	if !replaceable(pod, d) {
+		return false, nil
+	}
+	hash, err := s.templateHash(action, r)
 	if err != nil {
 		s.fail(ReasonInvalidRequest, err.Error())
 		return true, err
 	}
-	if !outdated(pod, want, d) {
+	if pod.Annotations[AnnotationWorkerHash] == hash {
 		return false, nil
 	}
 	phase, reason := phaseOf(action)
@@ -605,14 +608,45 @@ func phaseOf(action Action) (Phase, string) {
 	return PhaseLoading, ReasonLoading
 }
 
-// outdated reports whether a worker Pod is to be replaced by want: its
-// template differs and it is failing, stuck or has not started, so
-// nothing is cut short. KMM replaces an outdated worker only after its
-// container restarted, so one that cannot even pull its image stays
-// forever.
-func outdated(pod, want *corev1.Pod, d diagnosis) bool {
+// replaceable reports whether a worker Pod whose template is outdated is
+// replaced: it is failing, stuck or has not started, so nothing is cut
+// short. KMM replaces an outdated worker only after its container
+// restarted, so one that cannot even pull its image stays forever.
+func replaceable(pod *corev1.Pod, d diagnosis) bool {
 	started := len(pod.Status.ContainerStatuses) > 0 && pod.Status.ContainerStatuses[0].State.Running != nil
-	return pod.Annotations[AnnotationWorkerHash] != want.Annotations[AnnotationWorkerHash] && (d.failing || d.stuck || !started)
+	return d.failing || d.stuck || !started
+}
+
+// templateHash is the AnnotationWorkerHash of the worker Pod for action
+// and r on this node. The loader remembers it per worker Pod name and
+// request, so a Pod that waits pass after pass for the kubelet costs one
+// template (and its YAML), not one a pass.
+func (s *nodeSync) templateHash(action Action, r PodRequest) (string, error) {
+	name := s.owner.WorkerPodName(s.node.Name)
+	key, kerr := templateKey(action, r)
+	if kerr == nil {
+		if h, ok := s.l.mem.template(s.owner, name, key); ok {
+			return h, nil
+		}
+	}
+	want, err := s.podFor(action, r)
+	if err != nil {
+		return "", err
+	}
+	h := want.Annotations[AnnotationWorkerHash]
+	if kerr == nil {
+		s.l.mem.setTemplate(s.owner, name, key, h)
+	}
+	return h, nil
+}
+
+// templateKey says all of what a worker Pod is made from that changes
+// between passes (the loader's options do not): the action and the
+// request, every field of it.
+func templateKey(action Action, r PodRequest) (string, error) {
+	r.Action = action
+	b, err := json.Marshal(r)
+	return string(b), err
 }
 
 func (s *nodeSync) withoutPod(ctx context.Context) error {
@@ -698,6 +732,9 @@ func (s *nodeSync) create(ctx context.Context, action Action, r PodRequest) erro
 		return fmt.Errorf("creating worker pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	s.l.mem.created(s.owner, created, s.l.now())
+	if key, err := templateKey(action, r); err == nil {
+		s.l.mem.setTemplate(s.owner, pod.Name, key, pod.Annotations[AnnotationWorkerHash])
+	}
 	s.workers.running++
 	s.l.log.From(ctx).Info("created worker pod", "pod", pod.Name, "node", s.node.Name, "action", action)
 	s.set(phase, metav1.ConditionFalse, reason, fmt.Sprintf("worker pod %s created to %s the module", pod.Name, action))

@@ -33,10 +33,14 @@ type memory struct {
 }
 
 type ownerMemory struct {
-	keys  ownerKeys              // the owner's node keys, made once
-	nodes map[string]*nodeMemory // by node name
-	pods  map[string]*podMemory  // by worker Pod name
+	keys      ownerKeys              // the owner's node keys, made once
+	nodes     map[string]*nodeMemory // by node name
+	pods      map[string]*podMemory  // by worker Pod name
+	templates map[string]template    // by worker Pod name
 }
+
+// template is the worker hash of the Pod made for a request (templateKey).
+type template struct{ key, hash string }
 
 // nodeMemory is the owner's keys on a node as last written or read.
 type nodeMemory struct {
@@ -73,7 +77,7 @@ func (m *memory) owner(o identity.Owner) *ownerMemory {
 	o = ownerOf(o)
 	om := m.owners[o]
 	if om == nil {
-		om = &ownerMemory{keys: keysOf(o), nodes: map[string]*nodeMemory{}, pods: map[string]*podMemory{}}
+		om = &ownerMemory{keys: keysOf(o), nodes: map[string]*nodeMemory{}, pods: map[string]*podMemory{}, templates: map[string]template{}}
 		m.owners[o] = om
 	}
 	return om
@@ -202,6 +206,23 @@ func (m *memory) deleted(o identity.Owner, pod *corev1.Pod, now time.Time) {
 	defer m.mu.Unlock()
 	om := m.owner(o)
 	om.pods[pod.Name] = &podMemory{deleted: pod.UID, at: now}
+	delete(om.templates, pod.Name)
+}
+
+// template returns the worker hash remembered for the Pod name of o made
+// for key.
+func (m *memory) template(o identity.Owner, name, key string) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.owner(o).templates[name]
+	return t.hash, ok && t.key == key
+}
+
+// setTemplate remembers the worker hash of the Pod name of o made for key.
+func (m *memory) setTemplate(o identity.Owner, name, key, hash string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.owner(o).templates[name] = template{key: key, hash: hash}
 }
 
 // changed records that the worker Pod name of o changed since it was read.
@@ -235,6 +256,11 @@ func (m *memory) sweep(now time.Time) {
 		for n, pm := range om.pods {
 			if !pm.exists && now.Sub(pm.at) > forgetAfter {
 				delete(om.pods, n)
+			}
+		}
+		for n := range om.templates {
+			if pm := om.pods[n]; pm == nil || !pm.exists {
+				delete(om.templates, n) // a Pod that is gone
 			}
 		}
 		if len(om.nodes) == 0 && len(om.pods) == 0 {
