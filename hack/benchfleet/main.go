@@ -7,7 +7,7 @@
 // the controller's alone. It reads the servers from the KMMKIT_*
 // variables hack/lib/services.sh exports. With BENCHFLEET_PROFILE=dir,
 // the controller writes its heap profile to dir/controller.heap at the
-// end.
+// end, and to dir/controller-peak.heap at its largest live heap.
 package main
 
 import (
@@ -17,12 +17,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"time"
 
@@ -129,6 +131,9 @@ func runController(ctx context.Context, cfg *rest.Config, cc fleetbench.Controll
 			}
 		}
 	}()
+	if dir := os.Getenv("BENCHFLEET_PROFILE"); dir != "" {
+		go profilePeaks(ctx, filepath.Join(dir, "controller-peak.heap"))
+	}
 	var mark fleetbench.Mark
 	for {
 		var cmd command
@@ -285,12 +290,37 @@ func drive(ctx context.Context, cfg *rest.Config, fc fleetbench.Config, changed 
 		return err
 	}
 	m := r.Memory
-	fmt.Printf("controller memory: peak RSS %.0f MB, peak heap %.0f MB, heap after GC %.0f MB (in use %.0f MB); %d failed passes\n",
-		mb(m.PeakRSS), mb(m.PeakHeap), mb(m.HeapAlloc), mb(m.HeapInuse), r.Errors)
+	limit := "none"
+	if m.MemoryLimit != math.MaxInt64 {
+		limit = fmt.Sprintf("%.0f MB", mb(uint64(m.MemoryLimit)))
+	}
+	fmt.Printf("controller memory: peak RSS %.0f MB, peak heap %.0f MB, heap after GC %.0f MB (in use %.0f MB); %d GCs taking %.1f%% of its CPU (GOGC %d, memory limit %s); %d failed passes\n",
+		mb(m.PeakRSS), mb(m.PeakHeap), mb(m.HeapAlloc), mb(m.HeapInuse), m.GCs, 100*m.GCCPU, m.GOGC, limit, r.Errors)
 	if err := kubelet.Err(); err != nil {
 		return err
 	}
 	return nil
+}
+
+// profilePeaks writes the heap profile to path whenever the live heap (as
+// of the last GC) has grown by a tenth since it last did: the profile
+// left is of the largest live heap, where the peak RSS comes from.
+func profilePeaks(ctx context.Context, path string) {
+	var written uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		metrics.Read(s)
+		if live := s[0].Value.Uint64(); live > written+written/10 {
+			if err := writeHeapProfile(path); err == nil {
+				written = live
+			}
+		}
+	}
 }
 
 // writeHeapProfile writes the controller's heap profile (go tool pprof).

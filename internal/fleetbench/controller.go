@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,7 +19,6 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -102,15 +102,6 @@ type Phase struct {
 	Passes   int64
 }
 
-// stripManagedFields drops what no reader here needs, as operators do to
-// keep their caches small.
-func stripManagedFields(obj any) (any, error) {
-	if a, err := meta.Accessor(obj); err == nil {
-		a.SetManagedFields(nil)
-	}
-	return obj, nil
-}
-
 // NewController builds the Controller on cfg (copied: its rate limits and
 // the counting transport are set on the copy) and waits for its caches.
 // It reconciles nothing until Run.
@@ -127,10 +118,10 @@ func NewController(ctx context.Context, cfg *rest.Config, cc ControllerConfig) (
 	if err != nil {
 		return nil, err
 	}
-	nodeFac := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(stripManagedFields))
+	nodeFac := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(kmm.TrimNode))
 	nodeInf := nodeFac.Core().V1().Nodes()
 	podFac := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(cc.Namespace),
-		informers.WithTransform(stripManagedFields),
+		informers.WithTransform(kmm.TrimPod),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = loader.LabelWorkerAction }))
 	podInf := podFac.Core().V1().Pods()
 	modFac := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, cc.Namespace, nil)
@@ -410,6 +401,14 @@ type Memory struct {
 	// PeakHeap is the largest HeapAlloc sampled (every 200 ms), HeapAlloc
 	// and HeapInuse now, after a GC.
 	PeakHeap, HeapAlloc, HeapInuse uint64
+	// GCs is the number of collections so far, GCCPU the share of the
+	// process's CPU they took.
+	GCs   uint32
+	GCCPU float64
+	// GOGC and MemoryLimit are the collector's settings (GOGC -1: off;
+	// MemoryLimit math.MaxInt64: none), as the environment gave them.
+	GOGC        int
+	MemoryLimit int64
 }
 
 // Mem reads the process's memory. Only meaningful when the Controller has
@@ -419,7 +418,10 @@ func (c *Controller) Mem() Memory {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	c.notePeak(ms.HeapAlloc)
-	return Memory{PeakRSS: vmHWM(), PeakHeap: c.peakHeap.Load(), HeapAlloc: ms.HeapAlloc, HeapInuse: ms.HeapInuse}
+	gogc := debug.SetGCPercent(-1)
+	debug.SetGCPercent(gogc)
+	return Memory{PeakRSS: vmHWM(), PeakHeap: c.peakHeap.Load(), HeapAlloc: ms.HeapAlloc, HeapInuse: ms.HeapInuse,
+		GCs: ms.NumGC, GCCPU: ms.GCCPUFraction, GOGC: gogc, MemoryLimit: debug.SetMemoryLimit(-1)}
 }
 
 func (c *Controller) sampleHeap(ctx context.Context) {
