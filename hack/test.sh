@@ -53,39 +53,47 @@ step "go vet and cgo-free builds"
 CGO_ENABLED=0 go vet ./...
 CGO_ENABLED=0 go build ./kmm/... ./kernelmap/... ./registry/... ./depmod/... ./loader/... ./builder/... ./examples/... ./cmd/kmm ./cmd/kmm-worker
 
-step "builds on other OSes"
-# The node side (loader/node) fails with ErrNotLinux there; everything
-# else is portable.
-# (darwin only: each OS is one more compile of every dependency on a fresh
-# machine; `GOOS=windows go build ./...` passes too, run it by hand.)
-GOOS=darwin go build ./...
-(cd controllerruntime && GOOS=darwin go build ./...)
-
-# The three other Go modules' tests run beside the main module's: the
-# suite waits on servers, qemu and buildah for much of its time, so two
-# cores stay busy only when more than one test binary runs.
+# The builds on other OSes and the three other Go modules' tests run
+# beside the main module's: the suite waits on servers, qemu and buildah
+# for much of its time, so two cores stay busy only when more than one
+# test binary (or build) runs.
 modules_dir=$(mktemp -d)
 buildah_tags='containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper'
-module_test() {
-	local name=$1 dir=$2 tags=$3
-	(set +e; (cd "$dir" && go vet ${tags:+-tags "$tags"} ./... && go test -race -count=1 ${tags:+-tags "$tags"} ./...) \
-		>"$modules_dir/$name.log" 2>&1; echo $? >"$modules_dir/$name.rc") &
+background() {
+	local name=$1
+	shift
+	(set +e; "$@" >"$modules_dir/$name.log" 2>&1; echo $? >"$modules_dir/$name.rc") &
 	module_pids+=($!)
 }
-module_test buildahlib builder/buildahlib "$buildah_tags"
-module_test controllerruntime controllerruntime ""
-module_test examples-controller-runtime examples/controller-runtime ""
+# The node side (loader/node) fails with ErrNotLinux on other OSes;
+# everything else is portable. (darwin only: each OS is one more compile
+# of every dependency on a fresh machine; `GOOS=windows go build ./...`
+# passes too, run it by hand.)
+other_os() { GOOS=darwin go build ./... && (cd controllerruntime && GOOS=darwin go build ./...); }
+# race: the module's tests run with -race, but buildahlib's: its code is
+# one goroutine-free call into buildah, and -race would instrument the
+# whole of buildah and containers/storage (cgo) for it, minutes on a
+# fresh machine.
+module_test() {
+	local dir=$1 tags=$2 race=$3
+	(cd "$dir" && go vet ${tags:+-tags "$tags"} ./... && go test $race -count=1 ${tags:+-tags "$tags"} ./...)
+}
+background other-os other_os
+background buildahlib module_test builder/buildahlib "$buildah_tags" ""
+background controllerruntime module_test controllerruntime "" -race
+background examples-controller-runtime module_test examples/controller-runtime "" -race
 
 step "go test -race (the main module; the other modules' tests run beside it)"
 main_rc=0
 go test -race -count=1 "$@" ./... || main_rc=$?
 wait "${module_pids[@]}" # only these: the servers run in the background too
 failed=$main_rc
-for m in "builder/buildahlib:buildahlib:buildah as a library, kmmkit's only cgo" \
-	"controllerruntime:controllerruntime:the controller-runtime integration and the drop-in kmm-operator" \
-	"examples/controller-runtime:examples-controller-runtime:so the SDK does not depend on controller-runtime"; do
+for m in "builds on other OSes:other-os:GOOS=darwin go build ./..., here and in controllerruntime" \
+	"builder/buildahlib:buildahlib:its own module, buildah as a library, kmmkit's only cgo" \
+	"controllerruntime:controllerruntime:its own module, the controller-runtime integration and the drop-in kmm-operator" \
+	"examples/controller-runtime:examples-controller-runtime:its own module, so the SDK does not depend on controller-runtime"; do
 	IFS=: read -r dir name why <<<"$m"
-	step "$dir (its own module: $why)"
+	step "$dir ($why)"
 	cat "$modules_dir/$name.log"
 	[[ $(cat "$modules_dir/$name.rc") == 0 ]] || failed=1
 done
