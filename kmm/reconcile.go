@@ -243,16 +243,20 @@ func (r *Reconciler) reconcile(ctx context.Context, obj Object, invalid field.Er
 			ks.Build = "" // only while a build matters
 			r.lintKernel(ctx, ks, rec, auth)
 		}
+		// One request serves every node of the kernel: the loader fills
+		// in the node on its own copy, and 5,000 nodes cost one config.
+		var req *loader.PodRequest
+		if w.state == v1beta1.KernelStateReady {
+			req = &loader.PodRequest{
+				Config:             moduleConfig(rec),
+				ServiceAccountName: obj.Spec.ModuleLoader.ServiceAccountName,
+				ImageRepoSecret:    rec.ImageRepoSecret(),
+				Tolerations:        obj.Spec.Tolerations,
+				ModuleVersion:      rec.ModuleVersion(),
+			}
+		}
 		for _, n := range t.byKernel[k] {
-			var req *loader.PodRequest
-			if w.state == v1beta1.KernelStateReady {
-				req = &loader.PodRequest{
-					Config:             moduleConfig(rec),
-					ServiceAccountName: obj.Spec.ModuleLoader.ServiceAccountName,
-					ImageRepoSecret:    rec.ImageRepoSecret(),
-					Tolerations:        obj.Spec.Tolerations,
-					ModuleVersion:      rec.ModuleVersion(),
-				}
+			if req != nil {
 				want[n.Name] = req
 			}
 			if versions != nil {

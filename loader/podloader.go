@@ -55,7 +55,8 @@ type SyncRequest struct {
 	Nodes []*corev1.Node
 	// Desired holds, per node name, what to load there. Node, Module,
 	// Namespace, Identity, PodNamespace and Action of each entry are
-	// filled in by the loader.
+	// filled in by the loader, on its own copy: the entries are not
+	// modified, so one may serve all the nodes of a kernel.
 	Desired map[string]*PodRequest
 	// Keep names nodes whose current state is kept as it is: what is
 	// loaded there stays loaded and nothing new starts (used while the
