@@ -113,9 +113,10 @@ type NodeState struct {
 	Node string
 	// Phase is the summary.
 	Phase Phase
-	// Observed is what is recorded as loaded, nil if nothing. The loader
-	// keeps it (and shares its config among the nodes of one record) so
-	// that a steady pass decodes nothing: read it, do not modify it.
+	// Observed is what is recorded as loaded, nil if nothing. Its config
+	// is shared with the other nodes of the same record (the loader keeps
+	// records decoded, so that a steady pass decodes nothing): read it,
+	// do not modify it.
 	Observed *Observed
 	// Condition explains Phase with a reason a user can act on. Its
 	// LastTransitionTime is left for the caller's condition helpers.

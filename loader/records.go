@@ -17,18 +17,32 @@ const maxShared = 4096
 // annotation) as last decoded, so a steady pass, which finds every
 // annotation as it was, decodes none. Records that differ only in the
 // boot ID, as those of one Module on one kernel do, share one decoded
-// config and tolerations. The decoded values are never modified.
+// record without it; what a node adds is its boot ID. The shared records
+// are never modified.
 type recordCache struct {
-	mu     sync.Mutex
-	byKey  map[string]map[string]decoded // annotation key → node name → record
-	shared map[string]*Observed          // a record without its boot ID → the first decoded
+	mu      sync.Mutex
+	byKey   map[string]map[string]decoded // annotation key → node name → record
+	shared  map[string]*Observed          // a record without its boot ID → the first decoded
+	decodes int                           // annotation values decoded, for tests
 }
 
-// decoded is one annotation value and what it decodes to.
+// decoded is one annotation value and what it decodes to: the shared
+// record and the node's boot ID, or the error.
 type decoded struct {
-	raw string
-	obs *Observed
-	err error
+	raw    string
+	shared *Observed
+	bootID string
+	err    error
+}
+
+// observed is the record d decodes to, a copy of its own for the caller.
+func (d decoded) observed() (*Observed, error) {
+	if d.err != nil {
+		return nil, d.err
+	}
+	obs := *d.shared
+	obs.BootID = d.bootID
+	return &obs, nil
 }
 
 func newRecordCache() recordCache {
@@ -51,41 +65,43 @@ func (c *recordCache) observed(node *corev1.Node, key string) (*Observed, error)
 	}
 	if d, ok := byNode[node.Name]; ok && d.raw == raw {
 		c.mu.Unlock()
-		return d.obs, d.err
+		return d.observed()
 	}
 	c.mu.Unlock()
+	d := decoded{raw: raw}
 	obs, err := decodeObserved(node.Name, key, raw)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err == nil {
-		obs = c.share(obs)
+	c.decodes++
+	if err != nil {
+		d.err = err
+	} else {
+		d.shared, d.bootID = c.share(obs), obs.BootID
 	}
 	if c.byKey[key] == nil {
 		c.byKey[key] = map[string]decoded{}
 	}
-	c.byKey[key][node.Name] = decoded{raw: raw, obs: obs, err: err}
-	return obs, err
+	c.byKey[key][node.Name] = d
+	return d.observed()
 }
 
-// share points obs's config, pull secret and tolerations at those of an
-// earlier record with the same content apart from the boot ID; c.mu is
-// held.
+// share returns the record that obs is apart from its boot ID, made once
+// for all the records that agree on the rest; c.mu is held.
 func (c *recordCache) share(obs *Observed) *Observed {
 	bare := *obs
 	bare.BootID = ""
 	k, err := json.Marshal(bare)
 	if err != nil {
-		return obs // plain data: cannot fail
+		return &bare // plain data: cannot fail
 	}
 	if first, ok := c.shared[string(k)]; ok {
-		obs.Config, obs.ImageRepoSecret, obs.Tolerations = first.Config, first.ImageRepoSecret, first.Tolerations
-		return obs
+		return first
 	}
 	if len(c.shared) >= maxShared {
 		clear(c.shared)
 	}
-	c.shared[string(k)] = obs
-	return obs
+	c.shared[string(k)] = &bare
+	return &bare
 }
 
 // forget drops the records under key of the nodes that keep does not

@@ -40,7 +40,12 @@ func TestRecordCache(t *testing.T) {
 	assert.Equal(t, "boot-a", first.BootID)
 	again, err := c.observed(a, key)
 	require.NoError(t, err)
-	assert.Same(t, first, again, "an unchanged record is decoded again")
+	assert.Equal(t, first, again)
+	assert.Equal(t, 1, c.decodes, "an unchanged record is decoded again")
+	again.BootID = "changed by the caller"
+	mine, err := c.observed(a, key)
+	require.NoError(t, err)
+	assert.Equal(t, "boot-a", mine.BootID, "one caller's copy is another's")
 
 	other, err := c.observed(b, key)
 	require.NoError(t, err)
@@ -52,6 +57,7 @@ func TestRecordCache(t *testing.T) {
 	a2 := recordNode(t, "a", key, &Observed{Config: next, BootID: "boot-a", Version: "2"})
 	changed, err := c.observed(a2, key)
 	require.NoError(t, err)
+	assert.Equal(t, 3, c.decodes)
 	assert.Equal(t, "registry.example.com/nic:6.1-2", changed.Config.ContainerImage)
 	assert.Equal(t, "2", changed.Version)
 	assert.Equal(t, "registry.example.com/nic:6.1", other.Config.ContainerImage, "a shared config was modified")
