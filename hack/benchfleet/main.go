@@ -7,7 +7,10 @@
 // the controller's alone. It reads the servers from the KMMKIT_*
 // variables hack/lib/services.sh exports. With BENCHFLEET_PROFILE=dir,
 // the controller writes its heap profile to dir/controller.heap at the
-// end, and to dir/controller-peak.heap at its largest live heap.
+// end, and to dir/controller-peak.heap at its largest live heap. With
+// BENCHFLEET_GOMEMLIMIT=250MiB, say, the controller (and only it: a
+// GOMEMLIMIT of the whole run would also bind the kube-apiserver and
+// etcd) runs with that soft memory limit, as a container limit would set.
 package main
 
 import (
@@ -213,6 +216,10 @@ func drive(ctx context.Context, cfg *rest.Config, fc fleetbench.Config, changed 
 	}
 	child := exec.CommandContext(ctx, exe, append(args, "-controller", "-namespace", f.Namespace)...)
 	child.Stderr = os.Stderr
+	if v := os.Getenv("BENCHFLEET_GOMEMLIMIT"); v != "" {
+		// The controller's alone: the servers beside it hold far more.
+		child.Env = append(os.Environ(), "GOMEMLIMIT="+v)
+	}
 	stdin, err := child.StdinPipe()
 	if err != nil {
 		return err
