@@ -243,14 +243,9 @@ func (l *PodLoader) Sync(ctx context.Context, req SyncRequest) ([]NodeState, err
 			names = append(names, n)
 		}
 	}
-	obsKey, readyKey, versionKey := keys.observed, keys.ready, keys.version
-	defer l.mem.records.forget(obsKey, func(node string) bool { return nodes[node] != nil })
+	defer l.mem.records.forget(keys.observed, func(node string) bool { return nodes[node] != nil })
 	for name, n := range nodes {
-		_, desired := req.Desired[name]
-		_, hasObs := n.Annotations[obsKey]
-		_, ready := n.Labels[readyKey]
-		_, version := n.Labels[versionKey]
-		if desired || hasObs || ready || version {
+		if _, desired := req.Desired[name]; desired || holdsKeys(n, keys) {
 			add(name)
 		}
 	}

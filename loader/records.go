@@ -8,9 +8,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// maxShared bounds the distinct records (apart from the boot ID) that
-// decoded records share their config with. Past it the table starts
-// again: sharing saves memory and is never needed for correctness.
+// maxShared bounds the shared records (records without their boot ID)
+// the cache keeps. Past it the table starts again: sharing saves memory
+// and is never needed for correctness.
 const maxShared = 4096
 
 // recordCache holds each owner's record on each node (the observed
